@@ -1,0 +1,32 @@
+# The two commands that matter: `make setup` (fresh machine -> everything
+# installed) and `make test` (the whole suite). See README.md.
+.PHONY: setup test unit integration up down status bench lint
+
+PY := .venv/bin/python
+
+setup:
+	bash scripts/setup.sh
+
+test:
+	$(PY) -m pytest -q
+
+unit:
+	$(PY) -m pytest -q -m "not integration"
+
+integration:
+	$(PY) -m pytest -q -m integration
+
+up:
+	bash scripts/stack.sh up
+
+down:
+	bash scripts/stack.sh down
+
+status:
+	bash scripts/stack.sh status
+
+bench:
+	$(PY) bench/e2e_latency.py
+
+lint:
+	.venv/bin/ruff check .

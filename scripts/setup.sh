@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# `make setup`: from a fresh machine to everything the project needs —
+# Redis and PostgreSQL (Debian packages), the Python environment in .venv/
+# with the `intraday` console script, and the Dapr runtime and CLI.
+# Idempotent: each step checks what is there and a second run takes seconds.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+say() { printf '[setup] %s\n' "$*"; }
+started=$(date +%s)
+
+# 1. Servers from Debian's packages.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+if ((${#missing[@]})); then
+  say "installing ${missing[*]} (apt)"
+  sudo_cmd=(); [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # The packages may start system-wide servers; the project runs its own.
+  "${sudo_cmd[@]}" service redis-server stop >/dev/null 2>&1 || true
+  "${sudo_cmd[@]}" service postgresql stop >/dev/null 2>&1 || true
+else
+  say "redis-server and postgresql already installed"
+fi
+
+# 2. Python environment; reinstalled only when pyproject.toml changes.
+python="${PYTHON:-python3}"
+[[ -x .venv/bin/python ]] || { say "creating .venv"; "$python" -m venv .venv; }
+stamp=.venv/.intraday-deps
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+  say "installing Python packages into .venv"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[dev]'
+  echo "$want" >"$stamp"
+else
+  say "Python packages up to date"
+fi
+
+# 3. Dapr runtime and CLI.
+bash scripts/install_dapr.sh
+# `dapr` on the venv's PATH, beside `intraday`.
+ln -sf "${DAPR_HOME:-$HOME/.dapr}/bin/dapr" .venv/bin/dapr
+
+say "done in $(($(date +%s) - started)) s"

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# The local stack: `stack.sh up` starts Redis, PostgreSQL, Dapr placement and
+# scheduler, applies the audit schema, loads the demo fleet when the telemetry
+# store is empty, then runs the services with `dapr run -f dapr.yaml` and
+# returns once every service and sidecar answers its health check.
+# `stack.sh down` stops everything and leaves the data on disk;
+# `stack.sh status` tells what runs.
+#
+# Everything lives under INTRADAY_DATA_DIR (default ./.data): redis/,
+# postgres/, scheduler/, telemetry/ (chDB), logs/, run/ (pid files).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export INTRADAY_DATA_DIR="${INTRADAY_DATA_DIR:-$root/.data}"
+data="$INTRADAY_DATA_DIR"
+run="$data/run"
+logs="$data/logs"
+dapr_bin="${DAPR_HOME:-$HOME/.dapr}/bin"
+redis_port="${INTRADAY_REDIS_PORT:-6379}"
+pg_port="${INTRADAY_PG_PORT:-5432}"
+placement_port=50005
+scheduler_port=50006
+# name:app-port:sidecar-http-port, as in dapr.yaml
+services=(telemetry:8002:3502 forecaster:8001:3501 trading:8003:3503 gateway:8000:3500)
+health_timeout="${INTRADAY_UP_TIMEOUT:-120}"
+
+say() { printf '[stack] %s\n' "$*"; }
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+# PostgreSQL refuses to run as root; use the Debian package's system user.
+as_pg() { if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+alive() { [[ -f "$run/$1.pid" ]] && kill -0 "$(cat "$run/$1.pid")" 2>/dev/null; }
+
+wait_for() {  # wait_for DESCRIPTION SECONDS COMMAND...
+  local what=$1 limit=$2; shift 2
+  local deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+}
+
+http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
+
+start_redis() {
+  if redis-cli -p "$redis_port" ping >/dev/null 2>&1; then say "redis already up on :$redis_port"; return; fi
+  mkdir -p "$data/redis"
+  # Append-only file: actor state and workflow histories survive a crash.
+  redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$data/redis" \
+    --appendonly yes --appendfsync everysec --daemonize yes \
+    --pidfile "$run/redis.pid" --logfile "$logs/redis.log"
+  wait_for redis 20 redis-cli -p "$redis_port" ping || die "redis did not start (see $logs/redis.log)"
+  say "redis up on :$redis_port"
+}
+
+start_postgres() {
+  local bin; bin="$(pg_bin)"; [[ -n "$bin" ]] || die "PostgreSQL is not installed: run make setup"
+  local pgdata="$data/postgres"
+  if [[ ! -s "$pgdata/PG_VERSION" ]]; then
+    mkdir -p "$pgdata"
+    [[ $(id -u) -eq 0 ]] && chown postgres:postgres "$pgdata"
+    as_pg "$bin/initdb" -D "$pgdata" -U intraday --auth=trust -E UTF8 >"$logs/initdb.log" 2>&1 \
+      || die "initdb failed (see $logs/initdb.log)"
+  fi
+  if as_pg "$bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
+    say "postgres already up"
+  else
+    touch "$logs/postgres.log"; [[ $(id -u) -eq 0 ]] && chown postgres "$logs/postgres.log"
+    as_pg "$bin/pg_ctl" -D "$pgdata" -l "$logs/postgres.log" -w -t 60 \
+      -o "-p $pg_port -c listen_addresses=127.0.0.1 -c unix_socket_directories=/tmp" start >/dev/null \
+      || die "postgres did not start (see $logs/postgres.log)"
+  fi
+  "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U intraday -d postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname='intraday'" | grep -q 1 \
+    || "$bin/createdb" -h 127.0.0.1 -p "$pg_port" -U intraday intraday
+  say "postgres up on :$pg_port"
+}
+
+start_daemon() {  # start_daemon NAME COMMAND... (detached, pid in run/NAME.pid)
+  local name=$1; shift
+  if alive "$name"; then say "$name already up"; return; fi
+  setsid nohup "$@" >"$logs/$name.log" 2>&1 < /dev/null &
+  echo $! >"$run/$name.pid"
+}
+
+start_dapr_control_plane() {
+  start_daemon placement "$dapr_bin/placement" --port "$placement_port" \
+    --healthz-port 58081 --metrics-port 59091 --log-level warn
+  mkdir -p "$data/scheduler"
+  start_daemon scheduler "$dapr_bin/scheduler" --port "$scheduler_port" \
+    --etcd-data-dir "$data/scheduler" --etcd-client-port 52379 \
+    --override-broadcast-host-port "localhost:$scheduler_port" \
+    --healthz-port 58082 --metrics-port 59092 --log-level warn
+  wait_for placement 30 http_ok http://127.0.0.1:58081/healthz || die "placement unhealthy (see $logs/placement.log)"
+  wait_for scheduler 60 http_ok http://127.0.0.1:58082/healthz || die "scheduler unhealthy (see $logs/scheduler.log)"
+  say "placement :$placement_port and scheduler :$scheduler_port up"
+}
+
+start_services() {
+  if alive apps; then say "services already running"; else
+    for s in "${services[@]}"; do
+      IFS=: read -r name app_port dapr_port <<<"$s"
+      ! port_busy "$app_port" || die "port $app_port ($name) is in use by another process"
+      ! port_busy "$dapr_port" || die "port $dapr_port ($name sidecar) is in use by another process"
+    done
+    start_daemon apps "$dapr_bin/dapr" run -f dapr.yaml
+  fi
+  local s name app_port dapr_port
+  for s in "${services[@]}"; do
+    IFS=: read -r name app_port dapr_port <<<"$s"
+    if ! wait_for "$name" "$health_timeout" http_ok "http://127.0.0.1:$app_port/health" \
+      || ! wait_for "$name sidecar" 30 http_ok "http://127.0.0.1:$dapr_port/v1.0/healthz"; then
+      say "$name did not become healthy; last log lines:"
+      tail -n 30 "$logs/apps.log" .dapr/logs/"${name}"_*.log 2>/dev/null | tail -n 60 >&2 || true
+      die "$name unhealthy"
+    fi
+    say "$name healthy (app :$app_port, sidecar :$dapr_port)"
+  done
+}
+
+up() {
+  mkdir -p "$run" "$logs"
+  chmod 755 "$data"
+  [[ -x "$dapr_bin/daprd" && -x .venv/bin/intraday ]] || die "not set up: run make setup"
+  start_redis
+  start_postgres
+  start_dapr_control_plane
+  .venv/bin/intraday db migrate
+  if ! alive apps; then .venv/bin/intraday fleet demo --if-empty; fi
+  start_services
+  say "up: gateway on http://127.0.0.1:8000"
+}
+
+stop_pid() {  # stop_pid NAME: TERM the process group, KILL after 15 s
+  alive "$1" || { rm -f "$run/$1.pid"; return 0; }
+  local pid; pid="$(cat "$run/$1.pid")"
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 75); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  rm -f "$run/$1.pid"
+  say "$1 stopped"
+}
+
+down() {
+  stop_pid apps
+  # daprd and app processes that outlived their parent (e.g. after a crash)
+  pkill -f "daprd --app-id (telemetry|forecaster|trading|gateway)" 2>/dev/null || true
+  stop_pid scheduler
+  stop_pid placement
+  local bin; bin="$(pg_bin)"
+  if [[ -n "$bin" && -s "$data/postgres/PG_VERSION" ]] && as_pg "$bin/pg_ctl" -D "$data/postgres" status >/dev/null 2>&1; then
+    as_pg "$bin/pg_ctl" -D "$data/postgres" -m fast -w stop >/dev/null && say "postgres stopped"
+  fi
+  if redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
+    redis-cli -p "$redis_port" shutdown >/dev/null 2>&1 || true
+    say "redis stopped"
+  fi
+  say "down (data kept in $data)"
+}
+
+status() {
+  local s name app_port dapr_port
+  redis-cli -p "$redis_port" ping >/dev/null 2>&1 && say "redis: up" || say "redis: down"
+  for s in placement scheduler apps; do alive "$s" && say "$s: up" || say "$s: down"; done
+  for s in "${services[@]}"; do
+    IFS=: read -r name app_port dapr_port <<<"$s"
+    http_ok "http://127.0.0.1:$app_port/health" && say "$name: healthy" || say "$name: not answering"
+  done
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
