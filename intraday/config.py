@@ -1,0 +1,65 @@
+"""One configuration object for every process, read from INTRADAY_* variables.
+
+Defaults describe the local stack started by `make up`; production sets the
+variables (see README "Configuration"). `Settings` refuses the local defaults
+for credentials-bearing settings when INTRADAY_ENVIRONMENT=production.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_PG_DSN = "postgresql://intraday@127.0.0.1:5432/intraday"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INTRADAY_", frozen=True)
+
+    environment: Literal["local", "production"] = "local"
+    data_dir: Path = REPO_ROOT / ".data"
+
+    # Telemetry store: chDB in-process (owned by the telemetry service) or a
+    # ClickHouse server.
+    telemetry_backend: Literal["chdb", "clickhouse"] = "chdb"
+    clickhouse_url: str = "http://127.0.0.1:8123"
+    clickhouse_database: str = "intraday"
+
+    # Audit database (forecast requests/results, trade decisions).
+    pg_dsn: str = LOCAL_PG_DSN
+
+    # Public entry point, used by the CLI and benchmarks.
+    gateway_url: str = "http://127.0.0.1:8000"
+
+    # Forecasting.
+    history_days: int = 30  # telemetry window a DeviceActor keeps
+    baseline_days: int = 14  # days the seasonal baseline draws quantiles from
+    max_horizon_hours: int = 48
+    forecast_deadline_seconds: float = 60.0
+    actor_idle_timeout_seconds: int = 900
+
+    # Trading rule: forecast when the price moved at least this much since the
+    # last forecast, at most once per debounce period.
+    price_move_threshold_eur_mwh: float = 5.0
+    price_debounce_seconds: float = 30.0
+    portfolio: str = "all"  # comma-separated device ids, or "all"
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.data_dir / "telemetry"
+
+    @model_validator(mode="after")
+    def _refuse_local_defaults_in_production(self) -> Settings:
+        if self.environment == "production" and self.pg_dsn == LOCAL_PG_DSN:
+            raise ValueError("INTRADAY_PG_DSN must be set in production")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

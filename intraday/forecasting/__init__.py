@@ -1,0 +1,1 @@
+"""How a forecast is computed: pure functions over telemetry windows."""

@@ -1,0 +1,63 @@
+"""Seasonal quantile baseline: the forecast used when no trained model exists.
+
+For each quarter-hour of the horizon, P10/P50/P90 are the empirical quantiles
+of the same quarter-hour on the previous `days` days before `forecast_start`.
+Only data strictly before `forecast_start` is used, so beyond 24 h ahead the
+lookback starts further back (a 36 h horizon uses days 2..days+1 for its
+second day).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+
+from intraday.errors import InsufficientHistory
+from intraday.forecasting.types import QUANTILES, Forecast, TelemetryWindow
+from intraday.timeutil import INTERVALS_PER_DAY, QUARTER_HOUR
+
+MODEL_VERSION = "baseline"
+MIN_SAMPLES = 3  # fewer same-quarter-hour observations than this: no honest band
+
+
+def seasonal_quantiles(
+    window: TelemetryWindow,
+    forecast_start: datetime,
+    horizon_intervals: int,
+    days: int = 14,
+) -> Forecast:
+    offset = window.index_of(forecast_start)  # index of forecast_start in the window
+    k = np.arange(horizon_intervals)
+    # The first lookback day whose same quarter-hour lies before forecast_start.
+    first_day = k // INTERVALS_PER_DAY + 1
+    lags = first_day[:, None] + np.arange(days)[None, :]  # (horizon, days)
+    idx = offset + k[:, None] - lags * INTERVALS_PER_DAY
+    inside = (idx >= 0) & (idx < min(len(window.values), offset))
+    samples = np.where(inside, window.values[np.clip(idx, 0, len(window.values) - 1)], np.nan)
+
+    counts = np.sum(~np.isnan(samples), axis=1)
+    short = np.flatnonzero(counts < MIN_SAMPLES)
+    if short.size:
+        raise InsufficientHistory(
+            f"device {window.device_id!r}: {short.size} of {horizon_intervals} intervals have "
+            f"fewer than {MIN_SAMPLES} observations of the same quarter-hour in the "
+            f"{days} days before {forecast_start:%Y-%m-%dT%H:%MZ} "
+            f"(window {window.start:%Y-%m-%dT%H:%MZ}..{window.end:%Y-%m-%dT%H:%MZ}, "
+            f"{window.missing} gaps)"
+        )
+    # Empirical quantiles are monotone in q, so the band never crosses.
+    p10, p50, p90 = np.nanquantile(samples, QUANTILES, axis=1)
+    # The data window this forecast drew on: the oldest lookback day to
+    # forecast_start (or the window's end, if that comes first).
+    first_used = max(offset - int(lags.max()) * INTERVALS_PER_DAY, 0)
+    return Forecast(
+        device_id=window.device_id,
+        forecast_start=forecast_start,
+        model_version=MODEL_VERSION,
+        p10=p10,
+        p50=p50,
+        p90=p90,
+        data_window_start=window.start + first_used * QUARTER_HOUR,
+        data_window_end=min(window.end, forecast_start),
+    )

@@ -1,0 +1,97 @@
+"""Value types of the forecasting domain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from intraday.timeutil import QUARTER_HOUR, isoformat_z, to_utc
+
+QUANTILES = (0.1, 0.5, 0.9)
+
+
+@dataclass(frozen=True)
+class TelemetryWindow:
+    """A device's mean power (kW) per quarter-hour on a regular grid.
+
+    `values[i]` is the interval starting at `start + i * 15 min`; NaN marks a
+    gap (no measurement), so gaps are explicit rather than missing rows.
+    """
+
+    device_id: str
+    start: datetime
+    values: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", to_utc(self.start))
+        object.__setattr__(self, "values", np.asarray(self.values, dtype=np.float64))
+
+    @property
+    def end(self) -> datetime:
+        """Exclusive end: the start of the first interval not covered."""
+        return self.start + len(self.values) * QUARTER_HOUR
+
+    @property
+    def missing(self) -> int:
+        return int(np.isnan(self.values).sum())
+
+    def index_of(self, t: datetime) -> int:
+        return int((to_utc(t) - self.start) / QUARTER_HOUR)
+
+    def merged(self, other: TelemetryWindow, keep_intervals: int) -> TelemetryWindow:
+        """This window extended by `other` (newer values win where both have
+        data), trimmed to the most recent `keep_intervals` intervals."""
+        start = min(self.start, other.start)
+        end = max(self.end, other.end)
+        out = np.full(int((end - start) / QUARTER_HOUR), np.nan)
+        for w in (self, other):
+            i = int((w.start - start) / QUARTER_HOUR)
+            seg = out[i : i + len(w.values)]
+            np.copyto(seg, w.values, where=~np.isnan(w.values))
+        out = out[-keep_intervals:]
+        return TelemetryWindow(self.device_id, end - len(out) * QUARTER_HOUR, out)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """P10/P50/P90 of mean power (kW) per interval, from `forecast_start`."""
+
+    device_id: str
+    forecast_start: datetime
+    model_version: str
+    p10: np.ndarray
+    p50: np.ndarray
+    p90: np.ndarray
+    data_window_start: datetime
+    data_window_end: datetime
+
+    @property
+    def horizon_intervals(self) -> int:
+        return len(self.p50)
+
+    def to_dict(self) -> dict:
+        """The wire form shared by workflow output, pub/sub and the API."""
+        starts = [self.forecast_start + i * QUARTER_HOUR for i in range(self.horizon_intervals)]
+        return {
+            "device_id": self.device_id,
+            "forecast_start": isoformat_z(self.forecast_start),
+            "horizon_intervals": self.horizon_intervals,
+            "model_version": self.model_version,
+            "unit": "kW",
+            "data_window": {
+                "start": isoformat_z(self.data_window_start),
+                "end": isoformat_z(self.data_window_end),
+            },
+            "intervals": [
+                {
+                    "interval_start": isoformat_z(s),
+                    "interval_end": isoformat_z(s + QUARTER_HOUR),
+                    "p10": float(a),
+                    "p50": float(b),
+                    "p90": float(c),
+                }
+                for s, a, b, c in zip(starts, self.p10, self.p50, self.p90, strict=True)
+            ],
+        }
