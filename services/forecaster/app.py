@@ -1,0 +1,161 @@
+"""Forecaster service: hosts the DeviceActors and the forecast workflow, and
+starts/queries workflow instances for the gateway and the trading service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+import dapr.ext.workflow as wf
+from dapr.actor.runtime.config import ActorRuntimeConfig
+from dapr.actor.runtime.runtime import ActorRuntime
+from dapr.ext.fastapi import DaprActor
+from fastapi import FastAPI, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from grpc import RpcError
+from pydantic import BaseModel, ConfigDict, Field
+
+from actors.device_actor import DeviceActor
+from actors.state import StateSerializer
+from intraday.config import get_settings
+from intraday.errors import UnknownDevice
+from intraday.forecasting import baseline
+from intraday.forecasting.request import check_forecast_start, forecast_id, horizon_intervals
+from intraday.timeutil import isoformat_z, next_quarter_hour
+from services.http import install_common
+from workflows import activities
+from workflows.contracts import ForecastJob
+from workflows.forecast import WORKFLOW_NAME, register
+
+log = logging.getLogger("forecaster")
+TERMINAL_RERUN = {wf.WorkflowStatus.FAILED, wf.WorkflowStatus.TERMINATED}
+runtime: wf.WorkflowRuntime
+client: wf.DaprWorkflowClient
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    global runtime, client
+    settings = get_settings()
+    ActorRuntime.set_actor_config(
+        ActorRuntimeConfig(
+            actor_idle_timeout=timedelta(seconds=settings.actor_idle_timeout_seconds),
+            actor_scan_interval=timedelta(seconds=30),
+        )
+    )
+    await actor.register_actor(DeviceActor, state_serializer=StateSerializer())
+    runtime = wf.WorkflowRuntime(maximum_thread_pool_workers=16)
+    register(runtime)
+    runtime.start()
+    client = wf.DaprWorkflowClient()
+    yield
+    runtime.shutdown()
+
+
+app = FastAPI(title="intraday forecaster", lifespan=lifespan)
+actor = DaprActor(app)
+install_common(app, "forecaster")
+_starting: dict[str, asyncio.Lock] = {}
+
+
+class ForecastRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str = Field(min_length=1, max_length=64)
+    forecast_start: datetime | None = None
+    horizon_hours: float = 24.0
+    requested_by: str = "api"
+
+
+def _view(fid: str, state: wf.WorkflowState | None) -> dict:
+    if state is None:
+        return {"forecast_id": fid, "status": "NOT_FOUND"}
+    status = state.runtime_status.name
+    body: dict = {"forecast_id": fid, "status": status}
+    if state.runtime_status == wf.WorkflowStatus.COMPLETED and state.serialized_output:
+        import json
+
+        body["result"] = json.loads(state.serialized_output)
+    if state.failure_details is not None:
+        body["error"] = state.failure_details.message
+    return body
+
+
+def _status_code(view: dict) -> int:
+    status = view["status"]
+    if status == "COMPLETED":
+        return 200
+    if status == "NOT_FOUND":
+        return 404
+    if status == "FAILED":
+        error = view.get("error", "")
+        if "unknown_device" in error:
+            return 404
+        if "insufficient_history" in error or "invalid_request" in error:
+            return 422
+        return 500
+    return 202  # still running
+
+
+@app.post("/forecasts")
+async def start_forecast(
+    request: ForecastRequest,
+    wait: bool = Query(False, description="return the finished forecast"),
+    timeout: float = Query(60.0, gt=0, le=120),
+) -> JSONResponse:
+    settings = get_settings()
+    now = datetime.now(UTC)
+    start = check_forecast_start(request.forecast_start or next_quarter_hour(now), now)
+    horizon = horizon_intervals(request.horizon_hours, settings.max_horizon_hours)
+    if not await run_in_threadpool(activities.device_exists, request.device_id):
+        raise UnknownDevice(request.device_id)
+
+    fid = forecast_id(request.device_id, start, horizon, baseline.MODEL_VERSION)
+    job = ForecastJob(
+        forecast_id=fid,
+        device_id=request.device_id,
+        forecast_start=isoformat_z(start),
+        horizon_intervals=horizon,
+        model_version=baseline.MODEL_VERSION,
+        requested_by=request.requested_by,
+        requested_at=isoformat_z(now),
+    )
+    lock = _starting.setdefault(fid, asyncio.Lock())
+    async with lock:
+        created = await run_in_threadpool(_start_once, fid, job)
+    if wait:
+        state = await run_in_threadpool(
+            client.wait_for_workflow_completion, fid, fetch_payloads=True,
+            timeout_in_seconds=int(timeout),
+        )
+        view = _view(fid, state)
+    else:
+        view = {"forecast_id": fid, "status": "SCHEDULED" if created else "EXISTS"}
+    view["created"] = created
+    code = _status_code(view) if wait else 202
+    return JSONResponse(view, status_code=code)
+
+
+def _start_once(fid: str, job: ForecastJob) -> bool:
+    """Schedule the workflow unless an instance with this id exists (running
+    or completed); a failed or terminated one is run again. True if started."""
+    state = client.get_workflow_state(fid, fetch_payloads=False)
+    if state is not None and state.runtime_status not in TERMINAL_RERUN:
+        return False
+    try:
+        client.schedule_new_workflow(WORKFLOW_NAME, input=job.model_dump(), instance_id=fid)
+    except RpcError as e:
+        if "already exists" in (e.details() or ""):
+            return False
+        raise
+    return True
+
+
+@app.get("/forecasts/{fid}")
+async def get_forecast(fid: str) -> JSONResponse:
+    state = await run_in_threadpool(client.get_workflow_state, fid, fetch_payloads=True)
+    view = _view(fid, state)
+    return JSONResponse(view, status_code=_status_code(view))

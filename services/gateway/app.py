@@ -1,0 +1,109 @@
+"""Gateway: the public REST API. It validates requests, then reaches the
+forecaster and telemetry services by Dapr service invocation."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import datetime
+
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from services import sidecar
+from services.http import install_common
+
+app = FastAPI(title="intraday gateway")
+install_common(app, "gateway")
+_requests: Counter[tuple[str, int]] = Counter()
+_latency_sum: Counter[str] = Counter()
+
+
+class IntradayForecastRequest(BaseModel):
+    """Body of POST /forecast/intraday. Unknown fields are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    forecast_start: datetime | None = Field(
+        None, description="UTC quarter-hour; default: the next quarter-hour"
+    )
+    horizon_hours: float = Field(24.0, description="multiple of 0.25, at most 48")
+    requested_by: str = Field("api", max_length=64)
+
+
+class PriceTick(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    price_eur_mwh: float = Field(allow_inf_nan=False)
+    market: str = "DE-intraday"
+    at: datetime | None = None
+
+
+def _relay(r) -> Response:
+    return Response(r.content, status_code=r.status_code, media_type="application/json")
+
+
+@app.middleware("http")
+async def _metrics(request: Request, call_next):
+    t0 = time.perf_counter()
+    response = await call_next(request)
+    route = request.scope.get("route")
+    path = getattr(route, "path", "other")
+    _requests[(path, response.status_code)] += 1
+    _latency_sum[path] += time.perf_counter() - t0
+    return response
+
+
+@app.post("/forecast/intraday")
+async def forecast_intraday(
+    body: IntradayForecastRequest,
+    wait: bool = Query(False, description="wait for and return the finished forecast"),
+    timeout: float = Query(60.0, gt=0, le=120),
+) -> Response:
+    r = await sidecar.invoke(
+        "forecaster", "POST", "forecasts",
+        params={"wait": str(wait).lower(), "timeout": timeout},
+        content=body.model_dump_json(exclude_none=True),
+        headers={"content-type": "application/json"},
+        timeout=timeout + 5,
+    )
+    return _relay(r)
+
+
+@app.get("/forecast/{forecast_id}")
+async def get_forecast(forecast_id: str) -> Response:
+    return _relay(await sidecar.invoke("forecaster", "GET", f"forecasts/{forecast_id}"))
+
+
+@app.get("/devices")
+async def devices() -> Response:
+    return _relay(await sidecar.invoke("telemetry", "GET", "devices"))
+
+
+@app.post("/prices", status_code=202)
+async def publish_price(tick: PriceTick) -> dict:
+    """Put a price tick on the `prices` topic (simulated feeds, feed adapters)."""
+    await sidecar.publish_async("prices", tick.model_dump(mode="json", exclude_none=True))
+    return {"published": True}
+
+
+@app.get("/metrics")
+async def metrics() -> PlainTextResponse:
+    lines = ["# TYPE intraday_gateway_requests_total counter"]
+    lines += [
+        f'intraday_gateway_requests_total{{path="{p}",code="{c}"}} {n}'
+        for (p, c), n in sorted(_requests.items())
+    ]
+    lines.append("# TYPE intraday_gateway_request_seconds_sum counter")
+    lines += [
+        f'intraday_gateway_request_seconds_sum{{path="{p}"}} {s:.6f}'
+        for p, s in sorted(_latency_sum.items())
+    ]
+    return PlainTextResponse("\n".join(lines) + "\n")
+
+
+@app.exception_handler(sidecar.SidecarError)
+async def _sidecar_error(_: Request, exc: sidecar.SidecarError) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail}, status_code=502)

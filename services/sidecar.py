@@ -1,0 +1,100 @@
+"""Talking to this process's Dapr sidecar over its HTTP API.
+
+Other apps are reached by Dapr service invocation (app id + method), topics
+by pub/sub component name, actors by type and id: never by a hard-coded URL
+of another service. Connections are pooled: one client per process (sync) and
+one per event loop (async).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any
+
+import httpx
+import numpy as np
+
+from intraday.forecasting.types import TelemetryWindow
+from intraday.timeutil import isoformat_z
+
+PUBSUB = "pubsub"  # component name, same locally and on GCP
+TIMEOUT = httpx.Timeout(10.0, connect=2.0)
+_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+
+
+def sidecar_url() -> str:
+    return f"http://127.0.0.1:{os.environ.get('DAPR_HTTP_PORT', '3500')}"
+
+
+class SidecarError(RuntimeError):
+    """The sidecar or the app behind it answered with an error."""
+
+    def __init__(self, status_code: int, detail: Any):
+        super().__init__(f"{status_code}: {detail}")
+        self.status_code = status_code
+        self.detail = detail
+
+
+def _raise_for(r: httpx.Response) -> httpx.Response:
+    if r.is_success:
+        return r
+    try:
+        detail = r.json()
+    except ValueError:
+        detail = r.text
+    raise SidecarError(r.status_code, detail)
+
+
+_sync: httpx.Client | None = None
+_async: httpx.AsyncClient | None = None
+
+
+def sync_client() -> httpx.Client:
+    global _sync
+    if _sync is None:
+        _sync = httpx.Client(base_url=sidecar_url(), timeout=TIMEOUT, limits=_LIMITS)
+    return _sync
+
+
+def async_client() -> httpx.AsyncClient:
+    """The async client of the serving event loop (uvicorn's)."""
+    global _async
+    if _async is None:
+        _async = httpx.AsyncClient(base_url=sidecar_url(), timeout=TIMEOUT, limits=_LIMITS)
+    return _async
+
+
+# -- service invocation --------------------------------------------------
+
+async def invoke(app_id: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    r = await async_client().request(method, f"/v1.0/invoke/{app_id}/method/{path}", **kwargs)
+    return r
+
+
+async def fetch_window(device_id: str, start: datetime, end: datetime) -> TelemetryWindow:
+    r = _raise_for(
+        await invoke(
+            "telemetry", "GET", f"devices/{device_id}/window",
+            params={"start": isoformat_z(start), "end": isoformat_z(end)},
+        )
+    )
+    body = r.json()
+    values = np.array([np.nan if v is None else v for v in body["values"]], dtype=np.float64)
+    return TelemetryWindow(device_id, datetime.fromisoformat(body["start"]), values)
+
+
+# -- actors and pub/sub (sync: used from workflow activities) --------------
+
+def call_actor(actor_type: str, actor_id: str, method: str, body: dict) -> Any:
+    r = sync_client().post(f"/v1.0/actors/{actor_type}/{actor_id}/method/{method}", json=body)
+    return _raise_for(r).json()
+
+
+def publish(topic: str, data: dict, headers: dict[str, str] | None = None) -> None:
+    _raise_for(sync_client().post(f"/v1.0/publish/{PUBSUB}/{topic}", json=data,
+                                  headers=headers))
+
+
+async def publish_async(topic: str, data: dict) -> None:
+    _raise_for(await async_client().post(f"/v1.0/publish/{PUBSUB}/{topic}", json=data))

@@ -1,0 +1,96 @@
+"""Activities of the forecast workflow: each one step of I/O.
+
+An exception means "transient, retry me" (the workflow's retry policy
+applies); a domain error is returned as a `StepError` value and fails the
+workflow at once with its reason.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import dapr.ext.workflow as wf
+from psycopg_pool import ConnectionPool
+
+from intraday.audit import db
+from intraday.config import get_settings
+from intraday.errors import InvalidRequest
+from intraday.forecasting.request import check_forecast_start
+from services import sidecar
+from workflows.contracts import ForecastJob, StepError
+
+ACTOR_TYPE = "DeviceActor"  # actors.device_actor.ACTOR_TYPE, without importing the actor
+_DEVICE_TTL_S = 300.0
+_known_devices: dict[str, float] = {}
+_pool: ConnectionPool | None = None
+
+
+def _audit_pool() -> ConnectionPool:
+    global _pool
+    if _pool is None:
+        _pool = ConnectionPool(get_settings().pg_dsn, min_size=1, max_size=8, open=True,
+                               kwargs={"autocommit": True})
+    return _pool
+
+
+def device_exists(device_id: str) -> bool:
+    """Asks the telemetry service (cached for a few minutes once seen)."""
+    seen = _known_devices.get(device_id)
+    if seen is not None and time.monotonic() - seen < _DEVICE_TTL_S:
+        return True
+    r = sidecar.sync_client().get(f"/v1.0/invoke/telemetry/method/devices/{device_id}")
+    if r.status_code == 404:
+        return False
+    r.raise_for_status()
+    _known_devices[device_id] = time.monotonic()
+    return True
+
+
+def validate(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
+    try:
+        requested_at = datetime.fromisoformat(job.requested_at)
+        check_forecast_start(datetime.fromisoformat(job.forecast_start), requested_at)
+        if not 0 < job.horizon_intervals <= get_settings().max_horizon_hours * 4:
+            raise InvalidRequest(f"horizon of {job.horizon_intervals} intervals is out of range")
+    except InvalidRequest as e:
+        return StepError(error=str(e), kind="invalid_request").model_dump()
+    if not device_exists(job.device_id):
+        return StepError(error=f"unknown device {job.device_id!r}", kind="unknown_device").model_dump()
+    return {"ok": True}
+
+
+def fetch(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
+    """Make the device's actor bring its window up to forecast_start."""
+    return sidecar.call_actor(
+        ACTOR_TYPE, job.device_id, "Prepare", {"forecast_start": job.forecast_start}
+    )
+
+
+def forecast(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
+    return sidecar.call_actor(
+        ACTOR_TYPE,
+        job.device_id,
+        "Forecast",
+        {"forecast_start": job.forecast_start, "horizon_intervals": job.horizon_intervals},
+    )
+
+
+def publish(ctx: wf.WorkflowActivityContext, result: dict) -> None:
+    """Topic `forecasts`; consumers deduplicate on `forecast_id` (a retried
+    publish after a lost acknowledgement sends the same id again)."""
+    sidecar.publish("forecasts", result)
+
+
+def audit(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
+    job = ForecastJob.model_validate(payload["job"])
+    with _audit_pool().connection() as conn:
+        inserted = db.record_forecast(
+            conn,
+            request_id=job.forecast_id,
+            forecast=payload["forecast"],
+            requested_by=job.requested_by,
+            requested_at=datetime.fromisoformat(job.requested_at),
+            trace_id=job.traceparent,
+        )
+    return {"inserted": inserted, "at": datetime.now(UTC).isoformat()}
