@@ -56,7 +56,8 @@ class DeviceState:
 
 
 class StateSerializer(Serializer):
-    """DeviceState by its own encoding; anything else as plain JSON."""
+    """DeviceState by its own encoding; anything else as plain JSON (no
+    date guessing: ISO strings stay strings)."""
 
     def serialize(self, obj: object, custom_hook=None) -> bytes:
         if isinstance(obj, DeviceState):

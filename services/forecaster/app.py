@@ -46,7 +46,9 @@ async def lifespan(app: FastAPI):
             actor_scan_interval=timedelta(seconds=30),
         )
     )
-    await actor.register_actor(DeviceActor, state_serializer=StateSerializer())
+    await actor.register_actor(
+        DeviceActor, message_serializer=StateSerializer(), state_serializer=StateSerializer()
+    )
     runtime = wf.WorkflowRuntime(maximum_thread_pool_workers=16)
     register(runtime)
     runtime.start()
