@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +16,7 @@ from dapr.ext.fastapi import DaprActor
 from fastapi import FastAPI, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from grpc import RpcError
+from grpc import RpcError, StatusCode
 from pydantic import BaseModel, ConfigDict, Field
 
 from actors.device_actor import DeviceActor
@@ -130,7 +131,7 @@ async def start_forecast(
         created = await run_in_threadpool(_start_once, fid, job)
     if wait:
         state = await run_in_threadpool(
-            client.wait_for_workflow_completion, fid, fetch_payloads=True,
+            _read_state, client.wait_for_workflow_completion, fid, fetch_payloads=True,
             timeout_in_seconds=int(timeout),
         )
         view = _view(fid, state)
@@ -141,10 +142,25 @@ async def start_forecast(
     return JSONResponse(view, status_code=code)
 
 
+def _read_state(read, fid: str, **kwargs) -> wf.WorkflowState | None:
+    """A workflow state read, retried briefly: right after scheduling, daprd
+    1.18 can see an instance's metadata before its inbox ("transient store
+    read failure or partial save") and answers UNKNOWN."""
+    for attempt in range(6):
+        try:
+            return read(fid, **kwargs)
+        except RpcError as e:
+            if e.code() != StatusCode.UNKNOWN or "transient" not in (e.details() or "") \
+                    or attempt == 5:
+                raise
+            time.sleep(0.01 * 2**attempt)
+    return None
+
+
 def _start_once(fid: str, job: ForecastJob) -> bool:
     """Schedule the workflow unless an instance with this id exists (running
     or completed); a failed or terminated one is run again. True if started."""
-    state = client.get_workflow_state(fid, fetch_payloads=False)
+    state = _read_state(client.get_workflow_state, fid, fetch_payloads=False)
     if state is not None and state.runtime_status not in TERMINAL_RERUN:
         return False
     try:
@@ -158,6 +174,7 @@ def _start_once(fid: str, job: ForecastJob) -> bool:
 
 @app.get("/forecasts/{fid}")
 async def get_forecast(fid: str) -> JSONResponse:
-    state = await run_in_threadpool(client.get_workflow_state, fid, fetch_payloads=True)
+    state = await run_in_threadpool(_read_state, client.get_workflow_state, fid,
+                                    fetch_payloads=True)
     view = _view(fid, state)
     return JSONResponse(view, status_code=_status_code(view))

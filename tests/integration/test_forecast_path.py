@@ -1,0 +1,130 @@
+"""A forecast through the whole path: gateway -> forecaster (service
+invocation) -> workflow -> DeviceActor -> pub/sub -> PostgreSQL."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from actors.state import DeviceState, StateSerializer
+from intraday.timeutil import floor_quarter_hour, isoformat_z
+from tests.integration.conftest import topic_messages
+
+
+def audit_rows(pg, forecast_id: str) -> tuple[int, int]:
+    requests = pg.execute("SELECT count(*) FROM forecast_requests WHERE request_id = %s",
+                          (forecast_id,)).fetchone()[0]
+    results = pg.execute("SELECT count(*) FROM forecast_results WHERE request_id = %s",
+                         (forecast_id,)).fetchone()[0]
+    return requests, results
+
+
+def test_devices_lists_the_fleet_with_metadata(gateway):
+    r = gateway.get("/devices")
+    assert r.status_code == 200
+    devices = r.json()
+    assert len(devices) == 24
+    assert {"device_id", "location", "building_type", "heat_pump_type", "rated_power_kw",
+            "installed_date"} <= set(devices[0])
+
+
+def test_forecast_end_to_end(gateway, pg, rds):
+    r = gateway.post("/forecast/intraday", params={"wait": "true"}, json={"device_id": "hp-0001"})
+    assert r.status_code == 200, r.text
+    view = r.json()
+    assert view["status"] == "COMPLETED"
+    result = view["result"]
+    assert result["forecast_id"] == view["forecast_id"]
+    assert result["model_version"] == "baseline"
+    assert result["horizon_intervals"] == 96 and len(result["intervals"]) == 96
+    start = datetime.fromisoformat(result["forecast_start"])
+    assert start == floor_quarter_hour(datetime.now(UTC)) + timedelta(minutes=15) or \
+        start == floor_quarter_hour(datetime.now(UTC))  # the clock may cross a quarter-hour
+    for i in result["intervals"]:
+        assert i["p10"] <= i["p50"] <= i["p90"]
+    assert result["data_window"]["end"] <= result["forecast_start"]
+
+    # The audit trail: one request row, 96 result rows, same numbers.
+    assert audit_rows(pg, view["forecast_id"]) == (1, 96)
+    model, p50_sum = pg.execute(
+        "SELECT r.model_version, sum(x.p50) FROM forecast_requests r JOIN forecast_results x"
+        " USING (request_id) WHERE request_id = %s GROUP BY 1", (view["forecast_id"],)).fetchone()
+    assert model == "baseline"
+    assert p50_sum == pytest.approx(sum(i["p50"] for i in result["intervals"]))
+
+    # Published on `forecasts`.
+    published = [m for m in topic_messages(rds, "forecasts") if m["forecast_id"] == view["forecast_id"]]
+    assert len(published) == 1 and published[0]["intervals"] == result["intervals"]
+
+    # GET returns the same forecast.
+    again = gateway.get(f"/forecast/{view['forecast_id']}")
+    assert again.status_code == 200 and again.json()["result"] == result
+
+
+def test_device_actor_state_lives_in_redis(gateway, rds):
+    r = gateway.post("/forecast/intraday", params={"wait": "true"}, json={"device_id": "hp-0007"})
+    assert r.status_code == 200, r.text
+    raw = rds.hget("forecaster||DeviceActor||hp-0007||device", "data")
+    assert raw is not None
+    state = StateSerializer().deserialize(raw)
+    assert isinstance(state, DeviceState)
+    assert state.device_id == "hp-0007" and state.model_version == "baseline"
+    assert len(state.window.values) == 30 * 96
+    assert state.window.end <= datetime.fromisoformat(r.json()["result"]["forecast_start"])
+
+
+def test_repeated_request_gives_one_forecast_and_one_audit_row(gateway, pg, rds):
+    body = {"device_id": "hp-0002",
+            "forecast_start": isoformat_z(floor_quarter_hour(datetime.now(UTC)) + timedelta(hours=1))}
+
+    def ask(_):
+        return gateway.post("/forecast/intraday", params={"wait": "true"}, json=body)
+
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(ask, range(4)))
+    responses.append(ask(None))  # and once more after all have finished
+    assert all(r.status_code == 200 for r in responses), [(r.status_code, r.json().get("status"), r.json().get("error")) for r in responses]
+    ids = {r.json()["forecast_id"] for r in responses}
+    assert len(ids) == 1
+    (fid,) = ids
+    assert sum(r.json()["created"] for r in responses) == 1
+    assert len({str(r.json()["result"]["intervals"]) for r in responses}) == 1
+    assert audit_rows(pg, fid) == (1, 96)
+    assert len([m for m in topic_messages(rds, "forecasts") if m["forecast_id"] == fid]) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "reason"),
+    [
+        ({"device_id": "hp-9999"}, 404, "unknown device"),
+        ({"device": "hp-0001"}, 422, "Field required"),
+        ({"device_id": "hp-0001", "horizon_hours": "lots"}, 422, "horizon_hours"),
+        ({"device_id": "hp-0001", "horizon_hours": 500}, 422, "horizon_hours must be in"),
+        ({"device_id": "hp-0001", "forecast_start": "2019-01-01T00:00:00Z"}, 422, "outside"),
+        ({"device_id": "hp-0001", "forecast_start": "2026-01-01T00:07:00Z"}, 422, "quarter-hour"),
+    ],
+)
+def test_bad_input_gets_a_reason_and_writes_nothing(gateway, pg, rds, body, status, reason):
+    before = (pg.execute("SELECT count(*) FROM forecast_requests").fetchone()[0],
+              rds.xlen("forecasts") if rds.exists("forecasts") else 0,
+              len(rds.keys("*workflow*metadata")))
+    r = gateway.post("/forecast/intraday", params={"wait": "true"}, json=body)
+    assert r.status_code == status
+    assert reason in r.text
+    after = (pg.execute("SELECT count(*) FROM forecast_requests").fetchone()[0],
+             rds.xlen("forecasts") if rds.exists("forecasts") else 0,
+             len(rds.keys("*workflow*metadata")))
+    assert after == before
+
+
+def test_malformed_json_is_rejected(gateway):
+    r = gateway.post("/forecast/intraday", content=b"{not json",
+                     headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "JSON" in r.text
+
+
+def test_unknown_forecast_id_is_404(gateway):
+    r = gateway.get("/forecast/fc-nothing-here")
+    assert r.status_code == 404

@@ -1,0 +1,42 @@
+"""Price feed -> trading rule -> forecasts by service invocation -> decision
+in PostgreSQL and on `orders`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from tests.integration.conftest import eventually, topic_messages
+
+
+def test_price_move_leads_to_a_trade_decision(gateway, pg, rds):
+    r = gateway.post("/prices", json={"price_eur_mwh": 87.5, "at": datetime.now(UTC).isoformat()})
+    assert r.status_code == 202
+
+    row = eventually(lambda: pg.execute(
+        "SELECT decision_id, array_length(forecast_ids, 1), buy_mwh, sell_mwh,"
+        " jsonb_array_length(orders) FROM trade_decisions WHERE price_eur_mwh = 87.5").fetchone(),
+        timeout=60)
+    assert row is not None, "no trade decision recorded"
+    decision_id, n_forecasts, buy, sell, n_orders = row
+    assert n_forecasts == 24 and n_orders == 96
+    assert buy > 0 and sell == 0  # a flat position: the fleet's consumption is bought
+
+    orders = eventually(lambda: [m for m in topic_messages(rds, "orders")
+                                 if m["decision_id"] == decision_id], timeout=30)
+    assert len(orders) == 1 and abs(orders[0]["buy_mwh"] - buy) < 1e-9
+    # The forecasts it used are audited like any other.
+    audited = pg.execute("SELECT count(*) FROM forecast_requests WHERE request_id = ANY(%s)",
+                         (pg.execute("SELECT forecast_ids FROM trade_decisions WHERE decision_id=%s",
+                                     (decision_id,)).fetchone()[0],)).fetchone()[0]
+    assert audited == 24
+
+
+def test_small_move_does_not_trade(gateway, pg):
+    before = pg.execute("SELECT count(*) FROM trade_decisions").fetchone()[0]
+    r = gateway.post("/prices", json={"price_eur_mwh": 88.0})  # 0.5 EUR/MWh below threshold
+    assert r.status_code == 202
+    r = gateway.post("/prices", json={"price_eur_mwh": "x"})  # malformed: rejected at the gateway
+    assert r.status_code == 422
+    # Give the subscriber time to see the tick; nothing may be decided.
+    eventually(lambda: False, timeout=3)
+    assert pg.execute("SELECT count(*) FROM trade_decisions").fetchone()[0] == before
