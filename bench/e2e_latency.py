@@ -1,0 +1,154 @@
+"""End-to-end forecast latency through the gateway, with warm DeviceActors.
+
+Every measured request is a *new* forecast (a distinct forecast_start), so
+it runs the whole workflow: validate -> fetch -> forecast (actor) -> publish
+-> audit. A separate series measures the repeat path (same request again:
+the existing forecast is returned, nothing recomputed).
+
+Starts the local stack if the gateway does not answer, and stops it again at
+the end in that case. Writes bench/results/e2e_latency.json.
+
+    .venv/bin/python bench/e2e_latency.py [--sequential 200] [--concurrent 400] [--workers 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from intraday.timeutil import floor_quarter_hour, isoformat_z  # noqa: E402
+
+GATEWAY = os.environ.get("INTRADAY_GATEWAY_URL", "http://127.0.0.1:8000")
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
+    mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1),
+            "python": platform.python_version()}
+
+
+def summary(latencies_s: list[float], wall_s: float) -> dict:
+    ms = np.array(latencies_s) * 1000
+    return {
+        "requests": len(ms),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "mean_ms": round(float(ms.mean()), 2),
+        "max_ms": round(float(ms.max()), 2),
+        "throughput_rps": round(len(ms) / wall_s, 1),
+    }
+
+
+def gateway_up() -> bool:
+    try:
+        return httpx.get(f"{GATEWAY}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class Workload:
+    """Distinct (device, forecast_start) pairs: quarter-hours of the coming days."""
+
+    def __init__(self, devices: list[str]):
+        self.devices = devices
+        self.base = floor_quarter_hour(datetime.now(UTC)) + timedelta(minutes=15)
+        self.n = 0
+
+    def next_body(self) -> dict:
+        i = self.n
+        self.n += 1
+        device = self.devices[i % len(self.devices)]
+        start = self.base + timedelta(minutes=15) * (1 + i // len(self.devices))
+        return {"device_id": device, "forecast_start": isoformat_z(start), "requested_by": "bench"}
+
+
+def timed_forecast(client: httpx.Client, body: dict) -> float:
+    t0 = time.perf_counter()
+    r = client.post("/forecast/intraday", params={"wait": "true"}, json=body)
+    elapsed = time.perf_counter() - t0
+    if r.status_code != 200:
+        raise RuntimeError(f"{body} -> {r.status_code} {r.text[:300]}")
+    return elapsed
+
+
+def run_series(name: str, bodies: list[dict], workers: int) -> dict:
+    print(f"{name}: {len(bodies)} forecasts, {workers} client(s) ...", flush=True)
+    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+    with httpx.Client(base_url=GATEWAY, timeout=90, limits=limits) as client:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(workers) as pool:
+            latencies = list(pool.map(lambda b: timed_forecast(client, b), bodies))
+        wall = time.perf_counter() - t0
+    s = summary(latencies, wall)
+    print(f"  p50 {s['p50_ms']} ms  p95 {s['p95_ms']} ms  p99 {s['p99_ms']} ms  "
+          f"{s['throughput_rps']} forecasts/s", flush=True)
+    return s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sequential", type=int, default=200)
+    ap.add_argument("--concurrent", type=int, default=400)
+    ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "e2e_latency.json")
+    args = ap.parse_args()
+
+    started_stack = False
+    if not gateway_up():
+        print("gateway not answering: starting the local stack (make up) ...", flush=True)
+        subprocess.run(["bash", "scripts/stack.sh", "up"], cwd=ROOT, check=True)
+        started_stack = True
+    try:
+        devices = [d["device_id"] for d in httpx.get(f"{GATEWAY}/devices", timeout=30).json()]
+        work = Workload(devices)
+        # Warm-up: activate every device's actor (loads its 30-day window).
+        run_series("warm-up (actor activation)", [work.next_body() for _ in devices], 4)
+        results = {
+            "sequential": run_series("sequential", [work.next_body() for _ in range(args.sequential)], 1),
+            "concurrent": run_series("concurrent", [work.next_body() for _ in range(args.concurrent)],
+                                     args.workers),
+        }
+        repeat = [work.next_body() for _ in range(20)]
+        run_series("repeat: first time", repeat, 1)
+        results["repeat_existing"] = run_series("repeat: existing forecast", repeat * 5, 1)
+        results["concurrent"]["workers"] = args.workers
+    finally:
+        if started_stack:
+            subprocess.run(["bash", "scripts/stack.sh", "down"], cwd=ROOT, check=False)
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    report = {
+        "benchmark": "e2e_latency",
+        "measured_at": isoformat_z(datetime.now(UTC)),
+        "commit": commit,
+        "machine": machine(),
+        "devices": len(devices),
+        "path": "gateway -> forecaster (service invocation) -> workflow: validate, fetch (actor), "
+                "forecast (actor), publish (pub/sub), audit (PostgreSQL)",
+        "aim": {"p50_ms": 100, "p99_ms": 300},
+        **results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
