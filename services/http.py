@@ -12,7 +12,9 @@ from intraday.errors import InsufficientHistory, InvalidRequest, UnknownDevice
 
 
 def install_common(app: FastAPI, service: str) -> None:
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"
+    )
 
     @app.exception_handler(UnknownDevice)
     async def _unknown_device(_: Request, exc: UnknownDevice) -> JSONResponse:

@@ -32,7 +32,7 @@ class ForecastFailed(Exception):
     """Ends the workflow as FAILED with the step's reason."""
 
 
-def _check(result: dict, step: str) -> dict:
+def _check(result: dict) -> dict:
     if isinstance(result, dict) and "error" in result and "kind" in result:
         raise ForecastFailed(f"{result['kind']}: {result['error']}")
     return result
@@ -45,15 +45,14 @@ def forecast_workflow(ctx: wf.DaprWorkflowContext, job: dict):
         if ctx.current_utc_datetime > deadline:
             raise ForecastFailed(f"deadline of {DEADLINE.seconds} s passed before {step}")
 
-    _check((yield ctx.call_activity(activities.validate, input=job)), "validate")
+    _check((yield ctx.call_activity(activities.validate, input=job)))
     on_time("fetch")
     window = _check(
-        (yield ctx.call_activity(activities.fetch, input=job, retry_policy=IO_RETRY)), "fetch"
+        (yield ctx.call_activity(activities.fetch, input=job, retry_policy=IO_RETRY))
     )
     on_time("forecast")
     forecast = _check(
-        (yield ctx.call_activity(activities.forecast, input=job, retry_policy=IO_RETRY)),
-        "forecast",
+        (yield ctx.call_activity(activities.forecast, input=job, retry_policy=IO_RETRY))
     )
     ForecastJob.model_validate(job)  # contract check, cheap and deterministic
     result = {

@@ -6,7 +6,6 @@ decision id), so a retried step never writes a second row.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -123,7 +122,3 @@ def record_decision(
                 ],
             )
     return True
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))

@@ -85,7 +85,8 @@ def test_repeated_request_gives_one_forecast_and_one_audit_row(gateway, pg, rds)
     with ThreadPoolExecutor(4) as pool:
         responses = list(pool.map(ask, range(4)))
     responses.append(ask(None))  # and once more after all have finished
-    assert all(r.status_code == 200 for r in responses), [(r.status_code, r.json().get("status"), r.json().get("error")) for r in responses]
+    statuses = [(r.status_code, r.json().get("status"), r.json().get("error")) for r in responses]
+    assert all(r.status_code == 200 for r in responses), statuses
     ids = {r.json()["forecast_id"] for r in responses}
     assert len(ids) == 1
     (fid,) = ids
