@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ForecastJob(BaseModel):
@@ -26,3 +28,17 @@ class StepError(BaseModel):
 
     error: str
     kind: str  # "invalid_request" | "unknown_device" | "insufficient_history"
+
+
+class ForecastRequest(BaseModel):
+    """Body of POST /forecast/intraday (gateway) and POST /forecasts
+    (forecaster). Unknown fields are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    forecast_start: datetime | None = Field(
+        None, description="UTC quarter-hour; default: the next quarter-hour"
+    )
+    horizon_hours: float = Field(24.0, description="multiple of 0.25, at most 48")
+    requested_by: str = Field("api", max_length=64)

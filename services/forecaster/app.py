@@ -17,7 +17,6 @@ from fastapi import FastAPI, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from grpc import RpcError, StatusCode
-from pydantic import BaseModel, ConfigDict, Field
 
 from actors.device_actor import DeviceActor
 from actors.state import StateSerializer
@@ -28,7 +27,7 @@ from intraday.forecasting.request import check_forecast_start, forecast_id, hori
 from intraday.timeutil import isoformat_z, next_quarter_hour
 from services.http import install_common
 from workflows import activities
-from workflows.contracts import ForecastJob
+from workflows.contracts import ForecastJob, ForecastRequest
 from workflows.forecast import WORKFLOW_NAME, register
 
 log = logging.getLogger("forecaster")
@@ -62,15 +61,6 @@ app = FastAPI(title="intraday forecaster", lifespan=lifespan)
 actor = DaprActor(app)
 install_common(app, "forecaster")
 _starting: dict[str, asyncio.Lock] = {}
-
-
-class ForecastRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    device_id: str = Field(min_length=1, max_length=64)
-    forecast_start: datetime | None = None
-    horizon_hours: float = 24.0
-    requested_by: str = "api"
 
 
 def _view(fid: str, state: wf.WorkflowState | None) -> dict:

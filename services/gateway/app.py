@@ -13,24 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services import sidecar
 from services.http import install_common
+from workflows.contracts import ForecastRequest
 
 app = FastAPI(title="intraday gateway")
 install_common(app, "gateway")
 _requests: Counter[tuple[str, int]] = Counter()
 _latency_sum: Counter[str] = Counter()
-
-
-class IntradayForecastRequest(BaseModel):
-    """Body of POST /forecast/intraday. Unknown fields are rejected."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    device_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-    forecast_start: datetime | None = Field(
-        None, description="UTC quarter-hour; default: the next quarter-hour"
-    )
-    horizon_hours: float = Field(24.0, description="multiple of 0.25, at most 48")
-    requested_by: str = Field("api", max_length=64)
 
 
 class PriceTick(BaseModel):
@@ -58,7 +46,7 @@ async def _metrics(request: Request, call_next):
 
 @app.post("/forecast/intraday")
 async def forecast_intraday(
-    body: IntradayForecastRequest,
+    body: ForecastRequest,
     wait: bool = Query(False, description="wait for and return the finished forecast"),
     timeout: float = Query(60.0, gt=0, le=120),
 ) -> Response:
