@@ -20,3 +20,12 @@ class UnknownDevice(IntradayError):
 
 class InsufficientHistory(IntradayError):
     """The device's telemetry cannot support a forecast (HTTP 422)."""
+
+
+class BatchConflict(IntradayError):
+    """An ingest batch id was used before for different content (HTTP 409)."""
+
+
+class StoreInUse(IntradayError):
+    """The embedded telemetry store is open in another process (the
+    telemetry service); send data to that service instead."""

@@ -95,3 +95,24 @@ class Forecast:
                 for s, a, b, c in zip(starts, self.p10, self.p50, self.p90, strict=True)
             ],
         }
+
+
+@dataclass(frozen=True)
+class FleetWindow:
+    """Mean power (kW) of many devices on one quarter-hour grid:
+    `values[d, i]` is device `device_ids[d]` in the interval starting at
+    `start + i * 15 min`, NaN where no measurement arrived."""
+
+    device_ids: np.ndarray
+    start: datetime
+    values: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", to_utc(self.start))
+
+    @property
+    def end(self) -> datetime:
+        return self.start + self.values.shape[1] * QUARTER_HOUR
+
+    def device(self, row: int) -> TelemetryWindow:
+        return TelemetryWindow(str(self.device_ids[row]), self.start, self.values[row])

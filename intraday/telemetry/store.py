@@ -7,6 +7,8 @@ service owns the store and everything else asks that service.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import re
 import threading
 from datetime import datetime
@@ -16,24 +18,57 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from intraday.config import REPO_ROOT, Settings
-from intraday.forecasting.types import TelemetryWindow
+from intraday.errors import StoreInUse
+from intraday.forecasting.types import FleetWindow, TelemetryWindow
 from intraday.timeutil import QUARTER_HOUR, to_utc
 
 SQL_DIR = REPO_ROOT / "sql" / "clickhouse"
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 READING_COLUMNS = ["device_id", "timestamp", "power", "heating_electricity", "dhw_electricity"]
 DEVICE_COLUMNS = [
-    "device_id", "location", "building_type", "heat_pump_type", "rated_power_kw", "installed_date",
+    "device_id", "location", "country", "building_type", "heat_pump_type", "rated_power_kw",
+    "heated_area_m2", "setpoint_c", "installed_date",
+]
+DEVICE_SELECT = ", ".join(
+    "toString(installed_date) AS installed_date" if c == "installed_date" else c for c in DEVICE_COLUMNS
+)
+WEATHER_COLUMNS = ["location", "kind", "timestamp", "issued_at", "outdoor_temp_c"]
+QUARANTINE_COLUMNS = [
+    "batch_id", "row", "reason", "detail", "device_id", "timestamp", "power",
+    "heating_electricity", "dhw_electricity",
 ]
 
 
 class Backend(Protocol):
     def command(self, sql: str) -> None: ...
     def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table: ...
-    def insert_df(self, table: str, df: pd.DataFrame) -> None: ...
+    def insert(self, table: str, data: pa.Table, settings: dict[str, Any] | None = None) -> None: ...
     def close(self) -> None: ...
+
+
+def _settings_clause(settings: dict[str, Any] | None) -> str:
+    if not settings:
+        return ""
+    return " SETTINGS " + ", ".join(f"{k} = {v!r}" for k, v in settings.items())
+
+
+def _check_not_in_use(path: Path) -> None:
+    """chDB locks `<path>/status` for the life of the process that opened it;
+    fail with a clear error instead of chDB's opaque one."""
+    status = path / "status"
+    if not status.exists():
+        return
+    with open(status, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreInUse(
+                f"telemetry store {path} is open in another process (the telemetry service?)"
+            ) from None
+        fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class ChdbBackend:
@@ -44,6 +79,7 @@ class ChdbBackend:
         from chdb import session
 
         path.mkdir(parents=True, exist_ok=True)
+        _check_not_in_use(path)
         self._session = session.Session(str(path))
         self._lock = threading.Lock()
 
@@ -52,20 +88,32 @@ class ChdbBackend:
             self._session.query(sql)
 
     def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        params = {k: _chdb_param(v) for k, v in (params or {}).items()}
         with self._lock:
-            return self._session.query(sql, "ArrowTable", params=params or {})
+            return self._session.query(sql, "ArrowTable", params=params)
 
-    def insert_df(self, table: str, df: pd.DataFrame) -> None:
-        # chDB's Python() table function reads the DataFrame named `frame`
+    def insert(self, table: str, data: pa.Table, settings: dict[str, Any] | None = None) -> None:
+        # chDB's Python() table function reads the Arrow table named `frame`
         # from this frame's locals, without a copy through a file.
-        frame = df  # noqa: F841
-        cols = ", ".join(df.columns)
+        frame = data  # noqa: F841
+        cols = ", ".join(data.column_names)
         with self._lock:
-            self._session.query(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM Python(frame)")
+            self._session.query(
+                f"INSERT INTO {table} ({cols}) SELECT {cols} FROM Python(frame)"
+                + _settings_clause(settings)
+            )
 
     def close(self) -> None:
         with self._lock:
             self._session.close()
+
+
+def _chdb_param(value: Any) -> Any:
+    """chDB takes parameters as text: arrays as ClickHouse literals."""
+    if isinstance(value, list | tuple):
+        quoted = (str(v).replace("\\", "\\\\").replace("'", "\\'") for v in value)
+        return "[" + ",".join(f"'{v}'" for v in quoted) + "]"
+    return value
 
 
 class ClickHouseBackend:
@@ -82,9 +130,9 @@ class ClickHouseBackend:
     def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
         return self._client.query_arrow(sql, parameters=params or {})
 
-    def insert_df(self, table: str, df: pd.DataFrame) -> None:
+    def insert(self, table: str, data: pa.Table, settings: dict[str, Any] | None = None) -> None:
         db, _, name = table.rpartition(".")
-        self._client.insert_df(name, df, database=db or None)
+        self._client.insert_arrow(name, data, database=db or None, settings=settings)
 
     def close(self) -> None:
         self._client.close()
@@ -96,6 +144,13 @@ def check_device_id(device_id: str) -> str:
             f"invalid device id {device_id!r}: 1-64 characters of letters, digits, '_.:-'"
         )
     return device_id
+
+
+class MigrationError(RuntimeError):
+    """A migration file changed after it was applied."""
+
+
+NO_MERGE_ON_INSERT = {"optimize_on_insert": 0}
 
 
 class TelemetryStore:
@@ -114,73 +169,219 @@ class TelemetryStore:
     def close(self) -> None:
         self._backend.close()
 
-    def migrate(self) -> None:
-        """Apply sql/clickhouse/*.sql in order; every statement is re-runnable."""
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        """Run SQL with `{db}` standing for this store's database."""
+        return self._backend.query_arrow(sql.replace("{db}", self.db), params)
+
+    # -- schema -----------------------------------------------------------
+
+    def migrate(self) -> list[str]:
+        """Apply the numbered files in sql/clickhouse/ that have not run yet,
+        in order, and record each with its checksum. Every statement is
+        itself re-runnable, so a migration cut short by a crash is simply run
+        again. Returns the names applied now."""
         self._backend.command(f"CREATE DATABASE IF NOT EXISTS {self.db}")
-        for path in sorted(SQL_DIR.glob("*.sql")):
-            text = re.sub(r"--[^\n]*", "", path.read_text()).replace("{db}", self.db)
-            for statement in (s.strip() for s in text.split(";")):
-                if statement:
-                    self._backend.command(statement)
+        files = sorted(SQL_DIR.glob("[0-9][0-9][0-9]_*.sql"))
+        self._run_sql_file(files[0])  # 000: the ledger itself
+        applied = {
+            r["version"]: r["sha256"]
+            for r in self.query("SELECT version, sha256 FROM {db}.schema_migrations FINAL").to_pylist()
+        }
+        done = []
+        for path in files:
+            version = int(path.name[:3])
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if version in applied:
+                if applied[version] != digest:
+                    raise MigrationError(
+                        f"{path.name} changed after it was applied; add a new migration instead"
+                    )
+                continue
+            self._run_sql_file(path)
+            self._backend.insert(
+                f"{self.db}.schema_migrations",
+                pa.table({"version": pa.array([version], pa.uint32()),
+                          "name": [path.name], "sha256": [digest]}),
+            )
+            done.append(path.name)
+        return done
 
-    # -- writes ---------------------------------------------------------
+    def _run_sql_file(self, path: Path) -> None:
+        text = re.sub(r"--[^\n]*", "", path.read_text()).replace("{db}", self.db)
+        for statement in (s.strip() for s in text.split(";")):
+            if statement:
+                self._backend.command(statement)
 
-    def insert_readings(self, df: pd.DataFrame) -> int:
-        df = df[READING_COLUMNS]
-        self._backend.insert_df(f"{self.db}.power_consumption", df)
-        return len(df)
+    # -- writes -----------------------------------------------------------
 
-    def upsert_devices(self, df: pd.DataFrame) -> int:
-        df = df[DEVICE_COLUMNS]
-        self._backend.insert_df(f"{self.db}.devices", df)
-        return len(df)
+    def insert_readings(self, readings: pd.DataFrame | pa.Table) -> int:
+        """Append validated readings as they are; `intraday.telemetry.ingest`
+        is the way in that validates and deduplicates. Parts are not merged
+        on insert: the 15-minute table collapses in the background, and every
+        read aggregates anyway."""
+        table = _as_arrow(readings, READING_COLUMNS)
+        self._backend.insert(f"{self.db}.power_consumption", table, NO_MERGE_ON_INSERT)
+        return table.num_rows
 
-    # -- reads ----------------------------------------------------------
+    def upsert_devices(self, devices: pd.DataFrame) -> int:
+        cols = [c for c in DEVICE_COLUMNS if c in devices.columns]
+        self._backend.insert(f"{self.db}.devices", _as_arrow(devices, cols))
+        return len(devices)
+
+    def insert_weather(self, weather: pd.DataFrame | pa.Table) -> int:
+        table = _as_arrow(weather, WEATHER_COLUMNS)
+        self._backend.insert(f"{self.db}.weather", table, NO_MERGE_ON_INSERT)
+        return table.num_rows
+
+    def insert_quarantine(self, rows: pd.DataFrame) -> int:
+        self._backend.insert(f"{self.db}.ingest_quarantine", _as_arrow(rows, QUARANTINE_COLUMNS))
+        return len(rows)
+
+    def record_batch(self, record: dict[str, Any]) -> None:
+        self._backend.insert(
+            f"{self.db}.ingest_batches", pa.Table.from_pylist([record])
+        )
+
+    # -- ingest bookkeeping -----------------------------------------------
+
+    def batch(self, batch_id: str) -> dict[str, Any] | None:
+        rows = self.query(
+            "SELECT batch_id, content_sha256, source, status, report"
+            " FROM {db}.ingest_batches FINAL WHERE batch_id = {batch_id:String}",
+            {"batch_id": batch_id},
+        ).to_pylist()
+        return rows[0] if rows else None
+
+    def quarantined(self, batch_id: str | None = None) -> pd.DataFrame:
+        where = "WHERE batch_id = {batch_id:String}" if batch_id is not None else ""
+        return self.query(
+            f"SELECT {', '.join(QUARANTINE_COLUMNS)} FROM {{db}}.ingest_quarantine FINAL {where}"
+            " ORDER BY batch_id, row",
+            {"batch_id": batch_id} if batch_id is not None else None,
+        ).to_pandas()
+
+    def known_devices(self) -> set[str]:
+        return set(self.query("SELECT device_id FROM {db}.devices FINAL").column(0).to_pylist())
+
+    def stored_readings(self, device_ids: list[str], first: datetime, last: datetime) -> pd.DataFrame:
+        """Raw readings of these devices with first <= timestamp <= last."""
+        return self.query(
+            f"SELECT {', '.join(READING_COLUMNS)} FROM {{db}}.power_consumption"
+            " WHERE device_id IN {ids:Array(String)}"
+            "   AND timestamp >= {first:DateTime64(3, 'UTC')} AND timestamp <= {last:DateTime64(3, 'UTC')}",
+            {"ids": device_ids, "first": _ch_time(first), "last": _ch_time(last)},
+        ).to_pandas()
+
+    def count_readings(self, device_ids: list[str], first: datetime, last: datetime) -> int:
+        return int(self.query(
+            "SELECT count() FROM {db}.power_consumption"
+            " WHERE device_id IN {ids:Array(String)}"
+            "   AND timestamp >= {first:DateTime64(3, 'UTC')} AND timestamp <= {last:DateTime64(3, 'UTC')}",
+            {"ids": device_ids, "first": _ch_time(first), "last": _ch_time(last)},
+        ).column(0)[0].as_py())
+
+    # -- reads ------------------------------------------------------------
 
     def devices(self) -> list[dict[str, Any]]:
-        table = self._backend.query_arrow(
-            f"SELECT device_id, location, building_type, heat_pump_type, rated_power_kw,"
-            f" toString(installed_date) AS installed_date"
-            f" FROM {self.db}.devices FINAL ORDER BY device_id"
-        )
-        return table.to_pylist()
+        return self.query(f"SELECT {DEVICE_SELECT} FROM {{db}}.devices FINAL ORDER BY device_id").to_pylist()
 
     def device(self, device_id: str) -> dict[str, Any] | None:
-        table = self._backend.query_arrow(
-            f"SELECT device_id, location, building_type, heat_pump_type, rated_power_kw,"
-            f" toString(installed_date) AS installed_date"
-            f" FROM {self.db}.devices FINAL WHERE device_id = {{device_id:String}}",
+        rows = self.query(
+            f"SELECT {DEVICE_SELECT} FROM {{db}}.devices FINAL WHERE device_id = {{device_id:String}}",
             {"device_id": check_device_id(device_id)},
-        )
-        rows = table.to_pylist()
+        ).to_pylist()
         return rows[0] if rows else None
 
     def device_count(self) -> int:
-        table = self._backend.query_arrow(f"SELECT count() AS n FROM {self.db}.devices FINAL")
-        return int(table.column("n")[0].as_py())
+        return int(self.query("SELECT count() AS n FROM {db}.devices FINAL").column(0)[0].as_py())
 
     def window(self, device_id: str, start: datetime, end: datetime) -> TelemetryWindow:
         """Mean power per quarter-hour in [start, end) on a regular grid, with
         NaN where no reading arrived."""
+        fleet = self.fleet_window(start, end, [check_device_id(device_id)])
+        return fleet.device(0)
+
+    def fleet_window(
+        self, start: datetime, end: datetime, device_ids: list[str] | None = None
+    ) -> FleetWindow:
+        """Mean power per device and quarter-hour in [start, end) as one
+        (devices x intervals) float64 matrix, NaN where no reading arrived.
+        Rows follow `device_ids`, or every device of the fleet in id order;
+        a device without data in the window is a row of NaN."""
         start, end = to_utc(start), to_utc(end)
         n = int((end - start) / QUARTER_HOUR)
         if n <= 0:
             raise ValueError(f"empty window: start {start} is not before end {end}")
-        table = self._backend.query_arrow(
-            f"SELECT toUInt32((toUnixTimestamp(interval_start) - {{start:Int64}}) / 900) AS i,"
-            f" sum(power_sum) / sum(samples) AS power"
-            f" FROM {self.db}.power_consumption_15min"
-            f" WHERE device_id = {{device_id:String}}"
-            f"   AND interval_start >= toDateTime({{start:Int64}}, 'UTC')"
-            f"   AND interval_start < toDateTime({{end:Int64}}, 'UTC')"
-            f" GROUP BY interval_start",
-            {
-                "device_id": check_device_id(device_id),
-                "start": int(start.timestamp()),
-                "end": int(end.timestamp()),
-            },
+        params: dict[str, Any] = {"start": int(start.timestamp()), "end": int(end.timestamp())}
+        where = ""
+        if device_ids is not None:
+            where = " AND device_id IN {ids:Array(String)}"
+            params["ids"] = list(device_ids)
+        table = self.query(
+            "SELECT device_id, toUInt32((toUnixTimestamp(interval_start) - {start:Int64}) / 900) AS i,"
+            "       sum(power_sum) / sum(samples) AS power"
+            " FROM {db}.power_consumption_15min"
+            " WHERE interval_start >= toDateTime({start:Int64}, 'UTC')"
+            "   AND interval_start < toDateTime({end:Int64}, 'UTC')" + where +
+            " GROUP BY device_id, interval_start"
+            " SETTINGS optimize_aggregation_in_order = 1",
+            params,
         )
-        values = np.full(n, np.nan)
-        idx = table.column("i").to_numpy().astype(np.int64)
-        values[idx] = table.column("power").to_numpy()
-        return TelemetryWindow(device_id, start, values)
+        ids = pc.dictionary_encode(table.column("device_id")).combine_chunks()
+        found = ids.dictionary.to_numpy(zero_copy_only=False).astype(object)
+        if device_ids is None:
+            rows = np.array(sorted(set(found) | self.known_devices()), dtype=object)
+        else:
+            rows = np.asarray(list(device_ids), dtype=object)
+        # Row of each device the query returned, by position in `rows`.
+        order = np.argsort(rows, kind="stable")
+        row_of_found = order[np.searchsorted(rows[order], found)]
+        values = np.full((len(rows), n), np.nan)
+        r = row_of_found[ids.indices.to_numpy()]
+        values[r, table.column("i").to_numpy()] = table.column("power").to_numpy()
+        return FleetWindow(rows, start, values)
+
+    def weather_window(
+        self, locations: list[str], start: datetime, end: datetime, as_of: datetime
+    ) -> np.ndarray:
+        """Outdoor temperature (degC) per location and quarter-hour in
+        [start, end) as known at `as_of`: the observation where one was made
+        by then, otherwise the latest forecast issued by then; NaN where
+        neither exists. Shape (locations, intervals)."""
+        start, end, as_of = to_utc(start), to_utc(end), to_utc(as_of)
+        n = int((end - start) / QUARTER_HOUR)
+        table = self.query(
+            "SELECT location, toUInt32((toUnixTimestamp(timestamp) - {start:Int64}) / 900) AS i,"
+            "       argMax(outdoor_temp_c, (kind = 'observed', issued_at)) AS temp"
+            " FROM {db}.weather"
+            " WHERE location IN {locs:Array(String)}"
+            "   AND timestamp >= toDateTime({start:Int64}, 'UTC')"
+            "   AND timestamp < toDateTime({end:Int64}, 'UTC')"
+            "   AND issued_at <= toDateTime({as_of:Int64}, 'UTC')"
+            " GROUP BY location, timestamp",
+            {"locs": list(locations), "start": int(start.timestamp()),
+             "end": int(end.timestamp()), "as_of": int(as_of.timestamp())},
+        )
+        out = np.full((len(locations), n), np.nan)
+        row = {loc: k for k, loc in enumerate(locations)}
+        r = np.array([row[x] for x in table.column("location").to_pylist()], dtype=np.int64)
+        out[r, table.column("i").to_numpy()] = table.column("temp").to_numpy()
+        return out
+
+
+def _as_arrow(data: pd.DataFrame | pa.Table, columns: list[str]) -> pa.Table:
+    """Arrow columns for an insert. Float columns keep NaN as NaN (a value
+    ClickHouse stores), not as null (which a Float64 column would turn into 0)."""
+    if isinstance(data, pa.Table):
+        return data.select(columns)
+    arrays = [
+        pa.array(data[c].to_numpy(dtype=np.float64)) if pd.api.types.is_float_dtype(data[c])
+        else pa.Array.from_pandas(data[c])
+        for c in columns
+    ]
+    return pa.Table.from_arrays(arrays, names=columns)
+
+
+def _ch_time(t: datetime) -> str:
+    """A DateTime64(3, 'UTC') query parameter."""
+    return to_utc(t).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
