@@ -4,7 +4,11 @@
   intraday prices [--count N] [--interval S] [--price P] [--step S] [--seed N]
   intraday devices
   intraday db migrate
-  intraday fleet demo [--devices N] [--days D] [--if-empty]
+  intraday fleet generate [--devices N] [--days D] [--seed S] [--end ISO] [--faults realistic|none]
+                          [--out FILE.parquet] [--if-empty]
+  intraday fleet demo [...]                 the 24-device fleet `make up` loads
+  intraday ingest FILE [--batch-id ID] [--url URL] [--json]
+                          exit 0 all stored, 2 rejected, 3 stored with rows quarantined
 
 Commands that reach the running system go through the gateway
 (INTRADAY_GATEWAY_URL); `db` and `fleet` work on the stores directly and are
@@ -17,7 +21,8 @@ import argparse
 import json
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -114,23 +119,142 @@ def cmd_db_migrate(_: argparse.Namespace) -> None:
     print("audit schema up to date")
 
 
-def cmd_fleet_demo(args: argparse.Namespace) -> None:
-    from intraday.telemetry.fleet import demo_fleet
+def _open_store(required: bool = True):
+    """The telemetry store, or None when the telemetry service holds it."""
+    from intraday.errors import StoreInUse
     from intraday.telemetry.store import TelemetryStore
 
-    store = TelemetryStore.from_settings(get_settings())
     try:
-        store.migrate()
-        if args.if_empty and store.device_count() > 0:
-            print(f"telemetry store has {store.device_count()} devices; demo fleet not loaded")
-            return
-        print(f"building demo fleet: {args.devices} heat pumps x {args.days} days ...", flush=True)
-        devices, readings = demo_fleet(args.devices, datetime.now(UTC), args.days, args.seed)
-        store.upsert_devices(devices)
-        store.insert_readings(readings)
-        print(f"loaded {len(devices)} devices, {len(readings):,} readings")
+        store = TelemetryStore.from_settings(get_settings())
+    except StoreInUse as e:
+        if required:
+            _fail(f"{e}; stop it with `make down`, or use the running service")
+        return None
+    store.migrate()
+    return store
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _fleet_args(args: argparse.Namespace):
+    from intraday.telemetry import fleet
+    from intraday.timeutil import floor_quarter_hour
+
+    if args.devices < 1 or args.days < 1:
+        _fail("--devices and --days must be at least 1")
+    end = args.end or datetime.now(UTC)
+    end = floor_quarter_hour(end)
+    start = end - timedelta(days=args.days)
+    faults = fleet.NO_FAULTS if args.faults == "none" else fleet.FaultRates()
+    return start, end, faults
+
+
+def cmd_fleet_generate(args: argparse.Namespace) -> None:
+    from intraday.telemetry.loader import load_fleet, write_fleet
+
+    start, end, faults = _fleet_args(args)
+    _stderr(f"generating {args.devices:,} heat pumps x {args.days} days "
+            f"({start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC), seed {args.seed}, "
+            f"faults {args.faults}")
+    if args.out:
+        summary = write_fleet(Path(args.out), args.devices, start, end, args.seed, faults, _stderr)
+        print(f"wrote {summary.readings:,} readings of {summary.devices:,} devices in "
+              f"{summary.seconds:.1f} s: {', '.join(summary.files)}")
+    else:
+        store = _open_store()
+        try:
+            if args.if_empty and store.device_count() > 0:
+                print(f"telemetry store has {store.device_count()} devices; fleet not loaded")
+                return
+            summary = load_fleet(store, args.devices, start, end, args.seed, faults, _stderr)
+        finally:
+            store.close()
+        r = summary.ingest
+        print(f"loaded {summary.devices:,} devices in {summary.seconds:.1f} s: "
+              f"{r.inserted:,} readings stored, {r.duplicates:,} duplicate messages dropped, "
+              f"{r.already_stored:,} already stored, {r.quarantined:,} quarantined; "
+              f"{summary.weather_rows:,} weather rows")
+    print("faults: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in summary.faults.items()))
+
+
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from intraday.errors import BatchConflict, InvalidRequest
+    from intraday.telemetry.ingest import ingest_file
+
+    path = Path(args.file)
+    if not path.is_file():
+        _fail(f"{path}: no such file")
+
+    def progress(report) -> None:
+        _stderr(f"  {report.rows:>12,} rows  inserted {report.inserted:,}  "
+                f"quarantined {report.quarantined:,}")
+
+    store = None if args.url else _open_store(required=False)
+    try:
+        if store is not None:
+            report = ingest_file(store, path, batch_id=args.batch_id, progress=progress).to_dict()
+        else:
+            report = _ingest_via_service(path, args, progress)
+    except (InvalidRequest, BatchConflict) as e:
+        _fail(str(e), 2)
     finally:
-        store.close()
+        if store is not None:
+            store.close()
+    report.pop("touched", None)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif report["status"] == "duplicate_batch":
+        print(f"{path}: already ingested as batch {report['batch_id']}; nothing written")
+    else:
+        print(f"{path}: {report['status']}: {report['rows']:,} rows, {report['inserted']:,} inserted, "
+              f"{report['duplicates']:,} duplicates dropped, {report['already_stored']:,} already stored, "
+              f"{report['quarantined']:,} quarantined")
+        for reason, n in report["reasons"].items():
+            print(f"  quarantined {n:,} x {reason}")
+        for e in report["errors"]:
+            print(f"  rejected: {e}")
+    if report["status"] == "rejected":
+        raise SystemExit(2)
+    if report["quarantined"]:
+        raise SystemExit(3)
+
+
+def _ingest_via_service(path: Path, args: argparse.Namespace, progress) -> dict:
+    """Send the file chunk by chunk to the telemetry service (which owns the
+    embedded store while it runs)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from intraday.telemetry.ingest import IngestReport, file_batch_id, read_chunks
+
+    url = args.url or get_settings().telemetry_url
+    batch_id = args.batch_id or file_batch_id(path)
+    total = IngestReport(batch_id=batch_id, source="file", status="duplicate_batch")
+    offset = 0
+    with httpx.Client(base_url=url, timeout=300) as client:
+        for n, chunk in enumerate(read_chunks(path)):
+            buf = io.BytesIO()
+            pq.write_table(pa.Table.from_pandas(chunk, preserve_index=False), buf)
+            try:
+                r = client.post("/ingest", content=buf.getvalue(),
+                                params={"batch_id": f"{batch_id}/{n:05d}", "row_offset": offset},
+                                headers={"content-type": "application/vnd.apache.parquet"})
+            except httpx.ConnectError:
+                _fail(f"telemetry service not reachable at {url}")
+            if r.status_code >= 400 and r.status_code != 422:
+                _http_error(r)
+            body = r.json()
+            part = body["detail"] if r.status_code == 422 and isinstance(body.get("detail"), dict) else body
+            if r.status_code == 422 and part is body:
+                _http_error(r)
+            total.add(IngestReport(**part))
+            offset += len(chunk)
+            progress(total)
+    return total.to_dict()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,12 +285,28 @@ def build_parser() -> argparse.ArgumentParser:
     dbp.add_parser("migrate", help="create or update the audit schema").set_defaults(func=cmd_db_migrate)
 
     fl = sub.add_parser("fleet", help="fleet data").add_subparsers(dest="fleet_command", required=True)
-    demo = fl.add_parser("demo", help="load the demo fleet into the telemetry store")
-    demo.add_argument("--devices", type=int, default=24)
-    demo.add_argument("--days", type=int, default=35)
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--if-empty", action="store_true", help="only when the store has no devices")
-    demo.set_defaults(func=cmd_fleet_demo)
+    for name, help_text, devices, days in (
+        ("generate", "generate a realistic heat-pump fleet into the store or a Parquet file", 100, 30),
+        ("demo", "the small demo fleet `make up` loads (24 devices, 35 days)", 24, 35),
+    ):
+        g = fl.add_parser(name, help=help_text)
+        g.add_argument("--devices", type=int, default=devices)
+        g.add_argument("--days", type=int, default=days)
+        g.add_argument("--seed", type=int, default=7)
+        g.add_argument("--end", type=datetime.fromisoformat,
+                       help="end of the data, ISO time (default: now, to the quarter-hour)")
+        g.add_argument("--faults", choices=["realistic", "none"], default="realistic",
+                       help="telemetry faults: gaps, stuck sensors, duplicates, late arrivals")
+        g.add_argument("--out", help="write FILE.parquet (backtest input format) instead of the store")
+        g.add_argument("--if-empty", action="store_true", help="only when the store has no devices")
+        g.set_defaults(func=cmd_fleet_generate)
+
+    ing = sub.add_parser("ingest", help="ingest a CSV or Parquet file of readings")
+    ing.add_argument("file")
+    ing.add_argument("--batch-id", help="batch id (default: derived from the file's content)")
+    ing.add_argument("--url", help="send to this telemetry service instead of opening the store")
+    ing.add_argument("--json", action="store_true", help="print the full report as JSON")
+    ing.set_defaults(func=cmd_ingest)
     return p
 
 

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
 
     # Public entry point, used by the CLI and benchmarks.
     gateway_url: str = "http://127.0.0.1:8000"
+    # The telemetry service, for `intraday ingest` while the service holds
+    # the embedded store.
+    telemetry_url: str = "http://127.0.0.1:8002"
 
     # Forecasting.
     history_days: int = 30  # telemetry window a DeviceActor keeps

@@ -98,3 +98,8 @@ def publish(topic: str, data: dict, headers: dict[str, str] | None = None) -> No
 
 async def publish_async(topic: str, data: dict) -> None:
     _raise_for(await async_client().post(f"/v1.0/publish/{PUBSUB}/{topic}", json=data))
+
+
+async def call_actor_async(actor_type: str, actor_id: str, method: str, body: dict) -> Any:
+    r = await async_client().post(f"/v1.0/actors/{actor_type}/{actor_id}/method/{method}", json=body)
+    return _raise_for(r).json()

@@ -98,7 +98,7 @@ class IngestReport:
 
     def add(self, other: IngestReport) -> None:
         """Fold a chunk's report into this (a file's) report."""
-        for name in ("rows", "inserted", "duplicates", "already_stored", "quarantined", "devices"):
+        for name in ("rows", "inserted", "duplicates", "already_stored", "quarantined"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for reason, n in other.reasons.items():
             self.reasons[reason] = self.reasons.get(reason, 0) + n
@@ -111,12 +111,13 @@ class IngestReport:
         for dev, (lo, hi) in other.touched.items():
             cur = self.touched.get(dev)
             self.touched[dev] = [min(cur[0], lo), max(cur[1], hi)] if cur else [lo, hi]
-        self.status = _combined_status(self.status, other.status)
-
-
-def _combined_status(a: str, b: str) -> str:
-    order = ["duplicate_batch", "accepted", "partial", "rejected"]
-    return max(a, b, key=order.index)
+        self.devices = len(self.touched)
+        if "rejected" in (self.status, other.status):
+            self.status = "rejected"
+        elif self.quarantined:
+            self.status = "partial"
+        elif not (self.status == other.status == "duplicate_batch"):
+            self.status = "accepted"
 
 
 class DeviceRegistry:
@@ -190,36 +191,74 @@ def ingest_batch(
     registry = registry or DeviceRegistry(store)
     now = now or datetime.now(UTC)
     clean, quarantine = _validate(df, registry, now, row_offset)
-    clean, quarantine = _dedup_batch(clean, quarantine, report)
-    clean, quarantine = _dedup_store(store, clean, quarantine, report)
+    quarantine = _dedup_batch(clean, quarantine, report)
+    quarantine = _dedup_store(store, clean, quarantine, report)
 
-    if len(quarantine):
-        quarantine = quarantine.sort_values("row", kind="stable")
-        store.insert_quarantine(_quarantine_rows(df, quarantine, batch_id, row_offset))
-        report.quarantined = len(quarantine)
-        report.reasons = {k: int(v) for k, v in quarantine["reason"].value_counts().sort_index().items()}
+    if quarantine:
+        q = pd.concat(quarantine, ignore_index=True).sort_values("row", kind="stable")
+        store.insert_quarantine(_quarantine_rows(df, q, batch_id, row_offset))
+        report.quarantined = len(q)
+        report.reasons = {k: int(v) for k, v in q["reason"].value_counts().sort_index().items()}
         report.examples = [
             {"row": int(r.row), "reason": r.reason, "detail": r.detail}
-            for r in quarantine.head(MAX_EXAMPLES).itertuples(index=False)
+            for r in q.head(MAX_EXAMPLES).itertuples(index=False)
         ]
     if len(clean):
-        store.insert_readings(clean[READING_COLUMNS])
+        store.insert_readings(clean.arrow())
         report.inserted = len(clean)
-        report.devices = int(clean["device_id"].nunique())
-        report.first_timestamp = _iso(clean["timestamp"].min())
-        report.last_timestamp = _iso(clean["timestamp"].max())
-        span = clean.groupby("device_id", observed=True)["timestamp"].agg(["min", "max"])
-        report.touched = {
-            str(d): [_iso(lo.floor("15min")), _iso(hi.floor("15min"))]
-            for d, lo, hi in span.itertuples()
-        }
+        report.first_timestamp = _iso_ms(clean.ts.min())
+        report.last_timestamp = _iso_ms(clean.ts.max())
+        report.touched = clean.touched()
+        report.devices = len(report.touched)
     report.status = "partial" if report.quarantined else "accepted"
     _record(store, report, digest, "")
     return report
 
 
-def _iso(t: pd.Timestamp) -> str:
-    return t.isoformat().replace("+00:00", "Z")
+def _iso_ms(ms: int) -> str:
+    return pd.Timestamp(int(ms), unit="ms", tz="UTC").isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class Clean:
+    """The valid rows of a batch, columnar: device codes into `ids`, time in
+    epoch milliseconds, values, and each row's number in the batch."""
+
+    ids: np.ndarray  # device id per code
+    code: np.ndarray
+    ts: np.ndarray
+    values: dict[str, np.ndarray]
+    row: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def key(self) -> np.ndarray:
+        """(device, timestamp) as one int64: code in the high bits."""
+        return (self.code.astype(np.int64) << 42) | self.ts
+
+    def take(self, mask: np.ndarray) -> None:
+        self.code, self.ts, self.row = self.code[mask], self.ts[mask], self.row[mask]
+        self.values = {k: v[mask] for k, v in self.values.items()}
+
+    def arrow(self) -> pa.Table:
+        device = pa.DictionaryArray.from_arrays(
+            pa.array(self.code, pa.int32()), pa.array(self.ids.astype(str), pa.string())
+        )
+        return pa.table({
+            "device_id": device,
+            "timestamp": pa.array(self.ts, pa.timestamp("ms", tz="UTC")),
+            **{k: pa.array(v) for k, v in self.values.items()},
+        })
+
+    def touched(self) -> dict[str, list[str]]:
+        """Per device, the first and last quarter-hour with new readings."""
+        span = pd.DataFrame({"code": self.code, "ts": self.ts}).groupby("code")["ts"].agg(["min", "max"])
+        q = 900_000
+        return {
+            str(self.ids[c]): [_iso_ms(lo // q * q), _iso_ms(hi // q * q)]
+            for c, lo, hi in span.itertuples()
+        }
 
 
 def _record(store: TelemetryStore, report: IngestReport, digest: str, payload: str) -> None:
@@ -287,31 +326,39 @@ def _timestamps(col: pd.Series) -> pd.Series:
 
 def _validate(
     df: pd.DataFrame, registry: DeviceRegistry, now: datetime, row_offset: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[Clean, list[pd.DataFrame]]:
     n = len(df)
-    reason = np.full(n, "", dtype=object)
-    detail = np.full(n, "", dtype=object)
+    reason = np.zeros(n, np.int8)  # 0 = valid, else 1 + index into REASON_NAMES
+    details: dict[str, Any] = {}
 
     def flag(mask: np.ndarray, name: str, what: str | Any = "") -> None:
-        new = mask & (reason == "")
+        new = mask & (reason == 0)
         if not new.any():
             return
-        reason[new] = name
-        detail[new] = what(new) if callable(what) else (what or REASONS[name])
+        code = REASON_NAMES.index(name) + 1
+        reason[new] = code
+        text = what(new) if callable(what) else (what or REASONS[name])
+        details.setdefault(name, []).append((new, text))
 
-    dev_np = df["device_id"].astype("string").str.strip().fillna("").to_numpy(dtype=object)
-    codes, uniq = pd.factorize(dev_np)
-    flag(dev_np == "", "missing_device_id")
-    valid_id = np.array([bool(DEVICE_ID.match(d)) for d in uniq], dtype=bool)[codes]
-    flag(~valid_id, "invalid_device_id")
-    known = registry.known(np.asarray(uniq, dtype=object))[codes]
-    flag(~known, "unknown_device", lambda m: [f"unknown device {d!r}" for d in dev_np[m]])
+    # Device ids: work on the distinct values only.
+    codes, uniq = pd.factorize(df["device_id"], use_na_sentinel=True)
+    uniq = np.asarray(uniq, dtype=object)
+    stripped = np.array([str(u).strip() for u in uniq], dtype=object)
+    flag((codes < 0) | (stripped[codes] == "") if len(uniq) else codes < 0, "missing_device_id")
+    if len(uniq):
+        valid = np.array([bool(DEVICE_ID.match(u)) for u in stripped], dtype=bool)
+        flag(~valid[codes] & (codes >= 0), "invalid_device_id")
+        known = registry.known(stripped)
+        flag(~known[codes] & (codes >= 0), "unknown_device",
+             lambda m: [f"unknown device {d!r}" for d in stripped[codes[m]]])
 
     ts = _timestamps(df["timestamp"])
-    ts_naive = ts.dt.tz_localize(None).to_numpy()
-    flag(ts.isna().to_numpy(), "bad_timestamp")
-    flag((ts < EARLIEST).to_numpy(bool), "timestamp_too_old")
-    flag((ts > pd.Timestamp(now) + FUTURE_TOLERANCE).to_numpy(bool), "future_timestamp")
+    ts_ms = ts.dt.tz_localize(None).to_numpy().astype("datetime64[ms]").view(np.int64)
+    missing_ts = ts.isna().to_numpy()
+    flag(missing_ts, "bad_timestamp")
+    flag(~missing_ts & (ts_ms < EARLIEST.value // 1_000_000), "timestamp_too_old")
+    flag(~missing_ts & (ts_ms > int((pd.Timestamp(now) + FUTURE_TOLERANCE).value // 1_000_000)),
+         "future_timestamp")
 
     values = {}
     for name in VALUE_COLUMNS:
@@ -324,68 +371,78 @@ def _validate(
         values[name] = v
     flag(np.isnan(values["power"]), "missing_power")
     for name in VALUE_COLUMNS:
-        flag(values[name] < 0, "negative_value", f"{name} is negative")
+        with np.errstate(invalid="ignore"):
+            flag(values[name] < 0, "negative_value", f"{name} is negative")
 
     rows = np.arange(n) + row_offset
-    ok = reason == ""
-    clean = pd.DataFrame({
-        "row": rows[ok],
-        "device_id": dev_np[ok].astype(str),
-        "timestamp": pd.Series(ts_naive[ok]).dt.tz_localize("UTC"),
-        **{name: values[name][ok] for name in VALUE_COLUMNS},
-    })
-    quarantine = pd.DataFrame({"row": rows[~ok], "reason": reason[~ok], "detail": detail[~ok]})
+    ok = reason == 0
+    # Distinct stripped ids may coincide (" hp-1" and "hp-1"): re-code.
+    code_ok = codes[ok]
+    ids, recode = np.unique(stripped, return_inverse=True) if len(uniq) else (stripped, codes)
+    clean = Clean(ids, recode[code_ok].astype(np.int32), ts_ms[ok],
+                  {k: v[ok] for k, v in values.items()}, rows[ok])
+    quarantine = []
+    for name, parts in details.items():
+        for mask, text in parts:
+            detail = np.asarray(text, dtype=object) if not isinstance(text, str) else text
+            quarantine.append(pd.DataFrame({"row": rows[mask], "reason": name, "detail": detail}))
     return clean, quarantine
 
 
-def _dedup_batch(
-    clean: pd.DataFrame, quarantine: pd.DataFrame, report: IngestReport
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+REASON_NAMES = list(REASONS)
+
+
+def _dedup_batch(clean: Clean, quarantine: list[pd.DataFrame], report: IngestReport) -> list[pd.DataFrame]:
     """Keep the first row per (device_id, timestamp); drop later identical
     copies, quarantine later copies with other values."""
-    same_key = clean.duplicated(["device_id", "timestamp"], keep="first").to_numpy()
+    key = pd.Series(clean.key())
+    same_key = key.duplicated(keep="first").to_numpy()
     if not same_key.any():
-        return clean, quarantine
-    identical = clean.duplicated(["device_id", "timestamp", *VALUE_COLUMNS], keep="first").to_numpy()
+        return quarantine
+    frame = pd.DataFrame({"key": key, **{k: v.view(np.int64) for k, v in clean.values.items()}})
+    identical = frame.duplicated(keep="first").to_numpy()
     report.duplicates = int((same_key & identical).sum())
     conflict = same_key & ~identical
-    quarantine = pd.concat([quarantine, pd.DataFrame({
-        "row": clean["row"].to_numpy()[conflict],
-        "reason": "conflicting_duplicate",
+    quarantine.append(pd.DataFrame({
+        "row": clean.row[conflict], "reason": "conflicting_duplicate",
         "detail": REASONS["conflicting_duplicate"],
-    })], ignore_index=True)
-    return clean[~same_key], quarantine
+    }))
+    clean.take(~same_key)
+    return quarantine
 
 
 def _dedup_store(
-    store: TelemetryStore, clean: pd.DataFrame, quarantine: pd.DataFrame, report: IngestReport
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+    store: TelemetryStore, clean: Clean, quarantine: list[pd.DataFrame], report: IngestReport
+) -> list[pd.DataFrame]:
     """Drop readings the store already has; quarantine those it has with
     other values. One cheap count answers the common case (nothing stored
     yet for these devices and times)."""
     if not len(clean):
-        return clean, quarantine
-    ids = sorted(clean["device_id"].unique().tolist())
-    first, last = clean["timestamp"].min(), clean["timestamp"].max()
+        return quarantine
+    ids = clean.ids[np.unique(clean.code)].astype(str).tolist()
+    first = pd.Timestamp(int(clean.ts.min()), unit="ms", tz="UTC")
+    last = pd.Timestamp(int(clean.ts.max()), unit="ms", tz="UTC")
     if store.count_readings(ids, first, last) == 0:
-        return clean, quarantine
+        return quarantine
     stored = store.stored_readings(ids, first, last)
-    stored["timestamp"] = stored["timestamp"].astype("datetime64[ms, UTC]")
-    merged = clean.merge(stored, on=["device_id", "timestamp"], how="left",
-                         suffixes=("", "_stored"), indicator=True)
-    exists = (merged["_merge"] == "both").to_numpy()
+    code_of = {d: i for i, d in enumerate(clean.ids)}
+    stored_key = (stored["device_id"].map(code_of).to_numpy(np.int64) << 42) | (
+        stored["timestamp"].dt.tz_localize(None).to_numpy().astype("datetime64[ms]").view(np.int64)
+    )
+    pos = pd.Index(stored_key).get_indexer(clean.key())
+    exists = pos >= 0
     same = exists.copy()
     for name in VALUE_COLUMNS:
-        a, b = merged[name].to_numpy(), merged[f"{name}_stored"].to_numpy()
+        a, b = clean.values[name], stored[name].to_numpy(np.float64)[pos]
         same &= (a == b) | (np.isnan(a) & np.isnan(b))
     report.already_stored = int(same.sum())
     conflict = exists & ~same
-    quarantine = pd.concat([quarantine, pd.DataFrame({
-        "row": clean["row"].to_numpy()[conflict],
-        "reason": "conflicts_with_stored",
+    quarantine.append(pd.DataFrame({
+        "row": clean.row[conflict], "reason": "conflicts_with_stored",
         "detail": REASONS["conflicts_with_stored"],
-    })], ignore_index=True)
-    return clean[~exists], quarantine
+    }))
+    clean.take(~exists)
+    return quarantine
 
 
 def _quarantine_rows(
@@ -431,9 +488,7 @@ def read_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFra
             yield batch.to_pandas()
     elif suffix == ".csv":
         try:
-            reader = pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=chunk_rows)
-            for chunk in reader:
-                yield chunk
+            yield from pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=chunk_rows)
         except (pd.errors.ParserError, UnicodeDecodeError) as e:
             raise InvalidRequest(f"{path}: not a readable CSV file ({e})") from None
         except pd.errors.EmptyDataError:

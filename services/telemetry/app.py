@@ -1,30 +1,64 @@
 """Telemetry service: owns the time-series store (chDB opens its path in one
-process only) and answers fleet and window queries."""
+process only), takes readings in, and answers fleet and window queries.
+
+Ways in, all through `intraday.telemetry.ingest` (validation, quarantine,
+idempotency):
+- `POST /ingest`: a JSON batch `{"batch_id": ..., "readings": [...]}`, or a
+  CSV or Parquet body (`?batch_id=`).
+- the `telemetry` topic: the same JSON batch as a CloudEvent's data; its
+  batch id defaults to the event id, so a redelivered message is a no-op.
+After each batch, the DeviceActors of the devices it touched get the new
+quarter-hour means (`ExtendWindow`), so their windows stay fresh.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import io
+import json
+import logging
 import math
+import threading
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from fastapi import FastAPI, HTTPException, Query
+import pandas as pd
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from intraday.config import get_settings
-from intraday.errors import UnknownDevice
+from intraday.errors import BatchConflict, InvalidRequest, UnknownDevice
+from intraday.telemetry.ingest import (
+    DeviceRegistry,
+    IngestReport,
+    ingest_batch,
+    parse_batch_id,
+    records_frame,
+)
 from intraday.telemetry.store import TelemetryStore
-from intraday.timeutil import is_quarter_hour, isoformat_z, to_utc
+from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, is_quarter_hour, isoformat_z, to_utc
+from services import sidecar
 from services.http import install_common
 
+log = logging.getLogger(__name__)
 MAX_WINDOW = timedelta(days=400)
+MAX_BATCH_ROWS = 2_000_000
+MAX_BODY_BYTES = 256 * 1024 * 1024
+ACTOR_REFRESH_CONCURRENCY = 16
 store: TelemetryStore
+registry: DeviceRegistry
+# Check-then-insert must not interleave between two batches.
+ingest_lock = threading.Lock()
 
 
 @asynccontextmanager
 async def lifespan(_: FastAPI):
     global store
+    global registry
     store = TelemetryStore.from_settings(get_settings())
     store.migrate()
+    registry = DeviceRegistry(store)
     yield
     store.close()
 
@@ -61,3 +95,139 @@ async def window(device_id: str, start: datetime = Query(...), end: datetime = Q
         "freq": "15min",
         "values": [None if math.isnan(v) else v for v in w.values.tolist()],
     }
+
+
+# -- ingest -----------------------------------------------------------------
+
+def _ingest(df: pd.DataFrame, source: str, batch_id: str | None, row_offset: int = 0,
+            payload: str = "") -> IngestReport:
+    if len(df) > MAX_BATCH_ROWS:
+        raise InvalidRequest(f"batch has {len(df):,} rows; send at most {MAX_BATCH_ROWS:,} per batch")
+    with ingest_lock:
+        return ingest_batch(store, df, source=source, batch_id=batch_id, registry=registry,
+                            row_offset=row_offset, payload=payload)
+
+
+async def _frame_from_request(request: Request) -> tuple[pd.DataFrame, str | None, str]:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise HTTPException(413, f"body over {MAX_BODY_BYTES // 2**20} MiB; split the batch")
+    batch_id = parse_batch_id(request.query_params.get("batch_id"))
+    if kind in ("application/json", ""):
+        try:
+            doc = json.loads(body)
+        except ValueError as e:
+            raise InvalidRequest(f"body is not JSON: {e}") from None
+        if not isinstance(doc, dict) or "readings" not in doc:
+            raise InvalidRequest('expected {"batch_id": "...", "readings": [{...}, ...]}')
+        return records_frame(doc["readings"]), parse_batch_id(doc.get("batch_id")) or batch_id, \
+            body.decode()
+    if kind == "text/csv":
+        try:
+            df = pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise InvalidRequest(f"body is not readable CSV: {e}") from None
+        return df, batch_id, ""
+    if kind in ("application/vnd.apache.parquet", "application/x-parquet"):
+        try:
+            df = pd.read_parquet(io.BytesIO(body))
+        except Exception as e:  # pyarrow raises several types for bad bytes
+            raise InvalidRequest(f"body is not readable Parquet: {e}") from None
+        return df, batch_id, ""
+    raise HTTPException(415, f"content-type {kind!r}: send application/json, text/csv or "
+                             "application/vnd.apache.parquet")
+
+
+def _public(report: IngestReport) -> dict:
+    out = report.to_dict()
+    out.pop("touched")
+    return out
+
+
+@app.post("/ingest")
+async def ingest(request: Request, row_offset: int = Query(0, ge=0)) -> JSONResponse:
+    """Validate and store a batch of readings; answers with the batch report
+    (200), or 422 with the report when the batch is rejected as a whole."""
+    df, batch_id, _ = await _frame_from_request(request)
+    try:
+        report = await run_in_threadpool(_ingest, df, "http", batch_id, row_offset)
+    except BatchConflict as e:
+        raise HTTPException(409, str(e)) from None
+    if report.status == "rejected":
+        return JSONResponse({"detail": _public(report)}, status_code=422)
+    await _refresh_actors(report)
+    return JSONResponse(_public(report))
+
+
+@app.get("/ingest/{batch_id:path}")
+async def ingest_report(batch_id: str) -> dict:
+    """The stored report of a batch, and its quarantined rows."""
+    found = await run_in_threadpool(store.batch, batch_id)
+    if found is None:
+        raise HTTPException(404, f"no batch {batch_id!r}")
+    q = await run_in_threadpool(store.quarantined, batch_id)
+    report = json.loads(found["report"])
+    report.pop("touched", None)
+    return {"report": report, "quarantined_rows": q.to_dict(orient="records")}
+
+
+@app.get("/dapr/subscribe")
+async def subscriptions() -> list[dict]:
+    return [{"pubsubname": sidecar.PUBSUB, "topic": "telemetry", "route": "/telemetry"}]
+
+
+@app.post("/telemetry")
+async def on_telemetry(request: Request) -> dict:
+    """A batch from the `telemetry` topic. SUCCESS when stored (or stored
+    before), DROP when it can never be stored (kept in the ingest ledger
+    with its payload), RETRY when the store or an actor failed."""
+    event = await request.json()
+    data = event.get("data")
+    try:
+        if not isinstance(data, dict) or "readings" not in data:
+            raise InvalidRequest('expected data {"batch_id": "...", "readings": [...]}')
+        batch_id = parse_batch_id(data.get("batch_id")) or parse_batch_id(event.get("id"))
+        df = records_frame(data["readings"])
+        report = await run_in_threadpool(_ingest, df, "stream", batch_id, 0, json.dumps(data))
+    except InvalidRequest as e:
+        df = pd.DataFrame({"device_id": []})
+        batch_id = f"stream-invalid:{event.get('id', 'unknown')}"
+        await run_in_threadpool(_ingest, df, "stream", batch_id, 0, json.dumps(event))
+        log.warning("dropped telemetry message %s: %s", event.get("id"), e)
+        return {"status": "DROP"}
+    except BatchConflict as e:
+        log.error("dropped telemetry message %s: %s", event.get("id"), e)
+        return {"status": "DROP"}
+    if report.status == "rejected":
+        log.warning("dropped telemetry batch %s: %s", report.batch_id, "; ".join(report.errors))
+        return {"status": "DROP"}
+    try:
+        await _refresh_actors(report)
+    except sidecar.SidecarError as e:
+        log.warning("telemetry batch %s stored; actor refresh failed, retrying: %s", report.batch_id, e)
+        return {"status": "RETRY"}
+    return {"status": "SUCCESS"}
+
+
+async def _refresh_actors(report: IngestReport) -> None:
+    """Send each touched device's new quarter-hour means to its actor; only
+    the part inside the window actors keep."""
+    if not report.touched:
+        return
+    horizon = floor_quarter_hour(datetime.now(UTC)) - timedelta(days=get_settings().history_days)
+    sem = asyncio.Semaphore(ACTOR_REFRESH_CONCURRENCY)
+
+    async def one(device_id: str, first: str, last: str) -> None:
+        start = max(datetime.fromisoformat(first), horizon)
+        end = datetime.fromisoformat(last) + QUARTER_HOUR
+        if start >= end:
+            return
+        async with sem:
+            w = await run_in_threadpool(store.window, device_id, start, end)
+            await sidecar.call_actor_async("DeviceActor", device_id, "ExtendWindow", {
+                "start": isoformat_z(w.start),
+                "values": [None if math.isnan(v) else v for v in w.values.tolist()],
+            })
+
+    await asyncio.gather(*(one(d, lo, hi) for d, (lo, hi) in report.touched.items()))

@@ -1,11 +1,17 @@
+"""The ClickHouse store on chDB: schema migrations, the 15-minute view,
+windows for one device and the fleet, weather as known at a time."""
+
+import shutil
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from intraday.telemetry.fleet import demo_fleet, reference_year
-from intraday.telemetry.store import ChdbBackend, TelemetryStore
+from intraday.telemetry import store as store_module
+from intraday.telemetry.fleet import fleet_devices
+from intraday.telemetry.ingest import ingest_batch
+from intraday.telemetry.store import DEVICE_COLUMNS, ChdbBackend, MigrationError, TelemetryStore
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
@@ -13,47 +19,112 @@ T0 = datetime(2026, 1, 5, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     s = TelemetryStore(ChdbBackend(tmp_path_factory.mktemp("chdb")))
-    s.migrate()
-    s.migrate()  # re-runnable
+    assert "001_power_consumption.sql" in s.migrate()
+    assert s.migrate() == []  # re-runnable: nothing left to apply
+    s.upsert_devices(fleet_devices(6, seed=1)[DEVICE_COLUMNS])
     yield s
     s.close()
 
 
-def test_window_is_the_quarter_hour_mean_with_explicit_gaps(store):
-    rng = np.random.default_rng(1)
-    ts = pd.date_range(T0, periods=12 * 24 * 2, freq="5min", tz="UTC")  # two days, 5-min readings
-    df = pd.DataFrame({"device_id": "hp-w", "timestamp": ts, "power": rng.uniform(0, 5, len(ts)),
-                       "heating_electricity": 0.0, "dhw_electricity": 0.0})
-    df = df[~df.timestamp.between(T0 + timedelta(hours=3), T0 + timedelta(hours=3, minutes=59))]
-    store.insert_readings(df)
-    w = store.window("hp-w", T0, T0 + timedelta(days=2))
-    expected = df.set_index("timestamp")["power"].resample("15min").mean()
-    expected = expected.reindex(pd.date_range(T0, periods=192, freq="15min", tz="UTC"))
-    np.testing.assert_allclose(w.values, expected.to_numpy(), equal_nan=True)
-    assert w.missing == 4  # the hour 03:00-04:00 is a gap, not a missing row
+def test_an_edited_migration_is_refused(tmp_path, monkeypatch):
+    sql = tmp_path / "sql"
+    shutil.copytree(store_module.SQL_DIR, sql)
+    monkeypatch.setattr(store_module, "SQL_DIR", sql)
+    s = TelemetryStore(ChdbBackend(tmp_path / "db"))
+    try:
+        s.migrate()
+        original = (sql / "003_weather.sql").read_text()
+        (sql / "003_weather.sql").write_text(original + "\n-- edited\n")
+        with pytest.raises(MigrationError, match="003_weather.sql changed"):
+            s.migrate()
+        (sql / "006_more.sql").write_text("CREATE TABLE IF NOT EXISTS {db}.extra (x UInt8) ENGINE = Log")
+        (sql / "003_weather.sql").write_text(original)
+        assert s.migrate() == ["006_more.sql"]
+    finally:
+        s.close()
+
+
+def test_15_minute_view_equals_a_pandas_resample_of_the_raw_data(store):
+    """Irregular readings, several batches, a month boundary, then merged
+    parts: the view's mean, heating and hot-water sums match pandas."""
+    rng = np.random.default_rng(4)
+    start = datetime(2026, 1, 31, 20, tzinfo=UTC)
+    ts = start + pd.to_timedelta(np.sort(rng.uniform(0, 8 * 3600, 3000)), unit="s")
+    raw = pd.DataFrame({
+        "device_id": rng.choice(["hp-0001", "hp-0002"], len(ts)),
+        "timestamp": pd.DatetimeIndex(ts).floor("ms"),
+        "power": rng.uniform(0, 6, len(ts)),
+        "heating_electricity": rng.uniform(0, 4, len(ts)),
+        "dhw_electricity": rng.uniform(0, 2, len(ts)),
+    }).drop_duplicates(["device_id", "timestamp"])
+    for k, part in enumerate(np.array_split(np.arange(len(raw)), 5)):
+        ingest_batch(store, raw.iloc[part], source="test", batch_id=f"resample-{k}")
+
+    def view() -> pd.DataFrame:
+        return store.query(
+            "SELECT device_id, toUnixTimestamp(interval_start) AS t, sum(power_sum) / sum(samples) AS power,"
+            " sum(heating_sum) AS heating, sum(dhw_sum) AS dhw, sum(samples) AS n"
+            " FROM {db}.power_consumption_15min WHERE device_id IN ('hp-0001', 'hp-0002')"
+            " AND interval_start >= '2026-01-31 20:00:00' AND interval_start < '2026-02-01 04:00:00'"
+            " GROUP BY device_id, interval_start ORDER BY device_id, interval_start"
+        ).to_pandas()
+
+    g = raw.set_index("timestamp").groupby("device_id").resample("15min")
+    expected = pd.DataFrame({
+        "power": g["power"].mean(), "heating": g["heating_electricity"].sum(),
+        "dhw": g["dhw_electricity"].sum(), "n": g["power"].count(),
+    }).reset_index()
+    expected = expected[expected.n > 0].reset_index(drop=True)
+    for _ in range(2):
+        got = view()
+        np.testing.assert_array_equal(got.device_id, expected.device_id)
+        np.testing.assert_array_equal(pd.to_datetime(got.t, unit="s", utc=True), expected.timestamp)
+        np.testing.assert_allclose(got[["power", "heating", "dhw"]], expected[["power", "heating", "dhw"]])
+        np.testing.assert_array_equal(got.n, expected.n)
+        store.query("OPTIMIZE TABLE {db}.power_consumption_15min FINAL")
+
+
+def test_fleet_window_is_one_matrix_with_explicit_gaps(store):
+    ts = pd.date_range(T0, periods=96, freq="15min", tz="UTC")
+    rows = pd.DataFrame({"device_id": "hp-0003", "timestamp": ts, "power": np.arange(96.0)})
+    rows = rows[(rows.index < 40) | (rows.index >= 44)]  # one hour missing
+    ingest_batch(store, rows, source="test", batch_id="fw-3")
+    ingest_batch(store, pd.DataFrame({"device_id": "hp-0004", "timestamp": ts[:10], "power": 1.0}),
+                 source="test", batch_id="fw-4")
+    w = store.fleet_window(T0, T0 + timedelta(days=1), ["hp-0004", "hp-0003", "hp-0006"])
+    assert list(w.device_ids) == ["hp-0004", "hp-0003", "hp-0006"] and w.values.shape == (3, 96)
+    np.testing.assert_array_equal(w.values[0, :10], 1.0)
+    assert np.isnan(w.values[0, 10:]).all() and np.isnan(w.values[2]).all()
+    assert np.isnan(w.values[1, 40:44]).all() and w.values[1, 44] == 44.0
+    one = store.window("hp-0003", T0, T0 + timedelta(days=1))
+    np.testing.assert_array_equal(one.values, w.values[1], strict=True)
+    everyone = store.fleet_window(T0, T0 + timedelta(days=1))
+    assert list(everyone.device_ids) == sorted(fleet_devices(6, seed=1).device_id)
+
+
+def test_weather_is_what_was_known_at_the_time(store):
+    t = pd.date_range(T0, periods=8, freq="15min", tz="UTC")
+    as_of = t[4]
+    weather = pd.concat([
+        pd.DataFrame({"location": "DE-Koeln", "kind": "observed", "timestamp": t, "issued_at": t,
+                      "outdoor_temp_c": 1.0}),
+        pd.DataFrame({"location": "DE-Koeln", "kind": "forecast", "timestamp": t, "issued_at": t[0] - pd.Timedelta("6h"),
+                      "outdoor_temp_c": 2.0}),
+        pd.DataFrame({"location": "DE-Koeln", "kind": "forecast", "timestamp": t, "issued_at": t[0] - pd.Timedelta("1h"),
+                      "outdoor_temp_c": 3.0}),
+        pd.DataFrame({"location": "DE-Koeln", "kind": "forecast", "timestamp": t, "issued_at": t[6],
+                      "outdoor_temp_c": 9.0}),  # issued later: must not be seen
+    ])
+    store.insert_weather(weather)
+    got = store.weather_window(["DE-Koeln", "DE-Nowhere"], t[0], t[-1] + pd.Timedelta("15min"), as_of)
+    np.testing.assert_array_equal(got[0], [1, 1, 1, 1, 1, 3, 3, 3])  # observed up to as_of, then newest forecast
+    assert np.isnan(got[1]).all()
 
 
 def test_devices_and_lookup(store):
-    devices, _ = demo_fleet(3, T0, days=1)
-    store.upsert_devices(devices)
-    assert [d["device_id"] for d in store.devices()][:3] == ["hp-0001", "hp-0002", "hp-0003"]
+    devices = fleet_devices(6, seed=1)
+    assert [d["device_id"] for d in store.devices()] == list(devices.device_id)
     assert store.device("hp-0002")["building_type"] == devices.building_type[1]
     assert store.device("hp-9999") is None
     with pytest.raises(ValueError, match="invalid device id"):
         store.device("x'; DROP TABLE devices")
-
-
-def test_demo_fleet_is_deterministic_and_temperature_driven():
-    a_dev, a = demo_fleet(4, T0, days=3, seed=11)
-    b_dev, b = demo_fleet(4, T0, days=3, seed=11)
-    pd.testing.assert_frame_equal(a, b)
-    pd.testing.assert_frame_equal(a_dev, b_dev)
-    assert np.allclose(a.power, a.heating_electricity + a.dhw_electricity + np.repeat(
-        a_dev.standby_kw.to_numpy(), 3 * 96))
-    # Heating electricity of the whole year against outdoor temperature: colder, more.
-    ref = reference_year()
-    temp = ref.outdoor_temp_c
-    heat = ref.heating_kw["old_building_single_family_house"]
-    daily_t = temp[: 364 * 96].reshape(364, 96).mean(axis=1)
-    daily_h = heat[: 364 * 96].reshape(364, 96).mean(axis=1)
-    assert np.corrcoef(daily_t, daily_h)[0, 1] < -0.8
