@@ -97,6 +97,21 @@ async def window(device_id: str, start: datetime = Query(...), end: datetime = Q
     }
 
 
+@app.get("/devices/{device_id}/readings")
+async def raw_readings(
+    device_id: str, start: datetime = Query(...), end: datetime = Query(...)
+) -> list[dict]:
+    """Raw readings in [start, end], at most 7 days, as stored."""
+    start, end = to_utc(start), to_utc(end)
+    if not start <= end or end - start > timedelta(days=7):
+        raise HTTPException(422, "need start <= end and at most 7 days")
+    if await run_in_threadpool(store.device, device_id) is None:
+        raise UnknownDevice(device_id)
+    rows = await run_in_threadpool(store.stored_readings, [device_id], start, end)
+    rows["timestamp"] = rows["timestamp"].map(isoformat_z)
+    return json.loads(rows.sort_values("timestamp").to_json(orient="records"))
+
+
 # -- ingest -----------------------------------------------------------------
 
 def _ingest(df: pd.DataFrame, source: str, batch_id: str | None, row_offset: int = 0,

@@ -105,19 +105,21 @@ def test_fleet_window_is_one_matrix_with_explicit_gaps(store):
 def test_weather_is_what_was_known_at_the_time(store):
     t = pd.date_range(T0, periods=8, freq="15min", tz="UTC")
     as_of = t[4]
+
+    def rows(kind, issued_at, temp):
+        return pd.DataFrame({"location": "DE-Koeln", "kind": kind, "timestamp": t,
+                             "issued_at": issued_at, "outdoor_temp_c": temp})
+
     weather = pd.concat([
-        pd.DataFrame({"location": "DE-Koeln", "kind": "observed", "timestamp": t, "issued_at": t,
-                      "outdoor_temp_c": 1.0}),
-        pd.DataFrame({"location": "DE-Koeln", "kind": "forecast", "timestamp": t, "issued_at": t[0] - pd.Timedelta("6h"),
-                      "outdoor_temp_c": 2.0}),
-        pd.DataFrame({"location": "DE-Koeln", "kind": "forecast", "timestamp": t, "issued_at": t[0] - pd.Timedelta("1h"),
-                      "outdoor_temp_c": 3.0}),
-        pd.DataFrame({"location": "DE-Koeln", "kind": "forecast", "timestamp": t, "issued_at": t[6],
-                      "outdoor_temp_c": 9.0}),  # issued later: must not be seen
+        rows("observed", t, 1.0),
+        rows("forecast", t[0] - pd.Timedelta("6h"), 2.0),
+        rows("forecast", t[0] - pd.Timedelta("1h"), 3.0),
+        rows("forecast", t[6], 9.0),  # issued after as_of: must not be seen
     ])
     store.insert_weather(weather)
     got = store.weather_window(["DE-Koeln", "DE-Nowhere"], t[0], t[-1] + pd.Timedelta("15min"), as_of)
-    np.testing.assert_array_equal(got[0], [1, 1, 1, 1, 1, 3, 3, 3])  # observed up to as_of, then newest forecast
+    # Observed up to as_of, then the newest forecast issued by then.
+    np.testing.assert_array_equal(got[0], [1, 1, 1, 1, 1, 3, 3, 3])
     assert np.isnan(got[1]).all()
 
 

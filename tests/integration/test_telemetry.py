@@ -1,0 +1,107 @@
+"""Telemetry ingest through real Dapr: the HTTP batch endpoint by service
+invocation, and the `telemetry` topic, which also refreshes DeviceActor
+windows in Redis."""
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from actors.state import StateSerializer
+from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, isoformat_z
+from tests.integration.conftest import eventually
+
+# The telemetry service through the gateway's sidecar: Dapr service invocation.
+INGEST = "http://127.0.0.1:3500/v1.0/invoke/telemetry/method/ingest"
+PUBLISH = "http://127.0.0.1:3500/v1.0/publish/pubsub/telemetry"
+TELEMETRY = "http://127.0.0.1:3500/v1.0/invoke/telemetry/method"
+
+
+@pytest.fixture(scope="module")
+def http(stack):
+    with httpx.Client(timeout=30) as c:
+        yield c
+
+
+def _readings(http, device_id: str, start: str, end: str) -> list[dict]:
+    r = http.get(f"{TELEMETRY}/devices/{device_id}/readings", params={"start": start, "end": end})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_http_batch_reports_every_row_and_is_idempotent(http):
+    t = "2026-01-02T00:00:00Z"  # long before the demo fleet's window
+    body = {"batch_id": "it-http-1", "readings": [
+        {"device_id": "hp-0003", "timestamp": t, "power": 1.25, "heating_electricity": 1.0,
+         "dhw_electricity": 0.2},
+        {"device_id": "hp-0003", "timestamp": t, "power": 1.25, "heating_electricity": 1.0,
+         "dhw_electricity": 0.2},
+        {"device_id": "hp-0003", "timestamp": "2026-01-02T00:05:00Z", "power": "lots"},
+        {"device_id": "hp-4242", "timestamp": t, "power": 1.0},
+    ]}
+    r = http.post(INGEST, json=body)
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert (report["status"], report["inserted"], report["duplicates"], report["quarantined"]) == (
+        "partial", 1, 1, 2)
+    assert report["reasons"] == {"non_numeric": 1, "unknown_device": 1}
+    again = http.post(INGEST, json=body).json()
+    assert again["status"] == "duplicate_batch"
+    stored = _readings(http, "hp-0003", t, "2026-01-02T01:00:00Z")
+    assert [(x["timestamp"], x["power"]) for x in stored] == [(t, 1.25)]
+    detail = http.get(f"{TELEMETRY}/ingest/it-http-1").json()
+    assert [(q["row"], q["reason"], q["power"]) for q in detail["quarantined_rows"]] == [
+        (2, "non_numeric", "lots"), (3, "unknown_device", "1.0")]
+
+    body["readings"][0]["power"] = 9.0
+    conflict = http.post(INGEST, json=body)
+    assert conflict.status_code == 409 and "different content" in conflict.json()["detail"]
+
+
+@pytest.mark.parametrize(("kwargs", "status", "reason"), [
+    ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "not JSON"),
+    ({"json": {"rows": []}}, 422, "expected"),
+    ({"json": {"readings": [{"device_id": "hp-0001", "power": 1}]}}, 422, "missing columns: timestamp"),
+    ({"content": b"a;b", "headers": {"content-type": "text/plain"}}, 415, "content-type"),
+])
+def test_http_bad_batches_get_a_reason_and_write_nothing(http, kwargs, status, reason):
+    r = http.post(INGEST, **kwargs)
+    assert r.status_code == status, r.text
+    assert reason in str(r.json()["detail"])
+
+
+def test_csv_body(http):
+    csv = "device_id,timestamp,power\nhp-0004,2026-01-03T00:00:00Z,2.5\nhp-0004,2026-01-03T00:15:00Z,-3\n"
+    r = http.post(INGEST, content=csv.encode(), params={"batch_id": "it-csv"},
+                  headers={"content-type": "text/csv"})
+    assert r.status_code == 200 and r.json()["reasons"] == {"negative_value": 1}
+
+
+def test_stream_batch_lands_once_and_refreshes_the_actor_window(http, gateway, rds):
+    # Activate hp-0005's actor with a forecast first.
+    assert gateway.post("/forecast/intraday", params={"wait": "true"},
+                        json={"device_id": "hp-0005"}).status_code == 200
+    interval = floor_quarter_hour(datetime.now(UTC))  # after the demo data, never in the future
+    t1, t2 = isoformat_z(interval), isoformat_z(interval + timedelta(seconds=1))
+    data = {"batch_id": "it-stream-1", "readings": [
+        {"device_id": "hp-0005", "timestamp": t1, "power": 100.0},
+        {"device_id": "hp-0005", "timestamp": t2, "power": 200.0},
+    ]}
+    for _ in range(2):  # a producer that publishes twice
+        assert http.post(PUBLISH, json=data).status_code == 204
+
+    def window_value():
+        raw = rds.hget("forecaster||DeviceActor||hp-0005||device", "data")
+        w = StateSerializer().deserialize(raw).window
+        i = w.index_of(interval)
+        return i < len(w.values) and w.values[i] == 150.0  # the mean of both readings
+
+    assert eventually(window_value, timeout=30)
+    rows = _readings(http, "hp-0005", t1, isoformat_z(interval + QUARTER_HOUR))
+    assert sorted(x["power"] for x in rows) == [100.0, 200.0]  # published twice, stored once
+
+    # A message that can never be stored is dropped, and kept in the ledger.
+    bad = {"batch_id": "it-stream-bad", "readings": [{"device": "hp-0005", "watts": 5}]}
+    assert http.post(PUBLISH, json=bad).status_code == 204
+    report = eventually(lambda: http.get(f"{TELEMETRY}/ingest/it-stream-bad").json().get("report"))
+    assert report["status"] == "rejected" and "missing columns" in report["errors"][0]
