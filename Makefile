@@ -1,6 +1,6 @@
 # The two commands that matter: `make setup` (fresh machine -> everything
 # installed) and `make test` (the whole suite). See README.md.
-.PHONY: setup test unit integration up down status bench lint
+.PHONY: setup test unit integration up down status bench bench-telemetry lint
 
 PY := .venv/bin/python
 
@@ -27,6 +27,9 @@ status:
 
 bench:
 	$(PY) bench/e2e_latency.py
+
+bench-telemetry:
+	$(PY) bench/telemetry.py
 
 lint:
 	.venv/bin/ruff check .

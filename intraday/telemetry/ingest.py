@@ -424,7 +424,9 @@ def _dedup_store(
     last = pd.Timestamp(int(clean.ts.max()), unit="ms", tz="UTC")
     if store.count_readings(ids, first, last) == 0:
         return quarantine
-    stored = store.stored_readings(ids, first, last)
+    stored = store.stored_matching(clean.arrow().select(["device_id", "timestamp"]))
+    if stored.empty:
+        return quarantine
     code_of = {d: i for i, d in enumerate(clean.ids)}
     stored_key = (stored["device_id"].map(code_of).to_numpy(np.int64) << 42) | (
         stored["timestamp"].dt.tz_localize(None).to_numpy().astype("datetime64[ms]").view(np.int64)
