@@ -293,7 +293,8 @@ class TelemetryStore:
             return self.query(
                 f"SELECT {', '.join(READING_COLUMNS)} FROM {{db}}.power_consumption"
                 " WHERE device_id IN {ids:Array(String)}"
-                "   AND timestamp >= {first:DateTime64(3, 'UTC')} AND timestamp <= {last:DateTime64(3, 'UTC')}"
+                "   AND timestamp >= {first:DateTime64(3, 'UTC')}"
+                "   AND timestamp <= {last:DateTime64(3, 'UTC')}"
                 f"  AND (device_id, timestamp) IN (SELECT device_id, timestamp FROM {scratch})",
                 {"ids": ids, "first": _ch_time(first), "last": _ch_time(last)},
             ).to_pandas()
