@@ -245,13 +245,11 @@ def _ingest_via_service(path: Path, args: argparse.Namespace, progress) -> dict:
                                 headers={"content-type": "application/vnd.apache.parquet"})
             except httpx.ConnectError:
                 _fail(f"telemetry service not reachable at {url}")
-            if r.status_code >= 400 and r.status_code != 422:
+            # 422 with a report: the chunk was rejected as a batch; other errors stop.
+            rejected = r.json().get("detail") if r.status_code == 422 else None
+            if r.status_code >= 400 and not isinstance(rejected, dict):
                 _http_error(r)
-            body = r.json()
-            part = body["detail"] if r.status_code == 422 and isinstance(body.get("detail"), dict) else body
-            if r.status_code == 422 and part is body:
-                _http_error(r)
-            total.add(IngestReport(**part))
+            total.add(IngestReport(**(rejected or r.json())))
             offset += len(chunk)
             progress(total)
     return total.to_dict()

@@ -261,6 +261,16 @@ class Clean:
         }
 
 
+def record_unreadable(
+    store: TelemetryStore, batch_id: str, source: str, error: str, payload: str
+) -> IngestReport:
+    """A message that is not a batch of rows at all: rejected, and kept in
+    the ledger with its payload and the reason."""
+    report = IngestReport(batch_id=batch_id, source=source, status="rejected", errors=[error])
+    _record(store, report, hashlib.sha256(payload.encode()).hexdigest(), payload)
+    return report
+
+
 def _record(store: TelemetryStore, report: IngestReport, digest: str, payload: str) -> None:
     store.record_batch({
         "batch_id": report.batch_id,
@@ -385,11 +395,16 @@ def _validate(
     for name, parts in details.items():
         for mask, text in parts:
             detail = np.asarray(text, dtype=object) if not isinstance(text, str) else text
-            quarantine.append(pd.DataFrame({"row": rows[mask], "reason": name, "detail": detail}))
+            quarantine.append(_quarantine_frame(rows[mask], name, detail))
     return clean, quarantine
 
 
 REASON_NAMES = list(REASONS)
+
+
+def _quarantine_frame(rows: np.ndarray, reason: str, detail: Any = None) -> pd.DataFrame:
+    return pd.DataFrame({"row": rows, "reason": reason,
+                         "detail": REASONS[reason] if detail is None else detail})
 
 
 def _dedup_batch(clean: Clean, quarantine: list[pd.DataFrame], report: IngestReport) -> list[pd.DataFrame]:
@@ -403,10 +418,7 @@ def _dedup_batch(clean: Clean, quarantine: list[pd.DataFrame], report: IngestRep
     identical = frame.duplicated(keep="first").to_numpy()
     report.duplicates = int((same_key & identical).sum())
     conflict = same_key & ~identical
-    quarantine.append(pd.DataFrame({
-        "row": clean.row[conflict], "reason": "conflicting_duplicate",
-        "detail": REASONS["conflicting_duplicate"],
-    }))
+    quarantine.append(_quarantine_frame(clean.row[conflict], "conflicting_duplicate"))
     clean.take(~same_key)
     return quarantine
 
@@ -439,10 +451,7 @@ def _dedup_store(
         same &= (a == b) | (np.isnan(a) & np.isnan(b))
     report.already_stored = int(same.sum())
     conflict = exists & ~same
-    quarantine.append(pd.DataFrame({
-        "row": clean.row[conflict], "reason": "conflicts_with_stored",
-        "detail": REASONS["conflicts_with_stored"],
-    }))
+    quarantine.append(_quarantine_frame(clean.row[conflict], "conflicts_with_stored"))
     clean.take(~exists)
     return quarantine
 

@@ -270,10 +270,8 @@ class TelemetryStore:
     def stored_readings(self, device_ids: list[str], first: datetime, last: datetime) -> pd.DataFrame:
         """Raw readings of these devices with first <= timestamp <= last."""
         return self.query(
-            f"SELECT {', '.join(READING_COLUMNS)} FROM {{db}}.power_consumption"
-            " WHERE device_id IN {ids:Array(String)}"
-            "   AND timestamp >= {first:DateTime64(3, 'UTC')} AND timestamp <= {last:DateTime64(3, 'UTC')}",
-            {"ids": device_ids, "first": _ch_time(first), "last": _ch_time(last)},
+            f"SELECT {', '.join(READING_COLUMNS)} FROM {{db}}.power_consumption {_KEY_RANGE}",
+            _key_range(device_ids, first, last),
         ).to_pandas()
 
     def stored_matching(self, keys: pa.Table) -> pd.DataFrame:
@@ -291,22 +289,16 @@ class TelemetryStore:
         try:
             self._backend.insert(scratch, keys.select(["device_id", "timestamp"]))
             return self.query(
-                f"SELECT {', '.join(READING_COLUMNS)} FROM {{db}}.power_consumption"
-                " WHERE device_id IN {ids:Array(String)}"
-                "   AND timestamp >= {first:DateTime64(3, 'UTC')}"
-                "   AND timestamp <= {last:DateTime64(3, 'UTC')}"
+                f"SELECT {', '.join(READING_COLUMNS)} FROM {{db}}.power_consumption {_KEY_RANGE}"
                 f"  AND (device_id, timestamp) IN (SELECT device_id, timestamp FROM {scratch})",
-                {"ids": ids, "first": _ch_time(first), "last": _ch_time(last)},
+                _key_range(ids, first, last),
             ).to_pandas()
         finally:
             self._backend.command(f"DROP TABLE IF EXISTS {scratch}")
 
     def count_readings(self, device_ids: list[str], first: datetime, last: datetime) -> int:
         return int(self.query(
-            "SELECT count() FROM {db}.power_consumption"
-            " WHERE device_id IN {ids:Array(String)}"
-            "   AND timestamp >= {first:DateTime64(3, 'UTC')} AND timestamp <= {last:DateTime64(3, 'UTC')}",
-            {"ids": device_ids, "first": _ch_time(first), "last": _ch_time(last)},
+            f"SELECT count() FROM {{db}}.power_consumption {_KEY_RANGE}", _key_range(device_ids, first, last)
         ).column(0)[0].as_py())
 
     # -- reads ------------------------------------------------------------
@@ -412,6 +404,17 @@ def _as_arrow(data: pd.DataFrame | pa.Table, columns: list[str]) -> pa.Table:
         for c in columns
     ]
     return pa.Table.from_arrays(arrays, names=columns)
+
+
+# Readings of some devices with first <= timestamp <= last (the sort key).
+_KEY_RANGE = (
+    "WHERE device_id IN {ids:Array(String)}"
+    " AND timestamp >= {first:DateTime64(3, 'UTC')} AND timestamp <= {last:DateTime64(3, 'UTC')}"
+)
+
+
+def _key_range(device_ids: list[str], first: datetime, last: datetime) -> dict[str, Any]:
+    return {"ids": list(device_ids), "first": _ch_time(first), "last": _ch_time(last)}
 
 
 def _ch_time(t: datetime) -> str:

@@ -34,6 +34,7 @@ from intraday.telemetry.ingest import (
     IngestReport,
     ingest_batch,
     parse_batch_id,
+    record_unreadable,
     records_frame,
 )
 from intraday.telemetry.store import TelemetryStore
@@ -123,7 +124,7 @@ def _ingest(df: pd.DataFrame, source: str, batch_id: str | None, row_offset: int
                             row_offset=row_offset, payload=payload)
 
 
-async def _frame_from_request(request: Request) -> tuple[pd.DataFrame, str | None, str]:
+async def _frame_from_request(request: Request) -> tuple[pd.DataFrame, str | None]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await request.body()
     if len(body) > MAX_BODY_BYTES:
@@ -136,20 +137,19 @@ async def _frame_from_request(request: Request) -> tuple[pd.DataFrame, str | Non
             raise InvalidRequest(f"body is not JSON: {e}") from None
         if not isinstance(doc, dict) or "readings" not in doc:
             raise InvalidRequest('expected {"batch_id": "...", "readings": [{...}, ...]}')
-        return records_frame(doc["readings"]), parse_batch_id(doc.get("batch_id")) or batch_id, \
-            body.decode()
+        return records_frame(doc["readings"]), parse_batch_id(doc.get("batch_id")) or batch_id
     if kind == "text/csv":
         try:
             df = pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=False)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
             raise InvalidRequest(f"body is not readable CSV: {e}") from None
-        return df, batch_id, ""
+        return df, batch_id
     if kind in ("application/vnd.apache.parquet", "application/x-parquet"):
         try:
             df = pd.read_parquet(io.BytesIO(body))
         except Exception as e:  # pyarrow raises several types for bad bytes
             raise InvalidRequest(f"body is not readable Parquet: {e}") from None
-        return df, batch_id, ""
+        return df, batch_id
     raise HTTPException(415, f"content-type {kind!r}: send application/json, text/csv or "
                              "application/vnd.apache.parquet")
 
@@ -164,7 +164,7 @@ def _public(report: IngestReport) -> dict:
 async def ingest(request: Request, row_offset: int = Query(0, ge=0)) -> JSONResponse:
     """Validate and store a batch of readings; answers with the batch report
     (200), or 422 with the report when the batch is rejected as a whole."""
-    df, batch_id, _ = await _frame_from_request(request)
+    df, batch_id = await _frame_from_request(request)
     try:
         report = await run_in_threadpool(_ingest, df, "http", batch_id, row_offset)
     except BatchConflict as e:
@@ -206,9 +206,8 @@ async def on_telemetry(request: Request) -> dict:
         df = records_frame(data["readings"])
         report = await run_in_threadpool(_ingest, df, "stream", batch_id, 0, json.dumps(data))
     except InvalidRequest as e:
-        df = pd.DataFrame({"device_id": []})
-        batch_id = f"stream-invalid:{event.get('id', 'unknown')}"
-        await run_in_threadpool(_ingest, df, "stream", batch_id, 0, json.dumps(event))
+        await run_in_threadpool(record_unreadable, store, f"stream-invalid:{event.get('id', 'unknown')}",
+                                "stream", str(e), json.dumps(event))
         log.warning("dropped telemetry message %s: %s", event.get("id"), e)
         return {"status": "DROP"}
     except BatchConflict as e:
@@ -227,22 +226,27 @@ async def on_telemetry(request: Request) -> dict:
 
 async def _refresh_actors(report: IngestReport) -> None:
     """Send each touched device's new quarter-hour means to its actor; only
-    the part inside the window actors keep."""
-    if not report.touched:
-        return
+    the part inside the window actors keep. One window query for the batch."""
     horizon = floor_quarter_hour(datetime.now(UTC)) - timedelta(days=get_settings().history_days)
+    spans = {
+        device_id: (max(datetime.fromisoformat(lo), horizon), datetime.fromisoformat(hi) + QUARTER_HOUR)
+        for device_id, (lo, hi) in report.touched.items()
+    }
+    spans = {d: (a, b) for d, (a, b) in spans.items() if a < b}
+    if not spans:
+        return
+    start = min(a for a, _ in spans.values())
+    end = max(b for _, b in spans.values())
+    fleet = await run_in_threadpool(store.fleet_window, start, end, list(spans))
     sem = asyncio.Semaphore(ACTOR_REFRESH_CONCURRENCY)
 
-    async def one(device_id: str, first: str, last: str) -> None:
-        start = max(datetime.fromisoformat(first), horizon)
-        end = datetime.fromisoformat(last) + QUARTER_HOUR
-        if start >= end:
-            return
+    async def one(row: int, device_id: str) -> None:
+        a, b = spans[device_id]
+        values = fleet.values[row, (a - start) // QUARTER_HOUR : (b - start) // QUARTER_HOUR]
         async with sem:
-            w = await run_in_threadpool(store.window, device_id, start, end)
             await sidecar.call_actor_async("DeviceActor", device_id, "ExtendWindow", {
-                "start": isoformat_z(w.start),
-                "values": [None if math.isnan(v) else v for v in w.values.tolist()],
+                "start": isoformat_z(a),
+                "values": [None if math.isnan(v) else v for v in values.tolist()],
             })
 
-    await asyncio.gather(*(one(d, lo, hi) for d, (lo, hi) in report.touched.items()))
+    await asyncio.gather(*(one(row, str(d)) for row, d in enumerate(fleet.device_ids)))
