@@ -75,12 +75,23 @@ def test_15_minute_view_equals_a_pandas_resample_of_the_raw_data(store):
         "dhw": g["dhw_electricity"].sum(), "n": g["power"].count(),
     }).reset_index()
     expected = expected[expected.n > 0].reset_index(drop=True)
+    grid = pd.date_range(start, periods=32, freq="15min", tz="UTC")
+    matrix = expected.pivot(index="device_id", columns="timestamp", values="power").reindex(columns=grid)
+    parts = store.query("SELECT count() FROM system.parts WHERE active AND database = '{db}'"
+                        " AND table = 'power_consumption_15min'").column(0)[0].as_py()
+    assert parts > 1  # the batches' quarter-hours are split over parts
     for _ in range(2):
         got = view()
         np.testing.assert_array_equal(got.device_id, expected.device_id)
         np.testing.assert_array_equal(pd.to_datetime(got.t, unit="s", utc=True), expected.timestamp)
         np.testing.assert_allclose(got[["power", "heating", "dhw"]], expected[["power", "heating", "dhw"]])
         np.testing.assert_array_equal(got.n, expected.n)
+        # The windows place the stored rows without a GROUP BY: split
+        # quarter-hours must still come out as one mean.
+        for ids in (["hp-0001", "hp-0002"], None):
+            w = store.fleet_window(start, start + timedelta(hours=8), ids)
+            rows = [list(w.device_ids).index(d) for d in ("hp-0001", "hp-0002")]
+            np.testing.assert_allclose(w.values[rows], matrix.to_numpy())
         store.query("OPTIMIZE TABLE {db}.power_consumption_15min FINAL")
 
 
@@ -100,6 +111,32 @@ def test_fleet_window_is_one_matrix_with_explicit_gaps(store):
     np.testing.assert_array_equal(one.values, w.values[1], strict=True)
     everyone = store.fleet_window(T0, T0 + timedelta(days=1))
     assert list(everyone.device_ids) == sorted(fleet_devices(6, seed=1).device_id)
+    np.testing.assert_array_equal(everyone.values[2], w.values[1], strict=True)
+
+
+def test_fleet_window_gives_unregistered_devices_rows_too(store):
+    """Raw inserts bypass ingest's device check; their readings must not be
+    dropped from the fleet's matrix."""
+    store.insert_readings(pd.DataFrame({
+        "device_id": ["zz-stray"], "timestamp": [pd.Timestamp(T0 + timedelta(days=3))],
+        "power": [2.5], "heating_electricity": [2.0], "dhw_electricity": [0.5],
+    }))
+    w = store.fleet_window(T0 + timedelta(days=3), T0 + timedelta(days=3, hours=1))
+    assert w.device_ids[-1] == "zz-stray" and w.values[-1, 0] == 2.5
+    assert np.isnan(w.values[:-1]).all()
+
+
+def test_query_results_stay_valid_after_later_queries(store):
+    """Results are read in place from chDB's buffer; they must own it, so
+    that later queries and garbage collection leave them intact."""
+    import gc
+
+    first = store.query("SELECT number AS n, toFloat64(number) * 0.5 AS x FROM numbers(3000000)")
+    expected = first.to_pandas().copy()
+    for _ in range(5):
+        store.query("SELECT number * 3 AS n, toFloat64(number) AS x FROM numbers(3000000)")
+        gc.collect()
+    pd.testing.assert_frame_equal(first.to_pandas(), expected)
 
 
 def test_weather_is_what_was_known_at_the_time(store):
