@@ -8,10 +8,12 @@
    (`intraday.telemetry.ingest.ingest_file`): rows/s.
 3. Ingests the first 2 M rows again under another batch id (every row found
    already stored): the deduplication path's rows/s.
-4. Warm 30-day window of one device (random devices): p50/p99.
-5. The whole fleet's 30-day window as one matrix: seconds.
-6. Peak resident memory of this process (ingest + queries).
-7. The same insert and query through clickhouse-connect's chDB interface,
+4. Warm 30-day window of one device (random devices): p50/p99, and the
+   whole fleet's 30-day window as one matrix: seconds. Measured twice: right
+   after the load, while the engine still merges the parts it wrote, and
+   once the background merges have settled (no OPTIMIZE).
+5. Peak resident memory of this process (ingest + queries).
+6. The same insert and query through clickhouse-connect's chDB interface,
    on a 500-device subset, in separate processes (one chDB engine per
    process).
 Writes bench/results/telemetry.json.
@@ -112,6 +114,56 @@ def interface_run(path: Path, devices: int, mode: str) -> dict:
             "query_p99_ms": round(float(np.percentile(ms, 99)), 2)}
 
 
+def windows(store: TelemetryStore, ids: list[str], days: int, queries: int) -> dict:
+    """Warm 30-day windows: `queries` random devices one at a time, then
+    the whole fleet three times."""
+    end = END
+    start = end - timedelta(days=days)
+    rng = np.random.default_rng(1)
+    for d in rng.choice(ids, 20):
+        store.window(d, start, end)
+    lat = []
+    t0 = time.perf_counter()
+    for d in rng.choice(ids, queries):
+        a = time.perf_counter()
+        w = store.window(d, start, end)
+        lat.append(time.perf_counter() - a)
+    out = {"parts": parts(store), "one_device_window": summary(lat, time.perf_counter() - t0)
+           | {"intervals": len(w.values)}}
+    times = []
+    for _ in range(3):
+        a = time.perf_counter()
+        fw = store.fleet_window(start, end)
+        times.append(time.perf_counter() - a)
+    out["fleet_window"] = {"seconds_min": round(min(times), 3), "seconds_median": round(
+        float(np.median(times)), 3), "shape": list(fw.values.shape),
+        "missing_share": round(float(np.isnan(fw.values).mean()), 4)}
+    return out
+
+
+def parts(store: TelemetryStore) -> dict:
+    t = store.query("SELECT table, count() AS n FROM system.parts WHERE active AND database = '{db}'"
+                    " AND table LIKE 'power_consumption%' GROUP BY table")
+    return dict(zip(t.column("table").to_pylist(), t.column("n").to_pylist(), strict=True))
+
+
+def settle(store: TelemetryStore, quiet: float = 10.0, limit: float = 600.0) -> dict:
+    """Wait until the engine's background merges have stopped (no merge
+    running and the part counts unchanged for `quiet` seconds). No OPTIMIZE:
+    this is the state a store reaches on its own after a bulk load."""
+    started = time.perf_counter()
+    last, since = None, time.perf_counter()
+    while time.perf_counter() - started < limit:
+        running = store.query("SELECT count() FROM system.merges").column(0)[0].as_py()
+        now = parts(store)
+        if running or now != last:
+            last, since = now, time.perf_counter()
+        elif time.perf_counter() - since >= quiet:
+            break
+        time.sleep(1.0)
+    return {"seconds": round(since - started, 1), "parts": last}
+
+
 def connect_compare(path: Path, devices: int, mode: str) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--interface", mode, "--file", str(path), "--devices", str(devices)],
@@ -162,31 +214,14 @@ def main() -> None:
                                      "rows_per_s": round(again.rows / wall),
                                      "already_stored": again.already_stored, "inserted": again.inserted}
 
-        end = END
-        start = end - timedelta(days=args.days)
         ids = devices.device_id.tolist()
-        rng = np.random.default_rng(1)
-        log(f"{args.queries} one-device 30-day windows ...")
-        for d in rng.choice(ids, 20):
-            store.window(d, start, end)
-        lat = []
-        t0 = time.perf_counter()
-        for d in rng.choice(ids, args.queries):
-            a = time.perf_counter()
-            w = store.window(d, start, end)
-            lat.append(time.perf_counter() - a)
-        results["one_device_window"] = summary(lat, time.perf_counter() - t0) | {
-            "intervals": len(w.values)}
-
-        log("fleet windows ...")
-        times = []
-        for _ in range(3):
-            a = time.perf_counter()
-            fw = store.fleet_window(start, end)
-            times.append(time.perf_counter() - a)
-        results["fleet_window"] = {"seconds_min": round(min(times), 3), "seconds_median": round(
-            float(np.median(times)), 3), "shape": list(fw.values.shape),
-            "missing_share": round(float(np.isnan(fw.values).mean()), 4)}
+        log("windows right after the load (parts not merged, merges running) ...")
+        results["after_load"] = windows(store, ids, args.days, args.queries)
+        log("waiting for background merges to settle ...")
+        results["merges"] = settle(store)
+        log(f"  settled in {results['merges']['seconds']} s")
+        log("windows on the settled store ...")
+        results["settled"] = windows(store, ids, args.days, args.queries)
         store.close()
         results["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
@@ -198,13 +233,16 @@ def main() -> None:
 
     out = ROOT / "bench" / "results" / "telemetry.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
-    i, o, f = results["ingest"], results["one_device_window"], results["fleet_window"]
+    i = results["ingest"]
     print(f"telemetry, {args.devices:,} devices x {args.days} days = {rows:,} rows "
           f"({results['machine']['cores']} cores)")
     print(f"  ingest             {i['rows_per_s']:>12,} rows/s   ({i['seconds']} s)")
     print(f"  re-ingest (dedup)  {results['reingest_dedup']['rows_per_s']:>12,} rows/s")
-    print(f"  one-device window  p50 {o['p50_ms']} ms  p99 {o['p99_ms']} ms")
-    print(f"  fleet window       {f['seconds_median']} s  {f['shape']}")
+    print(f"  merges settle in   {results['merges']['seconds']} s")
+    for state in ("after_load", "settled"):
+        o, f = results[state]["one_device_window"], results[state]["fleet_window"]
+        print(f"  {state:<10} one-device window p50 {o['p50_ms']} ms  p99 {o['p99_ms']} ms;"
+              f"  fleet window {f['seconds_median']} s  {f['shape']}")
     print(f"  peak memory        {results['peak_rss_mib']} MiB")
     for m, r in results["chdb_interfaces"].items():
         print(f"  {m:<19}insert {r['insert_rows_per_s']:>10,} rows/s  query p50 {r['query_p50_ms']} ms")

@@ -30,6 +30,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -126,20 +127,20 @@ class DeviceRegistry:
 
     def __init__(self, store: TelemetryStore, ttl: timedelta = timedelta(seconds=60)):
         self._store, self._ttl = store, ttl
-        self._ids: np.ndarray = np.array([], dtype=object)
+        self._ids: set[str] = set()
         self._read_at: datetime | None = None
 
     def _refresh(self) -> None:
-        self._ids = np.array(sorted(self._store.known_devices()), dtype=object)
+        self._ids = self._store.known_devices()
         self._read_at = datetime.now(UTC)
 
     def known(self, device_ids: np.ndarray) -> np.ndarray:
         if self._read_at is None or datetime.now(UTC) - self._read_at > self._ttl:
             self._refresh()
-        found = np.isin(device_ids, self._ids)
+        found = np.fromiter((d in self._ids for d in device_ids), bool, len(device_ids))
         if not found.all():
             self._refresh()
-            found = np.isin(device_ids, self._ids)
+            found = np.fromiter((d in self._ids for d in device_ids), bool, len(device_ids))
         return found
 
 
@@ -163,12 +164,48 @@ def ingest_batch(
     row_offset: int = 0,
     now: datetime | None = None,
     payload: str = "",
+    digest: str | None = None,
 ) -> IngestReport:
     """Validate a batch of readings and store what is valid; see the module
     docstring for the rules. `payload` (the raw message) is kept in the
     ledger when the batch is rejected, so a rejected stream message is not
-    lost."""
-    digest = content_hash(df)
+    lost. `digest` identifies the content when the caller knows it already
+    (a file's chunk: the file's hash and the chunk's place in it); by
+    default it is the hash of `df`."""
+    prepared = prepare_batch(store, df, source=source, batch_id=batch_id, registry=registry,
+                             row_offset=row_offset, now=now, payload=payload, digest=digest)
+    return commit_batch(store, prepared)
+
+
+@dataclass
+class Prepared:
+    """A batch checked against itself (columns, rows, duplicates within it),
+    not yet against the store, and nothing written: `commit_batch` does the
+    rest. Preparing one batch while the previous one commits overlaps the
+    Python work with the engine's insert."""
+
+    report: IngestReport
+    digest: str
+    df: pd.DataFrame
+    row_offset: int
+    payload: str
+    clean: Clean | None = None
+    quarantine: list[pd.DataFrame] = field(default_factory=list)
+
+
+def prepare_batch(
+    store: TelemetryStore,
+    df: pd.DataFrame,
+    *,
+    source: str,
+    batch_id: str | None = None,
+    registry: DeviceRegistry | None = None,
+    row_offset: int = 0,
+    now: datetime | None = None,
+    payload: str = "",
+    digest: str | None = None,
+) -> Prepared:
+    digest = digest or content_hash(df)
     batch_id = batch_id or f"sha256:{digest}"
     if not batch_id or len(batch_id) > 200:
         raise InvalidRequest("batch_id must be 1-200 characters")
@@ -178,25 +215,35 @@ def ingest_batch(
             raise BatchConflict(f"batch {batch_id!r} was ingested before with different content")
         report = IngestReport(**json.loads(seen["report"]))
         report.status = "duplicate_batch"
-        return report
+        return Prepared(report, digest, df, row_offset, payload)
 
     report = IngestReport(batch_id=batch_id, source=source, rows=len(df))
     problems = _check_columns(df, report)
     if problems:
         report.status = "rejected"
         report.errors = problems
-        _record(store, report, digest, payload)
-        return report
+        return Prepared(report, digest, df, row_offset, payload)
 
     registry = registry or DeviceRegistry(store)
-    now = now or datetime.now(UTC)
-    clean, quarantine = _validate(df, registry, now, row_offset)
+    clean, quarantine = _validate(df, registry, now or datetime.now(UTC), row_offset)
     quarantine = _dedup_batch(clean, quarantine, report)
-    quarantine = _dedup_store(store, clean, quarantine, report)
+    return Prepared(report, digest, df, row_offset, payload, clean, quarantine)
 
+
+def commit_batch(store: TelemetryStore, prepared: Prepared) -> IngestReport:
+    """Check a prepared batch against the store and write it: quarantined
+    rows, then readings, then the ledger entry."""
+    report, clean = prepared.report, prepared.clean
+    if report.status == "duplicate_batch":
+        return report
+    if report.status == "rejected":
+        _record(store, report, prepared.digest, prepared.payload)
+        return report
+    assert clean is not None
+    quarantine = _dedup_store(store, clean, prepared.quarantine, report)
     if quarantine:
         q = pd.concat(quarantine, ignore_index=True).sort_values("row", kind="stable")
-        store.insert_quarantine(_quarantine_rows(df, q, batch_id, row_offset))
+        store.insert_quarantine(_quarantine_rows(prepared.df, q, report.batch_id, prepared.row_offset))
         report.quarantined = len(q)
         report.reasons = {k: int(v) for k, v in q["reason"].value_counts().sort_index().items()}
         report.examples = [
@@ -211,7 +258,7 @@ def ingest_batch(
         report.touched = clean.touched()
         report.devices = len(report.touched)
     report.status = "partial" if report.quarantined else "accepted"
-    _record(store, report, digest, "")
+    _record(store, report, prepared.digest, "")
     return report
 
 
@@ -241,14 +288,17 @@ class Clean:
         self.code, self.ts, self.row = self.code[mask], self.ts[mask], self.row[mask]
         self.values = {k: v[mask] for k, v in self.values.items()}
 
-    def arrow(self) -> pa.Table:
+    def arrow(self, mask: np.ndarray | None = None) -> pa.Table:
+        """The rows (those where `mask` is true, if given) as an Arrow
+        table in `power_consumption`'s columns."""
+        pick = (lambda a: a) if mask is None else (lambda a: a[mask])
         device = pa.DictionaryArray.from_arrays(
-            pa.array(self.code, pa.int32()), pa.array(self.ids.astype(str), pa.string())
+            pa.array(pick(self.code), pa.int32()), pa.array(self.ids.astype(str), pa.string())
         )
         return pa.table({
             "device_id": device,
-            "timestamp": pa.array(self.ts, pa.timestamp("ms", tz="UTC")),
-            **{k: pa.array(v) for k, v in self.values.items()},
+            "timestamp": pa.array(pick(self.ts), pa.timestamp("ms", tz="UTC")),
+            **{k: pa.array(pick(v)) for k, v in self.values.items()},
         })
 
     def touched(self) -> dict[str, list[str]]:
@@ -410,16 +460,22 @@ def _quarantine_frame(rows: np.ndarray, reason: str, detail: Any = None) -> pd.D
 def _dedup_batch(clean: Clean, quarantine: list[pd.DataFrame], report: IngestReport) -> list[pd.DataFrame]:
     """Keep the first row per (device_id, timestamp); drop later identical
     copies, quarantine later copies with other values."""
-    key = pd.Series(clean.key())
-    same_key = key.duplicated(keep="first").to_numpy()
-    if not same_key.any():
+    codes, uniq = pd.factorize(clean.key())
+    if len(uniq) == len(codes):
         return quarantine
-    frame = pd.DataFrame({"key": key, **{k: v.view(np.int64) for k, v in clean.values.items()}})
-    identical = frame.duplicated(keep="first").to_numpy()
-    report.duplicates = int((same_key & identical).sum())
-    conflict = same_key & ~identical
-    quarantine.append(_quarantine_frame(clean.row[conflict], "conflicting_duplicate"))
-    clean.take(~same_key)
+    rows = np.arange(len(codes))
+    first = np.empty(len(uniq), np.int64)
+    first[codes[::-1]] = rows[::-1]  # the last write per code is its first row
+    later = np.flatnonzero(first[codes] != rows)
+    original = first[codes[later]]
+    identical = np.ones(len(later), bool)
+    for v in clean.values.values():  # bitwise, so NaN equals NaN
+        identical &= v.view(np.int64)[later] == v.view(np.int64)[original]
+    report.duplicates = int(identical.sum())
+    quarantine.append(_quarantine_frame(clean.row[later[~identical]], "conflicting_duplicate"))
+    keep = np.ones(len(codes), bool)
+    keep[later] = False
+    clean.take(keep)
     return quarantine
 
 
@@ -427,19 +483,28 @@ def _dedup_store(
     store: TelemetryStore, clean: Clean, quarantine: list[pd.DataFrame], report: IngestReport
 ) -> list[pd.DataFrame]:
     """Drop readings the store already has; quarantine those it has with
-    other values. One cheap count answers the common case (nothing stored
-    yet for these devices and times)."""
+    other values. Only rows inside a device's span of stored readings can
+    be stored already: one cheap query finds the spans, and the common case
+    (new readings after the stored ones) stops there."""
     if not len(clean):
         return quarantine
     ids = clean.ids[np.unique(clean.code)].astype(str).tolist()
     first = pd.Timestamp(int(clean.ts.min()), unit="ms", tz="UTC")
     last = pd.Timestamp(int(clean.ts.max()), unit="ms", tz="UTC")
-    if store.count_readings(ids, first, last) == 0:
-        return quarantine
-    stored = store.stored_matching(clean.arrow().select(["device_id", "timestamp"]))
-    if stored.empty:
+    spans = store.stored_spans(ids, first, last)
+    if spans.empty:
         return quarantine
     code_of = {d: i for i, d in enumerate(clean.ids)}
+    lo = np.full(len(clean.ids), np.iinfo(np.int64).max)
+    hi = np.full(len(clean.ids), np.iinfo(np.int64).min)
+    span_code = spans["device_id"].map(code_of).to_numpy(np.int64)
+    lo[span_code], hi[span_code] = spans["lo"].to_numpy(), spans["hi"].to_numpy()
+    candidate = (clean.ts >= lo[clean.code]) & (clean.ts <= hi[clean.code])
+    if not candidate.any():
+        return quarantine
+    stored = store.stored_matching(clean.arrow(candidate).select(["device_id", "timestamp"]))
+    if stored.empty:
+        return quarantine
     stored_key = (stored["device_id"].map(code_of).to_numpy(np.int64) << 42) | (
         stored["timestamp"].dt.tz_localize(None).to_numpy().astype("datetime64[ms]").view(np.int64)
     )
@@ -508,12 +573,16 @@ def read_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFra
         raise InvalidRequest(f"{path}: expected a .csv or .parquet file")
 
 
-def file_batch_id(path: Path) -> str:
+def file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return f"file:{h.hexdigest()[:32]}"
+    return h.hexdigest()
+
+
+def file_batch_id(path: Path) -> str:
+    return f"file:{file_digest(path)[:32]}"
 
 
 def ingest_file(
@@ -525,21 +594,43 @@ def ingest_file(
     progress: Any = None,
 ) -> IngestReport:
     """Ingest a file chunk by chunk; each chunk is a batch `<id>/<n>` in the
-    ledger, so a run cut short resumes where it stopped when run again."""
-    batch_id = batch_id or file_batch_id(path)
+    ledger, so a run cut short resumes where it stopped when run again. A
+    chunk's content is named by the file's hash, the chunk size and its
+    number, so it is not hashed again."""
+    digest = file_digest(path)
+    batch_id = batch_id or f"file:{digest[:32]}"
     total = IngestReport(batch_id=batch_id, source="file", status="duplicate_batch")
     registry = DeviceRegistry(store)
-    offset = 0
-    for n, chunk in enumerate(read_chunks(path, chunk_rows)):
-        part = ingest_batch(store, chunk, source="file", batch_id=f"{batch_id}/{n:05d}",
-                            registry=registry, row_offset=offset)
-        total.add(part)
-        offset += len(chunk)
+
+    def prepared() -> Iterator[Prepared]:
+        offset = 0
+        for n, chunk in enumerate(read_chunks(path, chunk_rows)):
+            yield prepare_batch(store, chunk, source="file", batch_id=f"{batch_id}/{n:05d}",
+                                registry=registry, row_offset=offset,
+                                digest=hashlib.sha256(f"{digest}:{chunk_rows}:{n}".encode()).hexdigest())
+            offset += len(chunk)
+
+    # Chunk n+1 is read and prepared in a second thread while chunk n
+    # commits (chDB releases the GIL while it inserts); commits stay in
+    # file order, one at a time.
+    for part in _ahead(prepared()):
+        total.add(commit_batch(store, part))
         if progress:
             progress(total)
-    if offset == 0:
+    if total.rows == 0:
         raise InvalidRequest(f"{path}: the file has no rows")
     return total
+
+
+def _ahead(items: Iterator[Prepared]) -> Iterator[Prepared]:
+    """The items of `items`, the next one computed in a worker thread while
+    the caller works on the current one. An exception in the worker is
+    raised here, in order."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-prepare") as pool:
+        upcoming = pool.submit(next, items, None)
+        while (item := upcoming.result()) is not None:
+            upcoming = pool.submit(next, items, None)
+            yield item
 
 
 def records_frame(readings: Any) -> pd.DataFrame:

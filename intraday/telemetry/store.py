@@ -164,9 +164,11 @@ class MigrationError(RuntimeError):
 
 
 # Readings and weather: no merge while inserting (the 15-minute table
-# collapses in the background and every read aggregates anyway), and the
-# materialized view runs beside the raw insert.
-FAST_INSERT = {"optimize_on_insert": 0, "parallel_view_processing": 1}
+# collapses in the background and every read sums split quarter-hours
+# anyway), the materialized view runs beside the raw insert, and a batch is
+# read in blocks of up to a million rows (the view's GROUP BY then runs once
+# per batch instead of once per 65 k rows: 1.3 -> 1.7 M rows/s).
+FAST_INSERT = {"optimize_on_insert": 0, "parallel_view_processing": 1, "max_block_size": 1_000_000}
 
 
 class TelemetryStore:
@@ -308,10 +310,16 @@ class TelemetryStore:
         finally:
             self._backend.command(f"DROP TABLE IF EXISTS {scratch}")
 
-    def count_readings(self, device_ids: list[str], first: datetime, last: datetime) -> int:
-        return int(self.query(
-            f"SELECT count() FROM {{db}}.power_consumption {_KEY_RANGE}", _key_range(device_ids, first, last)
-        ).column(0)[0].as_py())
+    def stored_spans(self, device_ids: list[str], first: datetime, last: datetime) -> pd.DataFrame:
+        """Per device, its first and last stored reading between `first` and
+        `last` (`lo`, `hi` in epoch milliseconds); devices with none there
+        are absent. Tells ingest which new rows could be stored already."""
+        return self.query(
+            "SELECT device_id, toUnixTimestamp64Milli(min(timestamp)) AS lo,"
+            "       toUnixTimestamp64Milli(max(timestamp)) AS hi"
+            f" FROM {{db}}.power_consumption {_KEY_RANGE} GROUP BY device_id",
+            _key_range(device_ids, first, last),
+        ).to_pandas()
 
     # -- reads ------------------------------------------------------------
 
@@ -382,17 +390,10 @@ class TelemetryStore:
         sums, samples = table.column("power_sum").chunks, table.column("samples").chunks
         chunks = list(zip(cells, sums, samples, strict=True))
         values = np.full(len(rows) * n, np.nan)
-        for cell, power_sum, samples in chunks:
-            values[cell] = power_sum.to_numpy() / samples.to_numpy()
+        for cell, power_sum, count in chunks:
+            values[cell] = power_sum.to_numpy() / count.to_numpy()
         if len(values) - np.count_nonzero(np.isnan(values)) < table.num_rows:
-            # Some quarter-hour is split over parts not merged yet (its
-            # readings arrived in different inserts): add the parts up.
-            total, count = np.zeros(len(values)), np.zeros(len(values))
-            for cell, power_sum, samples in chunks:
-                np.add.at(total, cell, power_sum.to_numpy())
-                np.add.at(count, cell, samples.to_numpy())
-            with np.errstate(invalid="ignore"):
-                values = total / count
+            _sum_split_cells(values, chunks)
         return FleetWindow(rows, start, values.reshape(len(rows), n))
 
     def weather_window(
@@ -442,6 +443,26 @@ def _cells(ids: pa.ChunkedArray, idx: pa.ChunkedArray, rows: np.ndarray, n: int)
             raise KeyError(sorted(set(pc.filter(chunk, pc.is_null(row)).to_pylist())))
         cells.append(row.to_numpy().astype(np.int64) * n + i.to_numpy())
     return cells
+
+
+def _sum_split_cells(values: np.ndarray, chunks: list[tuple[np.ndarray, pa.Array, pa.Array]]) -> None:
+    """Fix the cells of `values` that several rows fall into (a quarter-hour
+    whose readings arrived in different inserts, in parts not merged yet):
+    their mean is the sum of the rows' power sums over the sum of their
+    samples. Only those cells are recomputed; they are few."""
+    count = np.bincount(np.concatenate([c for c, _, _ in chunks]), minlength=len(values))
+    split = count > 1
+    del count
+    cells, sums, samples = [], [], []
+    for cell, power_sum, n in chunks:
+        hit = split[cell]
+        if hit.any():
+            cells.append(cell[hit])
+            sums.append(power_sum.to_numpy()[hit])
+            samples.append(n.to_numpy()[hit])
+    where, group = np.unique(np.concatenate(cells), return_inverse=True)
+    values[where] = (np.bincount(group, weights=np.concatenate(sums))
+                     / np.bincount(group, weights=np.concatenate(samples)))
 
 
 def _as_arrow(data: pd.DataFrame | pa.Table, columns: list[str]) -> pa.Table:

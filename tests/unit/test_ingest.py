@@ -128,6 +128,18 @@ def test_duplicates_in_a_batch_keep_the_first_value_and_quarantine_conflicts(sto
     assert later.reasons == {"conflicts_with_stored": 1} and stored(store).power.tolist() == [1.0]
 
 
+
+def test_rows_inside_a_stored_span_are_checked_one_by_one(store):
+    """A gap filled late, a re-sent reading and readings on both sides of
+    what is stored: only the re-sent one is dropped."""
+    day = readings(n=10)
+    ingest_batch(store, day.drop(index=5), source="test", batch_id="first", now=NOW)
+    around = pd.concat([readings(start="2026-01-31 23:45", n=1), day.iloc[[3, 5]],
+                        readings(start="2026-02-01 02:30", n=2, power=9.0)], ignore_index=True)
+    r = ingest_batch(store, around, source="test", batch_id="late", now=NOW)
+    assert (r.inserted, r.already_stored, r.quarantined) == (4, 1, 0)
+    assert stored(store).n.tolist() == [13]
+
 @pytest.mark.parametrize(("frame", "error"), [
     (pd.DataFrame({"device_id": ["hp-0001"], "power": [1.0]}), "missing columns: timestamp"),
     (pd.DataFrame({"device_id": ["hp-0001"], "timestamp": [T], "power": [1.0], "kw": [1]}),
