@@ -460,20 +460,31 @@ def _quarantine_frame(rows: np.ndarray, reason: str, detail: Any = None) -> pd.D
 def _dedup_batch(clean: Clean, quarantine: list[pd.DataFrame], report: IngestReport) -> list[pd.DataFrame]:
     """Keep the first row per (device_id, timestamp); drop later identical
     copies, quarantine later copies with other values."""
-    codes, uniq = pd.factorize(clean.key())
-    if len(uniq) == len(codes):
+    key = clean.key()
+    step = np.diff(key)
+    if (step > 0).all():  # strictly increasing: no key twice
         return quarantine
-    rows = np.arange(len(codes))
-    first = np.empty(len(uniq), np.int64)
-    first[codes[::-1]] = rows[::-1]  # the last write per code is its first row
-    later = np.flatnonzero(first[codes] != rows)
-    original = first[codes[later]]
+    rows = np.arange(len(key))
+    if (step >= 0).all():
+        # Sorted (as files and meter batches usually are): repeats are runs
+        # of equal keys, and the original is the run's first row.
+        starts = np.r_[True, step != 0]
+        later = np.flatnonzero(~starts)
+        original = np.maximum.accumulate(np.where(starts, rows, 0))[later]
+    else:
+        codes, uniq = pd.factorize(key)
+        first = np.empty(len(uniq), np.int64)
+        first[codes[::-1]] = rows[::-1]  # the last write per code is its first row
+        later = np.flatnonzero(first[codes] != rows)
+        original = first[codes[later]]
+    if not len(later):
+        return quarantine
     identical = np.ones(len(later), bool)
     for v in clean.values.values():  # bitwise, so NaN equals NaN
         identical &= v.view(np.int64)[later] == v.view(np.int64)[original]
     report.duplicates = int(identical.sum())
     quarantine.append(_quarantine_frame(clean.row[later[~identical]], "conflicting_duplicate"))
-    keep = np.ones(len(codes), bool)
+    keep = np.ones(len(key), bool)
     keep[later] = False
     clean.take(keep)
     return quarantine

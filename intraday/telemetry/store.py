@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import re
 import threading
 import uuid
@@ -268,6 +269,38 @@ class TelemetryStore:
             " FROM {db}.ingest_batches FINAL WHERE batch_id = {batch_id:String}",
             {"batch_id": batch_id},
         ).to_pylist()
+        return rows[0] if rows else None
+
+    def actors_pending(self, since: datetime, limit: int = 1000) -> list[dict[str, Any]]:
+        """Batches that stored readings not yet sent to the DeviceActors,
+        oldest first: `batch_id` and the `touched` spans of its report. Only
+        batches with readings from `since` on (older ones lie outside every
+        actor's window)."""
+        rows = self.query(
+            "SELECT batch_id, report FROM {db}.ingest_batches FINAL"
+            " WHERE inserted > 0"
+            "   AND parseDateTime64BestEffortOrZero(JSONExtractString(report, 'last_timestamp'), 3, 'UTC')"
+            "       >= {since:DateTime64(3, 'UTC')}"
+            "   AND batch_id NOT IN (SELECT batch_id FROM {db}.actor_refresh)"
+            " ORDER BY received_at, batch_id LIMIT {limit:UInt32}",
+            {"since": _ch_time(since), "limit": limit},
+        ).to_pylist()
+        return [{"batch_id": r["batch_id"], "touched": json.loads(r["report"]).get("touched", {})}
+                for r in rows]
+
+    def mark_actors_refreshed(self, batches: dict[str, int]) -> None:
+        """Record batches (id -> devices refreshed) as sent to the actors."""
+        if batches:
+            self._backend.insert(f"{self.db}.actor_refresh", pa.table({
+                "batch_id": pa.array(list(batches), pa.string()),
+                "devices": pa.array(list(batches.values()), pa.uint32()),
+            }))
+
+    def actors_refreshed_at(self, batch_id: str) -> datetime | None:
+        rows = self.query(
+            "SELECT refreshed_at FROM {db}.actor_refresh FINAL WHERE batch_id = {batch_id:String}",
+            {"batch_id": batch_id},
+        ).column(0).to_pylist()
         return rows[0] if rows else None
 
     def quarantined(self, batch_id: str | None = None) -> pd.DataFrame:

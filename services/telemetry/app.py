@@ -8,7 +8,9 @@ idempotency):
 - the `telemetry` topic: the same JSON batch as a CloudEvent's data; its
   batch id defaults to the event id, so a redelivered message is a no-op.
 After each batch, the DeviceActors of the devices it touched get the new
-quarter-hour means (`ExtendWindow`), so their windows stay fresh.
+quarter-hour means (`ExtendWindow`), so their windows stay fresh. Batches
+stored while this service was down (`intraday ingest FILE` writes the store
+directly then) are caught up at start and every 30 s after.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ MAX_WINDOW = timedelta(days=400)
 MAX_BATCH_ROWS = 2_000_000
 MAX_BODY_BYTES = 256 * 1024 * 1024
 ACTOR_REFRESH_CONCURRENCY = 16
+CATCH_UP_SECONDS = 30.0
 store: TelemetryStore
 registry: DeviceRegistry
 # Check-then-insert must not interleave between two batches.
@@ -60,7 +63,9 @@ async def lifespan(_: FastAPI):
     store = TelemetryStore.from_settings(get_settings())
     store.migrate()
     registry = DeviceRegistry(store)
+    catch_up = asyncio.create_task(_catch_up_loop())
     yield
+    catch_up.cancel()
     store.close()
 
 
@@ -171,7 +176,10 @@ async def ingest(request: Request, row_offset: int = Query(0, ge=0)) -> JSONResp
         raise HTTPException(409, str(e)) from None
     if report.status == "rejected":
         return JSONResponse({"detail": _public(report)}, status_code=422)
-    await _refresh_actors(report)
+    try:
+        await _refresh_actors(report)
+    except sidecar.SidecarError as e:  # stored; the catch-up loop retries the refresh
+        log.warning("batch %s stored; actor refresh failed: %s", report.batch_id, e)
     return JSONResponse(_public(report))
 
 
@@ -184,7 +192,9 @@ async def ingest_report(batch_id: str) -> dict:
     q = await run_in_threadpool(store.quarantined, batch_id)
     report = json.loads(found["report"])
     report.pop("touched", None)
-    return {"report": report, "quarantined_rows": q.to_dict(orient="records")}
+    refreshed = await run_in_threadpool(store.actors_refreshed_at, batch_id)
+    return {"report": report, "quarantined_rows": q.to_dict(orient="records"),
+            "actors_refreshed_at": isoformat_z(refreshed) if refreshed else None}
 
 
 @app.get("/dapr/subscribe")
@@ -225,12 +235,20 @@ async def on_telemetry(request: Request) -> dict:
 
 
 async def _refresh_actors(report: IngestReport) -> None:
-    """Send each touched device's new quarter-hour means to its actor; only
-    the part inside the window actors keep. One window query for the batch."""
-    horizon = floor_quarter_hour(datetime.now(UTC)) - timedelta(days=get_settings().history_days)
+    """Send the batch's new quarter-hour means to the touched devices'
+    actors, and record that it was done."""
+    await _refresh_spans(report.touched)
+    await run_in_threadpool(store.mark_actors_refreshed, {report.batch_id: len(report.touched)})
+
+
+async def _refresh_spans(touched: dict[str, list[str]]) -> None:
+    """Send each device's quarter-hour means over its span [first, last] to
+    its actor; only the part inside the window actors keep. One window
+    query for all of them."""
+    horizon = _actor_horizon()
     spans = {
         device_id: (max(datetime.fromisoformat(lo), horizon), datetime.fromisoformat(hi) + QUARTER_HOUR)
-        for device_id, (lo, hi) in report.touched.items()
+        for device_id, (lo, hi) in touched.items()
     }
     spans = {d: (a, b) for d, (a, b) in spans.items() if a < b}
     if not spans:
@@ -250,3 +268,45 @@ async def _refresh_actors(report: IngestReport) -> None:
             })
 
     await asyncio.gather(*(one(row, str(d)) for row, d in enumerate(fleet.device_ids)))
+
+
+def _actor_horizon() -> datetime:
+    return floor_quarter_hour(datetime.now(UTC)) - timedelta(days=get_settings().history_days)
+
+
+async def catch_up_actors() -> int:
+    """Refresh the actors for every batch stored without it: written while
+    this service was down (`intraday ingest FILE`, a generated fleet) or
+    whose refresh failed. Spans of one device across batches are merged
+    into one call. Returns the number of batches caught up."""
+    pending = await run_in_threadpool(store.actors_pending, _actor_horizon())
+    if not pending:
+        return 0
+    touched: dict[str, list[str]] = {}
+    for batch in pending:
+        for device_id, (lo, hi) in batch["touched"].items():
+            old = touched.get(device_id)
+            touched[device_id] = [min(old[0], lo), max(old[1], hi)] if old else [lo, hi]
+    await _refresh_spans(touched)
+    await run_in_threadpool(store.mark_actors_refreshed,
+                            {b["batch_id"]: len(b["touched"]) for b in pending})
+    log.info("caught up actor windows for %d batches, %d devices", len(pending), len(touched))
+    return len(pending)
+
+
+async def _catch_up_loop() -> None:
+    """Catch up at start and every `CATCH_UP_SECONDS`. A failure (at start:
+    the forecaster or placement not up yet) is retried sooner, backing off
+    from 2 s."""
+    delay = 2.0
+    while True:
+        try:
+            while await catch_up_actors():
+                pass
+            delay = CATCH_UP_SECONDS
+        except Exception as e:  # noqa: BLE001 - keep the loop alive, say why
+            log.warning("actor catch-up failed, retrying in %.0f s: %s", delay, e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, CATCH_UP_SECONDS)
+            continue
+        await asyncio.sleep(delay)

@@ -140,6 +140,18 @@ def test_rows_inside_a_stored_span_are_checked_one_by_one(store):
     assert (r.inserted, r.already_stored, r.quarantined) == (4, 1, 0)
     assert stored(store).n.tolist() == [13]
 
+
+def test_duplicates_in_an_unsorted_batch_are_found_too(store):
+    later = (pd.Timestamp(T) + pd.Timedelta(minutes=15)).isoformat()
+    rows = [{"device_id": "hp-0002", "timestamp": later, "power": 2.0},
+            {"device_id": "hp-0001", "timestamp": T, "power": 1.0},
+            {"device_id": "hp-0002", "timestamp": later, "power": 2.0},   # repeated, not adjacent
+            {"device_id": "hp-0001", "timestamp": T, "power": 5.0}]       # same key, other value
+    r = ingest_batch(store, records_frame(rows), source="test", batch_id="u", now=NOW)
+    assert (r.inserted, r.duplicates, r.quarantined) == (2, 1, 1)
+    assert store.quarantined("u").row.tolist() == [3]
+    assert stored(store).power.tolist() == [1.0, 2.0]
+
 @pytest.mark.parametrize(("frame", "error"), [
     (pd.DataFrame({"device_id": ["hp-0001"], "power": [1.0]}), "missing columns: timestamp"),
     (pd.DataFrame({"device_id": ["hp-0001"], "timestamp": [T], "power": [1.0], "kw": [1]}),

@@ -37,9 +37,9 @@ def test_an_edited_migration_is_refused(tmp_path, monkeypatch):
         (sql / "003_weather.sql").write_text(original + "\n-- edited\n")
         with pytest.raises(MigrationError, match="003_weather.sql changed"):
             s.migrate()
-        (sql / "006_more.sql").write_text("CREATE TABLE IF NOT EXISTS {db}.extra (x UInt8) ENGINE = Log")
+        (sql / "099_more.sql").write_text("CREATE TABLE IF NOT EXISTS {db}.extra (x UInt8) ENGINE = Log")
         (sql / "003_weather.sql").write_text(original)
-        assert s.migrate() == ["006_more.sql"]
+        assert s.migrate() == ["099_more.sql"]
     finally:
         s.close()
 
@@ -167,3 +167,24 @@ def test_devices_and_lookup(store):
     assert store.device("hp-9999") is None
     with pytest.raises(ValueError, match="invalid device id"):
         store.device("x'; DROP TABLE devices")
+
+
+def test_batches_not_yet_sent_to_the_actors_are_listed_until_marked(store):
+    """The telemetry service catches up actor windows for batches stored
+    while it was down: the ledger says which, by the readings' time. (The
+    other tests' readings are all before February.)"""
+    t = datetime(2026, 6, 10, tzinfo=UTC)
+    recent = pd.DataFrame({"device_id": "hp-0005", "power": 1.0,
+                           "timestamp": pd.date_range(t, periods=4, freq="15min", tz="UTC")})
+    old = recent.assign(timestamp=recent.timestamp - pd.Timedelta(days=5))
+    now = t + timedelta(days=1)
+    ingest_batch(store, recent, source="file", batch_id="recent", now=now)
+    ingest_batch(store, old, source="file", batch_id="old", now=now)
+    since = t - timedelta(days=2)
+    pending = store.actors_pending(since)
+    assert [p["batch_id"] for p in pending] == ["recent"]
+    assert pending[0]["touched"] == {"hp-0005": ["2026-06-10T00:00:00Z", "2026-06-10T00:45:00Z"]}
+    assert store.actors_refreshed_at("recent") is None
+    store.mark_actors_refreshed({"recent": 1})
+    assert store.actors_pending(since) == [] and store.actors_refreshed_at("recent") is not None
+    assert [p["batch_id"] for p in store.actors_pending(t - timedelta(days=10))] == ["old"]
