@@ -5,6 +5,7 @@ windows in Redis."""
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import numpy as np
 import pytest
 
 from actors.state import StateSerializer
@@ -105,3 +106,27 @@ def test_stream_batch_lands_once_and_refreshes_the_actor_window(http, gateway, r
     assert http.post(PUBLISH, json=bad).status_code == 204
     report = eventually(lambda: http.get(f"{TELEMETRY}/ingest/it-stream-bad").json().get("report"))
     assert report["status"] == "rejected" and "missing columns" in report["errors"][0]
+
+
+def test_fleet_stored_before_the_services_started_reaches_the_actors(http, rds):
+    """`stack.sh up` loads the demo fleet straight into the store before the
+    telemetry service starts; the service then catches the actors up, so
+    every device has a warm window in Redis that matches the store."""
+    keys = [f"forecaster||DeviceActor||hp-{i:04d}||device" for i in range(1, 25)]
+    assert eventually(lambda: all(rds.exists(k) for k in keys), timeout=120)
+    w = StateSerializer().deserialize(rds.hget(keys[18], "data")).window
+    day = w.end - timedelta(days=1)
+    r = http.get(f"{TELEMETRY}/devices/hp-0019/window",
+                 params={"start": isoformat_z(day), "end": isoformat_z(w.end)})
+    assert r.status_code == 200, r.text
+    expected = np.array([np.nan if v is None else v for v in r.json()["values"]])
+    np.testing.assert_allclose(w.values[w.index_of(day):], expected)
+
+
+def test_http_batch_records_its_actor_refresh(http):
+    interval = floor_quarter_hour(datetime.now(UTC)) - QUARTER_HOUR
+    r = http.post(INGEST, json={"batch_id": "it-refresh-1", "readings": [
+        {"device_id": "hp-0011", "timestamp": isoformat_z(interval), "power": 4.0}]})
+    assert r.status_code == 200, r.text
+    found = http.get(f"{TELEMETRY}/ingest/it-refresh-1").json()
+    assert found["actors_refreshed_at"] is not None
