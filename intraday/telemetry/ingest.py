@@ -154,27 +154,10 @@ def content_hash(df: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-def ingest_batch(
-    store: TelemetryStore,
-    df: pd.DataFrame,
-    *,
-    source: str,
-    batch_id: str | None = None,
-    registry: DeviceRegistry | None = None,
-    row_offset: int = 0,
-    now: datetime | None = None,
-    payload: str = "",
-    digest: str | None = None,
-) -> IngestReport:
+def ingest_batch(store: TelemetryStore, df: pd.DataFrame, **options: Any) -> IngestReport:
     """Validate a batch of readings and store what is valid; see the module
-    docstring for the rules. `payload` (the raw message) is kept in the
-    ledger when the batch is rejected, so a rejected stream message is not
-    lost. `digest` identifies the content when the caller knows it already
-    (a file's chunk: the file's hash and the chunk's place in it); by
-    default it is the hash of `df`."""
-    prepared = prepare_batch(store, df, source=source, batch_id=batch_id, registry=registry,
-                             row_offset=row_offset, now=now, payload=payload, digest=digest)
-    return commit_batch(store, prepared)
+    docstring for the rules and `prepare_batch` for the options."""
+    return commit_batch(store, prepare_batch(store, df, **options))
 
 
 @dataclass
@@ -205,6 +188,11 @@ def prepare_batch(
     payload: str = "",
     digest: str | None = None,
 ) -> Prepared:
+    """Check a batch against itself; nothing is written. `payload` (the raw
+    message) is kept in the ledger when the batch is rejected, so a rejected
+    stream message is not lost. `digest` identifies the content when the
+    caller knows it already (a file's chunk: the file's hash and the chunk's
+    place in it); by default it is the hash of `df`."""
     digest = digest or content_hash(df)
     batch_id = batch_id or f"sha256:{digest}"
     if not batch_id or len(batch_id) > 200:
