@@ -9,6 +9,7 @@ second day).
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime
 
 import numpy as np
@@ -28,16 +29,9 @@ def seasonal_quantiles(
     days: int = 14,
 ) -> Forecast:
     offset = window.index_of(forecast_start)  # index of forecast_start in the window
-    k = np.arange(horizon_intervals)
-    # The first lookback day whose same quarter-hour lies before forecast_start.
-    first_day = k // INTERVALS_PER_DAY + 1
-    lags = first_day[:, None] + np.arange(days)[None, :]  # (horizon, days)
-    idx = offset + k[:, None] - lags * INTERVALS_PER_DAY
-    inside = (idx >= 0) & (idx < min(len(window.values), offset))
-    samples = np.where(inside, window.values[np.clip(idx, 0, len(window.values) - 1)], np.nan)
-
-    counts = np.sum(~np.isnan(samples), axis=1)
-    short = np.flatnonzero(counts < MIN_SAMPLES)
+    (p10, p50, p90), counts = seasonal_quantile_matrix(
+        window.values[None, :], offset, horizon_intervals, days)
+    short = np.flatnonzero(counts[0] < MIN_SAMPLES)
     if short.size:
         raise InsufficientHistory(
             f"device {window.device_id!r}: {short.size} of {horizon_intervals} intervals have "
@@ -46,18 +40,37 @@ def seasonal_quantiles(
             f"(window {window.start:%Y-%m-%dT%H:%MZ}..{window.end:%Y-%m-%dT%H:%MZ}, "
             f"{window.missing} gaps)"
         )
-    # Empirical quantiles are monotone in q, so the band never crosses.
-    p10, p50, p90 = np.nanquantile(samples, QUANTILES, axis=1)
     # The data window this forecast drew on: the oldest lookback day to
     # forecast_start (or the window's end, if that comes first).
-    first_used = max(offset - int(lags.max()) * INTERVALS_PER_DAY, 0)
+    oldest = (horizon_intervals - 1) // INTERVALS_PER_DAY + days
+    first_used = max(offset - oldest * INTERVALS_PER_DAY, 0)
     return Forecast(
         device_id=window.device_id,
         forecast_start=forecast_start,
         model_version=MODEL_VERSION,
-        p10=p10,
-        p50=p50,
-        p90=p90,
+        p10=p10[0],
+        p50=p50[0],
+        p90=p90[0],
         data_window_start=window.start + first_used * QUARTER_HOUR,
         data_window_end=min(window.end, forecast_start),
     )
+
+
+def seasonal_quantile_matrix(
+    values: np.ndarray, offset: int, horizon_intervals: int, days: int = 14
+) -> tuple[np.ndarray, np.ndarray]:
+    """For devices x intervals `values` and a forecast starting at column
+    `offset`: the (3, devices, horizon) quantiles and the number of samples
+    behind each (NaN where there are none)."""
+    k = np.arange(horizon_intervals)
+    # The first lookback day whose same quarter-hour lies before forecast_start.
+    first_day = k // INTERVALS_PER_DAY + 1
+    lags = first_day[:, None] + np.arange(days)[None, :]  # (horizon, days)
+    idx = offset + k[:, None] - lags * INTERVALS_PER_DAY
+    inside = (idx >= 0) & (idx < min(values.shape[1], offset))
+    samples = np.where(inside, values[:, np.clip(idx, 0, values.shape[1] - 1)], np.nan)  # (D, H, days)
+    counts = np.sum(~np.isnan(samples), axis=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no samples
+        # Empirical quantiles are monotone in q, so the band never crosses.
+        return np.nanquantile(samples, QUANTILES, axis=2), counts

@@ -96,7 +96,7 @@ def write_fleet(
 ) -> GenerationSummary:
     """Readings in the backtest's input format to `out` (late readings at the
     end of the file, out of order), with `<stem>.devices.parquet` and
-    `<stem>.weather.parquet` beside it. Files are written under a temporary
+    `<stem>.weather.parquet` (the temperature forecasts) beside it. Files are written under a temporary
     name and renamed when complete."""
     started = time.monotonic()
     summary = GenerationSummary()
@@ -120,12 +120,20 @@ def write_fleet(
     weather_path = out.with_name(out.stem + ".weather.parquet")
     devices = fleet.fleet_devices(n_devices, seed)[DEVICE_COLUMNS]
     pq.write_table(pa.Table.from_pandas(devices, preserve_index=False), devices_path)
-    weather = fleet.fleet_weather(start, end, seed)
+    weather = backtest_weather(fleet.fleet_weather(start, end, seed))
     pq.write_table(pa.Table.from_pandas(weather, preserve_index=False), weather_path)
     summary.weather_rows = len(weather)
     summary.files = [str(out), str(devices_path), str(weather_path)]
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def backtest_weather(weather):
+    """The issued temperature forecasts in the backtest's `--weather` format
+    (observations are the readings' `outdoor_temp`)."""
+    fc = weather[weather["kind"] == "forecast"]
+    return fc.rename(columns={"outdoor_temp_c": "outdoor_temp"})[
+        ["location", "timestamp", "issued_at", "outdoor_temp"]].reset_index(drop=True)
 
 
 def _out_table(frame) -> pa.Table:

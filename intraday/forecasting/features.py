@@ -1,0 +1,452 @@
+"""Features of a forecast row: one device, one `forecast_start`, one interval
+of the horizon.
+
+Everything here is pure NumPy over a `Panel` (many devices on one quarter-hour
+grid), so the same code builds millions of training rows, a fleet's batch and
+one device's 96 rows on the hot path.
+
+No look-ahead: a row whose forecast starts at grid index `origin` reads power
+and observed temperature only at indices `< origin` (and `>= history_start`,
+which training uses to simulate short histories). The temperature for the
+target interval is the *issued forecast* the caller passes in, as known at
+`forecast_start`. Calendar and static attributes are known in advance.
+
+Power features are divided by the device's `scale` (its mean power over the
+last 7 days before `forecast_start`), so one global model serves a 2 kW house
+and a 15 kW apartment block; predictions are multiplied back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+from intraday.timeutil import INTERVALS_PER_DAY, QUARTER_HOUR, to_utc
+
+DAY = INTERVALS_PER_DAY
+WEEK = 7 * DAY
+SCALE_DAYS = 7
+MIN_HISTORY_INTERVALS = DAY // 2  # fewer valid readings than 12 h before forecast_start: no forecast
+SHORT_HISTORY_DAYS = 7.0  # below this a forecast says so, and its band comes from short-history calibration
+STUCK_MIN_RUN = 8  # this many identical readings (2 h) above the device's floor: a stuck sensor
+HEATING_BASE_C = 15.0  # heating-degree base for the daily mean temperature
+SCALE_FLOOR_KW = 0.01
+
+# Local time of a country's devices (calendar features); devices of other
+# countries use UTC and no public holidays.
+COUNTRY_TZ = {
+    "DE": "Europe/Berlin", "AT": "Europe/Vienna", "CH": "Europe/Zurich", "NL": "Europe/Amsterdam",
+    "BE": "Europe/Brussels", "FR": "Europe/Paris", "DK": "Europe/Copenhagen", "PL": "Europe/Warsaw",
+    "CZ": "Europe/Prague", "IT": "Europe/Rome", "ES": "Europe/Madrid", "SE": "Europe/Stockholm",
+    "NO": "Europe/Oslo", "FI": "Europe/Helsinki", "GB": "Europe/London", "IE": "Europe/Dublin",
+}
+
+# Static attributes: numeric ones as given, categorical ones coded by the
+# vocabulary learned in training (unknown values -> missing).
+NUMERIC_ATTRIBUTES = ("rated_power_kw", "heated_area_m2", "setpoint_c")
+CATEGORICAL_ATTRIBUTES = ("building_type", "heat_pump_type", "location")
+
+ORIGIN_FEATURES = (
+    "horizon", "last", "mean_1h", "mean_4h", "mean_24h", "std_24h", "history_days", "missing_24h",
+    "temp_obs_last", "temp_obs_24h",
+)
+ROW_FEATURES = (
+    "quarter_hour", "weekday", "holiday", "lag_1d", "lag_1d_smooth", "lag_2d", "lag_7d",
+    "profile_mean", "profile_smooth", "profile_std", "profile_max",
+    "temp_fc", "temp_fc_24h", "hdd_fc", "hdd_fc_24h", "temp_change_1d",
+)
+FEATURES = ORIGIN_FEATURES + ROW_FEATURES + NUMERIC_ATTRIBUTES + CATEGORICAL_ATTRIBUTES
+FEATURE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Power (kW) of many devices on one quarter-hour grid, with what is
+    known about each device.
+
+    `power[d, i]` is device `device_ids[d]` in the interval starting at
+    `start + i * 15 min`, NaN where no (trusted) reading exists.
+    `outdoor_temp[d, i]` is the *observed* temperature at its location.
+    `attributes` has one row per device with the static columns, `country`
+    included; missing columns are simply unknown.
+    """
+
+    device_ids: np.ndarray
+    start: datetime
+    power: np.ndarray
+    outdoor_temp: np.ndarray | None = None
+    attributes: pd.DataFrame | None = None
+    _cum: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", to_utc(self.start))
+        object.__setattr__(self, "power", np.asarray(self.power, dtype=np.float64))
+        if self.power.ndim != 2 or self.power.shape[0] != len(self.device_ids):
+            raise ValueError(f"power must be (devices, intervals), got {self.power.shape}")
+
+    @property
+    def intervals(self) -> int:
+        return self.power.shape[1]
+
+    def timestamp(self, i: int) -> datetime:
+        return self.start + int(i) * QUARTER_HOUR
+
+    def index_of(self, t: datetime) -> int:
+        return int((to_utc(t) - self.start) / QUARTER_HOUR)
+
+    def cumulative(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per device, prefix sums of values, squares and counts of a series
+        ('power' or 'outdoor_temp') with a leading zero column, so the mean
+        of [a, b) is (s[b] - s[a]) / (n[b] - n[a])."""
+        if name not in self._cum:
+            x = self.power if name == "power" else self.outdoor_temp
+            ok = ~np.isnan(x)
+            z = np.where(ok, x, 0.0)
+            shape = (x.shape[0], x.shape[1] + 1)
+            out = (np.zeros(shape), np.zeros(shape), np.zeros(shape, np.int64))
+            np.cumsum(z, axis=1, out=out[0][:, 1:])
+            np.cumsum(z * z, axis=1, out=out[1][:, 1:])
+            np.cumsum(ok, axis=1, out=out[2][:, 1:])
+            self._cum[name] = out
+        return self._cum[name]
+
+    def first_valid(self) -> np.ndarray:
+        """Per device, the index of its first reading (intervals if none)."""
+        if "first" not in self._cum:
+            ok = ~np.isnan(self.power)
+            self._cum["first"] = np.where(ok.any(axis=1), ok.argmax(axis=1), self.intervals)
+        return self._cum["first"]
+
+
+def drop_stuck(power: np.ndarray, min_run: int = STUCK_MIN_RUN) -> tuple[np.ndarray, int]:
+    """Power with stuck-sensor readings set to NaN, and how many were.
+
+    A heat pump's power varies from one quarter-hour to the next while it
+    runs; `min_run` identical readings in a row above the device's floor
+    (standby, where constant readings are real) mean the sensor repeats its
+    last value. The first reading of such a run is kept."""
+    power = np.array(power, dtype=np.float64, copy=True)
+    d, n = power.shape
+    if n < min_run:
+        return power, 0
+    floor = np.nanpercentile(np.where(np.isnan(power).all(axis=1, keepdims=True), 0.0, power), 5, axis=1)
+    # Runs of equal neighbours on the flattened matrix; a NaN column between
+    # devices breaks every run at the row boundary (NaN != NaN).
+    flat = np.concatenate([power, np.full((d, 1), np.nan)], axis=1).ravel()
+    same = flat[1:] == flat[:-1]
+    edges = np.diff(np.concatenate([[0], same.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # same[starts:ends] True
+    long = (ends - starts + 1) >= min_run
+    marked = 0
+    width = n + 1
+    for s, e in zip(starts[long], ends[long], strict=True):
+        row = s // width
+        if flat[s] > floor[row] * 1.05 + 1e-3:
+            flat[s + 1 : e + 1] = np.nan
+            marked += e - s
+    return flat.reshape(d, width)[:, :n].copy(), marked
+
+
+@lru_cache(maxsize=64)
+def _calendar_year(country: str, year: int) -> np.ndarray:
+    """(3, quarter-hours of the UTC year): local quarter-hour of day,
+    weekday (0 = Monday) and public-holiday flag, computed once per country
+    and year (so a forecast on the hot path only indexes into it)."""
+    t = pd.date_range(pd.Timestamp(year=year, month=1, day=1, tz="UTC"),
+                      pd.Timestamp(year=year + 1, month=1, day=1, tz="UTC"), freq="15min", inclusive="left")
+    tz = COUNTRY_TZ.get(country)
+    local = t.tz_convert(ZoneInfo(tz)) if tz else t
+    out = np.empty((3, len(t)), dtype=np.float32)
+    out[0] = local.hour * 4 + local.minute // 15
+    out[1] = local.weekday
+    out[2] = 0
+    if tz:
+        import holidays
+
+        days = holidays.country_holidays(country, years=[year - 1, year, year + 1])
+        out[2] = np.isin(local.tz_localize(None).normalize().to_numpy().astype("datetime64[D]"),
+                         np.array(sorted(days.keys()), dtype="datetime64[D]"))
+    return out
+
+
+def calendar(country: str, times: np.ndarray) -> np.ndarray:
+    """(3, n) calendar of UTC quarter-hour starts `times` (datetime64[m])."""
+    years = times.astype("datetime64[Y]")
+    out = np.empty((3, len(times)), np.float32)
+    for y in np.unique(years):
+        sel = years == y
+        first = y.astype("datetime64[m]")
+        out[:, sel] = _calendar_year(country, int(str(y)))[:, (times[sel] - first).astype(np.int64) // 15]
+    return out
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Codes of the categorical attributes, fixed at training time."""
+
+    values: dict[str, list[str]]
+
+    @classmethod
+    def learn(cls, attributes: pd.DataFrame | None) -> Vocabulary:
+        values = {}
+        for col in CATEGORICAL_ATTRIBUTES:
+            if attributes is not None and col in attributes:
+                values[col] = sorted(str(v) for v in attributes[col].dropna().unique())
+            else:
+                values[col] = []
+        return cls(values)
+
+    def encode(self, attributes: pd.DataFrame | None, n: int) -> np.ndarray:
+        """(n, numeric + categorical) float32 of the static attributes."""
+        out = np.full((n, len(NUMERIC_ATTRIBUTES) + len(CATEGORICAL_ATTRIBUTES)), np.nan, np.float32)
+        if attributes is None:
+            return out
+        for j, col in enumerate(NUMERIC_ATTRIBUTES):
+            if col in attributes:
+                out[:, j] = pd.to_numeric(attributes[col], errors="coerce").to_numpy(np.float32)
+        for j, col in enumerate(CATEGORICAL_ATTRIBUTES, start=len(NUMERIC_ATTRIBUTES)):
+            if col in attributes:
+                codes = {v: k for k, v in enumerate(self.values[col])}
+                out[:, j] = [codes.get(str(v), np.nan) for v in attributes[col]]
+        return out
+
+
+@dataclass
+class Rows:
+    """Forecast rows: device row in the panel, grid index of its
+    `forecast_start`, step of the horizon, and where its usable history
+    begins (0 = all of the panel)."""
+
+    device: np.ndarray
+    origin: np.ndarray
+    horizon: np.ndarray
+    history_start: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.device = np.asarray(self.device, np.int64)
+        self.origin = np.asarray(self.origin, np.int64)
+        self.horizon = np.asarray(self.horizon, np.int64)
+        if self.history_start is None:
+            self.history_start = np.zeros_like(self.origin)
+        self.history_start = np.asarray(self.history_start, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.origin)
+
+    @property
+    def target(self) -> np.ndarray:
+        return self.origin + self.horizon
+
+    @classmethod
+    def grid(cls, devices: np.ndarray, origins: np.ndarray, horizon: int) -> Rows:
+        """Every step of `horizon` for each (device, origin) pair."""
+        devices, origins = np.asarray(devices), np.asarray(origins)
+        h = np.arange(horizon)
+        return cls(np.repeat(devices, horizon), np.repeat(origins, horizon), np.tile(h, len(origins)))
+
+
+def _clip(x, lo, hi):
+    """np.clip without its Python-level overhead (hot path: one device)."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
+def _window_mean(cum, dev, a, b):
+    s, q, n = cum
+    cnt = n[dev, b] - n[dev, a]
+    total = s[dev, b] - s[dev, a]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(cnt > 0, total / np.maximum(cnt, 1), np.nan)
+        var = np.where(cnt > 1, (q[dev, b] - q[dev, a]) / np.maximum(cnt, 1) - mean * mean, np.nan)
+    return mean, np.sqrt(np.maximum(var, 0.0)), cnt
+
+
+def _gather(x: np.ndarray, dev: np.ndarray, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """x[dev, idx] where lo <= idx < hi, else NaN."""
+    ok = (idx >= lo) & (idx < hi)
+    out = x[dev, _clip(idx, 0, x.shape[1] - 1)]
+    return np.where(ok, out, np.nan)
+
+
+def scales(panel: Panel, rows: Rows) -> np.ndarray:
+    """Mean power over the last SCALE_DAYS before each row's origin (NaN
+    when fewer than MIN_HISTORY_INTERVALS readings exist in that span)."""
+    a = np.maximum(rows.origin - SCALE_DAYS * DAY, rows.history_start)
+    a = _clip(a, 0, panel.intervals)
+    b = _clip(rows.origin, 0, panel.intervals)
+    mean, _, cnt = _window_mean(panel.cumulative("power"), rows.device, a, b)
+    return np.where(cnt >= MIN_HISTORY_INTERVALS, np.maximum(mean, SCALE_FLOOR_KW), np.nan)
+
+
+def design_matrix(
+    panel: Panel, rows: Rows, vocabulary: Vocabulary, temperature: TemperatureSource | None = None,
+    static: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(X, scale): float32 features in FEATURES order and each row's scale.
+
+    `temperature` gives the issued temperature forecast for a target
+    interval as known at the row's origin (no source: unknown); `static`
+    the encoded attributes per panel device (computed if not given)."""
+    n = len(rows)
+    dev, origin, h, lo = rows.device, rows.origin, rows.horizon, rows.history_start
+    target = origin + h
+    T = panel.intervals
+    X = np.empty((n, len(FEATURES)), dtype=np.float32)
+    col = {name: j for j, name in enumerate(FEATURES)}
+
+    scale = scales(panel, rows)
+    cum = panel.cumulative("power")
+    b = _clip(origin, 0, T)
+
+    def recent_mean(k: int) -> np.ndarray:
+        a = _clip(np.maximum(origin - k, lo), 0, T)
+        return _window_mean(cum, dev, a, b)
+
+    X[:, col["horizon"]] = h
+    # The last reading, if it is at most an hour old.
+    last = np.full(n, np.nan)
+    for back in range(4, 0, -1):
+        v = _gather(panel.power, dev, origin - back, lo, origin)
+        last = np.where(np.isnan(v), last, v)
+    X[:, col["last"]] = last / scale
+    X[:, col["mean_1h"]] = recent_mean(4)[0] / scale
+    X[:, col["mean_4h"]] = recent_mean(16)[0] / scale
+    m24, s24, c24 = recent_mean(DAY)
+    X[:, col["mean_24h"]] = m24 / scale
+    X[:, col["std_24h"]] = s24 / scale
+    X[:, col["missing_24h"]] = 1.0 - c24 / DAY
+    first = np.maximum(panel.first_valid()[dev], lo)
+    X[:, col["history_days"]] = _clip((origin - first) / DAY, 0, 28)
+
+    if panel.outdoor_temp is not None:
+        tcum = panel.cumulative("outdoor_temp")
+        a = _clip(origin - DAY, 0, T)
+        X[:, col["temp_obs_24h"]] = _window_mean(tcum, dev, a, b)[0]
+        a = _clip(origin - 4, 0, T)
+        X[:, col["temp_obs_last"]] = _window_mean(tcum, dev, a, b)[0]
+        temp_lag = _gather(panel.outdoor_temp, dev, target - DAY * (1 + h // DAY), 0, origin)
+    else:
+        X[:, col["temp_obs_24h"]] = np.nan
+        X[:, col["temp_obs_last"]] = np.nan
+        temp_lag = np.full(n, np.nan)
+
+    # Calendar of the target interval in the device's local time.
+    countries = _countries(panel)
+    times = np.datetime64(panel.start.replace(tzinfo=None), "m") + target * 15
+    cal = np.empty((3, n), np.float32)
+    for c in np.unique(countries[dev]):
+        sel = countries[dev] == c
+        cal[:, sel] = calendar(str(c), times[sel])
+    X[:, col["quarter_hour"]] = cal[0]
+    X[:, col["weekday"]] = cal[1]
+    X[:, col["holiday"]] = cal[2]
+
+    # The same quarter-hour on earlier days: the latest day whose value is
+    # known at forecast_start is k1 = 1 + h // 96 days back.
+    k1 = 1 + h // DAY
+    p = panel.power
+    X[:, col["lag_1d"]] = _gather(p, dev, target - DAY * k1, lo, origin) / scale
+    X[:, col["lag_2d"]] = _gather(p, dev, target - DAY * (k1 + 1), lo, origin) / scale
+    X[:, col["lag_7d"]] = _gather(p, dev, target - WEEK, lo, origin) / scale
+    with np.errstate(invalid="ignore"), _quiet():
+        # days[k]: the target's quarter-hour k days before the latest known
+        # day; smooth[k]: the mean of the same +-30 min (known part only),
+        # which evens out on/off cycling.
+        back = [target - DAY * (k1 + k) for k in range(7)]
+        days = np.stack([_gather(p, dev, t, lo, origin) for t in back])
+        smooth = []
+        for t in back:
+            a = _clip(np.maximum(t - 2, lo), 0, T)
+            smooth.append(_window_mean(cum, dev, a, _clip(np.minimum(t + 3, origin), a, T))[0])
+        X[:, col["lag_1d_smooth"]] = smooth[0] / scale
+        X[:, col["profile_mean"]] = np.nanmean(days, axis=0) / scale
+        X[:, col["profile_smooth"]] = np.nanmean(smooth, axis=0) / scale
+        X[:, col["profile_std"]] = np.nanstd(days, axis=0) / scale
+        X[:, col["profile_max"]] = np.nanmax(days, axis=0) / scale
+
+    if temperature is None:
+        temp_fc = fc24 = np.full(n, np.nan)
+    else:
+        temp_fc = temperature.forecast(dev, origin, target)
+        # The forecast's mean over the first day of the horizon, from 8 points.
+        with _quiet():
+            fc24 = np.nanmean(np.stack([temperature.forecast(dev, origin, origin + k)
+                                        for k in range(6, DAY, DAY // 8)]), axis=0)
+    X[:, col["temp_fc"]] = temp_fc
+    X[:, col["temp_fc_24h"]] = fc24
+    X[:, col["hdd_fc"]] = np.maximum(HEATING_BASE_C + 3.0 - temp_fc, 0.0)
+    X[:, col["hdd_fc_24h"]] = np.maximum(HEATING_BASE_C - fc24, 0.0)
+    X[:, col["temp_change_1d"]] = temp_fc - temp_lag
+
+    if static is None:
+        static = vocabulary.encode(panel.attributes, len(panel.device_ids))
+    X[:, len(ORIGIN_FEATURES) + len(ROW_FEATURES):] = static[dev]
+    return X, scale
+
+
+class TemperatureSource:
+    """Outdoor temperature forecasts as known at a forecast's start."""
+
+    def forecast(self, device: np.ndarray, origin: np.ndarray, target: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class TemperatureSeries(TemperatureSource):
+    """One temperature series per location on the panel's grid, taken as
+    the forecast whatever the origin: for serving (observations before now,
+    the latest issued forecast after) and for weather files without issue
+    times. `location[d]` is device d's row in `values` (-1: none)."""
+
+    location: np.ndarray
+    values: np.ndarray
+
+    def forecast(self, device, origin, target):
+        loc = self.location[device]
+        ok = (loc >= 0) & (target >= 0) & (target < self.values.shape[1])
+        out = self.values[np.maximum(loc, 0), _clip(target, 0, self.values.shape[1] - 1)]
+        return np.where(ok, out, np.nan)
+
+
+@dataclass(frozen=True)
+class IssuedForecasts(TemperatureSource):
+    """Forecast runs per location: `values[l, r, k]` is run r's temperature
+    for grid index `runs[r] + k`. A row reads the latest run issued at or
+    before its origin, so a backtest sees what was known then."""
+
+    location: np.ndarray
+    runs: np.ndarray  # grid index of each run's issue time, ascending
+    values: np.ndarray  # (locations, runs, lead intervals)
+
+    def forecast(self, device, origin, target):
+        r = np.searchsorted(self.runs, origin, side="right") - 1
+        lead = target - self.runs[np.maximum(r, 0)]
+        loc = self.location[device]
+        ok = (r >= 0) & (loc >= 0) & (lead >= 0) & (lead < self.values.shape[2])
+        out = self.values[np.maximum(loc, 0), np.maximum(r, 0), _clip(lead, 0, self.values.shape[2] - 1)]
+        return np.where(ok, out, np.nan)
+
+
+class _quiet:
+    """Silence NumPy's 'mean of empty slice' warnings (all-NaN columns are
+    expected: a new device has no week-old lag)."""
+
+    def __enter__(self):
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        self._w.__exit__(*exc)
+
+
+def _countries(panel: Panel) -> np.ndarray:
+    if panel.attributes is not None and "country" in panel.attributes:
+        return panel.attributes["country"].fillna("").astype(str).to_numpy()
+    return np.full(len(panel.device_ids), "DE", dtype=object)

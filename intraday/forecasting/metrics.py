@@ -1,0 +1,38 @@
+"""Forecast accuracy and calibration, computed the same way for every method."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from intraday.forecasting.types import QUANTILES
+
+
+def pinball(actual: np.ndarray, pred: np.ndarray, q: float) -> float:
+    diff = actual - pred
+    return float(np.mean(np.maximum(q * diff, (q - 1) * diff)))
+
+
+def scores(actual: np.ndarray, p10: np.ndarray, p50: np.ndarray, p90: np.ndarray) -> dict[str, float | None]:
+    """MAE, RMSE, WAPE of P50; pinball loss per quantile; P10-P90 coverage
+    and mean band width. A point forecast (p10 == p50 == p90 everywhere) has
+    no band: its coverage and width are None."""
+    n = len(actual)
+    if n == 0:
+        return {"rows": 0}
+    err = actual - p50
+    has_band = bool(np.any(p90 > p10))
+    out: dict[str, float | None] = {
+        "rows": n,
+        "mae": float(np.mean(np.abs(err))),
+        "rmse": float(np.sqrt(np.mean(err * err))),
+        "wape": float(np.sum(np.abs(err)) / max(np.sum(np.abs(actual)), 1e-12)),
+        "bias": float(np.mean(p50 - actual)),
+    }
+    for q, pred in zip(QUANTILES, (p10, p50, p90), strict=True):
+        out[f"pinball_p{int(q * 100)}"] = pinball(actual, pred, q)
+    out["pinball_mean"] = float(np.mean([out["pinball_p10"], out["pinball_p50"], out["pinball_p90"]]))
+    out["coverage_p10_p90"] = float(np.mean((actual >= p10) & (actual <= p90))) if has_band else None
+    out["below_p10"] = float(np.mean(actual < p10)) if has_band else None
+    out["above_p90"] = float(np.mean(actual > p90)) if has_band else None
+    out["mean_band_width_kw"] = float(np.mean(p90 - p10)) if has_band else None
+    return out

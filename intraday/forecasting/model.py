@@ -1,0 +1,315 @@
+"""The forecasting model: one global LightGBM model per quantile, with the
+horizon step as a feature, and split-conformal calibration of the band.
+
+Training (`fit`) on a `Panel` whose data end at `cutoff`:
+
+1. Rows are sampled at random (device, forecast_start, horizon step)
+   triplets, so forecasts starting at any quarter-hour are learned, not only
+   one issue time. A share of them gets a truncated history (1-7 days) so the
+   model knows what a newly installed device looks like.
+2. Three LightGBM quantile models (P10, P50, P90) are trained on forecasts
+   whose targets end before the calibration span (the last
+   `calibration_days` of forecast starts before `cutoff`).
+3. Calibration: on that span, per horizon block (6 h) and history regime
+   (full / short), the P10 and P90 distances from P50 are scaled so that 10 %
+   of actuals fall below P10 and 10 % above P90 (conformalized quantile
+   regression with a multiplicative score, which keeps the band adaptive).
+4. The three models are refit on all rows up to `cutoff` with the same
+   parameters; the calibration factors carry over (as mlforecast's conformal
+   intervals do).
+
+Quantiles never cross: the raw three are sorted before calibration, the
+scaled distances are non-negative, and power is clipped at zero.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from intraday.forecasting.features import (
+    CATEGORICAL_ATTRIBUTES,
+    DAY,
+    FEATURE_VERSION,
+    FEATURES,
+    SHORT_HISTORY_DAYS,
+    Panel,
+    Rows,
+    TemperatureSource,
+    Vocabulary,
+    design_matrix,
+)
+
+QUANTILE_NAMES = ("p10", "p50", "p90")
+ALPHAS = {"p10": 0.1, "p50": 0.5, "p90": 0.9}
+BLOCK = DAY // 4  # calibration per 6-hour block of the horizon
+ARTIFACT_FORMAT = 1
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    horizon: int = DAY
+    train_rows: int = 1_500_000
+    calibration_rows: int = 300_000
+    calibration_days: int = 3
+    min_history_days: float = 1.0
+    short_history_share: float = 0.15
+    num_trees: int = 250
+    num_leaves: int = 63
+    learning_rate: float = 0.06
+    min_data_in_leaf: int = 200
+    feature_fraction: float = 0.9
+    bagging_fraction: float = 0.8
+    refit: bool = True
+    seed: int = 7
+    threads: int = 0  # LightGBM's default: all cores
+
+    def lgb_params(self, alpha: float) -> dict[str, Any]:
+        return {
+            "objective": "quantile", "alpha": alpha, "num_leaves": self.num_leaves,
+            "learning_rate": self.learning_rate, "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction, "bagging_fraction": self.bagging_fraction,
+            "bagging_freq": 1, "lambda_l2": 1.0, "max_bin": 127, "seed": self.seed,
+            "num_threads": self.threads, "verbose": -1, "deterministic": True, "force_row_wise": True,
+        }
+
+
+@dataclass
+class Prediction:
+    """Quantiles in kW per row, and what a forecast should say about them."""
+
+    p10: np.ndarray
+    p50: np.ndarray
+    p90: np.ndarray
+    short_history: np.ndarray  # bool per row
+    history_days: np.ndarray
+
+
+@dataclass
+class QuantileModel:
+    boosters: dict[str, lgb.Booster]
+    vocabulary: Vocabulary
+    # calibration[regime][tail] = scale factor per horizon block
+    calibration: dict[str, dict[str, list[float]]]
+    horizon: int
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    # -- inference --------------------------------------------------------
+
+    def predict_rows(
+        self, panel: Panel, rows: Rows, temperature: TemperatureSource | None = None,
+        static: np.ndarray | None = None,
+    ) -> Prediction:
+        X, scale = design_matrix(panel, rows, self.vocabulary, temperature, static)
+        raw = self.raw(X)
+        history = X[:, FEATURES.index("history_days")]
+        short = history < SHORT_HISTORY_DAYS
+        p10, p50, p90 = self.calibrated(raw, rows.horizon, short)
+        return Prediction(p10 * scale, p50 * scale, p90 * scale, short, history)
+
+    def raw(self, X: np.ndarray) -> np.ndarray:
+        """(3, rows) uncalibrated quantiles in units of the device's scale."""
+        return np.stack([self.boosters[q].predict(X, num_threads=_threads(len(X))) for q in QUANTILE_NAMES])
+
+    def calibrated(self, raw: np.ndarray, horizon: np.ndarray, short: np.ndarray) -> tuple[np.ndarray, ...]:
+        lo, mid, hi = np.sort(raw, axis=0)
+        block = np.minimum(horizon // BLOCK, len(self.calibration["full"]["p10"]) - 1)
+        s10 = np.where(short, _take(self.calibration["short"]["p10"], block),
+                       _take(self.calibration["full"]["p10"], block))
+        s90 = np.where(short, _take(self.calibration["short"]["p90"], block),
+                       _take(self.calibration["full"]["p90"], block))
+        mid = np.maximum(mid, 0.0)
+        return np.maximum(mid - s10 * (mid - lo), 0.0), mid, mid + s90 * (hi - mid)
+
+    # -- artifact ---------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """One zip: manifest.json (feature spec, calibration, training
+        window, metrics) and one LightGBM text model per quantile."""
+        manifest = {
+            **self.manifest,
+            "format": ARTIFACT_FORMAT,
+            "feature_version": FEATURE_VERSION,
+            "features": list(FEATURES),
+            "categorical": {k: v for k, v in self.vocabulary.values.items()},
+            "calibration": self.calibration,
+            "horizon": self.horizon,
+            "quantiles": ALPHAS,
+        }
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
+            for q, b in self.boosters.items():
+                z.writestr(f"{q}.txt", b.model_to_string())
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> QuantileModel:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            manifest = json.loads(z.read("manifest.json"))
+            made = (manifest.get("format"), manifest.get("feature_version"), manifest.get("features"))
+            if made != (ARTIFACT_FORMAT, FEATURE_VERSION, list(FEATURES)):
+                raise ValueError(f"model artifact (format {made[0]}, features v{made[1]}) does not match "
+                                 f"this code ({ARTIFACT_FORMAT}, v{FEATURE_VERSION}): retrain it")
+            boosters = {q: lgb.Booster(model_str=z.read(f"{q}.txt").decode()) for q in QUANTILE_NAMES}
+        return cls(boosters, Vocabulary(manifest["categorical"]), manifest["calibration"],
+                   manifest["horizon"], manifest)
+
+
+def _take(values: list[float], idx: np.ndarray) -> np.ndarray:
+    return np.asarray(values)[idx]
+
+
+def _threads(rows: int) -> int:
+    # Threads cost more than they save on one device's 96 rows.
+    return 1 if rows < 2_000 else 0
+
+
+# -- training ---------------------------------------------------------------
+
+def sample_rows(
+    panel: Panel, first_origin: int, last_origin: int, n: int, horizon: int,
+    rng: np.random.Generator, short_share: float = 0.0,
+) -> Rows:
+    """`n` random (device, origin in [first, last], step) rows whose target
+    has a reading and whose device has enough history for a scale."""
+    if last_origin < first_origin:
+        raise ValueError("no forecast starts fit in the training data: it is too short for the horizon")
+    draw = int(n * 1.3) + 100  # some rows have no target reading or no history
+    rows = Rows(
+        rng.integers(0, len(panel.device_ids), draw),
+        rng.integers(first_origin, last_origin + 1, draw),
+        rng.integers(0, horizon, draw),
+    )
+    short = rng.random(draw) < short_share
+    rows.history_start = np.where(short, rows.origin - rng.integers(DAY, 7 * DAY + 1, draw), 0)
+    target = panel.power[rows.device, rows.target]
+    keep = np.flatnonzero(~np.isnan(target))[:n]
+    return Rows(rows.device[keep], rows.origin[keep], rows.horizon[keep], rows.history_start[keep])
+
+
+def _dataset(panel, rows, vocabulary, temperature, static):
+    X, scale = design_matrix(panel, rows, vocabulary, temperature, static)
+    y = panel.power[rows.device, rows.target] / scale
+    ok = ~np.isnan(y)
+    return X[ok], y[ok], scale[ok], Rows(rows.device[ok], rows.origin[ok], rows.horizon[ok],
+                                         rows.history_start[ok])
+
+
+def _train(X, y, config: TrainingConfig, progress: Progress | None, label: str) -> dict[str, lgb.Booster]:
+    cats = [FEATURES.index(c) for c in CATEGORICAL_ATTRIBUTES]
+    data = lgb.Dataset(X, y, feature_name=list(FEATURES), categorical_feature=cats, free_raw_data=False,
+                       params={"max_bin": 127, "verbose": -1})
+    boosters = {}
+    for q in QUANTILE_NAMES:
+        if progress:
+            progress(f"  {label}: {q} model on {len(y):,} rows ({config.num_trees} trees)")
+        boosters[q] = lgb.train(config.lgb_params(ALPHAS[q]), data, num_boost_round=config.num_trees)
+    return boosters
+
+
+def calibration_factors(raw: np.ndarray, y: np.ndarray, horizon: np.ndarray, blocks: int) -> dict:
+    """Per tail and horizon block, the factor s such that the share of
+    actuals beyond `P50 -/+ s * (P50 - P10 | P90 - P50)` is 10 %: the
+    conformal quantile of the score (y - P50) / (P90 - P50) (and mirrored)."""
+    lo, mid, hi = np.sort(raw, axis=0)
+    mid = np.maximum(mid, 0.0)
+    eps = 1e-3
+    up = (y - mid) / np.maximum(hi - mid, eps)
+    down = (mid - y) / np.maximum(mid - lo, eps)
+    out: dict[str, list[float]] = {"p10": [], "p90": []}
+    block = horizon // BLOCK
+    for b in range(blocks):
+        sel = block == b
+        if sel.sum() < 50:  # too few rows in this block: the neighbour's factor
+            out["p10"].append(out["p10"][-1] if out["p10"] else 1.0)
+            out["p90"].append(out["p90"][-1] if out["p90"] else 1.0)
+            continue
+        n = int(sel.sum())
+        level = min(np.ceil((n + 1) * 0.9) / n, 1.0)  # finite-sample conformal level
+        out["p90"].append(max(float(np.quantile(up[sel], level)), 0.0))
+        out["p10"].append(max(float(np.quantile(down[sel], level)), 0.0))
+    return out
+
+
+def fit(
+    panel: Panel, temperature: TemperatureSource | None = None, config: TrainingConfig = TrainingConfig(),
+    progress: Progress | None = None,
+) -> QuantileModel:
+    """Train on every reading of `panel` (which must end where training
+    data ends: nothing after it is read)."""
+    H, C = config.horizon, panel.intervals
+    rng = np.random.default_rng(config.seed)
+    vocabulary = Vocabulary.learn(panel.attributes)
+    static = vocabulary.encode(panel.attributes, len(panel.device_ids))
+    first = int(config.min_history_days * DAY)
+    cal_first = C - H - config.calibration_days * DAY
+    train_last = cal_first - H  # train targets end before the first calibration forecast starts
+
+    if progress:
+        progress(f"sampling rows: {len(panel.device_ids):,} devices, {C / DAY:.1f} days")
+    train = _dataset(panel, sample_rows(panel, first, train_last, config.train_rows, H, rng,
+                                        config.short_history_share), vocabulary, temperature, static)
+    cal_rows = sample_rows(panel, cal_first, C - H, config.calibration_rows, H, rng)
+    cal = _dataset(panel, cal_rows, vocabulary, temperature, static)
+    short_rows = Rows(cal[3].device, cal[3].origin, cal[3].horizon,
+                      cal[3].origin - rng.integers(DAY, 7 * DAY, len(cal[3])))
+    cal_short = _dataset(panel, short_rows, vocabulary, temperature, static)
+
+    boosters = _train(train[0], train[1], config, progress, "fit")
+    model = QuantileModel(boosters, vocabulary, {}, H)
+    blocks = -(-H // BLOCK)
+    model.calibration = {
+        "full": calibration_factors(model.raw(cal[0]), cal[1], cal[3].horizon, blocks),
+        "short": calibration_factors(model.raw(cal_short[0]), cal_short[1], cal_short[3].horizon, blocks),
+    }
+    metrics = {
+        "calibration_span": {"first_forecast_start": _iso(panel, cal_first), "last_forecast_start":
+                             _iso(panel, C - H), "rows": int(len(cal[1]))},
+        "full_history": _normalized_metrics(model, cal[0], cal[1], cal[2], cal[3].horizon, False),
+        "short_history": _normalized_metrics(model, cal_short[0], cal_short[1], cal_short[2],
+                                             cal_short[3].horizon, True),
+    }
+    if config.refit:
+        everything = _dataset(panel, sample_rows(panel, first, C - H, config.train_rows, H, rng,
+                                                 config.short_history_share), vocabulary, temperature, static)
+        model.boosters = _train(everything[0], everything[1], config, progress, "refit on all data")
+    model.manifest = {
+        "training": {
+            "devices": int(len(panel.device_ids)),
+            "data_start": _iso(panel, 0),
+            "data_end": _iso(panel, C),
+            "rows": int(len(train[1])),
+            "config": asdict(config),
+        },
+        "validation": metrics,
+    }
+    return model
+
+
+def _iso(panel: Panel, i: int) -> str:
+    from intraday.timeutil import isoformat_z
+
+    return isoformat_z(panel.timestamp(i))
+
+
+def _normalized_metrics(model, X, y, scale, horizon, short) -> dict[str, float]:
+    """Held-out metrics in kW on the calibration rows (in-sample for the
+    calibration factors, so coverage is by construction close to 80 %)."""
+    p10, p50, p90 = model.calibrated(model.raw(X), horizon, np.full(len(y), short))
+    actual = y * scale
+    p10, p50, p90 = p10 * scale, p50 * scale, p90 * scale
+    return {
+        "wape": float(np.abs(actual - p50).sum() / np.abs(actual).sum()),
+        "coverage_p10_p90": float(((actual >= p10) & (actual <= p90)).mean()),
+        "mean_band_width_kw": float((p90 - p10).mean()),
+    }

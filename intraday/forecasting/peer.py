@@ -1,0 +1,72 @@
+"""The peer library in the backtest: Nixtla's mlforecast with LightGBM.
+
+Configured the way its documentation sets up sub-daily load data: lags at the
+most recent quarter-hours and at the daily and weekly season, rolling means
+of the lagged target, calendar features, recursive multi-step prediction,
+and conformal prediction intervals (`PredictionIntervals`) whose 80 % level
+gives P10/P90. Its `cross_validation(refit=False)` trains once on the data
+before the first origin and forecasts each later origin from the history up
+to it: the same split as the engine's.
+
+mlforecast lags by rows, so each series is put on the full quarter-hour grid
+first and gaps are filled by linear interpolation (edges by the nearest
+reading); scores are computed on real readings only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from intraday.forecasting.features import DAY, WEEK, Panel
+from intraday.forecasting.types import QUANTILES
+
+LEVEL = int(round((QUANTILES[2] - QUANTILES[0]) * 100))  # the 80 % interval: P10..P90
+
+
+def _frame(panel: Panel, end: int) -> pd.DataFrame:
+    filled = pd.DataFrame(panel.power[:, :end].T).interpolate(limit_direction="both").to_numpy().T
+    n = filled.shape[1]
+    return pd.DataFrame({
+        "unique_id": np.repeat(panel.device_ids.astype(str), n),
+        "ds": np.tile(pd.date_range(panel.start, periods=n, freq="15min").tz_localize(None), len(filled)),
+        "y": filled.ravel(),
+    }).dropna()
+
+
+def rolling_forecasts(panel: Panel, origins: list[int], horizon: int, trees: int = 300) -> np.ndarray:
+    """(3, devices, origins, horizon) P10/P50/P90 for forecasts starting at
+    each grid index in `origins` (one day apart, ascending)."""
+    import lightgbm as lgb
+    from mlforecast import MLForecast
+    from mlforecast.lag_transforms import RollingMean
+    from mlforecast.utils import PredictionIntervals
+
+    if any(b - a != DAY for a, b in zip(origins, origins[1:], strict=False)):
+        raise ValueError("the rolling origins must be one day apart")
+    end = origins[-1] + horizon
+    df = _frame(panel, end)
+    mlf = MLForecast(
+        models={"lgbm": lgb.LGBMRegressor(n_estimators=trees, learning_rate=0.05, num_leaves=63,
+                                          min_child_samples=100, verbosity=-1)},
+        freq="15min",
+        lags=[1, 2, 3, 4, DAY, 2 * DAY, WEEK],
+        lag_transforms={1: [RollingMean(window_size=4), RollingMean(window_size=DAY)],
+                        DAY: [RollingMean(window_size=7)]},
+        date_features=["hour", "minute", "dayofweek"],
+    )
+    cv = mlf.cross_validation(
+        df, n_windows=len(origins), h=horizon, step_size=DAY, refit=False,
+        prediction_intervals=PredictionIntervals(n_windows=2, h=horizon), level=[LEVEL],
+    )
+    out = np.full((3, len(panel.device_ids), len(origins), horizon), np.nan)
+    row = {d: k for k, d in enumerate(panel.device_ids.astype(str))}
+    first = pd.Timestamp(panel.timestamp(origins[0])).tz_localize(None)
+    quarter = pd.Timedelta(minutes=15)
+    # A window's cutoff is the last interval before its forecast starts.
+    o = ((cv["cutoff"] + quarter - first) / quarter).to_numpy().astype(np.int64) // DAY
+    h = ((cv["ds"] - cv["cutoff"]) / quarter).to_numpy().astype(np.int64) - 1
+    d = cv["unique_id"].map(row).to_numpy()
+    for k, col in enumerate((f"lgbm-lo-{LEVEL}", "lgbm", f"lgbm-hi-{LEVEL}")):
+        out[k, d, o, h] = cv[col].to_numpy()
+    return out
