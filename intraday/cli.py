@@ -9,6 +9,11 @@
   intraday fleet demo [...]                 the 24-device fleet `make up` loads
   intraday ingest FILE [--batch-id ID] [--url URL] [--json]
                           exit 0 all stored, 2 rejected, 3 stored with rows quarantined
+  intraday backtest --data FILE [--weather FILE] [--devices FILE] --out report.json
+                    [--forecasts-out FILE.parquet] [--plot FILE.png] [--horizon 96] [--freq 15min]
+                    [--origins 14] [--issue-time HH:MM] [--no-peer]
+  intraday train --data FILE [--weather FILE] [--devices FILE] [--promote]
+  intraday models list [--json] | promote VERSION
 
 Commands that reach the running system go through the gateway
 (INTRADAY_GATEWAY_URL); `db` and `fleet` work on the stores directly and are
@@ -255,6 +260,156 @@ def _ingest_via_service(path: Path, args: argparse.Namespace, progress) -> dict:
     return total.to_dict()
 
 
+def _training_config(args: argparse.Namespace, horizon: int):
+    from intraday.forecasting.model import TrainingConfig
+
+    if args.train_rows < 10_000 or args.trees < 10:
+        _fail("--train-rows must be at least 10000 and --trees at least 10")
+    return TrainingConfig(horizon=horizon, train_rows=args.train_rows, num_trees=args.trees,
+                          tail_trees=max(10, args.trees // 2))
+
+
+def _load_backtest_data(args: argparse.Namespace):
+    from intraday.errors import InvalidRequest
+    from intraday.forecasting import backtest
+
+    data_path = Path(args.data)
+    devices = Path(args.devices) if args.devices else None
+    weather = Path(args.weather) if args.weather else None
+    # The generator writes <stem>.devices.parquet beside the readings.
+    beside = data_path.with_name(data_path.name.split(".")[0] + ".devices.parquet")
+    if devices is None and beside.exists():
+        devices = beside
+    try:
+        data = backtest.load_data(data_path, devices, weather, args.freq)
+    except InvalidRequest as e:
+        _fail(str(e), 2)
+    _stderr(f"{data_path}: {len(data.panel.device_ids):,} devices, {data.readings:,} quarter-hour values, "
+            f"{data.panel.intervals / 96:.1f} days from {data.panel.start:%Y-%m-%d %H:%M} UTC"
+            + (f", averaged from {data.resampled_from}" if data.resampled_from else "")
+            + (f", {data.stuck_dropped:,} stuck readings dropped" if data.stuck_dropped else "")
+            + (f"; devices {devices}" if devices else "") + (f"; weather {weather}" if weather else ""))
+    return data
+
+
+def cmd_backtest(args: argparse.Namespace) -> None:
+    from intraday.errors import InvalidRequest
+    from intraday.forecasting import backtest
+
+    if not 1 <= args.horizon <= 2 * 96:
+        _fail("--horizon must be 1..192 quarter-hours", 2)
+    if args.origins < 1:
+        _fail("--origins must be at least 1", 2)
+    data = _load_backtest_data(args)
+    try:
+        result = backtest.run(data, horizon=args.horizon, origins=args.origins, issue_time=args.issue_time,
+                              config=_training_config(args, args.horizon), peer=not args.no_peer,
+                              progress=_stderr, source={"file": args.data, "weather": args.weather})
+    except InvalidRequest as e:
+        _fail(str(e), 2)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result.report, indent=1))
+    if args.forecasts_out:
+        result.forecasts.to_parquet(args.forecasts_out, index=False)
+    if args.plot:
+        from intraday.forecasting.plot import forecast_bands
+
+        forecast_bands(result.forecasts, Path(args.plot),
+                       title=f"engine forecasts at {args.issue_time} UTC, last origins")
+    r = result.report
+    print(f"{r['cells']['scored']:,} of {r['cells']['total']:,} device-intervals scored over "
+          f"{len(r['setup']['origins'])} origins ({r['setup']['origins'][0][:10]} .. "
+          f"{r['setup']['origins'][-1][:10]} at {args.issue_time} UTC)")
+    print(f"  {'method':<22} {'WAPE':>7} {'MAE kW':>8} {'RMSE kW':>8} {'pinball':>8} {'P10-P90':>8} "
+          f"{'width kW':>9}")
+    for name, m in r["methods"].items():
+        o = m["overall"]
+        cov = f"{o['coverage_p10_p90']:.1%}" if o["coverage_p10_p90"] is not None else "-"
+        width = f"{o['mean_band_width_kw']:.3f}" if o["mean_band_width_kw"] is not None else "-"
+        print(f"  {name:<22} {o['wape']:7.1%} {o['mae']:8.3f} {o['rmse']:8.3f} {o['pinball_mean']:8.4f} "
+              f"{cov:>8} {width:>9}")
+    print(f"report: {out}" + (f"; forecasts: {args.forecasts_out}" if args.forecasts_out else "")
+          + (f"; plot: {args.plot}" if args.plot else ""))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from intraday.forecasting import modelstore
+    from intraday.forecasting.model import fit
+
+    data = _load_backtest_data(args)
+    config = _training_config(args, args.horizon)
+    store = modelstore.default_store()
+    started = time.monotonic()
+    model = fit(data.panel, data.temperature, config, _stderr)
+    # The training data: which file, its hash, and the window the model saw.
+    model.manifest["data"] = {"file": args.data, "sha256": _file_sha256(Path(args.data)),
+                              "weather": args.weather, "devices": args.devices}
+    artifact = model.to_bytes()
+    manifest = model.manifest
+    version = store.save(artifact, manifest)
+    line = f"model {version}: trained in {time.monotonic() - started:.0f} s, {len(artifact) / 1e6:.1f} MB"
+    if args.promote:
+        store.promote(version)
+        line += ", promoted"
+    v = manifest["validation"]["full_history"]
+    print(f"{line}\n  validation: WAPE {v['wape']:.1%}, P10-P90 coverage {v['coverage_p10_p90']:.1%}"
+          f"\n  store: {store.objects.url}")
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cmd_models_list(args: argparse.Namespace) -> None:
+    from intraday.forecasting import modelstore
+
+    store = modelstore.default_store()
+    versions = store.versions()
+    promoted = store.promoted()
+    if args.json:
+        print(json.dumps({"promoted": promoted, "models": versions}, indent=2))
+        return
+    if not versions:
+        print(f"no models in {store.objects.url}; train one with `intraday train --data FILE`")
+        return
+    print(f"{'':2}{'version':<32} {'devices':>8} {'data':<35} {'WAPE':>6} {'P10-P90':>8}")
+    for m in versions:
+        t, v = m.get("training", {}), m.get("validation", {}).get("full_history", {})
+        mark = "* " if m["version"] == promoted else "  "
+        print(f"{mark}{m['version']:<32} {t.get('devices', 0):>8,} "
+              f"{t.get('data_start', '')[:16]}..{t.get('data_end', '')[:16]:<17} "
+              f"{v.get('wape', float('nan')):6.1%} {v.get('coverage_p10_p90', float('nan')):8.1%}")
+    print("(* promoted: what the forecaster serves)")
+
+
+def cmd_models_promote(args: argparse.Namespace) -> None:
+    from intraday.forecasting import modelstore
+
+    try:
+        pointer = modelstore.default_store().promote(args.version)
+    except modelstore.UnknownModel as e:
+        _fail(str(e), 2)
+    print(f"promoted {pointer['version']} (was {pointer['previous'] or 'none'})")
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="CSV or Parquet: device_id, timestamp (UTC), power (kW)")
+    p.add_argument("--weather", help="temperature forecasts: timestamp, outdoor_temp [, location, issued_at]")
+    p.add_argument("--devices", help="device attributes (device_id, location, country, ...); "
+                                     "default: <stem>.devices.parquet beside --data if present")
+    p.add_argument("--freq", default="15min")
+    p.add_argument("--horizon", type=int, default=96, help="quarter-hours ahead (default 96)")
+    p.add_argument("--train-rows", type=int, default=1_500_000, help="training rows sampled")
+    p.add_argument("--trees", type=int, default=100, help="boosting rounds of the P50 model")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="intraday", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -298,6 +453,29 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--out", help="write FILE.parquet (backtest input format) instead of the store")
         g.add_argument("--if-empty", action="store_true", help="only when the store has no devices")
         g.set_defaults(func=cmd_fleet_generate)
+
+    bt = sub.add_parser("backtest", help="rolling-origin backtest of the engine against baselines")
+    _data_args(bt)
+    bt.add_argument("--out", required=True, help="report.json")
+    bt.add_argument("--forecasts-out", help="the engine's forecasts as Parquet")
+    bt.add_argument("--plot", help="PNG of a few devices' forecasts against actuals")
+    bt.add_argument("--origins", type=int, default=14, help="forecast days at the end of the data")
+    bt.add_argument("--issue-time", default="10:00", help="forecast start each day, HH:MM UTC")
+    bt.add_argument("--no-peer", action="store_true", help="skip mlforecast")
+    bt.set_defaults(func=cmd_backtest)
+
+    tr = sub.add_parser("train", help="train a model and store it as a new version")
+    _data_args(tr)
+    tr.add_argument("--promote", action="store_true", help="serve it right away")
+    tr.set_defaults(func=cmd_train)
+
+    mo = sub.add_parser("models", help="the model store").add_subparsers(dest="models_command", required=True)
+    ml = mo.add_parser("list", help="stored versions, the promoted one marked")
+    ml.add_argument("--json", action="store_true")
+    ml.set_defaults(func=cmd_models_list)
+    mp = mo.add_parser("promote", help="serve this version")
+    mp.add_argument("version")
+    mp.set_defaults(func=cmd_models_promote)
 
     ing = sub.add_parser("ingest", help="ingest a CSV or Parquet file of readings")
     ing.add_argument("file")

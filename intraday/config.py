@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     # the embedded store.
     telemetry_url: str = "http://127.0.0.1:8002"
 
-    # Forecasting.
+    # Forecasting. Model artifacts live in object storage under models/: a
+    # directory (default: data_dir) or gs://bucket[/prefix].
+    model_store: str = ""
     history_days: int = 30  # telemetry window a DeviceActor keeps
     baseline_days: int = 14  # days the seasonal baseline draws quantiles from
     max_horizon_hours: int = 48
@@ -51,6 +53,10 @@ class Settings(BaseSettings):
     price_move_threshold_eur_mwh: float = 5.0
     price_debounce_seconds: float = 30.0
     portfolio: str = "all"  # comma-separated device ids, or "all"
+
+    @property
+    def model_store_url(self) -> str:
+        return self.model_store or str(self.data_dir)
 
     @property
     def chdb_path(self) -> Path:

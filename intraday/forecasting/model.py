@@ -63,7 +63,8 @@ class TrainingConfig:
     calibration_days: int = 3
     min_history_days: float = 1.0
     short_history_share: float = 0.15
-    num_trees: int = 250
+    num_trees: int = 250  # P50
+    tail_trees: int = 250  # P10 and P90
     num_leaves: int = 63
     learning_rate: float = 0.06
     min_data_in_leaf: int = 200
@@ -212,8 +213,9 @@ def _train(X, y, config: TrainingConfig, progress: Progress | None, label: str) 
     boosters = {}
     for q in QUANTILE_NAMES:
         if progress:
-            progress(f"  {label}: {q} model on {len(y):,} rows ({config.num_trees} trees)")
-        boosters[q] = lgb.train(config.lgb_params(ALPHAS[q]), data, num_boost_round=config.num_trees)
+            progress(f"  {label}: {q} model on {len(y):,} rows")
+        trees = config.num_trees if q == "p50" else config.tail_trees
+        boosters[q] = lgb.train(config.lgb_params(ALPHAS[q]), data, num_boost_round=trees)
     return boosters
 
 

@@ -1,0 +1,180 @@
+"""The forecasting engine: features without look-ahead, calibrated bands that
+never cross, short histories, stuck sensors, and the model artifact."""
+
+import io
+import json
+import zipfile
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from intraday.forecasting import backtest
+from intraday.forecasting.features import (
+    DAY,
+    FEATURES,
+    IssuedForecasts,
+    Panel,
+    Rows,
+    Vocabulary,
+    calendar,
+    design_matrix,
+    drop_stuck,
+)
+from intraday.forecasting.model import QuantileModel, TrainingConfig, calibration_factors, fit
+from intraday.telemetry.loader import write_fleet
+
+END = datetime(2026, 2, 1, tzinfo=UTC)
+SMALL = TrainingConfig(train_rows=80_000, calibration_rows=20_000, calibration_days=2, num_trees=40,
+                       tail_trees=25, learning_rate=0.15)
+
+
+@pytest.fixture(scope="module")
+def fleet_files(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fleet") / "fleet.parquet"
+    write_fleet(out, 8, END - timedelta(days=16), END, seed=11)
+    # The generator sends some messages twice; the backtest wants them once.
+    df = pd.read_parquet(out).drop_duplicates(["device_id", "timestamp"])
+    df.to_parquet(out, index=False)
+    return out, out.with_name("fleet.devices.parquet"), out.with_name("fleet.weather.parquet")
+
+
+@pytest.fixture(scope="module")
+def data(fleet_files):
+    return backtest.load_data(*fleet_files)
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    return fit(data.panel, data.temperature, SMALL)
+
+
+def test_a_forecast_reads_nothing_at_or_after_forecast_start(data, model):
+    panel, origin = data.panel, data.panel.intervals - 3 * DAY
+    rows = Rows.grid(np.arange(len(panel.device_ids)), np.full(len(panel.device_ids), origin), DAY)
+    before = model.predict_rows(panel, rows, data.temperature)
+
+    # Rewrite everything from forecast_start on: power, observed temperature
+    # and every temperature forecast issued after it.
+    rng = np.random.default_rng(0)
+    power = panel.power.copy()
+    power[:, origin:] = rng.uniform(0, 50, power[:, origin:].shape)
+    temp = panel.outdoor_temp.copy()
+    temp[:, origin:] = rng.uniform(-30, 30, temp[:, origin:].shape)
+    weather = data.temperature
+    later = weather.runs > origin
+    values = weather.values.copy()
+    values[:, later] = rng.uniform(-30, 30, values[:, later].shape)
+    changed = Panel(panel.device_ids, panel.start, power, temp, panel.attributes)
+    after = model.predict_rows(changed, rows, IssuedForecasts(weather.location, weather.runs, values))
+
+    for q in ("p10", "p50", "p90"):
+        np.testing.assert_array_equal(getattr(before, q), getattr(after, q))
+    # ... while changing the last interval before forecast_start does change it.
+    power[:, origin - 1] += 5.0
+    moved = model.predict_rows(Panel(panel.device_ids, panel.start, power, temp, panel.attributes), rows,
+                               data.temperature)
+    assert not np.array_equal(before.p50, moved.p50)
+
+
+def test_quantiles_never_cross_and_power_is_never_negative(data, model):
+    panel = data.panel
+    origins = np.arange(panel.intervals - 4 * DAY, panel.intervals - DAY, 7)
+    rows = Rows.grid(np.repeat(np.arange(len(panel.device_ids)), len(origins)),
+                     np.tile(origins, len(panel.device_ids)), DAY)
+    p = model.predict_rows(panel, rows, data.temperature)
+    assert np.all(p.p10 >= 0)
+    assert np.all(p.p10 <= p.p50) and np.all(p.p50 <= p.p90)
+    assert np.mean(p.p90 - p.p10) > 0
+
+
+def test_conformal_factors_bring_a_too_narrow_band_to_80_percent():
+    rng = np.random.default_rng(1)
+    n = 40_000
+    horizon = rng.integers(0, DAY, n)
+    y = rng.normal(5.0, 1.0 + horizon / DAY, n)  # spread grows with the horizon
+    raw = np.stack([np.full(n, 4.7), np.full(n, 5.0), np.full(n, 5.3)])  # far too narrow
+    factors = calibration_factors(raw, y, horizon, 4)
+    model = QuantileModel({}, Vocabulary({}), {"full": factors, "short": factors}, DAY)
+    y_new = rng.normal(5.0, 1.0 + horizon / DAY, n)
+    lo, mid, hi = model.calibrated(raw, horizon, np.zeros(n, bool))
+    for b in range(4):
+        sel = horizon // (DAY // 4) == b
+        assert abs(np.mean(y_new[sel] < lo[sel]) - 0.10) < 0.015
+        assert abs(np.mean(y_new[sel] > hi[sel]) - 0.10) < 0.015
+    # Later blocks are more uncertain, so their band is wider.
+    assert factors["p90"][3] > factors["p90"][0]
+
+
+def test_a_device_installed_days_ago_gets_a_forecast_that_says_so(data, model):
+    panel = data.panel
+    n = len(panel.device_ids)
+    origins = [panel.intervals - k * DAY for k in (1, 2, 3)]
+    rows = Rows.grid(np.repeat(np.arange(n), 3), np.tile(origins, n), DAY)
+    full = model.predict_rows(panel, rows, data.temperature)
+    # The same forecasts for devices installed 3 days before each origin.
+    rows.history_start = rows.origin - 3 * DAY
+    short = model.predict_rows(panel, rows, data.temperature)
+    assert short.short_history.all() and not full.short_history.any()
+    assert np.allclose(short.history_days, 3.0)
+    assert np.all(np.isfinite(short.p50))
+    # Less history, more uncertainty: a wider band on average.
+    assert np.mean(short.p90 - short.p10) > np.mean(full.p90 - full.p10)
+
+
+def test_a_device_without_half_a_day_of_readings_gets_no_model_forecast(data, model):
+    panel = data.panel
+    origin = panel.intervals - DAY
+    rows = Rows.grid([0], [origin], DAY)
+    rows.history_start = rows.origin - DAY // 4
+    p = model.predict_rows(panel, rows, data.temperature)
+    assert np.isnan(p.p50).all()
+
+
+def test_stuck_readings_above_the_floor_are_dropped_standby_is_kept():
+    rng = np.random.default_rng(2)
+    x = rng.uniform(1.0, 3.0, (2, 200))
+    x[:, :40] = 0.02  # standby: constant and real
+    x[0, 100:130] = x[0, 99]  # stuck for 30 intervals
+    cleaned, n = drop_stuck(x)
+    assert n == 30
+    assert np.isnan(cleaned[0, 100:130]).all() and cleaned[0, 99] == x[0, 99]
+    assert not np.isnan(cleaned[:, :40]).any() and not np.isnan(cleaned[1]).any()
+
+
+def test_calendar_is_local_time_with_public_holidays():
+    times = np.array(["2026-01-01T00:00", "2026-01-02T10:00", "2026-07-01T10:00"], dtype="datetime64[m]")
+    qh, weekday, holiday = calendar("DE", times)
+    assert list(qh) == [4, 44, 48]  # UTC+1 in winter, UTC+2 in summer
+    assert list(weekday) == [3, 4, 2]
+    assert list(holiday) == [1, 0, 0]  # New Year's Day
+
+
+def test_features_of_one_row_do_not_depend_on_the_other_rows(data, model):
+    panel, origin = data.panel, data.panel.intervals - 2 * DAY
+    rows = Rows.grid(np.arange(4), np.full(4, origin), DAY)
+    X, _ = design_matrix(panel, rows, model.vocabulary, data.temperature)
+    one, _ = design_matrix(panel, Rows.grid([2], [origin], DAY), model.vocabulary, data.temperature)
+    np.testing.assert_array_equal(X[2 * DAY : 3 * DAY], one)
+    assert X.shape[1] == len(FEATURES)
+
+
+def test_artifact_round_trip_predicts_the_same_and_refuses_other_features(data, model):
+    copy = QuantileModel.from_bytes(model.to_bytes())
+    rows = Rows.grid([0, 1], [data.panel.intervals - DAY] * 2, DAY)
+    a = model.predict_rows(data.panel, rows, data.temperature)
+    b = copy.predict_rows(data.panel, rows, data.temperature)
+    np.testing.assert_array_equal(a.p50, b.p50)
+    np.testing.assert_array_equal(a.p90, b.p90)
+    assert copy.manifest["training"]["devices"] == 8
+    # An artifact of another feature version is refused, not misread.
+    src, out = zipfile.ZipFile(io.BytesIO(model.to_bytes())), io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == "manifest.json":
+                data = json.dumps({**json.loads(data), "feature_version": 99}).encode()
+            z.writestr(name, data)
+    with pytest.raises(ValueError, match="retrain"):
+        QuantileModel.from_bytes(out.getvalue())
