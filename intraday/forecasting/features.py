@@ -53,15 +53,16 @@ CATEGORICAL_ATTRIBUTES = ("building_type", "heat_pump_type", "location")
 
 ORIGIN_FEATURES = (
     "horizon", "last", "mean_1h", "mean_4h", "mean_24h", "std_24h", "history_days", "missing_24h",
-    "temp_obs_last", "temp_obs_24h",
+    "temp_obs_last", "temp_obs_24h", "temp_obs_7d",
 )
 ROW_FEATURES = (
     "quarter_hour", "weekday", "holiday", "lag_1d", "lag_1d_smooth", "lag_2d", "lag_7d",
     "profile_mean", "profile_smooth", "profile_std", "profile_max",
     "temp_fc", "temp_fc_24h", "hdd_fc", "hdd_fc_24h", "temp_change_1d",
+    "hdd_ratio_1d", "hdd_ratio_7d", "level_weather", "lag_1d_weather", "profile_weather",
 )
 FEATURES = ORIGIN_FEATURES + ROW_FEATURES + NUMERIC_ATTRIBUTES + CATEGORICAL_ATTRIBUTES
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,8 @@ class Rows:
     origin: np.ndarray
     horizon: np.ndarray
     history_start: np.ndarray | None = None
+    _pair: np.ndarray | None = field(default=None, repr=False)
+    _pair_first: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.device = np.asarray(self.device, np.int64)
@@ -238,6 +241,15 @@ class Rows:
     def __len__(self) -> int:
         return len(self.origin)
 
+    def pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """The distinct (device, origin, history_start) of the rows and,
+        per row, its pair (None: every row is its own). Features of the
+        forecast start are computed once per pair."""
+        if self._pair is not None:
+            first = self._pair_first
+            return self.device[first], self.origin[first], self.history_start[first], self._pair
+        return self.device, self.origin, self.history_start, None
+
     @property
     def target(self) -> np.ndarray:
         return self.origin + self.horizon
@@ -247,7 +259,9 @@ class Rows:
         """Every step of `horizon` for each (device, origin) pair."""
         devices, origins = np.asarray(devices), np.asarray(origins)
         h = np.arange(horizon)
-        return cls(np.repeat(devices, horizon), np.repeat(origins, horizon), np.tile(h, len(origins)))
+        return cls(np.repeat(devices, horizon), np.repeat(origins, horizon), np.tile(h, len(origins)),
+                   _pair=np.repeat(np.arange(len(origins)), horizon),
+                   _pair_first=np.arange(len(origins)) * horizon)
 
 
 def _clip(x, lo, hi):
@@ -275,10 +289,13 @@ def _gather(x: np.ndarray, dev: np.ndarray, idx: np.ndarray, lo: np.ndarray, hi:
 def scales(panel: Panel, rows: Rows) -> np.ndarray:
     """Mean power over the last SCALE_DAYS before each row's origin (NaN
     when fewer than MIN_HISTORY_INTERVALS readings exist in that span)."""
-    a = np.maximum(rows.origin - SCALE_DAYS * DAY, rows.history_start)
-    a = _clip(a, 0, panel.intervals)
-    b = _clip(rows.origin, 0, panel.intervals)
-    mean, _, cnt = _window_mean(panel.cumulative("power"), rows.device, a, b)
+    return _scales(panel, rows.device, rows.origin, rows.history_start)
+
+
+def _scales(panel: Panel, dev: np.ndarray, origin: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    a = _clip(np.maximum(origin - SCALE_DAYS * DAY, lo), 0, panel.intervals)
+    b = _clip(origin, 0, panel.intervals)
+    mean, _, cnt = _window_mean(panel.cumulative("power"), dev, a, b)
     return np.where(cnt >= MIN_HISTORY_INTERVALS, np.maximum(mean, SCALE_FLOOR_KW), np.nan)
 
 
@@ -294,53 +311,24 @@ def design_matrix(
     n = len(rows)
     dev, origin, h, lo = rows.device, rows.origin, rows.horizon, rows.history_start
     target = origin + h
-    T = panel.intervals
     X = np.empty((n, len(FEATURES)), dtype=np.float32)
     col = {name: j for j, name in enumerate(FEATURES)}
 
-    scale = scales(panel, rows)
-    cum = panel.cumulative("power")
-    b = _clip(origin, 0, T)
-
-    def recent_mean(k: int) -> np.ndarray:
-        a = _clip(np.maximum(origin - k, lo), 0, T)
-        return _window_mean(cum, dev, a, b)
-
+    pdev, porigin, plo, pair = rows.pairs()
+    start, scale, fc24 = _start_features(panel, pdev, porigin, plo, temperature)
+    if pair is not None:
+        start, scale, fc24 = start[pair], scale[pair], fc24[pair]
+    X[:, 1 : len(ORIGIN_FEATURES)] = start
     X[:, col["horizon"]] = h
-    # The last reading, if it is at most an hour old.
-    last = np.full(n, np.nan)
-    for back in range(4, 0, -1):
-        v = _gather(panel.power, dev, origin - back, lo, origin)
-        last = np.where(np.isnan(v), last, v)
-    X[:, col["last"]] = last / scale
-    X[:, col["mean_1h"]] = recent_mean(4)[0] / scale
-    X[:, col["mean_4h"]] = recent_mean(16)[0] / scale
-    m24, s24, c24 = recent_mean(DAY)
-    X[:, col["mean_24h"]] = m24 / scale
-    X[:, col["std_24h"]] = s24 / scale
-    X[:, col["missing_24h"]] = 1.0 - c24 / DAY
-    first = np.maximum(panel.first_valid()[dev], lo)
-    X[:, col["history_days"]] = _clip((origin - first) / DAY, 0, 28)
-
-    if panel.outdoor_temp is not None:
-        tcum = panel.cumulative("outdoor_temp")
-        a = _clip(origin - DAY, 0, T)
-        X[:, col["temp_obs_24h"]] = _window_mean(tcum, dev, a, b)[0]
-        a = _clip(origin - 4, 0, T)
-        X[:, col["temp_obs_last"]] = _window_mean(tcum, dev, a, b)[0]
-        temp_lag = _gather(panel.outdoor_temp, dev, target - DAY * (1 + h // DAY), 0, origin)
-    else:
-        X[:, col["temp_obs_24h"]] = np.nan
-        X[:, col["temp_obs_last"]] = np.nan
-        temp_lag = np.full(n, np.nan)
 
     # Calendar of the target interval in the device's local time.
-    countries = _countries(panel)
+    country_names, country = np.unique(_countries(panel), return_inverse=True)
+    country = country[dev]
     times = np.datetime64(panel.start.replace(tzinfo=None), "m") + target * 15
     cal = np.empty((3, n), np.float32)
-    for c in np.unique(countries[dev]):
-        sel = countries[dev] == c
-        cal[:, sel] = calendar(str(c), times[sel])
+    for c, name in enumerate(country_names):
+        sel = country == c
+        cal[:, sel] = calendar(str(name), times[sel])
     X[:, col["quarter_hour"]] = cal[0]
     X[:, col["weekday"]] = cal[1]
     X[:, col["holiday"]] = cal[2]
@@ -348,7 +336,8 @@ def design_matrix(
     # The same quarter-hour on earlier days: the latest day whose value is
     # known at forecast_start is k1 = 1 + h // 96 days back.
     k1 = 1 + h // DAY
-    p = panel.power
+    p, T = panel.power, panel.intervals
+    cum = panel.cumulative("power")
     X[:, col["lag_1d"]] = _gather(p, dev, target - DAY * k1, lo, origin) / scale
     X[:, col["lag_2d"]] = _gather(p, dev, target - DAY * (k1 + 1), lo, origin) / scale
     X[:, col["lag_7d"]] = _gather(p, dev, target - WEEK, lo, origin) / scale
@@ -368,24 +357,78 @@ def design_matrix(
         X[:, col["profile_std"]] = np.nanstd(days, axis=0) / scale
         X[:, col["profile_max"]] = np.nanmax(days, axis=0) / scale
 
-    if temperature is None:
-        temp_fc = fc24 = np.full(n, np.nan)
+    temp_fc = temperature.forecast(dev, origin, target) if temperature is not None else np.full(n, np.nan)
+    if panel.outdoor_temp is not None:
+        temp_lag = _gather(panel.outdoor_temp, dev, target - DAY * k1, 0, origin)
     else:
-        temp_fc = temperature.forecast(dev, origin, target)
-        # The forecast's mean over the first day of the horizon, from 8 points.
-        with _quiet():
-            fc24 = np.nanmean(np.stack([temperature.forecast(dev, origin, origin + k)
-                                        for k in range(6, DAY, DAY // 8)]), axis=0)
+        temp_lag = np.full(n, np.nan)
     X[:, col["temp_fc"]] = temp_fc
     X[:, col["temp_fc_24h"]] = fc24
     X[:, col["hdd_fc"]] = np.maximum(HEATING_BASE_C + 3.0 - temp_fc, 0.0)
     X[:, col["hdd_fc_24h"]] = np.maximum(HEATING_BASE_C - fc24, 0.0)
     X[:, col["temp_change_1d"]] = temp_fc - temp_lag
+    # Heating demand follows heating degrees, and trees do not multiply: the
+    # recent levels rescaled by tomorrow's heating degrees over those seen.
+    hdd_next = np.maximum(HEATING_BASE_C - fc24, 1.0)
+    ratio_1d = hdd_next / np.maximum(HEATING_BASE_C - X[:, col["temp_obs_24h"]], 1.0)
+    ratio_7d = hdd_next / np.maximum(HEATING_BASE_C - X[:, col["temp_obs_7d"]], 1.0)
+    X[:, col["hdd_ratio_1d"]] = ratio_1d
+    X[:, col["hdd_ratio_7d"]] = ratio_7d
+    X[:, col["level_weather"]] = X[:, col["mean_24h"]] * ratio_1d
+    X[:, col["lag_1d_weather"]] = X[:, col["lag_1d_smooth"]] * ratio_1d
+    X[:, col["profile_weather"]] = X[:, col["profile_smooth"]] * ratio_7d
 
     if static is None:
         static = vocabulary.encode(panel.attributes, len(panel.device_ids))
     X[:, len(ORIGIN_FEATURES) + len(ROW_FEATURES):] = static[dev]
     return X, scale
+
+
+def _start_features(
+    panel: Panel, dev: np.ndarray, origin: np.ndarray, lo: np.ndarray, temperature: TemperatureSource | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What is known at each forecast start: ORIGIN_FEATURES after
+    "horizon" (power ones in units of the scale), the scale, and the mean
+    temperature forecast over the first day."""
+    P, T = len(origin), panel.intervals
+    out = np.empty((P, len(ORIGIN_FEATURES) - 1))
+    col = {name: j - 1 for j, name in enumerate(ORIGIN_FEATURES)}
+    scale = _scales(panel, dev, origin, lo)
+    cum = panel.cumulative("power")
+    b = _clip(origin, 0, T)
+
+    def recent(k: int, series: tuple = cum, floor: np.ndarray = lo):
+        return _window_mean(series, dev, _clip(np.maximum(origin - k, floor), 0, T), b)
+
+    # The last reading, if it is at most an hour old.
+    last = np.full(P, np.nan)
+    for back in range(4, 0, -1):
+        v = _gather(panel.power, dev, origin - back, lo, origin)
+        last = np.where(np.isnan(v), last, v)
+    out[:, col["last"]] = last / scale
+    out[:, col["mean_1h"]] = recent(4)[0] / scale
+    out[:, col["mean_4h"]] = recent(16)[0] / scale
+    m24, s24, c24 = recent(DAY)
+    out[:, col["mean_24h"]] = m24 / scale
+    out[:, col["std_24h"]] = s24 / scale
+    out[:, col["missing_24h"]] = 1.0 - c24 / DAY
+    first = np.maximum(panel.first_valid()[dev], lo)
+    out[:, col["history_days"]] = _clip((origin - first) / DAY, 0, 28)
+    if panel.outdoor_temp is not None:
+        tcum, zero = panel.cumulative("outdoor_temp"), np.zeros_like(lo)
+        out[:, col["temp_obs_last"]] = recent(4, tcum, zero)[0]
+        out[:, col["temp_obs_24h"]] = recent(DAY, tcum, zero)[0]
+        out[:, col["temp_obs_7d"]] = recent(WEEK, tcum, zero)[0]
+    else:
+        out[:, [col["temp_obs_last"], col["temp_obs_24h"], col["temp_obs_7d"]]] = np.nan
+    if temperature is None:
+        fc24 = np.full(P, np.nan)
+    else:
+        # The forecast's mean over the first day of the horizon, from 8 points.
+        points = [temperature.forecast(dev, origin, origin + k) for k in range(6, DAY, DAY // 8)]
+        with _quiet():
+            fc24 = np.nanmean(points, axis=0)
+    return out, scale, fc24
 
 
 class TemperatureSource:

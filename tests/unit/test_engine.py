@@ -158,6 +158,9 @@ def test_features_of_one_row_do_not_depend_on_the_other_rows(data, model):
     one, _ = design_matrix(panel, Rows.grid([2], [origin], DAY), model.vocabulary, data.temperature)
     np.testing.assert_array_equal(X[2 * DAY : 3 * DAY], one)
     assert X.shape[1] == len(FEATURES)
+    # Forecast-start features computed once per (device, origin) or per row: the same.
+    loose = Rows(rows.device, rows.origin, rows.horizon)
+    np.testing.assert_array_equal(design_matrix(panel, loose, model.vocabulary, data.temperature)[0], X)
 
 
 def test_artifact_round_trip_predicts_the_same_and_refuses_other_features(data, model):
