@@ -10,18 +10,23 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 from dapr.actor import Actor, ActorInterface, actormethod
 
 from actors.state import DeviceState
 from intraday.config import get_settings
 from intraday.errors import InsufficientHistory
-from intraday.forecasting import baseline
+from intraday.forecasting import baseline, engine
 from intraday.forecasting.types import TelemetryWindow
-from intraday.timeutil import INTERVALS_PER_DAY, floor_quarter_hour, isoformat_z
-from services.sidecar import fetch_window
+from intraday.timeutil import INTERVALS_PER_DAY, QUARTER_HOUR, floor_quarter_hour, isoformat_z
+from services.forecaster.models import catalog
+from services.forecaster.weather import temperatures
+from services.sidecar import SidecarError, fetch_device, fetch_window
 
 ACTOR_TYPE = "DeviceActor"
 STATE_KEY = "device"
+ATTRIBUTES_KEY = "attributes"
+WEATHER_DAYS = 8  # observed temperature the features read before forecast_start
 
 
 class DeviceActorInterface(ActorInterface):
@@ -40,8 +45,12 @@ class DeviceActorInterface(ActorInterface):
 
 class DeviceActor(Actor, DeviceActorInterface):
     _state: DeviceState | None = None
+    _attributes: dict | None = None
 
     async def _on_activate(self) -> None:
+        found, attributes = await self._state_manager.try_get_state(ATTRIBUTES_KEY)
+        if found:
+            self._attributes = attributes
         found, state = await self._state_manager.try_get_state(STATE_KEY)
         if found:
             self._state = state
@@ -79,7 +88,7 @@ class DeviceActor(Actor, DeviceActorInterface):
             window = self._state.window
         return {
             "device_id": self.id.id,
-            "model_version": self._state.model_version,
+            "model_version": engine.model_version(await catalog.current()),
             "window_start": isoformat_z(window.start),
             "window_end": isoformat_z(window.end),
             "missing_intervals": window.missing,
@@ -87,17 +96,44 @@ class DeviceActor(Actor, DeviceActorInterface):
 
     async def forecast(self, request: dict) -> dict:
         assert self._state is not None
+        start = datetime.fromisoformat(request["forecast_start"])
+        horizon = int(request["horizon_intervals"])
+        model = await catalog.current()
+        window = self._state.window
         try:
-            result = baseline.seasonal_quantiles(
-                self._state.window,
-                datetime.fromisoformat(request["forecast_start"]),
-                int(request["horizon_intervals"]),
-                days=get_settings().baseline_days,
-            )
+            temps = await self._temperatures(window, start, horizon) if model is not None else None
+            result = engine.forecast(model, window, start, horizon, self._attributes, temps,
+                                     baseline_days=get_settings().baseline_days)
         except InsufficientHistory as e:
             # A value, not an exception: retrying cannot create history.
             return {"error": str(e), "kind": "insufficient_history"}
         return result.to_dict()
+
+    async def _temperatures(
+        self, window: TelemetryWindow, start: datetime, horizon: int
+    ) -> np.ndarray | None:
+        """Outdoor temperature at the device's location on the window's
+        grid through the end of the horizon, as known now."""
+        attrs = await self._device_attributes()
+        if not attrs or not attrs.get("location"):
+            return None
+        first = max(window.start, start - timedelta(days=WEATHER_DAYS))
+        end = start + horizon * QUARTER_HOUR
+        values = await temperatures(attrs["location"], first, end, datetime.now(UTC))
+        out = np.full(int((end - window.start) / QUARTER_HOUR), np.nan)
+        i = int((first - window.start) / QUARTER_HOUR)
+        out[i : i + len(values)] = values
+        return out
+
+    async def _device_attributes(self) -> dict | None:
+        if self._attributes is None:
+            try:
+                self._attributes = await fetch_device(self.id.id)
+            except SidecarError:
+                return None  # unknown to the telemetry service: no location, no weather
+            await self._state_manager.set_state(ATTRIBUTES_KEY, self._attributes)
+            await self._state_manager.save_state()
+        return self._attributes
 
     async def extend_window(self, batch: dict) -> dict:
         assert self._state is not None

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     # Forecasting. Model artifacts live in object storage under models/: a
     # directory (default: data_dir) or gs://bucket[/prefix].
     model_store: str = ""
+    model_refresh_seconds: float = 30.0  # how often a forecaster re-reads which version is promoted
     history_days: int = 30  # telemetry window a DeviceActor keeps
     baseline_days: int = 14  # days the seasonal baseline draws quantiles from
     max_horizon_hours: int = 48

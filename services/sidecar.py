@@ -8,6 +8,7 @@ one per event loop (async).
 
 from __future__ import annotations
 
+import base64
 import os
 from datetime import datetime
 from typing import Any
@@ -82,6 +83,39 @@ async def fetch_window(device_id: str, start: datetime, end: datetime) -> Teleme
     body = r.json()
     values = np.array([np.nan if v is None else v for v in body["values"]], dtype=np.float64)
     return TelemetryWindow(device_id, datetime.fromisoformat(body["start"]), values)
+
+
+async def fetch_temperature(location: str, start: datetime, end: datetime, as_of: datetime) -> np.ndarray:
+    r = _raise_for(
+        await invoke(
+            "telemetry", "GET", f"weather/{location}",
+            params={"start": isoformat_z(start), "end": isoformat_z(end), "as_of": isoformat_z(as_of)},
+        )
+    )
+    return np.array([np.nan if v is None else v for v in r.json()["values"]], dtype=np.float64)
+
+
+async def fetch_device(device_id: str) -> dict:
+    return _raise_for(await invoke("telemetry", "GET", f"devices/{device_id}")).json()
+
+
+# -- state (the state store component: Redis locally) ------------------------
+
+STATESTORE = "statestore"
+
+
+async def get_state_bytes(key: str) -> bytes | None:
+    r = await async_client().get(f"/v1.0/state/{STATESTORE}/{key}")
+    if r.status_code == 204:
+        return None
+    body = _raise_for(r).json()
+    return base64.b64decode(body["b64"])
+
+
+async def save_state_bytes(key: str, data: bytes) -> None:
+    payload = [{"key": key, "value": {"b64": base64.b64encode(data).decode()}}]
+    _raise_for(await async_client().post(f"/v1.0/state/{STATESTORE}", json=payload,
+                                         timeout=httpx.Timeout(60.0, connect=2.0)))
 
 
 # -- actors and pub/sub (sync: used from workflow activities) --------------

@@ -280,8 +280,8 @@ def _window_mean(cum, dev, a, b):
 
 
 def _gather(x: np.ndarray, dev: np.ndarray, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """x[dev, idx] where lo <= idx < hi, else NaN."""
-    ok = (idx >= lo) & (idx < hi)
+    """x[dev, idx] where lo <= idx < hi (and inside x), else NaN."""
+    ok = (idx >= lo) & (idx < np.minimum(hi, x.shape[1]))
     out = x[dev, _clip(idx, 0, x.shape[1] - 1)]
     return np.where(ok, out, np.nan)
 

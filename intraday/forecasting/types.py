@@ -66,6 +66,10 @@ class Forecast:
     p90: np.ndarray
     data_window_start: datetime
     data_window_end: datetime
+    # How much history the forecast stood on, and notes a trader should see
+    # (a short history, the fallback model).
+    history_days: float | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def horizon_intervals(self) -> int:
@@ -84,6 +88,8 @@ class Forecast:
                 "start": isoformat_z(self.data_window_start),
                 "end": isoformat_z(self.data_window_end),
             },
+            "history_days": None if self.history_days is None else round(float(self.history_days), 2),
+            "notes": list(self.notes),
             "intervals": [
                 {
                     "interval_start": isoformat_z(s),

@@ -103,6 +103,22 @@ async def window(device_id: str, start: datetime = Query(...), end: datetime = Q
     }
 
 
+@app.get("/weather/{location}")
+async def weather(location: str, start: datetime = Query(...), end: datetime = Query(...),
+                  as_of: datetime = Query(...)) -> dict:
+    """Outdoor temperature (degC) per quarter-hour in [start, end) as known
+    at `as_of`: observed where measured by then, else the latest forecast
+    issued by then; null where neither exists."""
+    start, end, as_of = to_utc(start), to_utc(end), to_utc(as_of)
+    if not (is_quarter_hour(start) and is_quarter_hour(end)):
+        raise HTTPException(422, "start and end must be on quarter-hour boundaries")
+    if not start < end or end - start > MAX_WINDOW:
+        raise HTTPException(422, f"need start < end and at most {MAX_WINDOW.days} days")
+    temps = await run_in_threadpool(store.weather_window, [location], start, end, as_of)
+    return {"location": location, "start": isoformat_z(start), "freq": "15min",
+            "values": [None if math.isnan(v) else v for v in temps[0].tolist()]}
+
+
 @app.get("/devices/{device_id}/readings")
 async def raw_readings(
     device_id: str, start: datetime = Query(...), end: datetime = Query(...)

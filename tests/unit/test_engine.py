@@ -4,13 +4,10 @@ never cross, short histories, stuck sensors, and the model artifact."""
 import io
 import json
 import zipfile
-from datetime import UTC, datetime, timedelta
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from intraday.forecasting import backtest
 from intraday.forecasting.features import (
     DAY,
     FEATURES,
@@ -22,32 +19,7 @@ from intraday.forecasting.features import (
     design_matrix,
     drop_stuck,
 )
-from intraday.forecasting.model import QuantileModel, TrainingConfig, calibration_factors, fit
-from intraday.telemetry.loader import write_fleet
-
-END = datetime(2026, 2, 1, tzinfo=UTC)
-SMALL = TrainingConfig(train_rows=80_000, calibration_rows=20_000, calibration_days=2, num_trees=40,
-                       tail_trees=25, learning_rate=0.15)
-
-
-@pytest.fixture(scope="module")
-def fleet_files(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fleet") / "fleet.parquet"
-    write_fleet(out, 8, END - timedelta(days=16), END, seed=11)
-    # The generator sends some messages twice; the backtest wants them once.
-    df = pd.read_parquet(out).drop_duplicates(["device_id", "timestamp"])
-    df.to_parquet(out, index=False)
-    return out, out.with_name("fleet.devices.parquet"), out.with_name("fleet.weather.parquet")
-
-
-@pytest.fixture(scope="module")
-def data(fleet_files):
-    return backtest.load_data(*fleet_files)
-
-
-@pytest.fixture(scope="module")
-def model(data):
-    return fit(data.panel, data.temperature, SMALL)
+from intraday.forecasting.model import QuantileModel, calibration_factors
 
 
 def test_a_forecast_reads_nothing_at_or_after_forecast_start(data, model):

@@ -1,0 +1,100 @@
+"""One forecast, or a fleet's in one call: the trained model where one is
+served, the seasonal baseline where none is.
+
+This is what a DeviceActor calls on the hot path; it does no I/O. The caller
+passes the device's telemetry window, its static attributes and the outdoor
+temperature at its location on the window's grid: observations before
+`forecast_start`, the latest issued forecast after it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from intraday.errors import InsufficientHistory
+from intraday.forecasting import baseline
+from intraday.forecasting.features import (
+    MIN_HISTORY_INTERVALS,
+    SHORT_HISTORY_DAYS,
+    Panel,
+    Rows,
+    TemperatureSeries,
+)
+from intraday.forecasting.model import QuantileModel
+from intraday.forecasting.types import Forecast, TelemetryWindow
+from intraday.timeutil import QUARTER_HOUR, to_utc
+
+FALLBACK_NOTE = "fallback: seasonal baseline, no trained model is served"
+
+
+def model_version(model: QuantileModel | None) -> str:
+    return model.manifest.get("version", "unversioned") if model is not None else baseline.MODEL_VERSION
+
+
+def forecast(
+    model: QuantileModel | None,
+    window: TelemetryWindow,
+    forecast_start: datetime,
+    horizon_intervals: int,
+    attributes: dict | None = None,
+    temperature: np.ndarray | None = None,
+    baseline_days: int = 14,
+) -> Forecast:
+    """P10/P50/P90 for one device. `temperature[i]` is the outdoor
+    temperature of interval `window.start + i * 15 min`, covering at least
+    the horizon (NaN where unknown)."""
+    forecast_start = to_utc(forecast_start)
+    if model is None:
+        f = baseline.seasonal_quantiles(window, forecast_start, horizon_intervals, days=baseline_days)
+        return _with(f, notes=(FALLBACK_NOTE,))
+    origin = window.index_of(forecast_start)
+    attrs = pd.DataFrame([{**(attributes or {}), "device_id": window.device_id}])
+    temp = None if temperature is None else np.asarray(temperature, np.float64)[None, :]
+    observed = None if temp is None else temp[:, : len(window.values)]
+    panel = Panel(np.array([window.device_id]), window.start, window.values[None, :], observed, attrs)
+    source = TemperatureSeries(np.zeros(1, np.int64), temp) if temp is not None else None
+    p = model.predict_rows(panel, Rows.grid([0], [origin], horizon_intervals), source)
+    if np.isnan(p.p50).any():
+        seen = int(np.sum(~np.isnan(window.values[max(origin - 7 * 96, 0) : origin])))
+        raise InsufficientHistory(
+            f"device {window.device_id!r}: {seen} quarter-hour readings in the 7 days before "
+            f"{forecast_start:%Y-%m-%dT%H:%MZ}; a forecast needs at least {MIN_HISTORY_INTERVALS}")
+    history = float(p.history_days[0])
+    notes = ()
+    if history < SHORT_HISTORY_DAYS:
+        notes = (f"short history: {history:.1f} days of readings; the band is calibrated on "
+                 "forecasts with short histories and is wider",)
+    first = max(origin - 8 * 96, 0)  # the oldest reading a feature reads (8 days back)
+    return Forecast(
+        device_id=window.device_id,
+        forecast_start=forecast_start,
+        model_version=model_version(model),
+        p10=p.p10, p50=p.p50, p90=p.p90,
+        data_window_start=window.start + first * QUARTER_HOUR,
+        data_window_end=min(window.end, forecast_start),
+        history_days=history,
+        notes=notes,
+    )
+
+
+def _with(f: Forecast, **changes) -> Forecast:
+    from dataclasses import replace
+
+    return replace(f, **changes)
+
+
+def forecast_fleet(
+    model: QuantileModel, panel: Panel, forecast_start: datetime, horizon_intervals: int,
+    temperature: TemperatureSeries | None = None,
+) -> dict[str, np.ndarray]:
+    """Every device of `panel` in one batch: arrays (devices, horizon) of
+    p10, p50, p90 (NaN rows: not enough history), and history_days."""
+    origin = panel.index_of(forecast_start)
+    n = len(panel.device_ids)
+    p = model.predict_rows(panel, Rows.grid(np.arange(n), np.full(n, origin), horizon_intervals), temperature)
+    shape = (n, horizon_intervals)
+    return {"p10": p.p10.reshape(shape), "p50": p.p50.reshape(shape), "p90": p.p90.reshape(shape),
+            "history_days": p.history_days.reshape(shape)[:, 0]}

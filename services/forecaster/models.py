@@ -1,0 +1,84 @@
+"""The served model, cached in three tiers: this process's memory, the state
+store (Redis locally: shared by every forecaster replica, so a new replica
+does not download from object storage), and the object store itself.
+
+Which version is served is the store's `models/PROMOTED` pointer, re-read at
+most every `model_refresh_seconds`: `intraday models promote` reaches every
+forecaster within that time, without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+
+from intraday.config import get_settings
+from intraday.forecasting.model import QuantileModel
+from intraday.forecasting.modelstore import ModelStore, default_store
+from services import sidecar
+
+log = logging.getLogger("forecaster.models")
+STATE_PREFIX = "model-artifact-"
+
+
+class ModelCatalog:
+    def __init__(self, store: ModelStore | None = None, refresh_seconds: float | None = None):
+        self._store = store
+        self._refresh = get_settings().model_refresh_seconds if refresh_seconds is None else refresh_seconds
+        self._models: dict[str, QuantileModel] = {}
+        self._promoted: str | None = None
+        self._checked = -float("inf")
+        self._lock = asyncio.Lock()
+        self.loads: Counter[str] = Counter()  # where models came from: memory, state, object_store
+
+    @property
+    def store(self) -> ModelStore:
+        if self._store is None:
+            self._store = default_store()
+        return self._store
+
+    async def current(self) -> QuantileModel | None:
+        """The promoted model, or None when none is promoted (the caller
+        falls back to the seasonal baseline)."""
+        if time.monotonic() - self._checked > self._refresh:
+            try:
+                self._promoted = await asyncio.to_thread(self.store.promoted)
+            except Exception:  # keep serving the model we have; retry on the next call
+                log.exception("reading the promoted model version failed")
+            self._checked = time.monotonic()
+        return await self.load(self._promoted) if self._promoted else None
+
+    async def load(self, version: str) -> QuantileModel:
+        if version in self._models:
+            self.loads["memory"] += 1
+            return self._models[version]
+        async with self._lock:
+            if version not in self._models:
+                self._models[version] = await self._fetch(version)
+        return self._models[version]
+
+    async def _fetch(self, version: str) -> QuantileModel:
+        key = STATE_PREFIX + version
+        data = None
+        try:
+            data = await sidecar.get_state_bytes(key)
+        except sidecar.SidecarError:
+            log.exception("model %s: state store read failed; using the object store", version)
+        if data is not None:
+            self.loads["state"] += 1
+        else:
+            data = await asyncio.to_thread(self.store.artifact, version)
+            self.loads["object_store"] += 1
+            try:
+                await sidecar.save_state_bytes(key, data)
+            except sidecar.SidecarError:
+                log.exception("model %s: caching in the state store failed", version)
+        model = await asyncio.to_thread(QuantileModel.from_bytes, data)
+        model.manifest.setdefault("version", version)
+        log.info("model %s loaded (%s)", version, dict(self.loads))
+        return model
+
+
+catalog = ModelCatalog()

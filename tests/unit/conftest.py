@@ -1,0 +1,35 @@
+"""Fixtures shared by the forecasting tests: a small generated fleet in the
+backtest's file format, loaded, and a small model trained on it."""
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from intraday.forecasting import backtest
+from intraday.forecasting.model import TrainingConfig, fit
+from intraday.telemetry.loader import write_fleet
+
+END = datetime(2026, 2, 1, tzinfo=UTC)
+SMALL = TrainingConfig(train_rows=80_000, calibration_rows=20_000, calibration_days=2, num_trees=40,
+                       tail_trees=25, learning_rate=0.15)
+
+
+@pytest.fixture(scope="session")
+def fleet_files(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fleet") / "fleet.parquet"
+    write_fleet(out, 8, END - timedelta(days=16), END, seed=11)
+    # The generator sends some messages twice; the backtest wants them once.
+    df = pd.read_parquet(out).drop_duplicates(["device_id", "timestamp"])
+    df.to_parquet(out, index=False)
+    return out, out.with_name("fleet.devices.parquet"), out.with_name("fleet.weather.parquet")
+
+
+@pytest.fixture(scope="session")
+def data(fleet_files):
+    return backtest.load_data(*fleet_files)
+
+
+@pytest.fixture(scope="session")
+def model(data):
+    return fit(data.panel, data.temperature, SMALL)

@@ -1,0 +1,80 @@
+"""The serving path's pure half: one device's forecast from its actor window
+with the trained model, and the baseline named as the fallback."""
+
+
+import numpy as np
+import pytest
+
+from intraday.errors import InsufficientHistory
+from intraday.forecasting import engine
+from intraday.forecasting.features import DAY, Rows
+from intraday.forecasting.modelstore import LocalObjectStore, ModelStore, UnknownModel
+from intraday.forecasting.types import TelemetryWindow
+from intraday.timeutil import QUARTER_HOUR
+
+
+def _device(data, d: int, end: int):
+    panel = data.panel
+    window = TelemetryWindow(str(panel.device_ids[d]), panel.start, panel.power[d, :end])
+    attrs = panel.attributes.iloc[d].to_dict()
+    return window, attrs
+
+
+def _temps(data, d: int, origin: int, horizon: int) -> np.ndarray:
+    """The temperature an actor sees: observed before the origin, the
+    forecast as issued by then after it."""
+    obs = data.panel.outdoor_temp[d, :origin]
+    fc = data.temperature.forecast(np.full(horizon, d), np.full(horizon, origin), origin + np.arange(horizon))
+    return np.concatenate([obs, fc])
+
+
+def test_one_device_from_its_window_equals_the_fleet_batch(data, model):
+    origin = data.panel.intervals - DAY
+    start = data.panel.timestamp(origin)
+    batch = model.predict_rows(data.panel, Rows.grid([3], [origin], DAY), data.temperature)
+    window, attrs = _device(data, 3, origin)  # the actor's window ends at forecast_start
+    f = engine.forecast(model, window, start, DAY, attrs, _temps(data, 3, origin, DAY))
+    np.testing.assert_allclose(f.p50, batch.p50, rtol=1e-6)
+    np.testing.assert_allclose(f.p90, batch.p90, rtol=1e-6)
+    d = f.to_dict()
+    assert d["model_version"] == model.manifest.get("version", "unversioned")
+    assert d["notes"] == [] and d["history_days"] > 7
+    assert d["data_window"]["end"] == d["forecast_start"]
+
+
+def test_without_a_model_the_baseline_serves_and_says_so(data):
+    origin = data.panel.intervals - DAY
+    window, attrs = _device(data, 0, origin)
+    f = engine.forecast(None, window, data.panel.timestamp(origin), DAY, attrs)
+    assert f.model_version == "baseline"
+    assert f.notes == (engine.FALLBACK_NOTE,)
+
+
+def test_a_new_device_is_forecast_with_a_note_and_half_a_day_is_too_little(data, model):
+    origin = data.panel.intervals - DAY
+    window, attrs = _device(data, 1, origin)
+    recent = TelemetryWindow(window.device_id, window.start + (origin - 2 * DAY) * QUARTER_HOUR,
+                             window.values[origin - 2 * DAY :])
+    f = engine.forecast(model, recent, data.panel.timestamp(origin), DAY, attrs)
+    assert f.history_days == pytest.approx(2.0) and "short history" in f.notes[0]
+    tiny = TelemetryWindow(window.device_id, window.start + (origin - 20) * QUARTER_HOUR,
+                           window.values[origin - 20 :])
+    with pytest.raises(InsufficientHistory, match="at least 48"):
+        engine.forecast(model, tiny, data.panel.timestamp(origin), DAY, attrs)
+
+
+def test_model_store_versions_name_their_content_and_refuse_damage(tmp_path, model):
+    store = ModelStore(LocalObjectStore(tmp_path))
+    blob = model.to_bytes()
+    v = store.save(blob, model.manifest)
+    assert v.endswith(__import__("hashlib").sha256(blob).hexdigest()[:12])
+    assert store.artifact(v) == blob and store.promoted() is None
+    store.promote(v)
+    assert store.promoted() == v
+    (tmp_path / "models" / v / "model.zip").write_bytes(blob[:-10])
+    with pytest.raises(UnknownModel, match="checksum"):
+        store.artifact(v)
+    with pytest.raises(UnknownModel):
+        store.promote("20990101T000000Z-0123456789ab")
+    assert store.promoted() == v
+    assert not list(tmp_path.rglob("*.partial"))
