@@ -98,7 +98,13 @@ class DeviceActor(Actor, DeviceActorInterface):
         assert self._state is not None
         start = datetime.fromisoformat(request["forecast_start"])
         horizon = int(request["horizon_intervals"])
-        model = await catalog.current()
+        # The version the request was admitted under, so the forecast id,
+        # the result and the audit row name the same model.
+        version = request.get("model_version")
+        if version is None:
+            model = await catalog.current()
+        else:
+            model = None if version == baseline.MODEL_VERSION else await catalog.load(version)
         window = self._state.window
         try:
             temps = await self._temperatures(window, start, horizon) if model is not None else None

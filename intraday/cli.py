@@ -14,6 +14,7 @@
                     [--origins 14] [--issue-time HH:MM] [--no-peer]
   intraday train --data FILE [--weather FILE] [--devices FILE] [--promote]
   intraday models list [--json] | promote VERSION
+  intraday warm [--top N] [--days D] [--device ID ...]
 
 Commands that reach the running system go through the gateway
 (INTRADAY_GATEWAY_URL); `db` and `fleet` work on the stores directly and are
@@ -399,6 +400,24 @@ def cmd_models_promote(args: argparse.Namespace) -> None:
     print(f"promoted {pointer['version']} (was {pointer['previous'] or 'none'})")
 
 
+def cmd_warm(args: argparse.Namespace) -> None:
+    body = {"top": args.top, "days": args.days, "devices": args.device or []}
+    with _gateway() as gw:
+        try:
+            r = gw.post("/warm", json=body, timeout=300)
+        except httpx.ConnectError:
+            _fail(f"gateway not reachable at {get_settings().gateway_url} (is `make up` running?)")
+    if r.status_code >= 400:
+        _http_error(r)
+    out = r.json()
+    print(f"model {out['model_version']} in memory ({out['model_loads']}); "
+          f"{out['devices_warmed']} device actors warm in {out['seconds']:.1f} s")
+    for device, error in out["failed"].items():
+        print(f"  {device}: {error}")
+    if out["failed"]:
+        raise SystemExit(1)
+
+
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="CSV or Parquet: device_id, timestamp (UTC), power (kW)")
     p.add_argument("--weather", help="temperature forecasts: timestamp, outdoor_temp [, location, issued_at]")
@@ -476,6 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
     mp = mo.add_parser("promote", help="serve this version")
     mp.add_argument("version")
     mp.set_defaults(func=cmd_models_promote)
+
+    wa = sub.add_parser("warm", help="load the served model and the most-traded devices' actors")
+    wa.add_argument("--top", type=int, default=100, help="most-requested devices of the last --days")
+    wa.add_argument("--days", type=int, default=7)
+    wa.add_argument("--device", action="append", help="also this device (repeatable)")
+    wa.set_defaults(func=cmd_warm)
 
     ing = sub.add_parser("ingest", help="ingest a CSV or Parquet file of readings")
     ing.add_argument("file")

@@ -72,7 +72,8 @@ def forecast(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
         ACTOR_TYPE,
         job.device_id,
         "Forecast",
-        {"forecast_start": job.forecast_start, "horizon_intervals": job.horizon_intervals},
+        {"forecast_start": job.forecast_start, "horizon_intervals": job.horizon_intervals,
+         "model_version": job.model_version},
     )
 
 

@@ -74,6 +74,17 @@ def record_forecast(
     return True
 
 
+def most_requested(conn: psycopg.Connection, days: int, limit: int) -> list[str]:
+    """The devices forecast most often in the last `days` days: the ones
+    traders ask for, which `intraday warm` loads ahead of a burst."""
+    rows = conn.execute(
+        "SELECT device_id FROM forecast_requests WHERE requested_at > now() - make_interval(days => %s)"
+        " GROUP BY device_id ORDER BY count(*) DESC, device_id LIMIT %s",
+        (days, limit),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def positions(conn: psycopg.Connection, starts: list[datetime]) -> list[float]:
     rows = dict(
         conn.execute(

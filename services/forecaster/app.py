@@ -17,15 +17,19 @@ from fastapi import FastAPI, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from grpc import RpcError, StatusCode
+from pydantic import BaseModel, ConfigDict, Field
 
 from actors.device_actor import DeviceActor
 from actors.state import StateSerializer
+from intraday.audit import db as audit_db
 from intraday.config import get_settings
 from intraday.errors import UnknownDevice
-from intraday.forecasting import baseline
+from intraday.forecasting import engine
 from intraday.forecasting.request import check_forecast_start, forecast_id, horizon_intervals
 from intraday.timeutil import isoformat_z, next_quarter_hour
+from services.forecaster.models import catalog
 from services.http import install_common
+from services.sidecar import SidecarError, call_actor_async
 from workflows import activities
 from workflows.contracts import ForecastJob, ForecastRequest
 from workflows.forecast import WORKFLOW_NAME, register
@@ -106,13 +110,16 @@ async def start_forecast(
     if not await run_in_threadpool(activities.device_exists, request.device_id):
         raise UnknownDevice(request.device_id)
 
-    fid = forecast_id(request.device_id, start, horizon, baseline.MODEL_VERSION)
+    # The served model is part of the forecast's identity: the same request
+    # under a newly promoted model is a new forecast, not a repeat.
+    version = engine.model_version(await catalog.current())
+    fid = forecast_id(request.device_id, start, horizon, version)
     job = ForecastJob(
         forecast_id=fid,
         device_id=request.device_id,
         forecast_start=isoformat_z(start),
         horizon_intervals=horizon,
-        model_version=baseline.MODEL_VERSION,
+        model_version=version,
         requested_by=request.requested_by,
         requested_at=isoformat_z(now),
     )
@@ -160,6 +167,50 @@ def _start_once(fid: str, job: ForecastJob) -> bool:
             return False
         raise
     return True
+
+
+class WarmRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    top: int = Field(100, ge=0, le=100_000, description="most-requested devices of the last `days`")
+    days: int = Field(7, ge=1, le=365)
+    devices: list[str] = Field(default_factory=list, max_length=100_000)
+
+
+@app.post("/warm")
+async def warm(request: WarmRequest) -> dict:
+    """Load the served model into memory (and the state store), and activate
+    the DeviceActors of the most-requested devices (and any named), so the
+    next burst finds them warm."""
+    started = time.monotonic()
+    model = await catalog.current()
+    top = []
+    if request.top:
+        def ask() -> list[str]:
+            with activities._audit_pool().connection() as conn:
+                return audit_db.most_requested(conn, request.days, request.top)
+
+        top = await run_in_threadpool(ask)
+    devices = list(dict.fromkeys(request.devices + top))
+    start = isoformat_z(next_quarter_hour(datetime.now(UTC)))
+    gate = asyncio.Semaphore(16)
+    failed: dict[str, str] = {}
+
+    async def prepare(device_id: str) -> None:
+        async with gate:
+            try:
+                await call_actor_async("DeviceActor", device_id, "Prepare", {"forecast_start": start})
+            except SidecarError as e:
+                failed[device_id] = str(e)
+
+    await asyncio.gather(*(prepare(d) for d in devices))
+    return {
+        "model_version": engine.model_version(model),
+        "model_loads": dict(catalog.loads),
+        "devices_warmed": len(devices) - len(failed),
+        "failed": failed,
+        "seconds": round(time.monotonic() - started, 3),
+    }
 
 
 @app.get("/forecasts/{fid}")

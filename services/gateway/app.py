@@ -65,6 +65,13 @@ async def get_forecast(forecast_id: str) -> Response:
     return _relay(await sidecar.invoke("forecaster", "GET", f"forecasts/{forecast_id}"))
 
 
+@app.post("/warm")
+async def warm(request: Request) -> Response:
+    """Load the served model and the most-traded devices' actors ahead of a burst."""
+    return _relay(await sidecar.invoke("forecaster", "POST", "warm", content=await request.body(),
+                                       headers={"content-type": "application/json"}, timeout=300))
+
+
 @app.get("/devices")
 async def devices() -> Response:
     return _relay(await sidecar.invoke("telemetry", "GET", "devices"))

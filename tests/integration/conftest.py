@@ -45,7 +45,8 @@ def stack() -> Iterator[dict]:
     data_dir = ROOT / ".data" / "test-stack"
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
-    env = {**os.environ, "INTRADAY_DATA_DIR": str(data_dir)}
+    # Forecasters re-read the promoted model version every second, not 30 s.
+    env = {**os.environ, "INTRADAY_DATA_DIR": str(data_dir), "INTRADAY_MODEL_REFRESH_SECONDS": "1"}
     up = subprocess.run(["bash", "scripts/stack.sh", "up"], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
     try:
