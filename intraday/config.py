@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     # directory (default: data_dir) or gs://bucket[/prefix].
     model_store: str = ""
     model_refresh_seconds: float = 30.0  # how often a forecaster re-reads which version is promoted
+    compiled_trees: bool = True  # serve with treelite/tl2cgen-compiled trees (same numbers, ~2x faster)
     history_days: int = 30  # telemetry window a DeviceActor keeps
     baseline_days: int = 14  # days the seasonal baseline draws quantiles from
     max_horizon_hours: int = 48

@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import datetime
 
 import numpy as np
-import pandas as pd
 
 from intraday.errors import InsufficientHistory
 from intraday.forecasting import baseline
@@ -51,12 +50,14 @@ def forecast(
         f = baseline.seasonal_quantiles(window, forecast_start, horizon_intervals, days=baseline_days)
         return _with(f, notes=(FALLBACK_NOTE,))
     origin = window.index_of(forecast_start)
-    attrs = pd.DataFrame([{**(attributes or {}), "device_id": window.device_id}])
+    attributes = attributes or {}
     temp = None if temperature is None else np.asarray(temperature, np.float64)[None, :]
     observed = None if temp is None else temp[:, : len(window.values)]
-    panel = Panel(np.array([window.device_id]), window.start, window.values[None, :], observed, attrs)
+    panel = Panel(np.array([window.device_id]), window.start, window.values[None, :], observed,
+                  countries=np.array([attributes.get("country") or "DE"]))
     source = TemperatureSeries(np.zeros(1, np.int64), temp) if temp is not None else None
-    p = model.predict_rows(panel, Rows.grid([0], [origin], horizon_intervals), source)
+    p = model.predict_rows(panel, Rows.grid([0], [origin], horizon_intervals), source,
+                           model.vocabulary.encode_one(attributes))
     if np.isnan(p.p50).any():
         seen = int(np.sum(~np.isnan(window.values[max(origin - 7 * 96, 0) : origin])))
         raise InsufficientHistory(

@@ -82,6 +82,7 @@ class Panel:
     power: np.ndarray
     outdoor_temp: np.ndarray | None = None
     attributes: pd.DataFrame | None = None
+    countries: np.ndarray | None = None  # per device; default: attributes["country"], else DE
     _cum: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -201,6 +202,20 @@ class Vocabulary:
             else:
                 values[col] = []
         return cls(values)
+
+    def encode_one(self, attributes: dict) -> np.ndarray:
+        """(1, numeric + categorical) of one device, without pandas (the hot path)."""
+        out = np.full((1, len(NUMERIC_ATTRIBUTES) + len(CATEGORICAL_ATTRIBUTES)), np.nan, np.float32)
+        for j, col in enumerate(NUMERIC_ATTRIBUTES):
+            try:
+                out[0, j] = float(attributes.get(col))
+            except (TypeError, ValueError):
+                pass
+        for j, col in enumerate(CATEGORICAL_ATTRIBUTES, start=len(NUMERIC_ATTRIBUTES)):
+            value = attributes.get(col)
+            if value is not None and str(value) in self.values[col]:
+                out[0, j] = self.values[col].index(str(value))
+        return out
 
     def encode(self, attributes: pd.DataFrame | None, n: int) -> np.ndarray:
         """(n, numeric + categorical) float32 of the static attributes."""
@@ -490,6 +505,8 @@ class _quiet:
 
 
 def _countries(panel: Panel) -> np.ndarray:
+    if panel.countries is not None:
+        return panel.countries
     if panel.attributes is not None and "country" in panel.attributes:
         return panel.attributes["country"].fillna("").astype(str).to_numpy()
     return np.full(len(panel.device_ids), "DE", dtype=object)

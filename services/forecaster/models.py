@@ -77,6 +77,9 @@ class ModelCatalog:
                 log.exception("model %s: caching in the state store failed", version)
         model = await asyncio.to_thread(QuantileModel.from_bytes, data)
         model.manifest.setdefault("version", version)
+        settings = get_settings()
+        if settings.compiled_trees:
+            await asyncio.to_thread(model.compile, settings.data_dir / "compiled")
         log.info("model %s loaded (%s)", version, dict(self.loads))
         return model
 

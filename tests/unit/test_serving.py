@@ -7,7 +7,8 @@ import pytest
 
 from intraday.errors import InsufficientHistory
 from intraday.forecasting import engine
-from intraday.forecasting.features import DAY, Rows
+from intraday.forecasting.features import DAY, Rows, design_matrix
+from intraday.forecasting.model import QuantileModel
 from intraday.forecasting.modelstore import LocalObjectStore, ModelStore, UnknownModel
 from intraday.forecasting.types import TelemetryWindow
 from intraday.timeutil import QUARTER_HOUR
@@ -78,3 +79,18 @@ def test_model_store_versions_name_their_content_and_refuse_damage(tmp_path, mod
         store.promote("20990101T000000Z-0123456789ab")
     assert store.promoted() == v
     assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_compiled_trees_predict_exactly_what_lightgbm_predicts(data, model, tmp_path):
+    copy = QuantileModel.from_bytes(model.to_bytes())
+    assert copy.compile(tmp_path)  # gcc builds the libraries
+    origin = data.panel.intervals - DAY
+    n = len(data.panel.device_ids)
+    rows = Rows.grid(np.arange(n), np.full(n, origin), DAY)
+    X, _ = design_matrix(data.panel, rows, model.vocabulary, data.temperature)
+    np.testing.assert_array_equal(copy.raw(X), model.raw(X))
+    np.testing.assert_array_equal(copy.raw(X[:DAY]), model.raw(X[:DAY]))
+    # A second process finds the libraries built: nothing is compiled again.
+    built = sorted(p.stat().st_mtime_ns for p in tmp_path.glob("*.so"))
+    assert QuantileModel.from_bytes(model.to_bytes()).compile(tmp_path)
+    assert sorted(p.stat().st_mtime_ns for p in tmp_path.glob("*.so")) == built and len(built) == 3
