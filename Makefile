@@ -1,6 +1,6 @@
 # The two commands that matter: `make setup` (fresh machine -> everything
 # installed) and `make test` (the whole suite). See README.md.
-.PHONY: setup test unit integration up down status bench bench-telemetry lint
+.PHONY: setup test unit integration up down status bench bench-telemetry bench-forecasting lint
 
 PY := .venv/bin/python
 
@@ -30,6 +30,9 @@ bench:
 
 bench-telemetry:
 	$(PY) bench/telemetry.py
+
+bench-forecasting:
+	$(PY) bench/forecasting.py
 
 lint:
 	.venv/bin/ruff check .

@@ -58,6 +58,7 @@ Progress = Callable[[str], None]
 @dataclass(frozen=True)
 class TrainingConfig:
     horizon: int = DAY
+    horizon_from: int = 0  # train on steps [horizon_from, horizon) only (direct per-block models)
     train_rows: int = 1_500_000
     calibration_rows: int = 300_000
     calibration_days: int = 3
@@ -194,7 +195,7 @@ def _threads(rows: int) -> int:
 
 def sample_rows(
     panel: Panel, first_origin: int, last_origin: int, n: int, horizon: int,
-    rng: np.random.Generator, short_share: float = 0.0,
+    rng: np.random.Generator, short_share: float = 0.0, first_step: int = 0,
 ) -> Rows:
     """`n` random (device, origin in [first, last], step) rows whose target
     has a reading and whose device has enough history for a scale."""
@@ -204,7 +205,7 @@ def sample_rows(
     rows = Rows(
         rng.integers(0, len(panel.device_ids), draw),
         rng.integers(first_origin, last_origin + 1, draw),
-        rng.integers(0, horizon, draw),
+        rng.integers(first_step, horizon, draw),
     )
     short = rng.random(draw) < short_share
     rows.history_start = np.where(short, rows.origin - rng.integers(DAY, 7 * DAY + 1, draw), 0)
@@ -275,8 +276,10 @@ def fit(
     if progress:
         progress(f"sampling rows: {len(panel.device_ids):,} devices, {C / DAY:.1f} days")
     train = _dataset(panel, sample_rows(panel, first, train_last, config.train_rows, H, rng,
-                                        config.short_history_share), vocabulary, temperature, static)
-    cal_rows = sample_rows(panel, cal_first, C - H, config.calibration_rows, H, rng)
+                                        config.short_history_share, config.horizon_from),
+                     vocabulary, temperature, static)
+    cal_rows = sample_rows(panel, cal_first, C - H, config.calibration_rows, H, rng,
+                           first_step=config.horizon_from)
     cal = _dataset(panel, cal_rows, vocabulary, temperature, static)
     short_rows = Rows(cal[3].device, cal[3].origin, cal[3].horizon,
                       cal[3].origin - rng.integers(DAY, 7 * DAY, len(cal[3])))
@@ -298,7 +301,8 @@ def fit(
     }
     if config.refit:
         everything = _dataset(panel, sample_rows(panel, first, C - H, config.train_rows, H, rng,
-                                                 config.short_history_share), vocabulary, temperature, static)
+                                                 config.short_history_share, config.horizon_from),
+                              vocabulary, temperature, static)
         model.boosters = _train(everything[0], everything[1], config, progress, "refit on all data")
     model.manifest = {
         "training": {
