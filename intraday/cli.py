@@ -12,7 +12,7 @@
   intraday backtest --data FILE [--weather FILE] [--devices FILE] --out report.json
                     [--forecasts-out FILE.parquet] [--plot FILE.png] [--horizon 96] [--freq 15min]
                     [--origins 14] [--issue-time HH:MM] [--no-peer]
-  intraday train --data FILE [--weather FILE] [--devices FILE] [--promote]
+  intraday train [--data FILE [--weather FILE] [--devices FILE] | --days 30] [--promote]
   intraday models list [--json] | promote VERSION
   intraday warm [--top N] [--days D] [--device ID ...]
 
@@ -338,14 +338,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     from intraday.forecasting import modelstore
     from intraday.forecasting.model import fit
 
-    data = _load_backtest_data(args)
+    if args.data:
+        data = _load_backtest_data(args)
+        source = {"file": args.data, "sha256": _file_sha256(Path(args.data)), "weather": args.weather,
+                  "devices": args.devices}
+    else:
+        data, source = _store_training_data(args.days)
     config = _training_config(args, args.horizon)
     store = modelstore.default_store()
     started = time.monotonic()
     model = fit(data.panel, data.temperature, config, _stderr)
-    # The training data: which file, its hash, and the window the model saw.
-    model.manifest["data"] = {"file": args.data, "sha256": _file_sha256(Path(args.data)),
-                              "weather": args.weather, "devices": args.devices}
+    # Where the training data came from (the window and its hash are in "training").
+    model.manifest["data"] = source
     artifact = model.to_bytes()
     manifest = model.manifest
     version = store.save(artifact, manifest)
@@ -356,6 +360,25 @@ def cmd_train(args: argparse.Namespace) -> None:
     v = manifest["validation"]["full_history"]
     print(f"{line}\n  validation: WAPE {v['wape']:.1%}, P10-P90 coverage {v['coverage_p10_p90']:.1%}"
           f"\n  store: {store.objects.url}")
+
+
+def _store_training_data(days: int):
+    from intraday.errors import InvalidRequest
+    from intraday.forecasting import backtest
+    from intraday.timeutil import floor_quarter_hour
+
+    end = floor_quarter_hour(datetime.now(UTC))
+    start = end - timedelta(days=days)
+    store = _open_store()
+    try:
+        data = backtest.from_store(store, start, end)
+    except InvalidRequest as e:
+        _fail(str(e), 2)
+    finally:
+        store.close()
+    _stderr(f"telemetry store: {len(data.panel.device_ids):,} devices, {data.readings:,} quarter-hour values "
+            f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC")
+    return data, {"telemetry_store": get_settings().telemetry_backend, "days": days}
 
 
 def _file_sha256(path: Path) -> str:
@@ -418,8 +441,10 @@ def cmd_warm(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="CSV or Parquet: device_id, timestamp (UTC), power (kW)")
+def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--data", required=required,
+                   help="CSV or Parquet: device_id, timestamp (UTC), power (kW)"
+                        + ("" if required else "; default: the telemetry store"))
     p.add_argument("--weather", help="temperature forecasts: timestamp, outdoor_temp [, location, issued_at]")
     p.add_argument("--devices", help="device attributes (device_id, location, country, ...); "
                                      "default: <stem>.devices.parquet beside --data if present")
@@ -484,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     bt.set_defaults(func=cmd_backtest)
 
     tr = sub.add_parser("train", help="train a model and store it as a new version")
-    _data_args(tr)
+    _data_args(tr, required=False)
+    tr.add_argument("--days", type=int, default=30, help="without --data: the last D days of the store")
     tr.add_argument("--promote", action="store_true", help="serve it right away")
     tr.set_defaults(func=cmd_train)
 

@@ -170,16 +170,24 @@ def load_weather(path: Path, panel: Panel) -> TemperatureSource:
     if missing:
         raise InvalidRequest(f"{path}: missing column(s) {', '.join(missing)}")
     w["timestamp"] = _utc(w["timestamp"], path, "timestamp")
+    if "issued_at" in w:
+        w["issued_at"] = _utc(w["issued_at"], path, "issued_at")
     w["outdoor_temp"] = pd.to_numeric(w["outdoor_temp"], errors="coerce")
+    if "location" in w and (panel.attributes is None or "location" not in panel.attributes):
+        raise InvalidRequest(f"{path} has a location column: pass --devices with each device's location")
+    return temperature_source(w, panel)
+
+
+def temperature_source(w: pd.DataFrame, panel: Panel) -> TemperatureSource:
+    """A weather frame (timestamp, outdoor_temp, optional location and
+    issued_at; UTC timestamps) on the panel's grid."""
     if "location" in w:
-        if panel.attributes is None or "location" not in panel.attributes:
-            raise InvalidRequest(f"{path} has a location column: pass --devices with each device's location")
-        w["location"] = w["location"].astype(str)
+        w = w.assign(location=w["location"].astype(str))
         locations = sorted(w["location"].unique())
         known = {loc: k for k, loc in enumerate(locations)}
         device_loc = np.array([known.get(str(x), -1) for x in panel.attributes["location"]])
     else:
-        w["location"] = ""
+        w = w.assign(location="")
         locations, device_loc = [""], np.zeros(len(panel.device_ids), np.int64)
     loc = w["location"].map({x: k for k, x in enumerate(locations)}).to_numpy()
     quarter = pd.Timedelta(FREQ)
@@ -190,14 +198,32 @@ def load_weather(path: Path, panel: Panel) -> TemperatureSource:
         ok = (i >= 0) & (i < span)
         values[loc[ok], i[ok]] = w["outdoor_temp"].to_numpy()[ok]
         return TemperatureSeries(device_loc, values)
-    issued = _utc(w["issued_at"], path, "issued_at")
-    r_idx = np.ceil((issued - pd.Timestamp(panel.start)) / quarter).to_numpy().astype(np.int64)
+    r_idx = np.ceil((w["issued_at"] - pd.Timestamp(panel.start)) / quarter).to_numpy().astype(np.int64)
     runs, run = np.unique(r_idx, return_inverse=True)
     lead = i - r_idx
     ok = lead >= 0
     values = np.full((len(locations), len(runs), int(lead.max(initial=0)) + 1), np.nan)
     values[loc[ok], run[ok], lead[ok]] = w["outdoor_temp"].to_numpy()[ok]
     return IssuedForecasts(device_loc, runs, values)
+
+
+def from_store(store, start: datetime, end: datetime) -> BacktestData:
+    """The training data as the telemetry store holds it: every registered
+    device's quarter-hour power in [start, end), the observed temperature at
+    its location, and the temperature forecasts issued in that span."""
+    devices = pd.DataFrame(store.devices())
+    if devices.empty:
+        raise InvalidRequest("the telemetry store has no devices")
+    ids = devices["device_id"].astype(str).to_numpy()
+    fleet = store.fleet_window(start, end, list(ids))  # rows in `ids` order
+    power, stuck = drop_stuck(fleet.values)
+    locations = sorted(devices["location"].dropna().astype(str).unique())
+    observed = store.weather_window(locations, fleet.start, fleet.end, fleet.end)
+    loc = devices["location"].astype(str).map({x: k for k, x in enumerate(locations)}).to_numpy()
+    panel = Panel(ids, fleet.start, power, observed[loc], devices)
+    forecasts = store.weather_forecasts(locations, fleet.start, fleet.end)
+    temperature = temperature_source(forecasts, panel) if len(forecasts) else None
+    return BacktestData(panel, temperature, int((~np.isnan(power)).sum()), None, stuck)
 
 
 # -- the rolling origins ------------------------------------------------------

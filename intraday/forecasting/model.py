@@ -24,8 +24,10 @@ scaled distances are non-negative, and power is clipped at zero.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -228,10 +230,17 @@ def _train(X, y, config: TrainingConfig, progress: Progress | None, label: str) 
                        params={"max_bin": 127, "verbose": -1})
     boosters = {}
     for q in QUANTILE_NAMES:
-        if progress:
-            progress(f"  {label}: {q} model on {len(y):,} rows")
         trees = config.num_trees if q == "p50" else config.tail_trees
-        boosters[q] = lgb.train(config.lgb_params(ALPHAS[q]), data, num_boost_round=trees)
+        started = time.monotonic()
+        callbacks = []
+        if progress:
+            def report(env, q=q, trees=trees, started=started):
+                if (env.iteration + 1) % 10 == 0 or env.iteration + 1 == trees:
+                    progress(f"  {label}: {q} {env.iteration + 1}/{trees} trees on {len(y):,} rows, "
+                             f"{time.monotonic() - started:.0f} s")
+            callbacks.append(report)
+        boosters[q] = lgb.train(config.lgb_params(ALPHAS[q]), data, num_boost_round=trees,
+                                callbacks=callbacks)
     return boosters
 
 
@@ -309,12 +318,24 @@ def fit(
             "devices": int(len(panel.device_ids)),
             "data_start": _iso(panel, 0),
             "data_end": _iso(panel, C),
+            # The quarter-hour matrix the model learned from, as hashed bytes:
+            # the same data gives the same hash, whatever file it came from.
+            "data_sha256": _data_hash(panel),
             "rows": int(len(train[1])),
             "config": asdict(config),
         },
         "validation": metrics,
     }
     return model
+
+
+def _data_hash(panel: Panel) -> str:
+    h = hashlib.sha256()
+    h.update("\n".join(map(str, panel.device_ids)).encode())
+    h.update(np.ascontiguousarray(panel.power).tobytes())
+    if panel.outdoor_temp is not None:
+        h.update(np.ascontiguousarray(panel.outdoor_temp).tobytes())
+    return h.hexdigest()
 
 
 def _iso(panel: Panel, i: int) -> str:

@@ -435,6 +435,24 @@ class TelemetryStore:
             _sum_split_cells(values, chunks)
         return FleetWindow(rows, start, values.reshape(len(rows), n))
 
+    def weather_forecasts(self, locations: list[str], start: datetime, end: datetime) -> pd.DataFrame:
+        """Every temperature forecast issued in [start, end) for `locations`:
+        location, issued_at, timestamp, outdoor_temp (the training data of a
+        model that reads forecasts as they were issued)."""
+        table = self.query(
+            "SELECT location, issued_at, timestamp, outdoor_temp_c AS outdoor_temp FROM {db}.weather"
+            " WHERE kind = 'forecast' AND location IN {locs:Array(String)}"
+            "   AND issued_at >= toDateTime({start:Int64}, 'UTC')"
+            "   AND issued_at < toDateTime({end:Int64}, 'UTC')",
+            {"locs": list(locations), "start": int(to_utc(start).timestamp()),
+             "end": int(to_utc(end).timestamp())},
+        )
+        df = table.to_pandas()
+        for col in ("issued_at", "timestamp"):
+            if col in df and not isinstance(df[col].dtype, pd.DatetimeTZDtype):
+                df[col] = pd.to_datetime(df[col].astype("int64"), unit="s", utc=True)
+        return df
+
     def weather_window(
         self, locations: list[str], start: datetime, end: datetime, as_of: datetime
     ) -> np.ndarray:

@@ -123,6 +123,7 @@ def test_train_stores_a_version_that_can_be_listed_and_promoted(fleet_file, data
     [m] = listing["models"]
     assert m["version"] == version
     assert m["data"]["sha256"] and m["training"]["devices"] == 5
+    assert len(m["training"]["data_sha256"]) == 64
     assert m["training"]["data_end"] == "2026-02-01T00:00:00Z"
     assert (data_dir / "models" / version / "model.zip").is_file()
 
@@ -137,3 +138,31 @@ def test_train_stores_a_version_that_can_be_listed_and_promoted(fleet_file, data
 def _run(capsys, argv: list[str]) -> str:
     cli.main(argv)
     return capsys.readouterr().out
+
+
+def test_train_reads_the_telemetry_store_when_no_file_is_given(data_dir, capsys):
+    from intraday.forecasting.features import IssuedForecasts
+    from intraday.telemetry.loader import load_fleet
+    from intraday.telemetry.store import TelemetryStore
+    from intraday.timeutil import floor_quarter_hour
+
+    end = floor_quarter_hour(datetime.now(UTC))
+    store = TelemetryStore.from_settings(get_settings())
+    store.migrate()
+    try:
+        load_fleet(store, 4, end - timedelta(days=12), end, seed=9)
+        data = backtest.from_store(store, end - timedelta(days=12), end)
+    finally:
+        store.close()
+    assert list(data.panel.device_ids) == ["hp-0001", "hp-0002", "hp-0003", "hp-0004"]
+    assert data.panel.power.shape == (4, 12 * 96)
+    assert np.isfinite(data.panel.outdoor_temp).mean() > 0.99
+    assert isinstance(data.temperature, IssuedForecasts) and len(data.temperature.runs) == 24
+    assert list(data.panel.attributes["device_id"]) == list(data.panel.device_ids)
+
+    cli.main(["train", "--days", "12", *SMALL])
+    assert "model " in capsys.readouterr().out
+    listing = json.loads(_run(capsys, ["models", "list", "--json"]))
+    [m] = listing["models"]
+    assert m["data"] == {"telemetry_store": "chdb", "days": 12}
+    assert m["training"]["devices"] == 4 and m["training"]["data_end"][:16] == end.isoformat()[:16]
