@@ -8,6 +8,7 @@ service hosts `DeviceActor`.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -23,6 +24,7 @@ from services.forecaster.models import catalog
 from services.forecaster.weather import temperatures
 from services.sidecar import SidecarError, fetch_device, fetch_window
 
+log = logging.getLogger("forecaster.actor")
 ACTOR_TYPE = "DeviceActor"
 STATE_KEY = "device"
 ATTRIBUTES_KEY = "attributes"
@@ -119,13 +121,18 @@ class DeviceActor(Actor, DeviceActorInterface):
         self, window: TelemetryWindow, start: datetime, horizon: int
     ) -> np.ndarray | None:
         """Outdoor temperature at the device's location on the window's
-        grid through the end of the horizon, as known now."""
+        grid through the end of the horizon, as known at forecast_start (or
+        now, for a start in the future)."""
         attrs = await self._device_attributes()
         if not attrs or not attrs.get("location"):
             return None
         first = max(window.start, start - timedelta(days=WEATHER_DAYS))
         end = start + horizon * QUARTER_HOUR
-        values = await temperatures(attrs["location"], first, end, datetime.now(UTC))
+        try:
+            values = await temperatures(attrs["location"], first, end, min(datetime.now(UTC), start))
+        except SidecarError:
+            log.exception("no temperature for %s: forecasting without the weather", self.id.id)
+            return None
         out = np.full(int((end - window.start) / QUARTER_HOUR), np.nan)
         i = int((first - window.start) / QUARTER_HOUR)
         out[i : i + len(values)] = values

@@ -77,7 +77,10 @@ def print_forecast(result: dict) -> None:
     p90_max = max(i["p90"] for i in intervals) or 1.0
     print(f"forecast {result['forecast_id']}")
     print(f"  device {result['device_id']}  model {result['model_version']}  "
-          f"data {result['data_window']['start']} .. {result['data_window']['end']}")
+          f"data {result['data_window']['start']} .. {result['data_window']['end']}"
+          + (f"  ({result['history_days']:.1f} days of history)" if result.get("history_days") else ""))
+    for note in result.get("notes", []):
+        print(f"  note: {note}")
     print(f"  {'interval (UTC)':<17} {'P10':>7} {'P50':>7} {'P90':>7}  kW")
     width = 40
     for i in intervals[::4]:  # hourly rows; the full 96 intervals are in --json

@@ -64,10 +64,12 @@ def forecast(
             f"device {window.device_id!r}: {seen} quarter-hour readings in the 7 days before "
             f"{forecast_start:%Y-%m-%dT%H:%MZ}; a forecast needs at least {MIN_HISTORY_INTERVALS}")
     history = float(p.history_days[0])
-    notes = ()
+    notes: tuple[str, ...] = ()
     if history < SHORT_HISTORY_DAYS:
-        notes = (f"short history: {history:.1f} days of readings; the band is calibrated on "
-                 "forecasts with short histories and is wider",)
+        notes += (f"short history: {history:.1f} days of readings; the band is calibrated on "
+                  "forecasts with short histories and is wider",)
+    if temp is None or np.isnan(temp[0, origin : origin + horizon_intervals]).all():
+        notes += ("no temperature forecast for the horizon: the forecast cannot react to the weather",)
     first = max(origin - 8 * 96, 0)  # the oldest reading a feature reads (8 days back)
     return Forecast(
         device_id=window.device_id,

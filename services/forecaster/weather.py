@@ -1,30 +1,41 @@
 """Outdoor temperature for forecasts, fetched from the telemetry service and
-shared by every device at a location: a burst of forecasts for one
-quarter-hour costs one request per location."""
+shared by every device at a location: a burst of forecasts costs one request
+per location and quarter-hour, whatever their forecast starts.
+
+A forecast reads the weather as known at `as_of` = min(now, forecast_start):
+observations up to then and the latest forecast issued by then, so a
+forecast for a past start sees what was known at that start.
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 
-from intraday.timeutil import floor_quarter_hour
+from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour
 from services.sidecar import fetch_temperature
 
-_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
-MAX_ENTRIES = 512
+BEFORE, AFTER = timedelta(days=9), timedelta(days=10)  # the span one request fetches around as_of
+MAX_ENTRIES = 256
+_cache: OrderedDict[tuple, tuple[datetime, np.ndarray]] = OrderedDict()
 
 
-async def temperatures(location: str, start: datetime, end: datetime, now: datetime) -> np.ndarray:
-    """Per quarter-hour in [start, end): observed by `now`, else the latest
-    forecast issued by then (known to the quarter-hour)."""
-    key = (location, start, end, floor_quarter_hour(now))
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key]
-    values = await fetch_temperature(location, start, end, key[3])
-    _cache[key] = values
-    while len(_cache) > MAX_ENTRIES:
-        _cache.popitem(last=False)
-    return values
+async def temperatures(location: str, start: datetime, end: datetime, as_of: datetime) -> np.ndarray:
+    """Per quarter-hour in [start, end) as known at `as_of`; NaN where
+    nothing is known."""
+    as_of = floor_quarter_hour(as_of)
+    first = as_of.replace(hour=0, minute=0) - BEFORE
+    last = as_of.replace(hour=0, minute=0) + AFTER
+    if start < first or end > last:  # outside the shared span: ask for exactly this
+        return await fetch_temperature(location, start, end, as_of)
+    key = (location, as_of)
+    if key not in _cache:
+        _cache[key] = (first, await fetch_temperature(location, first, last, as_of))
+        while len(_cache) > MAX_ENTRIES:
+            _cache.popitem(last=False)
+    _cache.move_to_end(key)
+    span_start, values = _cache[key]
+    i = int((start - span_start) / QUARTER_HOUR)
+    return values[i : i + int((end - start) / QUARTER_HOUR)]

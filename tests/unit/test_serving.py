@@ -58,6 +58,7 @@ def test_a_new_device_is_forecast_with_a_note_and_half_a_day_is_too_little(data,
                              window.values[origin - 2 * DAY :])
     f = engine.forecast(model, recent, data.panel.timestamp(origin), DAY, attrs)
     assert f.history_days == pytest.approx(2.0) and "short history" in f.notes[0]
+    assert "no temperature forecast" in f.notes[1]  # none was given
     tiny = TelemetryWindow(window.device_id, window.start + (origin - 20) * QUARTER_HOUR,
                            window.values[origin - 20 :])
     with pytest.raises(InsufficientHistory, match="at least 48"):
