@@ -304,7 +304,7 @@ def run(data: BacktestData, *, horizon: int = DAY, origins: int = 14, issue_time
         from intraday.forecasting.peer import rolling_forecasts
 
         started = time.monotonic()
-        cube["mlforecast"] = rolling_forecasts(panel, idx, H, trees=config.num_trees)
+        cube["mlforecast"] = rolling_forecasts(panel, idx, H)
         timings["mlforecast_seconds"] = time.monotonic() - started
 
     scored = ~np.isnan(actual)

@@ -326,7 +326,8 @@ def design_matrix(
     n = len(rows)
     dev, origin, h, lo = rows.device, rows.origin, rows.horizon, rows.history_start
     target = origin + h
-    X = np.empty((n, len(FEATURES)), dtype=np.float32)
+    # Column-major: features are written one column at a time.
+    X = np.empty((n, len(FEATURES)), dtype=np.float32, order="F")
     col = {name: j for j, name in enumerate(FEATURES)}
 
     pdev, porigin, plo, pair = rows.pairs()
