@@ -9,7 +9,6 @@ second day).
 
 from __future__ import annotations
 
-import warnings
 from datetime import datetime
 
 import numpy as np
@@ -70,7 +69,17 @@ def seasonal_quantile_matrix(
     inside = (idx >= 0) & (idx < min(values.shape[1], offset))
     samples = np.where(inside, values[:, np.clip(idx, 0, values.shape[1] - 1)], np.nan)  # (D, H, days)
     counts = np.sum(~np.isnan(samples), axis=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no samples
-        # Empirical quantiles are monotone in q, so the band never crosses.
-        return np.nanquantile(samples, QUANTILES, axis=2), counts
+    # Empirical quantiles (linear interpolation, as np.nanquantile) from one
+    # sort: NaN sorts last, so the valid samples come first. Monotone in q,
+    # so the band never crosses.
+    ordered = np.sort(samples, axis=2)
+    out = np.full((len(QUANTILES), *counts.shape), np.nan)
+    last = np.maximum(counts - 1, 0)[..., None]
+    for k, q in enumerate(QUANTILES):
+        pos = q * last
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, last)
+        a = np.take_along_axis(ordered, lo, axis=2)[..., 0]
+        b = np.take_along_axis(ordered, hi, axis=2)[..., 0]
+        out[k] = np.where(counts > 0, a + (pos[..., 0] - lo[..., 0]) * (b - a), np.nan)
+    return out, counts
