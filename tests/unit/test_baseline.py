@@ -73,3 +73,24 @@ def test_forecast_wire_form():
         "2026-01-31T00:00:00Z", "2026-01-31T00:15:00Z", "2026-01-31T00:30:00Z", "2026-01-31T00:45:00Z"
     ]
     assert d["intervals"][0]["interval_end"] == "2026-01-31T00:15:00Z"
+
+
+def test_quantile_matrix_equals_numpys_nanquantile_with_gaps():
+    import warnings
+
+    from intraday.forecasting.baseline import seasonal_quantile_matrix
+    from intraday.forecasting.types import QUANTILES
+
+    rng = np.random.default_rng(3)
+    values = rng.gamma(2.0, 1.0, (40, 30 * 96))
+    values[rng.random(values.shape) < 0.3] = np.nan
+    values[5] = np.nan  # a device without any reading
+    q, counts = seasonal_quantile_matrix(values, 20 * 96 + 7, 130, days=14)
+    k = np.arange(130)
+    lags = (k // 96 + 1)[:, None] + np.arange(14)[None, :]
+    samples = values[:, 20 * 96 + 7 + k[:, None] - lags * 96]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.nanquantile(samples, QUANTILES, axis=2)
+    np.testing.assert_allclose(q, expected, equal_nan=True)
+    assert np.isnan(q[:, 5]).all() and (counts[5] == 0).all()
