@@ -45,4 +45,20 @@ bash scripts/install_dapr.sh
 # `dapr` on the venv's PATH, beside `intraday`.
 ln -sf "${DAPR_HOME:-$HOME/.dapr}/bin/dapr" .venv/bin/dapr
 
+# 4. A GCS emulator for the model store's bucket tests, built from its Go
+#    module (kept outside the repo; seconds when already built).
+gcs_version=v1.52.2
+gcs_bin="${XDG_CACHE_HOME:-$HOME/.cache}/intraday/bin"
+if ! command -v go >/dev/null 2>&1; then
+  say "Go not found: fake-gcs-server not built (the GCS model-store test needs it)"
+elif ! [[ -x "$gcs_bin/fake-gcs-server" && -f "$gcs_bin/.fake-gcs-server-$gcs_version" ]]; then
+  say "building fake-gcs-server $gcs_version (Go module)"
+  mkdir -p "$gcs_bin"
+  GOBIN="$gcs_bin" go install "github.com/fsouza/fake-gcs-server@$gcs_version"
+  touch "$gcs_bin/.fake-gcs-server-$gcs_version"
+else
+  say "fake-gcs-server $gcs_version present"
+fi
+ln -sf "$gcs_bin/fake-gcs-server" .venv/bin/fake-gcs-server
+
 say "done in $(($(date +%s) - started)) s"
