@@ -9,6 +9,7 @@ temperature at its location on the window's grid: observations before
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
@@ -16,7 +17,9 @@ import numpy as np
 from intraday.errors import InsufficientHistory
 from intraday.forecasting import baseline
 from intraday.forecasting.features import (
+    DAY,
     MIN_HISTORY_INTERVALS,
+    SCALE_DAYS,
     SHORT_HISTORY_DAYS,
     Panel,
     Rows,
@@ -48,7 +51,7 @@ def forecast(
     forecast_start = to_utc(forecast_start)
     if model is None:
         f = baseline.seasonal_quantiles(window, forecast_start, horizon_intervals, days=baseline_days)
-        return _with(f, notes=(FALLBACK_NOTE,))
+        return replace(f, notes=(FALLBACK_NOTE,))
     origin = window.index_of(forecast_start)
     attributes = attributes or {}
     temp = None if temperature is None else np.asarray(temperature, np.float64)[None, :]
@@ -59,7 +62,7 @@ def forecast(
     p = model.predict_rows(panel, Rows.grid([0], [origin], horizon_intervals), source,
                            model.vocabulary.encode_one(attributes))
     if np.isnan(p.p50).any():
-        seen = int(np.sum(~np.isnan(window.values[max(origin - 7 * 96, 0) : origin])))
+        seen = int(np.sum(~np.isnan(window.values[max(origin - SCALE_DAYS * DAY, 0) : origin])))
         raise InsufficientHistory(
             f"device {window.device_id!r}: {seen} quarter-hour readings in the 7 days before "
             f"{forecast_start:%Y-%m-%dT%H:%MZ}; a forecast needs at least {MIN_HISTORY_INTERVALS}")
@@ -70,7 +73,7 @@ def forecast(
                   "forecasts with short histories and is wider",)
     if temp is None or np.isnan(temp[0, origin : origin + horizon_intervals]).all():
         notes += ("no temperature forecast for the horizon: the forecast cannot react to the weather",)
-    first = max(origin - 8 * 96, 0)  # the oldest reading a feature reads (8 days back)
+    first = max(origin - (SCALE_DAYS + 1) * DAY, 0)  # the oldest reading a feature reads
     return Forecast(
         device_id=window.device_id,
         forecast_start=forecast_start,
@@ -81,12 +84,6 @@ def forecast(
         history_days=history,
         notes=notes,
     )
-
-
-def _with(f: Forecast, **changes) -> Forecast:
-    from dataclasses import replace
-
-    return replace(f, **changes)
 
 
 def forecast_fleet(

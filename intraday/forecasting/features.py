@@ -301,13 +301,9 @@ def _gather(x: np.ndarray, dev: np.ndarray, idx: np.ndarray, lo: np.ndarray, hi:
     return np.where(ok, out, np.nan)
 
 
-def scales(panel: Panel, rows: Rows) -> np.ndarray:
-    """Mean power over the last SCALE_DAYS before each row's origin (NaN
-    when fewer than MIN_HISTORY_INTERVALS readings exist in that span)."""
-    return _scales(panel, rows.device, rows.origin, rows.history_start)
-
-
 def _scales(panel: Panel, dev: np.ndarray, origin: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Mean power over the last SCALE_DAYS before each origin (NaN when
+    fewer than MIN_HISTORY_INTERVALS readings exist in that span)."""
     a = _clip(np.maximum(origin - SCALE_DAYS * DAY, lo), 0, panel.intervals)
     b = _clip(origin, 0, panel.intervals)
     mean, _, cnt = _window_mean(panel.cumulative("power"), dev, a, b)

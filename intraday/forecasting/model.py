@@ -48,6 +48,7 @@ from intraday.forecasting.features import (
     Vocabulary,
     design_matrix,
 )
+from intraday.timeutil import isoformat_z
 
 QUANTILE_NAMES = ("p10", "p50", "p90")
 ALPHAS = {"p10": 0.1, "p50": 0.5, "p90": 0.9}
@@ -339,8 +340,6 @@ def _data_hash(panel: Panel) -> str:
 
 
 def _iso(panel: Panel, i: int) -> str:
-    from intraday.timeutil import isoformat_z
-
     return isoformat_z(panel.timestamp(i))
 
 

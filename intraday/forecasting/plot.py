@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 
@@ -40,4 +39,4 @@ def forecast_bands(forecasts: pd.DataFrame, out: Path, devices: int = 4, origins
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
-    return [str(d) for d in chosen] if len(np.atleast_1d(chosen)) else []
+    return [str(d) for d in chosen]
