@@ -10,7 +10,8 @@
   intraday ingest FILE [--batch-id ID] [--url URL] [--json]
                           exit 0 all stored, 2 rejected, 3 stored with rows quarantined
   intraday backtest --data FILE [--weather FILE] [--devices FILE] --out report.json
-                    [--forecasts-out FILE.parquet] [--plot FILE.png] [--horizon 96] [--freq 15min]
+                    [--forecasts-out FILE.parquet] [--portfolio-out FILE.parquet] [--plot FILE.png]
+                    [--horizon 96] [--freq 15min]
                     [--origins 14] [--issue-time HH:MM] [--no-peer]
   intraday train [--data FILE [--weather FILE] [--devices FILE] | --days 30] [--promote]
   intraday models list [--json] | promote VERSION
@@ -316,10 +317,12 @@ def cmd_backtest(args: argparse.Namespace) -> None:
     out.write_text(json.dumps(result.report, indent=1))
     if args.forecasts_out:
         result.forecasts.to_parquet(args.forecasts_out, index=False)
+    if args.portfolio_out:
+        result.portfolio.to_parquet(args.portfolio_out, index=False)
     if args.plot:
         from intraday.forecasting.plot import forecast_bands
 
-        forecast_bands(result.forecasts, Path(args.plot),
+        forecast_bands(result.forecasts, Path(args.plot), portfolio=result.portfolio,
                        title=f"engine forecasts at {args.issue_time} UTC, last origins")
     r = result.report
     print(f"{r['cells']['scored']:,} of {r['cells']['total']:,} device-intervals scored over "
@@ -333,7 +336,16 @@ def cmd_backtest(args: argparse.Namespace) -> None:
         width = f"{o['mean_band_width_kw']:.3f}" if o["mean_band_width_kw"] is not None else "-"
         print(f"  {name:<22} {o['wape']:7.1%} {o['mae']:8.3f} {o['rmse']:8.3f} {o['pinball_mean']:8.4f} "
               f"{cov:>8} {width:>9}")
+    pf = r["portfolio"]
+    print(f"portfolio: the total of {pf['devices']:,} devices, {pf['cells']['scored']:,} intervals scored "
+          "(WAPE and bias of the mean)")
+    print(f"  {'method':<22} {'WAPE':>7} {'bias':>7} {'pinball':>9} {'P10-P90':>8} {'width kW':>9}")
+    for name, o in pf["methods"].items():
+        cov = f"{o['coverage_p10_p90']:.1%}" if o["coverage_p10_p90"] is not None else "-"
+        width = f"{o['mean_band_width_kw']:.1f}" if o["mean_band_width_kw"] is not None else "-"
+        print(f"  {name:<22} {o['wape']:7.1%} {o['bias']:+7.1%} {o['pinball_mean']:9.3f} {cov:>8} {width:>9}")
     print(f"report: {out}" + (f"; forecasts: {args.forecasts_out}" if args.forecasts_out else "")
+          + (f"; portfolio: {args.portfolio_out}" if args.portfolio_out else "")
           + (f"; plot: {args.plot}" if args.plot else ""))
 
 
@@ -505,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(bt)
     bt.add_argument("--out", required=True, help="report.json")
     bt.add_argument("--forecasts-out", help="the engine's forecasts as Parquet")
-    bt.add_argument("--plot", help="PNG of a few devices' forecasts against actuals")
+    bt.add_argument("--portfolio-out", help="the engine's forecast of the total of all devices as Parquet")
+    bt.add_argument("--plot", help="PNG of the portfolio's and a few devices' forecasts against actuals")
     bt.add_argument("--origins", type=int, default=14, help="forecast days at the end of the data")
     bt.add_argument("--issue-time", default="10:00", help="forecast start each day, HH:MM UTC")
     bt.add_argument("--no-peer", action="store_true", help="skip mlforecast")

@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from intraday.errors import InvalidRequest
-from intraday.forecasting import baseline, metrics
+from intraday.forecasting import baseline, metrics, portfolio
 from intraday.forecasting.features import (
     DAY,
     WEEK,
@@ -39,14 +39,17 @@ from intraday.forecasting.features import (
     TemperatureSource,
     drop_stuck,
 )
-from intraday.forecasting.model import QuantileModel, TrainingConfig, fit
+from intraday.forecasting.model import QuantileModel, TrainingConfig, device_locations, fit
 from intraday.timeutil import isoformat_z
 
-REPORT_SCHEMA = 1
+REPORT_SCHEMA = 2  # 2: the mean, the portfolio section
 FREQ = "15min"
 REQUIRED = ("device_id", "timestamp", "power")
 OPTIONAL = ("heating_electricity", "dhw_electricity", "outdoor_temp")
 METHODS = ("engine", "seasonal_naive_day", "seasonal_naive_week", "seasonal_quantiles", "mlforecast")
+PORTFOLIO_METHODS = (*METHODS, "mlforecast_aggregate")
+CUBE_ROWS = ("p10", "p50", "p90", "mean")
+PORTFOLIO_LEVELS = (0.1, 0.5, 0.9)
 
 Progress = Callable[[str], None]
 
@@ -260,9 +263,11 @@ def _truncated(panel: Panel, end: int) -> Panel:
 class BacktestResult:
     report: dict
     forecasts: pd.DataFrame
-    cube: dict[str, np.ndarray]  # method -> (3, devices, origins, horizon)
+    cube: dict[str, np.ndarray]  # method -> (CUBE_ROWS, devices, origins, horizon)
     actual: np.ndarray  # (devices, origins, horizon)
     model: QuantileModel
+    portfolio: pd.DataFrame  # the engine's total per origin and interval (--portfolio-out)
+    totals: dict[str, np.ndarray]  # method -> (CUBE_ROWS, origins, horizon); "actual" -> (origins, horizon)
 
 
 def run(data: BacktestData, *, horizon: int = DAY, origins: int = 14, issue_time: str = "10:00",
@@ -286,7 +291,7 @@ def run(data: BacktestData, *, horizon: int = DAY, origins: int = 14, issue_time
     pred = model.predict_rows(panel, rows, data.temperature)
     timings["engine_predict_seconds"] = time.monotonic() - started
     shape = (D, n_origins, H)
-    cube = {"engine": np.stack([pred.p10, pred.p50, pred.p90]).reshape(3, *shape)}
+    cube = {"engine": np.stack([pred.p10, pred.p50, pred.p90, pred.mean]).reshape(4, *shape)}
     target = rows.target.reshape(shape)
     dev = rows.device.reshape(shape)
     actual = panel.power[dev, target]
@@ -294,31 +299,121 @@ def run(data: BacktestData, *, horizon: int = DAY, origins: int = 14, issue_time
     naive = {"seasonal_naive_day": DAY * (1 + h // DAY), "seasonal_naive_week": np.full(H, WEEK)}
     for name, back in naive.items():
         point = panel.power[dev, target - back[None, None, :]]
-        cube[name] = np.stack([point, point, point])
-    sq = np.empty((3, *shape))
+        cube[name] = np.stack([point, point, point, point])
+    sq = np.empty((4, *shape))
     for k, o in enumerate(idx):
         sq[:, :, k, :] = baseline.seasonal_quantile_matrix(panel.power, o, H)[0]
     cube["seasonal_quantiles"] = sq
     if peer:
         say(f"mlforecast: training once before the first origin, then {n_origins} rolling windows")
-        from intraday.forecasting.peer import rolling_forecasts
+        from intraday.forecasting.peer import aggregate_forecasts, rolling_forecasts
 
         started = time.monotonic()
         cube["mlforecast"] = rolling_forecasts(panel, idx, H)
         timings["mlforecast_seconds"] = time.monotonic() - started
+        say("mlforecast on the portfolio's total as one series")
+        started = time.monotonic()
+        aggregate = aggregate_forecasts(panel, idx, H)
+        timings["mlforecast_aggregate_seconds"] = time.monotonic() - started
 
     scored = ~np.isnan(actual)
     for c in cube.values():
         scored &= ~np.isnan(c).any(axis=0)
+    totals, members = portfolio_forecasts(cube, actual, model, device_locations(panel))
+    if peer:
+        totals["mlforecast_aggregate"] = _allocated(aggregate, panel, idx[0], members)
     report = _report(data, model, cube, actual, scored, idx, H, issue_time, timings, source or {})
+    report["portfolio"] = _portfolio_report(totals, cube, actual, members, model, panel)
+    origin = pd.Timestamp(panel.start) + pd.to_timedelta(np.repeat(idx, H) * 15, "min")
     forecasts = pd.DataFrame({
         "device_id": np.repeat(panel.device_ids.astype(str), n_origins * H),
-        "origin": pd.Timestamp(panel.start) + pd.to_timedelta(np.tile(np.repeat(idx, H), D) * 15, "min"),
+        "origin": np.tile(origin, D),
         "timestamp": pd.Timestamp(panel.start) + pd.to_timedelta(target.ravel() * 15, "min"),
-        "p10": cube["engine"][0].ravel(), "p50": cube["engine"][1].ravel(), "p90": cube["engine"][2].ravel(),
+        **{name: cube["engine"][k].ravel() for k, name in enumerate(CUBE_ROWS)},
         "actual": actual.ravel(),
     })
-    return BacktestResult(report, forecasts, cube, actual, model)
+    engine = totals["engine"]
+    portfolio_frame = pd.DataFrame({
+        "origin": origin,
+        "timestamp": pd.Timestamp(panel.start) + pd.to_timedelta(target[0].ravel() * 15, "min"),
+        **{name: engine[k].ravel() for k, name in enumerate(CUBE_ROWS)},
+        "actual": totals["actual"].ravel(),
+        "devices": members.sum(axis=0).ravel(),
+    })[["origin", "timestamp", "mean", "p10", "p50", "p90", "actual", "devices"]]
+    return BacktestResult(report, forecasts, cube, actual, model, portfolio_frame, totals)
+
+
+def portfolio_forecasts(cube: dict[str, np.ndarray], actual: np.ndarray, model: QuantileModel,
+                        locations: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per method, (4, origins, steps) P10, P50, P90 and mean of the total
+    of the portfolio's members in each cell, "actual" (origins, steps) their
+    summed readings, and the members (devices, origins, steps): the devices
+    with a reading and an engine forecast there. The engine's band comes
+    from its portfolio calibration; the other methods' totals are their
+    device values summed, a device's missing value taken from the seasonal
+    fallback (a cell a method still cannot fill is NaN for it)."""
+    engine = cube["engine"]
+    members = ~np.isnan(actual) & ~np.isnan(engine[3])
+    present = members.any(axis=0)
+    out = {"actual": np.where(present, np.where(members, actual, 0.0).sum(axis=0), np.nan)}
+    fallback = cube.get("seasonal_quantiles")
+    for name, c in cube.items():
+        if name == "engine" and model.portfolio is not None:
+            total = np.empty((4, *present.shape))
+            for o in range(present.shape[0]):
+                masked = [np.where(members[:, o], c[k, :, o], np.nan) for k in range(4)]
+                total[3, o], total[:3, o] = portfolio.quantiles(model.portfolio, masked[3], masked[0],
+                                                                masked[2], locations, PORTFOLIO_LEVELS)
+        else:
+            if fallback is not None:
+                c = np.where(np.isnan(c), fallback, c)
+            total = np.where(members[None], c, 0.0).sum(axis=1)
+            total[:, (np.isnan(c) & members[None]).any(axis=(0, 1))] = np.nan
+        out[name] = np.where(present[None], total, np.nan)
+    return out, members
+
+
+def _allocated(aggregate: np.ndarray, panel: Panel, first_origin: int, scored: np.ndarray) -> np.ndarray:
+    """A forecast of the whole fleet's total scaled to the devices scored in
+    each cell, by their share of the fleet's mean power before the first
+    origin (what a forecaster that sees only the total would do)."""
+    with np.errstate(invalid="ignore"):
+        level = np.nan_to_num(np.nanmean(panel.power[:, :first_origin], axis=1))
+    share = np.where(scored, level[:, None, None], 0.0).sum(axis=0) / max(level.sum(), 1e-12)
+    return aggregate * share[None]
+
+
+def _portfolio_report(totals, cube, actual, members, model, panel) -> dict:
+    y = totals["actual"]
+    ok = ~np.isnan(y)
+    for t in totals.values():
+        ok &= ~np.isnan(t).any(axis=0)
+    methods = {name: metrics.portfolio_scores(y[ok], *(t[k][ok] for k in range(4)))
+               for name, t in totals.items() if name != "actual"}
+    engine = methods["engine"]["wape"]
+    locations = device_locations(panel)
+    by_location = {}
+    for loc in sorted(set(locations)):
+        inside = locations == loc
+        if inside.sum() == len(locations):
+            continue
+        sub, _ = portfolio_forecasts({"engine": cube["engine"][:, inside]}, actual[inside], model,
+                                     locations[inside])
+        sel = ~np.isnan(sub["actual"])
+        by_location[str(loc)] = {"devices": int(inside.sum()), **metrics.portfolio_scores(
+            sub["actual"][sel], *(sub["engine"][k][sel] for k in range(4)))}
+    return {
+        "devices": int(len(panel.device_ids)),
+        "scoring": "per origin and interval, the total of the devices with a reading and an engine "
+                   "forecast there (forecasts and actuals alike); other methods fill a device's missing "
+                   "value from the seasonal fallback; `wape` and `bias` are of the mean",
+        "cells": {"total": int(ok.size), "scored": int(ok.sum()),
+                  "devices_per_cell_min": int(members.sum(axis=0)[ok].min()) if ok.any() else 0},
+        "methods": methods,
+        "comparison": {f"engine_wape_vs_{name}": engine / m["wape"] - 1.0
+                       for name, m in methods.items() if name != "engine" and m.get("wape")},
+        "locations": by_location,
+    }
 
 
 def _report(data, model, cube, actual, scored, idx, H, issue_time, timings, source) -> dict:
@@ -328,9 +423,9 @@ def _report(data, model, cube, actual, scored, idx, H, issue_time, timings, sour
         per_device = {}
         for d, device in enumerate(panel.device_ids):
             m = scored[d]
-            per_device[str(device)] = metrics.scores(actual[d][m], c[0, d][m], c[1, d][m], c[2, d][m])
+            per_device[str(device)] = metrics.scores(actual[d][m], *(c[k, d][m] for k in range(4)))
         methods[name] = {
-            "overall": metrics.scores(actual[scored], c[0][scored], c[1][scored], c[2][scored]),
+            "overall": metrics.scores(actual[scored], *(c[k][scored] for k in range(4))),
             "per_device": per_device,
         }
     engine = methods["engine"]["overall"]["wape"]

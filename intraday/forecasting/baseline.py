@@ -1,7 +1,8 @@
 """Seasonal quantile baseline: the forecast used when no trained model exists.
 
 For each quarter-hour of the horizon, P10/P50/P90 are the empirical quantiles
-of the same quarter-hour on the previous `days` days before `forecast_start`.
+of the same quarter-hour on the previous `days` days before `forecast_start`,
+and the mean is their average.
 Only data strictly before `forecast_start` is used, so beyond 24 h ahead the
 lookback starts further back (a 36 h horizon uses days 2..days+1 for its
 second day).
@@ -28,7 +29,7 @@ def seasonal_quantiles(
     days: int = 14,
 ) -> Forecast:
     offset = window.index_of(forecast_start)  # index of forecast_start in the window
-    (p10, p50, p90), counts = seasonal_quantile_matrix(
+    (p10, p50, p90, mean), counts = seasonal_quantile_matrix(
         window.values[None, :], offset, horizon_intervals, days)
     short = np.flatnonzero(counts[0] < MIN_SAMPLES)
     if short.size:
@@ -50,6 +51,7 @@ def seasonal_quantiles(
         p10=p10[0],
         p50=p50[0],
         p90=p90[0],
+        mean=mean[0],
         data_window_start=window.start + first_used * QUARTER_HOUR,
         data_window_end=min(window.end, forecast_start),
     )
@@ -59,8 +61,8 @@ def seasonal_quantile_matrix(
     values: np.ndarray, offset: int, horizon_intervals: int, days: int = 14
 ) -> tuple[np.ndarray, np.ndarray]:
     """For devices x intervals `values` and a forecast starting at column
-    `offset`: the (3, devices, horizon) quantiles and the number of samples
-    behind each (NaN where there are none)."""
+    `offset`: the (4, devices, horizon) P10, P50, P90 and mean, and the
+    number of samples behind each (NaN where there are none)."""
     k = np.arange(horizon_intervals)
     # The first lookback day whose same quarter-hour lies before forecast_start.
     first_day = k // INTERVALS_PER_DAY + 1
@@ -73,7 +75,7 @@ def seasonal_quantile_matrix(
     # sort: NaN sorts last, so the valid samples come first. Monotone in q,
     # so the band never crosses.
     ordered = np.sort(samples, axis=2)
-    out = np.full((len(QUANTILES), *counts.shape), np.nan)
+    out = np.full((len(QUANTILES) + 1, *counts.shape), np.nan)
     last = np.maximum(counts - 1, 0)[..., None]
     for k, q in enumerate(QUANTILES):
         pos = q * last
@@ -82,4 +84,6 @@ def seasonal_quantile_matrix(
         a = np.take_along_axis(ordered, lo, axis=2)[..., 0]
         b = np.take_along_axis(ordered, hi, axis=2)[..., 0]
         out[k] = np.where(counts > 0, a + (pos[..., 0] - lo[..., 0]) * (b - a), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[-1] = np.where(counts > 0, np.nansum(samples, axis=2) / np.maximum(counts, 1), np.nan)
     return out, counts

@@ -78,7 +78,7 @@ def forecast(
         device_id=window.device_id,
         forecast_start=forecast_start,
         model_version=model_version(model),
-        p10=p.p10, p50=p.p50, p90=p.p90,
+        p10=p.p10, p50=p.p50, p90=p.p90, mean=p.mean,
         data_window_start=window.start + first * QUARTER_HOUR,
         data_window_end=min(window.end, forecast_start),
         history_days=history,
@@ -91,10 +91,10 @@ def forecast_fleet(
     temperature: TemperatureSeries | None = None,
 ) -> dict[str, np.ndarray]:
     """Every device of `panel` in one batch: arrays (devices, horizon) of
-    p10, p50, p90 (NaN rows: not enough history), and history_days."""
+    p10, p50, p90 and mean (NaN rows: not enough history), and history_days."""
     origin = panel.index_of(forecast_start)
     n = len(panel.device_ids)
     p = model.predict_rows(panel, Rows.grid(np.arange(n), np.full(n, origin), horizon_intervals), temperature)
     shape = (n, horizon_intervals)
     return {"p10": p.p10.reshape(shape), "p50": p.p50.reshape(shape), "p90": p.p90.reshape(shape),
-            "history_days": p.history_days.reshape(shape)[:, 0]}
+            "mean": p.mean.reshape(shape), "history_days": p.history_days.reshape(shape)[:, 0]}

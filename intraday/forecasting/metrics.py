@@ -12,10 +12,13 @@ def pinball(actual: np.ndarray, pred: np.ndarray, q: float) -> float:
     return float(np.mean(np.maximum(q * diff, (q - 1) * diff)))
 
 
-def scores(actual: np.ndarray, p10: np.ndarray, p50: np.ndarray, p90: np.ndarray) -> dict[str, float | None]:
+def scores(actual: np.ndarray, p10: np.ndarray, p50: np.ndarray, p90: np.ndarray,
+           mean: np.ndarray | None = None) -> dict[str, float | None]:
     """MAE, RMSE, WAPE of P50; pinball loss per quantile; P10-P90 coverage
-    and mean band width. A point forecast (p10 == p50 == p90 everywhere) has
-    no band: its coverage and width are None."""
+    and mean band width; with `mean`, its bias (sum of means / sum of
+    actuals - 1: what a total inherits), RMSE and WAPE. A point forecast
+    (p10 == p50 == p90 everywhere) has no band: its coverage and width are
+    None."""
     n = len(actual)
     if n == 0:
         return {"rows": 0}
@@ -35,4 +38,24 @@ def scores(actual: np.ndarray, p10: np.ndarray, p50: np.ndarray, p90: np.ndarray
     out["below_p10"] = float(np.mean(actual < p10)) if has_band else None
     out["above_p90"] = float(np.mean(actual > p90)) if has_band else None
     out["mean_band_width_kw"] = float(np.mean(p90 - p10)) if has_band else None
+    if mean is not None:
+        total = max(np.sum(np.abs(actual)), 1e-12)
+        out["mean_bias"] = float(np.sum(mean) / total - 1.0)
+        out["mean_rmse"] = float(np.sqrt(np.mean((actual - mean) ** 2)))
+        out["mean_wape"] = float(np.sum(np.abs(actual - mean)) / total)
     return out
+
+
+def portfolio_scores(actual: np.ndarray, p10: np.ndarray, p50: np.ndarray, p90: np.ndarray,
+                     mean: np.ndarray) -> dict[str, float | None]:
+    """A total's forecast: `wape` and `bias` of the mean (what is bought),
+    pinball per quantile and for the mean (the average of the three), the
+    P10-P90 coverage and band width; RMSE of the mean."""
+    if len(actual) == 0:
+        return {"rows": 0}
+    device = scores(actual, p10, p50, p90, mean)
+    keep = ("rows", "pinball_p10", "pinball_p50", "pinball_p90", "pinball_mean", "coverage_p10_p90",
+            "below_p10", "above_p90", "mean_band_width_kw")
+    return {"rows": device["rows"], "wape": device["mean_wape"], "bias": device["mean_bias"],
+            "rmse": device["mean_rmse"], "wape_p50": device["wape"],
+            **{k: device[k] for k in keep if k != "rows"}}

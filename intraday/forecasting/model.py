@@ -14,9 +14,15 @@ Training (`fit`) on a `Panel` whose data end at `cutoff`:
    (full / short), the P10 and P90 distances from P50 are scaled so that 10 %
    of actuals fall below P10 and 10 % above P90 (conformalized quantile
    regression with a multiplicative score, which keeps the band adaptive).
-4. The three models are refit on all rows up to `cutoff` with the same
+4. The portfolio band (`portfolio.py`): on whole cross-sections of the
+   same span (every device at origins every few hours), how device errors
+   add up into totals.
+5. The models are refit on all rows up to `cutoff` with the same
    parameters; the calibration factors carry over (as mlforecast's conformal
    intervals do).
+
+Besides the three quantiles, a fourth booster predicts the expected value
+(`mean`), the figure that adds up across devices.
 
 Quantiles never cross: the raw three are sorted before calibration, the
 scaled distances are non-negative, and power is clipped at zero.
@@ -36,6 +42,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from intraday.forecasting import portfolio
 from intraday.forecasting.features import (
     CATEGORICAL_ATTRIBUTES,
     DAY,
@@ -48,12 +55,16 @@ from intraday.forecasting.features import (
     Vocabulary,
     design_matrix,
 )
+from intraday.forecasting.portfolio import PortfolioCalibration
 from intraday.timeutil import isoformat_z
 
 QUANTILE_NAMES = ("p10", "p50", "p90")
+# The boosters of a model: the three quantiles and the expected value. The
+# mean is what adds up across devices (medians of intermittent loads do not).
+OUTPUTS = (*QUANTILE_NAMES, "mean")
 ALPHAS = {"p10": 0.1, "p50": 0.5, "p90": 0.9}
 BLOCK = DAY // 4  # calibration per 6-hour block of the horizon
-ARTIFACT_FORMAT = 1
+ARTIFACT_FORMAT = 2
 
 Progress = Callable[[str], None]
 
@@ -64,25 +75,36 @@ class TrainingConfig:
     horizon_from: int = 0  # train on steps [horizon_from, horizon) only (direct per-block models)
     train_rows: int = 1_500_000
     calibration_rows: int = 300_000
-    calibration_days: int = 3
+    # 3 days left the portfolio band at 70 % coverage: too few days to see
+    # how device errors move together.
+    calibration_days: int = 7
     min_history_days: float = 1.0
     short_history_share: float = 0.15
     # Small trees, few of them: on the generated fleet 60/30 trees of 31
     # leaves score the same as 200 trees of 63 and predict 3x faster.
-    num_trees: int = 60  # P50
+    num_trees: int = 60  # P50 and the mean
     tail_trees: int = 30  # P10 and P90
+    # The mean's objective: "regression" (squared error) or "tweedie"
+    # (log link, for loads that are often zero); chosen by backtest.
+    mean_objective: str = "regression"
     num_leaves: int = 31
     learning_rate: float = 0.15
     min_data_in_leaf: int = 200
     feature_fraction: float = 0.9
     bagging_fraction: float = 0.8
+    # Portfolio calibration: cross-sections of at most this many devices,
+    # at forecast starts this many hours apart in the calibration span.
+    portfolio_devices: int = 2_000
+    portfolio_origin_hours: int = 6
     refit: bool = True
     seed: int = 7
     threads: int = 0  # LightGBM's default: all cores
 
-    def lgb_params(self, alpha: float) -> dict[str, Any]:
+    def lgb_params(self, output: str) -> dict[str, Any]:
+        objective = ({"objective": self.mean_objective} if output == "mean"
+                     else {"objective": "quantile", "alpha": ALPHAS[output]})
         return {
-            "objective": "quantile", "alpha": alpha, "num_leaves": self.num_leaves,
+            **objective, "num_leaves": self.num_leaves,
             "learning_rate": self.learning_rate, "min_data_in_leaf": self.min_data_in_leaf,
             "feature_fraction": self.feature_fraction, "bagging_fraction": self.bagging_fraction,
             "bagging_freq": 1, "lambda_l2": 1.0, "max_bin": 127, "seed": self.seed,
@@ -97,6 +119,7 @@ class Prediction:
     p10: np.ndarray
     p50: np.ndarray
     p90: np.ndarray
+    mean: np.ndarray
     short_history: np.ndarray  # bool per row
     history_days: np.ndarray
 
@@ -109,6 +132,7 @@ class QuantileModel:
     calibration: dict[str, dict[str, list[float]]]
     horizon: int
     manifest: dict[str, Any] = field(default_factory=dict)
+    portfolio: PortfolioCalibration | None = None
     compiled: Any = field(default=None, repr=False)  # CompiledTrees, see compile()
 
     # -- inference --------------------------------------------------------
@@ -121,14 +145,16 @@ class QuantileModel:
         raw = self.raw(X)
         history = X[:, FEATURES.index("history_days")]
         short = history < SHORT_HISTORY_DAYS
-        p10, p50, p90 = self.calibrated(raw, rows.horizon, short)
-        return Prediction(p10 * scale, p50 * scale, p90 * scale, short, history)
+        p10, p50, p90 = self.calibrated(raw[:3], rows.horizon, short)
+        mean = np.maximum(raw[3], 0.0)
+        return Prediction(p10 * scale, p50 * scale, p90 * scale, mean * scale, short, history)
 
     def raw(self, X: np.ndarray) -> np.ndarray:
-        """(3, rows) uncalibrated quantiles in units of the device's scale."""
+        """(OUTPUTS, rows): uncalibrated quantiles and the mean, in units of
+        the device's scale."""
         if self.compiled is not None:
             return self.compiled.predict(X)
-        return np.stack([self.boosters[q].predict(X, num_threads=_threads(len(X))) for q in QUANTILE_NAMES])
+        return np.stack([self.boosters[q].predict(X, num_threads=_threads(len(X))) for q in OUTPUTS])
 
     def compile(self, cache_dir) -> bool:
         """Predict with compiled trees from now on (same results, faster);
@@ -137,7 +163,7 @@ class QuantileModel:
 
         from intraday.forecasting.compiled import compile_trees
 
-        self.compiled = compile_trees(self.boosters, QUANTILE_NAMES, Path(cache_dir))
+        self.compiled = compile_trees(self.boosters, OUTPUTS, Path(cache_dir))
         return self.compiled is not None
 
     def calibrated(self, raw: np.ndarray, horizon: np.ndarray, short: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -162,6 +188,7 @@ class QuantileModel:
             "features": list(FEATURES),
             "categorical": {k: v for k, v in self.vocabulary.values.items()},
             "calibration": self.calibration,
+            "portfolio": self.portfolio.to_dict() if self.portfolio else None,
             "horizon": self.horizon,
             "quantiles": ALPHAS,
         }
@@ -180,9 +207,10 @@ class QuantileModel:
             if made != (ARTIFACT_FORMAT, FEATURE_VERSION, list(FEATURES)):
                 raise ValueError(f"model artifact (format {made[0]}, features v{made[1]}) does not match "
                                  f"this code ({ARTIFACT_FORMAT}, v{FEATURE_VERSION}): retrain it")
-            boosters = {q: lgb.Booster(model_str=z.read(f"{q}.txt").decode()) for q in QUANTILE_NAMES}
+            boosters = {q: lgb.Booster(model_str=z.read(f"{q}.txt").decode()) for q in OUTPUTS}
+        band = manifest.get("portfolio")
         return cls(boosters, Vocabulary(manifest["categorical"]), manifest["calibration"],
-                   manifest["horizon"], manifest)
+                   manifest["horizon"], manifest, PortfolioCalibration.from_dict(band) if band else None)
 
 
 def _take(values: list[float], idx: np.ndarray) -> np.ndarray:
@@ -230,8 +258,8 @@ def _train(X, y, config: TrainingConfig, progress: Progress | None, label: str) 
     data = lgb.Dataset(X, y, feature_name=list(FEATURES), categorical_feature=cats, free_raw_data=False,
                        params={"max_bin": 127, "verbose": -1})
     boosters = {}
-    for q in QUANTILE_NAMES:
-        trees = config.num_trees if q == "p50" else config.tail_trees
+    for q in OUTPUTS:
+        trees = config.tail_trees if q in ("p10", "p90") else config.num_trees
         started = time.monotonic()
         callbacks = []
         if progress:
@@ -240,7 +268,7 @@ def _train(X, y, config: TrainingConfig, progress: Progress | None, label: str) 
                     progress(f"  {label}: {q} {env.iteration + 1}/{trees} trees on {len(y):,} rows, "
                              f"{time.monotonic() - started:.0f} s")
             callbacks.append(report)
-        boosters[q] = lgb.train(config.lgb_params(ALPHAS[q]), data, num_boost_round=trees,
+        boosters[q] = lgb.train(config.lgb_params(q), data, num_boost_round=trees,
                                 callbacks=callbacks)
     return boosters
 
@@ -299,8 +327,8 @@ def fit(
     model = QuantileModel(boosters, vocabulary, {}, H)
     blocks = -(-H // BLOCK)
     model.calibration = {
-        "full": calibration_factors(model.raw(cal[0]), cal[1], cal[3].horizon, blocks),
-        "short": calibration_factors(model.raw(cal_short[0]), cal_short[1], cal_short[3].horizon, blocks),
+        "full": calibration_factors(model.raw(cal[0])[:3], cal[1], cal[3].horizon, blocks),
+        "short": calibration_factors(model.raw(cal_short[0])[:3], cal_short[1], cal_short[3].horizon, blocks),
     }
     metrics = {
         "calibration_span": {"first_forecast_start": _iso(panel, cal_first), "last_forecast_start":
@@ -309,6 +337,11 @@ def fit(
         "short_history": _normalized_metrics(model, cal_short[0], cal_short[1], cal_short[2],
                                              cal_short[3].horizon, True),
     }
+    if progress:
+        progress("calibrating the portfolio band on whole cross-sections of the calibration span")
+    # Its own random stream: calibrating the band does not change the model.
+    model.portfolio = calibrate_portfolio(model, panel, temperature, static, cal_first, C - H, config,
+                                          np.random.default_rng([config.seed, 1]))
     if config.refit:
         everything = _dataset(panel, sample_rows(panel, first, C - H, config.train_rows, H, rng,
                                                  config.short_history_share, config.horizon_from),
@@ -330,6 +363,35 @@ def fit(
     return model
 
 
+def calibrate_portfolio(model: QuantileModel, panel: Panel, temperature: TemperatureSource | None,
+                        static: np.ndarray, first_origin: int, last_origin: int, config: TrainingConfig,
+                        rng: np.random.Generator) -> PortfolioCalibration:
+    """The portfolio band's calibration from every sampled device's forecasts
+    at origins spread over [first_origin, last_origin] (held out from the
+    model being calibrated)."""
+    D, H = len(panel.device_ids), model.horizon
+    devices = np.sort(rng.choice(D, min(D, config.portfolio_devices), replace=False))
+    step = max(1, config.portfolio_origin_hours * DAY // 24)
+    origins = np.arange(first_origin, last_origin + 1, step)
+    shape = (len(devices), len(origins), H)
+    out = {k: np.empty(shape) for k in ("p10", "p90", "mean")}
+    for k, o in enumerate(origins):
+        p = model.predict_rows(panel, Rows.grid(devices, np.full(len(devices), o), H), temperature, static)
+        for name in out:
+            out[name][:, k] = getattr(p, name).reshape(len(devices), H)
+    target = origins[None, :, None] + np.arange(H)[None, None, :]
+    actual = panel.power[devices[:, None, None], target]
+    return portfolio.fit(actual, out["mean"], out["p10"], out["p90"], device_locations(panel)[devices],
+                         BLOCK, rng)
+
+
+def device_locations(panel: Panel) -> np.ndarray:
+    """Each device's location (its errors correlate with its neighbours'); "" if unknown."""
+    if panel.attributes is not None and "location" in panel.attributes:
+        return panel.attributes["location"].fillna("").astype(str).to_numpy()
+    return np.full(len(panel.device_ids), "", dtype=object)
+
+
 def _data_hash(panel: Panel) -> str:
     h = hashlib.sha256()
     h.update("\n".join(map(str, panel.device_ids)).encode())
@@ -346,11 +408,13 @@ def _iso(panel: Panel, i: int) -> str:
 def _normalized_metrics(model, X, y, scale, horizon, short) -> dict[str, float]:
     """Held-out metrics in kW on the calibration rows (in-sample for the
     calibration factors, so coverage is by construction close to 80 %)."""
-    p10, p50, p90 = model.calibrated(model.raw(X), horizon, np.full(len(y), short))
+    raw = model.raw(X)
+    p10, p50, p90 = model.calibrated(raw[:3], horizon, np.full(len(y), short))
     actual = y * scale
-    p10, p50, p90 = p10 * scale, p50 * scale, p90 * scale
+    p10, p50, p90, mean = p10 * scale, p50 * scale, p90 * scale, np.maximum(raw[3], 0.0) * scale
     return {
         "wape": float(np.abs(actual - p50).sum() / np.abs(actual).sum()),
+        "mean_bias": float(mean.sum() / actual.sum() - 1.0),
         "coverage_p10_p90": float(((actual >= p10) & (actual <= p90)).mean()),
         "mean_band_width_kw": float((p90 - p10).mean()),
     }

@@ -56,7 +56,9 @@ class TelemetryWindow:
 
 @dataclass(frozen=True)
 class Forecast:
-    """P10/P50/P90 of mean power (kW) per interval, from `forecast_start`."""
+    """P10/P50/P90 and the expected value (`mean`) of mean power (kW) per
+    interval, from `forecast_start`. The means add up across devices; the
+    quantiles do not (see `portfolio.py`)."""
 
     device_id: str
     forecast_start: datetime
@@ -64,6 +66,7 @@ class Forecast:
     p10: np.ndarray
     p50: np.ndarray
     p90: np.ndarray
+    mean: np.ndarray
     data_window_start: datetime
     data_window_end: datetime
     # How much history the forecast stood on, and notes a trader should see
@@ -97,8 +100,9 @@ class Forecast:
                     "p10": float(a),
                     "p50": float(b),
                     "p90": float(c),
+                    "mean": float(m),
                 }
-                for s, a, b, c in zip(starts, self.p10, self.p50, self.p90, strict=True)
+                for s, a, b, c, m in zip(starts, self.p10, self.p50, self.p90, self.mean, strict=True)
             ],
         }
 

@@ -82,10 +82,11 @@ def test_backtest_writes_the_report_forecasts_and_plot(fleet_file, tmp_path, cap
     weather = fleet_file.with_name("fleet.weather.parquet")
     out = tmp_path / "report.json"
     cli.main(["backtest", "--data", str(fleet_file), "--weather", str(weather), "--out", str(out),
-              "--forecasts-out", str(tmp_path / "f.parquet"), "--plot", str(tmp_path / "p.png"),
+              "--forecasts-out", str(tmp_path / "f.parquet"), "--portfolio-out", str(tmp_path / "pf.parquet"),
+              "--plot", str(tmp_path / "p.png"),
               "--origins", "3", "--issue-time", "06:30", *SMALL])
     report = json.loads(out.read_text())
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == 2
     assert set(report["methods"]) == set(METHODS)
     assert [o[11:16] for o in report["setup"]["origins"]] == ["06:30"] * 3
     assert report["setup"]["origins"][-1] == "2026-01-30T06:30:00Z"  # the last whose horizon fits
@@ -97,10 +98,35 @@ def test_backtest_writes_the_report_forecasts_and_plot(fleet_file, tmp_path, cap
         has_band = name not in ("seasonal_naive_day", "seasonal_naive_week")
         assert (o["coverage_p10_p90"] is not None) == has_band
     f = pd.read_parquet(tmp_path / "f.parquet")
-    assert list(f.columns) == ["device_id", "origin", "timestamp", "p10", "p50", "p90", "actual"]
+    assert list(f.columns) == ["device_id", "origin", "timestamp", "p10", "p50", "p90", "mean", "actual"]
     assert len(f) == 5 * 3 * 96
     assert ((f.timestamp - f.origin) / pd.Timedelta("15min")).between(0, 95).all()
-    assert (f.p10 <= f.p50).all() and (f.p50 <= f.p90).all()
+    assert (f.p10 <= f.p50).all() and (f.p50 <= f.p90).all() and (f["mean"] >= 0).all()
+
+    # The portfolio: per origin and interval, the total of the devices with
+    # a reading there; its mean is the sum of theirs.
+    pf = pd.read_parquet(tmp_path / "pf.parquet")
+    assert list(pf.columns) == ["origin", "timestamp", "mean", "p10", "p50", "p90", "actual", "devices"]
+    assert len(pf) == 3 * 96
+    reported = f[f.actual.notna()].groupby(["origin", "timestamp"])
+    joined = pf.set_index(["origin", "timestamp"]).join(reported["mean"].sum().rename("device_means"))
+    joined = joined.join(reported["actual"].sum().rename("device_actuals")).join(reported.size().rename("n"))
+    np.testing.assert_allclose(joined["mean"], joined["device_means"], rtol=1e-9)
+    np.testing.assert_allclose(joined["actual"], joined["device_actuals"], rtol=1e-9)
+    assert (joined["devices"] == joined["n"]).all()
+    assert (pf.p10 <= pf.p50).all() and (pf.p50 <= pf.p90).all() and (pf.p10 >= 0).all()
+    # The portfolio band is narrower than the sum of the device bands
+    # (errors partly cancel) and wider than zero.
+    device_band = f[f.actual.notna()].assign(w=f.p90 - f.p10).groupby(["origin", "timestamp"])["w"].sum()
+    assert 0 < (pf.p90 - pf.p10).sum() < device_band.sum()
+    portfolio = report["portfolio"]
+    assert set(portfolio["methods"]) == set(backtest.PORTFOLIO_METHODS)
+    assert portfolio["devices"] == 5 and portfolio["cells"]["scored"] > 0
+    for m in portfolio["methods"].values():
+        assert m["rows"] == portfolio["cells"]["scored"]
+        assert 0 < m["wape"] < 2 and -1 < m["bias"] < 1
+    engine = portfolio["methods"]["engine"]
+    assert engine["bias"] == pytest.approx(pf["mean"].sum() / pf["actual"].sum() - 1)
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     assert "engine" in capsys.readouterr().out
 
