@@ -82,12 +82,13 @@ def print_forecast(result: dict) -> None:
           + (f"  ({result['history_days']:.1f} days of history)" if result.get("history_days") else ""))
     for note in result.get("notes", []):
         print(f"  note: {note}")
-    print(f"  {'interval (UTC)':<17} {'P10':>7} {'P50':>7} {'P90':>7}  kW")
+    print(f"  {'interval (UTC)':<17} {'P10':>7} {'P50':>7} {'P90':>7} {'mean':>7}  kW")
     width = 40
     for i in intervals[::4]:  # hourly rows; the full 96 intervals are in --json
         lo, mid, hi = (int(round(i[q] / p90_max * width)) for q in ("p10", "p50", "p90"))
         bar = " " * lo + "-" * max(mid - lo, 0) + "|" + "-" * max(hi - mid - 1, 0)
-        print(f"  {i['interval_start'][:16]:<17} {i['p10']:7.3f} {i['p50']:7.3f} {i['p90']:7.3f}  {bar}")
+        print(f"  {i['interval_start'][:16]:<17} {i['p10']:7.3f} {i['p50']:7.3f} {i['p90']:7.3f} "
+              f"{i['mean']:7.3f}  {bar}")
 
 
 def cmd_prices(args: argparse.Namespace) -> None:

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     price_move_threshold_eur_mwh: float = 5.0
     price_debounce_seconds: float = 30.0
     portfolio: str = "all"  # comma-separated device ids, or "all"
+    # Imbalance cost of being short / long (EUR/MWh): the position targets the
+    # portfolio's c_short / (c_short + c_long) quantile (equal costs: its median).
+    imbalance_cost_short_eur_mwh: float = 100.0
+    imbalance_cost_long_eur_mwh: float = 100.0
 
     @property
     def model_store_url(self) -> str:
@@ -64,10 +68,18 @@ class Settings(BaseSettings):
     def chdb_path(self) -> Path:
         return self.data_dir / "telemetry"
 
+    @property
+    def target_quantile(self) -> float:
+        from intraday.trading.rules import cost_optimal_quantile
+
+        return cost_optimal_quantile(self.imbalance_cost_short_eur_mwh, self.imbalance_cost_long_eur_mwh)
+
     @model_validator(mode="after")
     def _refuse_local_defaults_in_production(self) -> Settings:
         if self.environment == "production" and self.pg_dsn == LOCAL_PG_DSN:
             raise ValueError("INTRADAY_PG_DSN must be set in production")
+        if self.imbalance_cost_short_eur_mwh <= 0 or self.imbalance_cost_long_eur_mwh <= 0:
+            raise ValueError("INTRADAY_IMBALANCE_COST_SHORT_EUR_MWH and _LONG_ must be positive")
         return self
 
 

@@ -63,11 +63,11 @@ def record_forecast(
         with conn.cursor() as c:
             c.executemany(
                 """INSERT INTO forecast_results
-                       (request_id, interval_start, interval_end, p10, p50, p90)
-                   VALUES (%s, %s, %s, %s, %s, %s)""",
+                       (request_id, interval_start, interval_end, p10, p50, p90, mean)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s)""",
                 [
                     (request_id, i["interval_start"], i["interval_end"], i["p10"], i["p50"],
-                     i["p90"])
+                     i["p90"], i["mean"])
                     for i in forecast["intervals"]
                 ],
             )
@@ -103,19 +103,24 @@ def record_decision(
     price_eur_mwh: float,
     reference_price: float | None,
     forecast_ids: list[str],
+    portfolio_forecast_id: str,
+    portfolio_forecast: dict[str, Any],
 ) -> bool:
-    """Record a decision and move the positions by its orders, atomically;
-    False if this decision id was already recorded."""
+    """Record a decision (with the portfolio forecast and the quantile of it
+    it bought to) and move the positions by its orders, atomically; False if
+    this decision id was already recorded."""
     with conn.transaction():
         cur = conn.execute(
             """INSERT INTO trade_decisions (decision_id, decided_at, price_eur_mwh,
-                   reference_price, forecast_start, forecast_ids, buy_mwh, sell_mwh, orders)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   reference_price, forecast_start, forecast_ids, buy_mwh, sell_mwh, orders,
+                   target_quantile, portfolio_forecast_id, portfolio_forecast)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (decision_id) DO NOTHING""",
             (
                 decision_id, decided_at, price_eur_mwh, reference_price,
                 decision.forecast_start, forecast_ids, decision.buy_mwh, decision.sell_mwh,
-                Jsonb(decision.orders()),
+                Jsonb(decision.orders()), decision.target_quantile, portfolio_forecast_id,
+                Jsonb(portfolio_forecast),
             ),
         )
         if cur.rowcount == 0:

@@ -15,7 +15,7 @@ from datetime import datetime
 import numpy as np
 
 from intraday.errors import InsufficientHistory
-from intraday.forecasting import baseline
+from intraday.forecasting import baseline, portfolio
 from intraday.forecasting.features import (
     DAY,
     MIN_HISTORY_INTERVALS,
@@ -26,10 +26,12 @@ from intraday.forecasting.features import (
     TemperatureSeries,
 )
 from intraday.forecasting.model import QuantileModel
-from intraday.forecasting.types import Forecast, TelemetryWindow
+from intraday.forecasting.types import Forecast, PortfolioForecast, TelemetryWindow
 from intraday.timeutil import QUARTER_HOUR, to_utc
 
 FALLBACK_NOTE = "fallback: seasonal baseline, no trained model is served"
+UNCALIBRATED_NOTE = ("no portfolio calibration (seasonal fallback): the band is the sum of the device "
+                     "bands, far wider than the total's")
 
 
 def model_version(model: QuantileModel | None) -> str:
@@ -98,3 +100,36 @@ def forecast_fleet(
     shape = (n, horizon_intervals)
     return {"p10": p.p10.reshape(shape), "p50": p.p50.reshape(shape), "p90": p.p90.reshape(shape),
             "mean": p.mean.reshape(shape), "history_days": p.history_days.reshape(shape)[:, 0]}
+
+
+def forecast_portfolio(model: QuantileModel | None, forecasts: list[Forecast],
+                       locations: list[str] | None = None) -> PortfolioForecast:
+    """The total of the devices' `forecasts` (one forecast start and
+    horizon): the sum of their means, and the quantiles of the total from
+    the model's portfolio calibration, given each device's location (its
+    errors move with its neighbours'). Without a calibrated model (the
+    seasonal fallback) the band is the sum of the device bands and says so."""
+    if not forecasts:
+        raise ValueError("a portfolio needs at least one device forecast")
+    first = forecasts[0]
+    if any(f.forecast_start != first.forecast_start or f.horizon_intervals != first.horizon_intervals
+           for f in forecasts):
+        raise ValueError("the device forecasts of a portfolio must share forecast_start and horizon")
+    stack = {k: np.stack([getattr(f, k) for f in forecasts]) for k in ("p10", "p50", "p90", "mean")}
+    versions = sorted({f.model_version for f in forecasts})
+    notes: tuple[str, ...] = ()
+    if len(versions) > 1:
+        notes += (f"device forecasts from {len(versions)} model versions: {', '.join(versions)}",)
+    calibration = model.portfolio if model is not None else None
+    if calibration is None:
+        levels = np.array([0.1, 0.5, 0.9])
+        mean = stack["mean"].sum(axis=0)
+        table = np.stack([stack[k].sum(axis=0) for k in ("p10", "p50", "p90")])
+        notes += (UNCALIBRATED_NOTE,)
+    else:
+        levels = portfolio.LEVELS
+        where = np.array(locations if locations is not None else [""] * len(forecasts), dtype=object)
+        mean, table = portfolio.quantiles(calibration, stack["mean"], stack["p10"], stack["p90"], where,
+                                          levels)
+    return PortfolioForecast(first.forecast_start, model_version(model),
+                             tuple(f.device_id for f in forecasts), mean, levels, table, notes)

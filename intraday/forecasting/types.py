@@ -107,6 +107,86 @@ class Forecast:
         }
 
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Forecast:
+        """The inverse of `to_dict` (what a consumer of the wire form holds)."""
+        intervals = d["intervals"]
+
+        def column(name: str) -> np.ndarray:
+            return np.array([i[name] for i in intervals], dtype=np.float64)
+
+        return cls(
+            device_id=d["device_id"],
+            forecast_start=datetime.fromisoformat(d["forecast_start"]),
+            model_version=d["model_version"],
+            p10=column("p10"), p50=column("p50"), p90=column("p90"), mean=column("mean"),
+            data_window_start=datetime.fromisoformat(d["data_window"]["start"]),
+            data_window_end=datetime.fromisoformat(d["data_window"]["end"]),
+            history_days=d.get("history_days"),
+            notes=tuple(d.get("notes", ())),
+        )
+
+
+@dataclass(frozen=True)
+class PortfolioForecast:
+    """The total of a set of devices per interval (kW): `mean`, the sum of
+    the device means (what adds up), and quantiles of the total's
+    distribution at `levels` (rows of `quantiles`), from which any level is
+    read by `quantile`. See `portfolio.py` for how the band is built."""
+
+    forecast_start: datetime
+    model_version: str
+    device_ids: tuple[str, ...]
+    mean: np.ndarray
+    levels: np.ndarray
+    quantiles: np.ndarray  # (levels, intervals), non-decreasing down the levels
+    notes: tuple[str, ...] = ()
+
+    def quantile(self, level: float) -> np.ndarray:
+        """The total's `level` quantile per interval, interpolated between
+        the levels held (and held flat beyond them)."""
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"a quantile level lies strictly between 0 and 1, not {level}")
+        k = int(np.clip(np.searchsorted(self.levels, level) - 1, 0, max(len(self.levels) - 2, 0)))
+        if len(self.levels) == 1:
+            return self.quantiles[0].copy()
+        lo, hi = self.levels[k], self.levels[k + 1]
+        w = float(np.clip((level - lo) / (hi - lo), 0.0, 1.0))
+        return (1 - w) * self.quantiles[k] + w * self.quantiles[k + 1]
+
+    @property
+    def p10(self) -> np.ndarray:
+        return self.quantile(0.1)
+
+    @property
+    def p50(self) -> np.ndarray:
+        return self.quantile(0.5)
+
+    @property
+    def p90(self) -> np.ndarray:
+        return self.quantile(0.9)
+
+    @property
+    def horizon_intervals(self) -> int:
+        return len(self.mean)
+
+    def to_dict(self) -> dict:
+        starts = [self.forecast_start + i * QUARTER_HOUR for i in range(self.horizon_intervals)]
+        return {
+            "forecast_start": isoformat_z(self.forecast_start),
+            "horizon_intervals": self.horizon_intervals,
+            "model_version": self.model_version,
+            "devices": len(self.device_ids),
+            "unit": "kW",
+            "notes": list(self.notes),
+            "intervals": [
+                {"interval_start": isoformat_z(s), "interval_end": isoformat_z(s + QUARTER_HOUR),
+                 "p10": float(a), "p50": float(b), "p90": float(c), "mean": float(m)}
+                for s, a, b, c, m in zip(starts, self.p10, self.p50, self.p90, self.mean, strict=True)
+            ],
+        }
+
+
 @dataclass(frozen=True)
 class FleetWindow:
     """Mean power (kW) of many devices on one quarter-hour grid:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from intraday.forecasting.types import PortfolioForecast
 from intraday.timeutil import QUARTER_HOUR, isoformat_z
 
 HOURS_PER_INTERVAL = QUARTER_HOUR / timedelta(hours=1)
@@ -36,15 +37,30 @@ class PriceMoveRule:
         return True
 
 
+def cost_optimal_quantile(cost_short_eur_mwh: float, cost_long_eur_mwh: float) -> float:
+    """The newsvendor rule: buying the `c_short / (c_short + c_long)` quantile
+    of the portfolio's consumption minimises the expected imbalance cost
+    when each MWh short costs `c_short` and each MWh long costs `c_long`
+    (symmetric costs: the median)."""
+    if not (np.isfinite(cost_short_eur_mwh) and np.isfinite(cost_long_eur_mwh)) \
+            or cost_short_eur_mwh <= 0 or cost_long_eur_mwh <= 0:
+        raise ValueError(f"imbalance costs must be positive and finite, got short {cost_short_eur_mwh} "
+                         f"and long {cost_long_eur_mwh} EUR/MWh")
+    return cost_short_eur_mwh / (cost_short_eur_mwh + cost_long_eur_mwh)
+
+
 @dataclass(frozen=True)
 class TradeDecision:
-    """Orders that bring the position in each delivery interval to the fleet's
-    P50 forecast: positive MW buy, negative MW sell."""
+    """Orders that bring the position in each delivery interval to the
+    target: the portfolio forecast's cost-optimal quantile (`target_quantile`).
+    Positive MW buy, negative MW sell; `mean_mw` is the expected consumption."""
 
     forecast_start: datetime
-    forecast_mw: np.ndarray
+    target_mw: np.ndarray
     position_mw: np.ndarray
     order_mw: np.ndarray = field(repr=False)
+    mean_mw: np.ndarray = field(repr=False)
+    target_quantile: float = 0.5
 
     @property
     def buy_mwh(self) -> float:
@@ -61,23 +77,25 @@ class TradeDecision:
         return [
             {
                 "interval_start": isoformat_z(s),
-                "forecast_mw": round(float(f), 6),
+                "mean_mw": round(float(m), 6),
+                "target_mw": round(float(f), 6),
                 "position_mw": round(float(p), 6),
                 "order_mw": round(float(o), 6),
             }
-            for s, f, p, o in zip(
-                self.interval_starts(), self.forecast_mw, self.position_mw, self.order_mw,
+            for s, m, f, p, o in zip(
+                self.interval_starts(), self.mean_mw, self.target_mw, self.position_mw, self.order_mw,
                 strict=True,
             )
         ]
 
 
-def decide(forecast_start: datetime, fleet_p50_kw: np.ndarray, position_mw: np.ndarray,
+def decide(portfolio: PortfolioForecast, position_mw: np.ndarray, target_quantile: float = 0.5,
            min_order_mw: float = 0.0) -> TradeDecision:
-    """Order the difference between forecast consumption and the position;
-    differences below `min_order_mw` are not worth an order."""
-    forecast_mw = np.asarray(fleet_p50_kw, float) / 1000.0
+    """Order the difference between the portfolio's `target_quantile` and the
+    position; differences below `min_order_mw` are not worth an order."""
+    target_mw = portfolio.quantile(target_quantile) / 1000.0
     position_mw = np.asarray(position_mw, float)
-    order = forecast_mw - position_mw
+    order = target_mw - position_mw
     order[np.abs(order) < min_order_mw] = 0.0
-    return TradeDecision(forecast_start, forecast_mw, position_mw, order)
+    return TradeDecision(portfolio.forecast_start, target_mw, position_mw, order,
+                         portfolio.mean / 1000.0, target_quantile)

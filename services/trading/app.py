@@ -1,7 +1,9 @@
 """Trading service: subscribes to `prices`; when a move warrants it, asks the
-forecaster (service invocation) for the portfolio's forecasts, decides the
-orders against the current position, records the decision in PostgreSQL and
-publishes it on `orders`."""
+forecaster (service invocation) for the portfolio's device forecasts, builds
+the portfolio forecast from them (the sum of the device means, the band of
+the total from the model's portfolio calibration), orders the gap between its
+cost-optimal quantile and the current position, records the decision in
+PostgreSQL and publishes it on `orders`."""
 
 from __future__ import annotations
 
@@ -18,7 +20,10 @@ from psycopg_pool import ConnectionPool
 
 from intraday.audit import db
 from intraday.config import get_settings
-from intraday.timeutil import isoformat_z, next_quarter_hour, to_utc
+from intraday.forecasting import baseline, engine, modelstore
+from intraday.forecasting.model import QuantileModel
+from intraday.forecasting.types import Forecast
+from intraday.timeutil import QUARTER_HOUR, isoformat_z, next_quarter_hour, to_utc
 from intraday.trading.rules import PriceMoveRule, decide
 from services import sidecar
 from services.http import install_common
@@ -51,13 +56,35 @@ async def subscriptions() -> list[dict]:
     return [{"pubsubname": sidecar.PUBSUB, "topic": "prices", "route": "/prices"}]
 
 
-async def _portfolio() -> list[str]:
-    configured = get_settings().portfolio
-    if configured != "all":
-        return [d.strip() for d in configured.split(",") if d.strip()]
+_models: dict[str, QuantileModel] = {}
+
+
+async def _portfolio() -> dict[str, str]:
+    """The portfolio's devices and their locations (their forecast errors
+    move together, so the band of the total depends on where they are)."""
     r = await sidecar.invoke("telemetry", "GET", "devices")
     r.raise_for_status()
-    return [d["device_id"] for d in r.json()]
+    fleet = {d["device_id"]: d.get("location") or "" for d in r.json()}
+    configured = get_settings().portfolio
+    if configured == "all":
+        return fleet
+    return {d.strip(): fleet.get(d.strip(), "") for d in configured.split(",") if d.strip()}
+
+
+async def _model(version: str) -> QuantileModel | None:
+    """The model whose portfolio calibration bands the total (None for the
+    seasonal fallback), from the object store, kept by version."""
+    if version == baseline.MODEL_VERSION:
+        return None
+    if version not in _models:
+        artifact = await asyncio.to_thread(modelstore.default_store().artifact, version)
+        _models[version] = await asyncio.to_thread(QuantileModel.from_bytes, artifact)
+    return _models[version]
+
+
+def portfolio_forecast_id(forecast_ids: list[str]) -> str:
+    """Derived from the device forecasts it sums, like theirs from their inputs."""
+    return "pf-" + hashlib.sha256("\n".join(sorted(forecast_ids)).encode()).hexdigest()[:16]
 
 
 async def _forecast(device_id: str, start: datetime, sem: asyncio.Semaphore) -> dict:
@@ -101,16 +128,23 @@ async def _decide(decision_id: str, price: float, reference: float | None, at: d
     start = next_quarter_hour(at)
     devices = await _portfolio()
     sem = asyncio.Semaphore(FORECAST_CONCURRENCY)
-    forecasts = await asyncio.gather(*(_forecast(d, start, sem) for d in devices))
-    fleet_p50_kw = np.sum([[i["p50"] for i in f["intervals"]] for f in forecasts], axis=0)
-    starts = [datetime.fromisoformat(i["interval_start"]) for i in forecasts[0]["intervals"]]
+    results = await asyncio.gather(*(_forecast(d, start, sem) for d in devices))
+    forecasts = [Forecast.from_dict(r) for r in results]
+    forecast_ids = [r["forecast_id"] for r in results]
+    # One model's calibration bands the total: the version most devices used.
+    versions = [f.model_version for f in forecasts]
+    model = await _model(max(set(versions), key=versions.count))
+    total = engine.forecast_portfolio(model, forecasts, [devices[f.device_id] for f in forecasts])
+    portfolio_id = portfolio_forecast_id(forecast_ids)
+    quantile = get_settings().target_quantile
+    starts = [start + i * QUARTER_HOUR for i in range(total.horizon_intervals)]
 
     def record() -> tuple[bool, dict]:
         with pool.connection() as conn:
-            decision = decide(start, fleet_p50_kw, np.array(db.positions(conn, starts)))
+            decision = decide(total, np.array(db.positions(conn, starts)), quantile)
             inserted = db.record_decision(
-                conn, decision_id, decision, at, price, reference,
-                [f["forecast_id"] for f in forecasts],
+                conn, decision_id, decision, at, price, reference, forecast_ids,
+                portfolio_id, {"portfolio_forecast_id": portfolio_id, **total.to_dict()},
             )
         return inserted, {
             "decision_id": decision_id,
@@ -118,6 +152,9 @@ async def _decide(decision_id: str, price: float, reference: float | None, at: d
             "price_eur_mwh": price,
             "reference_price": reference,
             "forecast_start": isoformat_z(start),
+            "portfolio_forecast_id": portfolio_id,
+            "model_version": total.model_version,
+            "target_quantile": quantile,
             "buy_mwh": decision.buy_mwh,
             "sell_mwh": decision.sell_mwh,
             "orders": decision.orders(),
@@ -134,10 +171,10 @@ async def decisions(limit: int = 20) -> list[dict]:
     def query() -> list[dict]:
         with pool.connection() as conn:
             rows = conn.execute(
-                "SELECT decision_id, decided_at, price_eur_mwh, buy_mwh, sell_mwh"
-                " FROM trade_decisions ORDER BY decided_at DESC LIMIT %s", (limit,),
+                "SELECT decision_id, decided_at, price_eur_mwh, buy_mwh, sell_mwh, target_quantile,"
+                " portfolio_forecast_id FROM trade_decisions ORDER BY decided_at DESC LIMIT %s", (limit,),
             ).fetchall()
-        return [dict(zip(("decision_id", "decided_at", "price_eur_mwh", "buy_mwh", "sell_mwh"),
-                         r, strict=True)) for r in rows]
+        return [dict(zip(("decision_id", "decided_at", "price_eur_mwh", "buy_mwh", "sell_mwh",
+                          "target_quantile", "portfolio_forecast_id"), r, strict=True)) for r in rows]
 
     return await run_in_threadpool(query)

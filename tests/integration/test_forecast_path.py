@@ -43,16 +43,17 @@ def test_forecast_end_to_end(gateway, pg, rds):
     assert start == floor_quarter_hour(datetime.now(UTC)) + timedelta(minutes=15) or \
         start == floor_quarter_hour(datetime.now(UTC))  # the clock may cross a quarter-hour
     for i in result["intervals"]:
-        assert i["p10"] <= i["p50"] <= i["p90"]
+        assert i["p10"] <= i["p50"] <= i["p90"] and i["mean"] >= 0
     assert result["data_window"]["end"] <= result["forecast_start"]
 
     # The audit trail: one request row, 96 result rows, same numbers.
     assert audit_rows(pg, view["forecast_id"]) == (1, 96)
-    model, p50_sum = pg.execute(
-        "SELECT r.model_version, sum(x.p50) FROM forecast_requests r JOIN forecast_results x"
+    model, p50_sum, mean_sum = pg.execute(
+        "SELECT r.model_version, sum(x.p50), sum(x.mean) FROM forecast_requests r JOIN forecast_results x"
         " USING (request_id) WHERE request_id = %s GROUP BY 1", (view["forecast_id"],)).fetchone()
     assert model == "baseline"
     assert p50_sum == pytest.approx(sum(i["p50"] for i in result["intervals"]))
+    assert mean_sum == pytest.approx(sum(i["mean"] for i in result["intervals"]))
 
     # Published on `forecasts`.
     published = [m for m in topic_messages(rds, "forecasts") if m["forecast_id"] == view["forecast_id"]]

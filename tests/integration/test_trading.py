@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from tests.integration.conftest import eventually, topic_messages
 
 
@@ -14,12 +16,24 @@ def test_price_move_leads_to_a_trade_decision(gateway, pg, rds):
 
     row = eventually(lambda: pg.execute(
         "SELECT decision_id, array_length(forecast_ids, 1), buy_mwh, sell_mwh,"
-        " jsonb_array_length(orders) FROM trade_decisions WHERE price_eur_mwh = 87.5").fetchone(),
+        " jsonb_array_length(orders), target_quantile, portfolio_forecast_id, portfolio_forecast, orders"
+        " FROM trade_decisions WHERE price_eur_mwh = 87.5").fetchone(),
         timeout=60)
     assert row is not None, "no trade decision recorded"
-    decision_id, n_forecasts, buy, sell, n_orders = row
+    decision_id, n_forecasts, buy, sell, n_orders, quantile, portfolio_id, portfolio, orders = row
     assert n_forecasts == 24 and n_orders == 96
     assert buy > 0 and sell == 0  # a flat position: the fleet's consumption is bought
+    # It bought the portfolio's median (symmetric imbalance costs), and the
+    # portfolio's mean is the sum of the device means the forecasts audited.
+    assert quantile == 0.5 and portfolio_id.startswith("pf-") and portfolio["devices"] == 24
+    median_mw = [i["p50"] / 1000 for i in portfolio["intervals"]]
+    assert [o["target_mw"] for o in orders] == pytest.approx(median_mw, abs=1e-6)  # orders round to 1 W
+    device_means = pg.execute(
+        "SELECT x.interval_start, sum(x.mean) FROM trade_decisions d JOIN forecast_results x"
+        " ON x.request_id = ANY(d.forecast_ids) WHERE d.decision_id = %s GROUP BY 1 ORDER BY 1",
+        (decision_id,)).fetchall()
+    assert [m for _, m in device_means] == pytest.approx([i["mean"] for i in portfolio["intervals"]])
+    assert [o["mean_mw"] for o in orders] == pytest.approx([m / 1000 for _, m in device_means], abs=1e-6)
 
     orders = eventually(lambda: [m for m in topic_messages(rds, "orders")
                                  if m["decision_id"] == decision_id], timeout=30)

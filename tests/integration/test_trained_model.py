@@ -46,7 +46,7 @@ def test_a_promoted_model_serves_forecasts(stack, gateway, pg, rds, tmp_path):
         assert result["forecast_id"] != before["forecast_id"]
         assert result["notes"] == [] and result["history_days"] >= 7
         for i in result["intervals"]:
-            assert 0 <= i["p10"] <= i["p50"] <= i["p90"]
+            assert 0 <= i["p10"] <= i["p50"] <= i["p90"] and i["mean"] >= 0
         audited = pg.execute("SELECT model_version FROM forecast_requests WHERE request_id = %s",
                              (result["forecast_id"],)).fetchone()[0]
         assert audited == version

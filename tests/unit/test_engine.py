@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from intraday.forecasting import engine, portfolio
 from intraday.forecasting.features import (
     DAY,
     FEATURES,
@@ -19,7 +20,8 @@ from intraday.forecasting.features import (
     design_matrix,
     drop_stuck,
 )
-from intraday.forecasting.model import QuantileModel, calibration_factors
+from intraday.forecasting.model import QuantileModel, calibration_factors, device_locations
+from intraday.forecasting.types import Forecast
 
 
 def test_a_forecast_reads_nothing_at_or_after_forecast_start(data, model):
@@ -41,13 +43,24 @@ def test_a_forecast_reads_nothing_at_or_after_forecast_start(data, model):
     changed = Panel(panel.device_ids, panel.start, power, temp, panel.attributes)
     after = model.predict_rows(changed, rows, IssuedForecasts(weather.location, weather.runs, values))
 
-    for q in ("p10", "p50", "p90"):
+    for q in ("p10", "p50", "p90", "mean"):
         np.testing.assert_array_equal(getattr(before, q), getattr(after, q))
+    # ... and so does the portfolio built from them ...
+    locations = device_locations(panel)
+
+    def total(p):
+        shape = (len(panel.device_ids), DAY)
+        return portfolio.quantiles(model.portfolio, p.mean.reshape(shape), p.p10.reshape(shape),
+                                   p.p90.reshape(shape), locations)
+
+    for a, b in zip(total(before), total(after), strict=True):
+        np.testing.assert_array_equal(a, b)
     # ... while changing the last interval before forecast_start does change it.
     power[:, origin - 1] += 5.0
     moved = model.predict_rows(Panel(panel.device_ids, panel.start, power, temp, panel.attributes), rows,
                                data.temperature)
     assert not np.array_equal(before.p50, moved.p50)
+    assert not np.array_equal(before.mean, moved.mean)
 
 
 def test_quantiles_never_cross_and_power_is_never_negative(data, model):
@@ -153,3 +166,37 @@ def test_artifact_round_trip_predicts_the_same_and_refuses_other_features(data, 
             z.writestr(name, data)
     with pytest.raises(ValueError, match="retrain"):
         QuantileModel.from_bytes(out.getvalue())
+
+
+def test_a_portfolio_adds_up_its_device_means_and_bands_its_total(data, model):
+    panel = data.panel
+    start = panel.timestamp(panel.intervals - DAY)
+    forecasts = [engine.forecast(model, panel_window(panel, d), start, DAY, temperature=None)
+                 for d in range(len(panel.device_ids))]
+    # The wire form round-trips (the trading service rebuilds forecasts from it).
+    again = Forecast.from_dict(forecasts[0].to_dict())
+    for k in ("p10", "p50", "p90", "mean"):
+        np.testing.assert_array_equal(getattr(again, k), getattr(forecasts[0], k))
+    assert again.forecast_start == start and again.data_window_end == forecasts[0].data_window_end
+
+    total = engine.forecast_portfolio(model, forecasts, list(device_locations(panel)))
+    np.testing.assert_allclose(total.mean, np.sum([f.mean for f in forecasts], axis=0))
+    assert (total.p10 <= total.p50).all() and (total.p50 <= total.p90).all() and (total.p10 >= 0).all()
+    band = total.p90 - total.p10
+    assert (band > 0).all() and band.sum() < np.sum([f.p90 - f.p10 for f in forecasts])
+    assert total.model_version == model.manifest.get("version", "unversioned") and not total.notes
+    assert total.to_dict()["devices"] == len(forecasts)
+
+    # The fallback has no calibration: its band is the sum of the device bands, and says so.
+    fallback = engine.forecast_portfolio(None, forecasts)
+    np.testing.assert_allclose(fallback.p90, np.sum([f.p90 for f in forecasts], axis=0))
+    assert engine.UNCALIBRATED_NOTE in fallback.notes
+    with pytest.raises(ValueError, match="share forecast_start"):
+        engine.forecast_portfolio(model, [forecasts[0], engine.forecast(
+            model, panel_window(panel, 1), panel.timestamp(panel.intervals - DAY - 4), DAY)])
+
+
+def panel_window(panel, d):
+    from intraday.forecasting.types import TelemetryWindow
+
+    return TelemetryWindow(str(panel.device_ids[d]), panel.start, panel.power[d])

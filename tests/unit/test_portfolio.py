@@ -23,7 +23,8 @@ def draw(seed: int):
     fleet = rng.standard_normal((1, ORIGINS, H))
     local = rng.standard_normal((LOCATIONS, ORIGINS, H))[np.repeat(np.arange(LOCATIONS), D // LOCATIONS)]
     own = (rng.gamma(2.0, 1.0, (D, ORIGINS, H)) - 2.0) / np.sqrt(2.0)  # skewed, mean 0, sd 1
-    z = np.sqrt(RHO_FLEET) * fleet + np.sqrt(RHO_LOCATION - RHO_FLEET) * local + np.sqrt(1 - RHO_LOCATION) * own
+    z = (np.sqrt(RHO_FLEET) * fleet + np.sqrt(RHO_LOCATION - RHO_FLEET) * local
+         + np.sqrt(1 - RHO_LOCATION) * own)
     mean = level * np.ones((1, ORIGINS, 1))
     actual = mean + sd * z
     actual[rng.random(actual.shape) < 0.01] = np.nan  # lost readings
