@@ -61,6 +61,15 @@ class BacktestData:
     readings: int
     resampled_from: str | None
     stuck_dropped: int
+    duplicates_dropped: int = 0
+    # The readings as given (after averaging), which forecasts are scored
+    # against; the panel's power has stuck-sensor runs removed for features
+    # and training. None: the panel's power.
+    observed: np.ndarray | None = None
+
+    @property
+    def actual(self) -> np.ndarray:
+        return self.panel.power if self.observed is None else self.observed
 
 
 # -- input --------------------------------------------------------------------
@@ -115,11 +124,7 @@ def load_data(path: Path, devices: Path | None = None, weather: Path | None = No
     if (df["power"] < 0).any():
         raise InvalidRequest(f"{path}: {int((df['power'] < 0).sum())} negative power readings "
                              "(a heat pump draws power, it does not feed in)")
-    dup = df.duplicated(["device_id", "timestamp"], keep=False)
-    if dup.any():
-        ex = df[dup].iloc[0]
-        raise InvalidRequest(f"{path}: {int(dup.sum())} rows share a (device_id, timestamp), e.g. "
-                             f"{ex.device_id} at {isoformat_z(ex.timestamp)}; remove duplicates first")
+    df, duplicates = _without_duplicates(df, path)
     df = df.sort_values(["device_id", "timestamp"], kind="stable")
     step = df.groupby("device_id", sort=False)["timestamp"].diff().dropna()
     if step.empty:
@@ -144,6 +149,7 @@ def load_data(path: Path, devices: Path | None = None, weather: Path | None = No
     n = int(i.max()) + 1
     power = np.full((len(ids), n), np.nan)
     power[dev, i] = df["power"].to_numpy()
+    observed = power
     power, stuck = drop_stuck(power)
     temp = None
     if "outdoor_temp" in df:
@@ -152,7 +158,27 @@ def load_data(path: Path, devices: Path | None = None, weather: Path | None = No
     attributes = _attributes(devices, ids) if devices else None
     panel = Panel(ids, start.to_pydatetime(), power, temp, attributes)
     temperature = load_weather(weather, panel) if weather else None
-    return BacktestData(panel, temperature, len(df), resampled, stuck)
+    return BacktestData(panel, temperature, len(df), resampled, stuck, duplicates, observed)
+
+
+def _without_duplicates(df: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, int]:
+    """Exact repeats of a reading (a message delivered twice) dropped and
+    counted; readings that share a (device_id, timestamp) but differ are
+    refused: which one is true cannot be told."""
+    key = ["device_id", "timestamp"]
+    repeated = df.duplicated(key, keep=False)
+    if not repeated.any():
+        return df, 0
+    distinct = df[repeated].drop_duplicates()
+    conflict = distinct[distinct.duplicated(key, keep=False)].sort_values(key, kind="stable")
+    if len(conflict):
+        examples = "; ".join(
+            f"{dev} at {isoformat_z(t)}: power " + " vs ".join(f"{p:g}" for p in g["power"])
+            for (dev, t), g in list(conflict.groupby(key, sort=False))[:3])
+        raise InvalidRequest(f"{path}: {conflict[key].drop_duplicates().shape[0]} (device_id, timestamp) "
+                             f"keys have readings that differ, e.g. {examples}; keep one reading per key")
+    out = df.drop_duplicates()
+    return out, len(df) - len(out)
 
 
 def _attributes(path: Path, ids: np.ndarray) -> pd.DataFrame:
@@ -226,7 +252,7 @@ def from_store(store, start: datetime, end: datetime) -> BacktestData:
     panel = Panel(ids, fleet.start, power, observed[loc], devices)
     forecasts = store.weather_forecasts(locations, fleet.start, fleet.end)
     temperature = temperature_source(forecasts, panel) if len(forecasts) else None
-    return BacktestData(panel, temperature, int((~np.isnan(power)).sum()), None, stuck)
+    return BacktestData(panel, temperature, int((~np.isnan(power)).sum()), None, stuck, 0, fleet.values)
 
 
 # -- the rolling origins ------------------------------------------------------
@@ -294,7 +320,7 @@ def run(data: BacktestData, *, horizon: int = DAY, origins: int = 14, issue_time
     cube = {"engine": np.stack([pred.p10, pred.p50, pred.p90, pred.mean]).reshape(4, *shape)}
     target = rows.target.reshape(shape)
     dev = rows.device.reshape(shape)
-    actual = panel.power[dev, target]
+    actual = data.actual[dev, target]
     h = np.arange(H)
     naive = {"seasonal_naive_day": DAY * (1 + h // DAY), "seasonal_naive_week": np.full(H, WEEK)}
     for name, back in naive.items():
@@ -445,6 +471,7 @@ def _report(data, model, cube, actual, scored, idx, H, issue_time, timings, sour
             "readings": int(data.readings),
             "resampled_from": data.resampled_from,
             "stuck_readings_dropped": int(data.stuck_dropped),
+            "duplicates_dropped": int(data.duplicates_dropped),
             "temperature_forecast": data.temperature is not None,
         },
         "setup": {

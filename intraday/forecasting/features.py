@@ -33,7 +33,10 @@ WEEK = 7 * DAY
 SCALE_DAYS = 7
 MIN_HISTORY_INTERVALS = DAY // 2  # fewer valid readings than 12 h before forecast_start: no forecast
 SHORT_HISTORY_DAYS = 7.0  # below this a forecast says so, and its band comes from short-history calibration
-STUCK_MIN_RUN = 8  # this many identical readings (2 h) above the device's floor: a stuck sensor
+STUCK_MIN_RUN = 8  # this many identical readings (2 h) at a level the device does not hold: a stuck sensor
+STUCK_TOP_PERCENTILE = 99.0  # a device's full power, for the stuck rule ...
+STUCK_TOP_SHARE = 0.9  # ... the share of it at which a plateau is taken as running flat out ...
+STUCK_LOW_SHARE = 0.05  # ... and below which as standby (a stuck reading that low costs little)
 HEATING_BASE_C = 15.0  # heating-degree base for the daily mean temperature
 SCALE_FLOOR_KW = 0.01
 
@@ -128,15 +131,21 @@ class Panel:
 def drop_stuck(power: np.ndarray, min_run: int = STUCK_MIN_RUN) -> tuple[np.ndarray, int]:
     """Power with stuck-sensor readings set to NaN, and how many were.
 
-    A heat pump's power varies from one quarter-hour to the next while it
-    runs; `min_run` identical readings in a row above the device's floor
-    (standby, where constant readings are real) mean the sensor repeats its
-    last value. The first reading of such a run is kept."""
+    A sensor that hangs repeats its last value, usually one the device only
+    passed through. `min_run` identical readings in a row are taken for a
+    stuck sensor unless the value is a level the device genuinely holds:
+    its standby floor (zero, or anything under 5 % of its full power), its
+    full power (the top of its range), or a
+    plateau it returns to elsewhere (a fixed-speed compressor cycling on and
+    off, at least `min_run` more readings at exactly that value). The first
+    reading of a stuck run is kept."""
     power = np.array(power, dtype=np.float64, copy=True)
     d, n = power.shape
     if n < min_run:
         return power, 0
-    floor = np.nanpercentile(np.where(np.isnan(power).all(axis=1, keepdims=True), 0.0, power), 5, axis=1)
+    empty = np.isnan(power).all(axis=1, keepdims=True)
+    floor = np.nanpercentile(np.where(empty, 0.0, power), 5, axis=1)
+    top = np.nanpercentile(np.where(empty, 0.0, power), STUCK_TOP_PERCENTILE, axis=1)
     # Runs of equal neighbours on the flattened matrix; a NaN column between
     # devices breaks every run at the row boundary (NaN != NaN).
     flat = np.concatenate([power, np.full((d, 1), np.nan)], axis=1).ravel()
@@ -144,13 +153,19 @@ def drop_stuck(power: np.ndarray, min_run: int = STUCK_MIN_RUN) -> tuple[np.ndar
     edges = np.diff(np.concatenate([[0], same.astype(np.int8), [0]]))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # same[starts:ends] True
     long = (ends - starts + 1) >= min_run
-    marked = 0
     width = n + 1
+    stuck = []
     for s, e in zip(starts[long], ends[long], strict=True):
-        row = s // width
-        if flat[s] > floor[row] * 1.05 + 1e-3:
-            flat[s + 1 : e + 1] = np.nan
-            marked += e - s
+        row, value = s // width, flat[s]
+        low = max(floor[row] * 1.05 + 1e-3, STUCK_LOW_SHARE * top[row])
+        if value <= low or value >= STUCK_TOP_SHARE * top[row]:
+            continue
+        elsewhere = np.count_nonzero(power[row] == value) - (e - s + 1)
+        if elsewhere < min_run:
+            stuck.append((s, e))
+    for s, e in stuck:
+        flat[s + 1 : e + 1] = np.nan
+    marked = sum(e - s for s, e in stuck)
     return flat.reshape(d, width)[:, :n].copy(), marked
 
 

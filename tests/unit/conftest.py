@@ -3,7 +3,6 @@ backtest's file format, loaded, and a small model trained on it."""
 
 from datetime import UTC, datetime, timedelta
 
-import pandas as pd
 import pytest
 
 from intraday.forecasting import backtest
@@ -18,10 +17,7 @@ SMALL = TrainingConfig(train_rows=80_000, calibration_rows=20_000, calibration_d
 @pytest.fixture(scope="session")
 def fleet_files(tmp_path_factory):
     out = tmp_path_factory.mktemp("fleet") / "fleet.parquet"
-    write_fleet(out, 8, END - timedelta(days=16), END, seed=11)
-    # The generator sends some messages twice; the backtest wants them once.
-    df = pd.read_parquet(out).drop_duplicates(["device_id", "timestamp"])
-    df.to_parquet(out, index=False)
+    write_fleet(out, 8, END - timedelta(days=16), END, seed=11)  # with its duplicated messages
     return out, out.with_name("fleet.devices.parquet"), out.with_name("fleet.weather.parquet")
 
 

@@ -37,7 +37,8 @@ def test_finer_readings_are_averaged_to_the_quarter_hour(tmp_path):
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda df: readings("1h"), "coarser than 15min"),
-    (lambda df: pd.concat([df, df.iloc[[5]]]), "share a \\(device_id, timestamp\\)"),
+    (lambda df: pd.concat([df, df.iloc[[5]].assign(power=9.5)]), "1 \\(device_id, timestamp\\) keys have "
+     "readings that differ, e.g. a at 2026-01-01T01:15:00Z: power [0-9.]+ vs 9.5"),
     (lambda df: df.drop(columns="power"), "missing column\\(s\\) power"),
     (lambda df: df.assign(power=df.power.astype(object).where(df.index != 3, "12,5")), "non-numeric 'power'"),
     (lambda df: df.assign(power=-df.power), "negative power"),
@@ -48,6 +49,15 @@ def test_unusable_input_is_refused_with_a_reason(tmp_path, mutate, message):
     mutate(readings("15min")).to_csv(tmp_path / "r.csv", index=False)
     with pytest.raises(InvalidRequest, match=message):
         backtest.load_data(tmp_path / "r.csv")
+
+
+def test_exact_duplicates_are_dropped_and_counted(tmp_path):
+    df = readings("15min")
+    pd.concat([df, df.iloc[[3, 7, 7]]]).to_csv(tmp_path / "r.csv", index=False)
+    data = backtest.load_data(tmp_path / "r.csv")
+    assert data.duplicates_dropped == 3
+    assert data.panel.power.shape == (2, 96) and data.readings == len(df)
+    np.testing.assert_allclose(data.panel.power[0], df[df.device_id == "a"].power.to_numpy(), rtol=1e-12)
 
 
 def test_too_little_data_for_the_origins_is_refused(tmp_path):
@@ -62,8 +72,7 @@ def test_too_little_data_for_the_origins_is_refused(tmp_path):
 @pytest.fixture(scope="module")
 def fleet_file(tmp_path_factory):
     out = tmp_path_factory.mktemp("bt") / "fleet.parquet"
-    write_fleet(out, 5, END - timedelta(days=14), END, seed=4)
-    pd.read_parquet(out).drop_duplicates(["device_id", "timestamp"]).to_parquet(out, index=False)
+    write_fleet(out, 5, END - timedelta(days=14), END, seed=4)  # with its faults: duplicates, stuck, gaps
     return out
 
 
@@ -87,6 +96,9 @@ def test_backtest_writes_the_report_forecasts_and_plot(fleet_file, tmp_path, cap
               "--origins", "3", "--issue-time", "06:30", *SMALL])
     report = json.loads(out.read_text())
     assert report["schema_version"] == 2
+    # The generator's file as written: repeated messages dropped and counted.
+    raw = pd.read_parquet(fleet_file)
+    assert report["data"]["duplicates_dropped"] == raw.duplicated().sum() > 0
     assert set(report["methods"]) == set(METHODS)
     assert [o[11:16] for o in report["setup"]["origins"]] == ["06:30"] * 3
     assert report["setup"]["origins"][-1] == "2026-01-30T06:30:00Z"  # the last whose horizon fits

@@ -6,9 +6,10 @@ import json
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from intraday.forecasting import engine, portfolio
+from intraday.forecasting import backtest, engine, portfolio
 from intraday.forecasting.features import (
     DAY,
     FEATURES,
@@ -117,15 +118,40 @@ def test_a_device_without_half_a_day_of_readings_gets_no_model_forecast(data, mo
     assert np.isnan(p.p50).all()
 
 
-def test_stuck_readings_above_the_floor_are_dropped_standby_is_kept():
+def test_a_stuck_sensor_is_dropped_and_genuine_plateaus_are_kept():
     rng = np.random.default_rng(2)
-    x = rng.uniform(1.0, 3.0, (2, 200))
-    x[:, :40] = 0.02  # standby: constant and real
-    x[0, 100:130] = x[0, 99]  # stuck for 30 intervals
+    days = 10 * DAY
+    modulating = rng.uniform(0.8, 2.6, days)  # an inverter unit: varies while it runs
+    modulating[:40] = 0.02  # standby: constant and real
+    stuck = modulating.copy()
+    stuck[300:330] = 1.7  # the sensor hangs mid-range for 7.5 h
+    flat_out = modulating.copy()
+    flat_out[500:520] = 3.2  # a cold morning: 5 h at rated power, its highest level
+    off = modulating.copy()
+    off[600:696] = 0.0  # a whole day off (summer, or a blocking window)
+    # A fixed-speed unit: on at exactly 2.5 kW or off, partial quarter-hours between.
+    cycling = np.zeros(days)
+    for start in range(0, days - 20, 24):
+        length = int(rng.integers(3, 12))
+        cycling[start : start + length] = 2.5
+        cycling[start + length] = 1.25
+    cycling[200:240] = 2.5  # a long run on the same plateau
+    x = np.stack([modulating, stuck, flat_out, off, cycling])
     cleaned, n = drop_stuck(x)
-    assert n == 30
-    assert np.isnan(cleaned[0, 100:130]).all() and cleaned[0, 99] == x[0, 99]
-    assert not np.isnan(cleaned[:, :40]).any() and not np.isnan(cleaned[1]).any()
+    assert n == 29
+    assert np.isnan(cleaned[1, 301:330]).all() and cleaned[1, 300] == 1.7  # the first reading is kept
+    np.testing.assert_array_equal(np.isnan(cleaned).sum(axis=1), [0, 29, 0, 0, 0])
+
+
+def test_actual_is_the_data_as_given_features_see_it_cleaned(tmp_path):
+    t = pd.date_range("2026-01-01", periods=12 * DAY, freq="15min", tz="UTC")
+    power = np.random.default_rng(0).uniform(0.5, 3.0, len(t))
+    power[500:540] = 1.9  # stuck
+    pd.DataFrame({"device_id": "a", "timestamp": t, "power": power}).to_parquet(tmp_path / "r.parquet")
+    data = backtest.load_data(tmp_path / "r.parquet")
+    assert data.stuck_dropped == 39
+    assert np.isnan(data.panel.power[0, 501:540]).all()
+    np.testing.assert_array_equal(data.actual[0], power)
 
 
 def test_calendar_is_local_time_with_public_holidays():
