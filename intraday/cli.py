@@ -11,7 +11,7 @@
                           exit 0 all stored, 2 rejected, 3 stored with rows quarantined
   intraday backtest --data FILE [--weather FILE] [--devices FILE] --out report.json
                     [--forecasts-out FILE.parquet] [--portfolio-out FILE.parquet] [--plot FILE.png]
-                    [--horizon 96] [--freq 15min]
+                    [--freq 15min|30min|60min|...] [--horizon STEPS]
                     [--origins 14] [--issue-time HH:MM] [--no-peer]
   intraday train [--data FILE [--weather FILE] [--devices FILE] | --days 30] [--promote]
   intraday models list [--json] | promote VERSION
@@ -290,26 +290,39 @@ def _load_backtest_data(args: argparse.Namespace):
         data = backtest.load_data(data_path, devices, weather, args.freq)
     except InvalidRequest as e:
         _fail(str(e), 2)
-    _stderr(f"{data_path}: {len(data.panel.device_ids):,} devices, {data.readings:,} quarter-hour values, "
-            f"{data.panel.intervals / 96:.1f} days from {data.panel.start:%Y-%m-%d %H:%M} UTC"
+    panel = data.panel
+    _stderr(f"{data_path}: {len(panel.device_ids):,} devices, "
+            f"{data.readings:,} {panel.step_minutes}-min values, {panel.intervals / panel.per_day:.1f} days "
+            f"from {panel.start:%Y-%m-%d %H:%M} UTC"
             + (f", averaged from {data.resampled_from}" if data.resampled_from else "")
-            + (f", {data.stuck_dropped:,} stuck readings dropped" if data.stuck_dropped else "")
+            + (f", {data.duplicates_dropped:,} exact duplicates dropped" if data.duplicates_dropped else "")
+            + (f", {data.stuck_dropped:,} stuck readings kept out of the features" if data.stuck_dropped
+               else "")
             + (f"; devices {devices}" if devices else "") + (f"; weather {weather}" if weather else ""))
     return data
+
+
+def _horizon(args: argparse.Namespace, panel) -> int:
+    """--horizon in steps of the data's grid: one day of them by default, two at most."""
+    if args.horizon is None:
+        return panel.per_day
+    if not 1 <= args.horizon <= 2 * panel.per_day:
+        _fail(f"--horizon {args.horizon}: must be 1..{2 * panel.per_day} steps of {panel.step_minutes} min "
+              "(up to two days)", 2)
+    return args.horizon
 
 
 def cmd_backtest(args: argparse.Namespace) -> None:
     from intraday.errors import InvalidRequest
     from intraday.forecasting import backtest
 
-    if not 1 <= args.horizon <= 2 * 96:
-        _fail("--horizon must be 1..192 quarter-hours", 2)
     if args.origins < 1:
         _fail("--origins must be at least 1", 2)
     data = _load_backtest_data(args)
+    horizon = _horizon(args, data.panel)
     try:
-        result = backtest.run(data, horizon=args.horizon, origins=args.origins, issue_time=args.issue_time,
-                              config=_training_config(args, args.horizon), peer=not args.no_peer,
+        result = backtest.run(data, horizon=horizon, origins=args.origins, issue_time=args.issue_time,
+                              config=_training_config(args, horizon), peer=not args.no_peer,
                               progress=_stderr, source={"file": args.data, "weather": args.weather})
     except InvalidRequest as e:
         _fail(str(e), 2)
@@ -352,6 +365,7 @@ def cmd_backtest(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from intraday.forecasting import modelstore
+    from intraday.forecasting.features import SERVING_STEP_MINUTES
     from intraday.forecasting.model import fit
 
     if args.data:
@@ -359,8 +373,14 @@ def cmd_train(args: argparse.Namespace) -> None:
         source = {"file": args.data, "sha256": _file_sha256(Path(args.data)), "weather": args.weather,
                   "devices": args.devices}
     else:
+        if args.freq and args.freq not in ("15min", "15m", "15T"):
+            _fail(f"--freq {args.freq}: the telemetry store holds quarter-hours; --freq applies to --data", 2)
         data, source = _store_training_data(args.days)
-    config = _training_config(args, args.horizon)
+    if args.promote and data.panel.step_minutes != SERVING_STEP_MINUTES:
+        _fail(f"--promote: the service forecasts {SERVING_STEP_MINUTES}-min intervals and this data is "
+              f"on a {data.panel.step_minutes}-min grid; the model is for backtests only "
+              "(train without --promote)", 2)
+    config = _training_config(args, _horizon(args, data.panel))
     store = modelstore.default_store()
     started = time.monotonic()
     model = fit(data.panel, data.temperature, config, _stderr)
@@ -464,8 +484,10 @@ def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--weather", help="temperature forecasts: timestamp, outdoor_temp [, location, issued_at]")
     p.add_argument("--devices", help="device attributes (device_id, location, country, ...); "
                                      "default: <stem>.devices.parquet beside --data if present")
-    p.add_argument("--freq", default="15min")
-    p.add_argument("--horizon", type=int, default=96, help="quarter-hours ahead (default 96)")
+    p.add_argument("--freq", help="grid step: 5min, 10min, 15min, 20min, 30min or 60min; finer readings "
+                                  "are averaged to it (default: the data's own step, quarter-hours for "
+                                  "finer data)")
+    p.add_argument("--horizon", type=int, help="steps of that grid ahead (default: one day of them)")
     p.add_argument("--train-rows", type=int, default=1_500_000, help="training rows sampled")
     p.add_argument("--trees", type=int, default=60, help="boosting rounds of the P50 model (P10/P90: half)")
 

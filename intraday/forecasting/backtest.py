@@ -30,20 +30,20 @@ import pyarrow.parquet as pq
 from intraday.errors import InvalidRequest
 from intraday.forecasting import baseline, metrics, portfolio
 from intraday.forecasting.features import (
-    DAY,
-    WEEK,
+    SERVING_STEP_MINUTES,
+    STEPS_MINUTES,
     IssuedForecasts,
     Panel,
     Rows,
     TemperatureSeries,
     TemperatureSource,
     drop_stuck,
+    stuck_min_run,
 )
 from intraday.forecasting.model import QuantileModel, TrainingConfig, device_locations, fit
 from intraday.timeutil import isoformat_z
 
 REPORT_SCHEMA = 2  # 2: the mean, the portfolio section
-FREQ = "15min"
 REQUIRED = ("device_id", "timestamp", "power")
 OPTIONAL = ("heating_electricity", "dhw_electricity", "outdoor_temp")
 METHODS = ("engine", "seasonal_naive_day", "seasonal_naive_week", "seasonal_quantiles", "mlforecast")
@@ -99,12 +99,13 @@ def _utc(values: pd.Series, path: Path, column: str) -> pd.Series:
 
 
 def load_data(path: Path, devices: Path | None = None, weather: Path | None = None,
-              freq: str = FREQ) -> BacktestData:
-    """Readings as a quarter-hour panel. Finer readings are averaged to the
-    quarter-hour; coarser data, duplicate (device_id, timestamp) rows,
-    negative or non-numeric power are errors."""
-    if pd.Timedelta(freq) != pd.Timedelta(FREQ):
-        raise InvalidRequest(f"--freq {freq}: the engine forecasts quarter-hours; use --freq {FREQ}")
+              freq: str | None = None) -> BacktestData:
+    """Readings as a panel on a grid of `freq` (a step that divides an hour:
+    5, 10, 15, 20, 30 or 60 min). Without `freq` the grid is the data's own
+    step when it is one of those and at least a quarter-hour, else the
+    quarter-hour. Finer readings are averaged to the step; coarser data,
+    conflicting duplicate rows, negative or non-numeric power are errors."""
+    step = _step_minutes(freq) if freq is not None else None
     df = _read(path, REQUIRED + OPTIONAL)
     missing = [c for c in REQUIRED if c not in df]
     if missing:
@@ -126,18 +127,22 @@ def load_data(path: Path, devices: Path | None = None, weather: Path | None = No
                              "(a heat pump draws power, it does not feed in)")
     df, duplicates = _without_duplicates(df, path)
     df = df.sort_values(["device_id", "timestamp"], kind="stable")
-    step = df.groupby("device_id", sort=False)["timestamp"].diff().dropna()
-    if step.empty:
+    gaps = df.groupby("device_id", sort=False)["timestamp"].diff().dropna()
+    if gaps.empty:
         raise InvalidRequest(f"{path}: every device has a single reading; nothing to forecast from")
-    resolution = step.median()
-    quarter = pd.Timedelta(FREQ)
-    if resolution > quarter:
-        raise InvalidRequest(f"{path}: readings are {resolution} apart (median), coarser than {FREQ}; "
-                             "the engine needs quarter-hour data")
-    df["timestamp"] = df["timestamp"].dt.floor(FREQ)
+    resolution = gaps.median()
+    step = step or _inferred_step(resolution, path)
+    grid = pd.Timedelta(minutes=step)
+    if resolution > grid:
+        own = resolution / pd.Timedelta(minutes=1)
+        hint = (f"use --freq {own:g}min" if own in STEPS_MINUTES
+                else "hourly data is the coarsest the engine forecasts")
+        raise InvalidRequest(f"{path}: readings are {_minutes(resolution)} apart (median), coarser than "
+                             f"the {step}-min grid asked for; averaging cannot make finer data ({hint})")
+    df["timestamp"] = df["timestamp"].dt.floor(grid)
     resampled = None
-    if resolution < quarter or df.duplicated(["device_id", "timestamp"]).any():
-        resampled = str(resolution)
+    if resolution < grid or df.duplicated(["device_id", "timestamp"]).any():
+        resampled = _minutes(resolution)
         df = df.groupby(["device_id", "timestamp"], sort=True, as_index=False).mean(numeric_only=True)
     df = df.dropna(subset=["power"])
     if df.empty:
@@ -145,20 +150,50 @@ def load_data(path: Path, devices: Path | None = None, weather: Path | None = No
 
     ids, dev = np.unique(df["device_id"].to_numpy(), return_inverse=True)
     start = df["timestamp"].min()
-    i = ((df["timestamp"] - start) / quarter).to_numpy().astype(np.int64)
+    i = ((df["timestamp"] - start) / grid).to_numpy().astype(np.int64)
     n = int(i.max()) + 1
     power = np.full((len(ids), n), np.nan)
     power[dev, i] = df["power"].to_numpy()
     observed = power
-    power, stuck = drop_stuck(power)
+    power, stuck = drop_stuck(power, stuck_min_run(step))
     temp = None
     if "outdoor_temp" in df:
         temp = np.full((len(ids), n), np.nan)
         temp[dev, i] = df["outdoor_temp"].to_numpy()
     attributes = _attributes(devices, ids) if devices else None
-    panel = Panel(ids, start.to_pydatetime(), power, temp, attributes)
+    panel = Panel(ids, start.to_pydatetime(), power, temp, attributes, step_minutes=step)
     temperature = load_weather(weather, panel) if weather else None
     return BacktestData(panel, temperature, len(df), resampled, stuck, duplicates, observed)
+
+
+def _step_minutes(freq: str) -> int:
+    try:
+        step = pd.Timedelta(freq)
+    except ValueError as e:
+        raise InvalidRequest(f"--freq {freq!r}: not a duration (e.g. 15min, 30min, 1h)") from e
+    minutes = step / pd.Timedelta(minutes=1)
+    if minutes not in STEPS_MINUTES:
+        raise InvalidRequest(f"--freq {freq}: the step must divide an hour (and so a day): "
+                             f"{', '.join(map(str, STEPS_MINUTES))} min")
+    return int(minutes)
+
+
+def _inferred_step(resolution: pd.Timedelta, path: Path) -> int:
+    """The grid for data `resolution` apart: its own step from a
+    quarter-hour up, the quarter-hour (the serving grid) for finer data."""
+    minutes = resolution / pd.Timedelta(minutes=1)
+    if minutes <= SERVING_STEP_MINUTES:
+        return SERVING_STEP_MINUTES
+    if minutes in STEPS_MINUTES:
+        return int(minutes)
+    raise InvalidRequest(f"{path}: readings are {_minutes(resolution)} apart (median); the engine takes "
+                         f"steps that divide an hour ({', '.join(map(str, STEPS_MINUTES))} min): "
+                         "hourly data is the coarsest it forecasts")
+
+
+def _minutes(t: pd.Timedelta) -> str:
+    minutes = t / pd.Timedelta(minutes=1)
+    return f"{minutes:g} min" if minutes < 120 else f"{minutes / 60:g} h"
 
 
 def _without_duplicates(df: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, int]:
@@ -218,16 +253,20 @@ def temperature_source(w: pd.DataFrame, panel: Panel) -> TemperatureSource:
     else:
         w = w.assign(location="")
         locations, device_loc = [""], np.zeros(len(panel.device_ids), np.int64)
+    grid = pd.Timedelta(panel.step)
+    # Values finer than the grid are averaged to it, as the readings are.
+    w = w.assign(timestamp=w["timestamp"].dt.floor(grid))
+    keys = ["location", "timestamp"] + (["issued_at"] if "issued_at" in w else [])
+    w = w.groupby(keys, as_index=False, sort=False)["outdoor_temp"].mean()
     loc = w["location"].map({x: k for k, x in enumerate(locations)}).to_numpy()
-    quarter = pd.Timedelta(FREQ)
-    i = ((w["timestamp"].dt.floor(FREQ) - pd.Timestamp(panel.start)) / quarter).to_numpy().astype(np.int64)
+    i = ((w["timestamp"] - pd.Timestamp(panel.start)) / grid).to_numpy().astype(np.int64)
     if "issued_at" not in w:
-        span = max(panel.intervals + 2 * DAY, int(i.max(initial=0)) + 1)
+        span = max(panel.intervals + 2 * panel.per_day, int(i.max(initial=0)) + 1)
         values = np.full((len(locations), span), np.nan)
         ok = (i >= 0) & (i < span)
         values[loc[ok], i[ok]] = w["outdoor_temp"].to_numpy()[ok]
         return TemperatureSeries(device_loc, values)
-    r_idx = np.ceil((w["issued_at"] - pd.Timestamp(panel.start)) / quarter).to_numpy().astype(np.int64)
+    r_idx = np.ceil((w["issued_at"] - pd.Timestamp(panel.start)) / grid).to_numpy().astype(np.int64)
     runs, run = np.unique(r_idx, return_inverse=True)
     lead = i - r_idx
     ok = lead >= 0
@@ -265,24 +304,27 @@ def origin_indices(panel: Panel, origins: int, horizon: int, issue_time: str) ->
         offset = pd.Timedelta(hours=hh, minutes=mm)
     except ValueError as e:
         raise InvalidRequest(f"--issue-time {issue_time!r}: expected HH:MM (UTC)") from e
-    if not (0 <= hh < 24 and mm in (0, 15, 30, 45)):
-        raise InvalidRequest(f"--issue-time {issue_time}: must be a quarter-hour between 00:00 and 23:45")
+    if not (0 <= hh < 24 and 0 <= mm < 60 and mm % panel.step_minutes == 0):
+        raise InvalidRequest(f"--issue-time {issue_time}: must be a time between 00:00 and 23:59 on the "
+                             f"data's {panel.step_minutes}-min grid")
+    step, day = pd.Timedelta(panel.step), panel.per_day
     end = pd.Timestamp(panel.timestamp(panel.intervals))
-    last = (end - pd.Timedelta(minutes=15) * horizon).floor("D") + offset
-    while last + pd.Timedelta(minutes=15) * horizon > end:
+    last = (end - step * horizon).floor("D") + offset
+    while last + step * horizon > end:
         last -= pd.Timedelta(days=1)
     idx = [panel.index_of((last - pd.Timedelta(days=k)).to_pydatetime()) for k in range(origins - 1, -1, -1)]
-    need = 2 * DAY  # the engine needs a few days to train on before the first origin
-    if idx[0] < WEEK + need:
-        raise InvalidRequest(f"{origins} origins at {issue_time} leave {max(idx[0], 0) / DAY:.1f} of "
-                             f"{panel.intervals / DAY:.1f} days before the first origin; need at least "
-                             f"{(WEEK + need) / DAY:.0f} (use fewer --origins or more data)")
+    need = 9 * day  # a week of history for the features and two days to train on before the first origin
+    if idx[0] < need:
+        raise InvalidRequest(f"{origins} origins at {issue_time} leave {max(idx[0], 0) / day:.1f} of "
+                             f"{panel.intervals / day:.1f} days before the first origin; need at least "
+                             f"{need / day:.0f} (use fewer --origins or more data)")
     return idx
 
 
 def _truncated(panel: Panel, end: int) -> Panel:
     temp = panel.outdoor_temp[:, :end] if panel.outdoor_temp is not None else None
-    return Panel(panel.device_ids, panel.start, panel.power[:, :end], temp, panel.attributes)
+    return Panel(panel.device_ids, panel.start, panel.power[:, :end], temp, panel.attributes, panel.countries,
+                 panel.step_minutes)
 
 
 @dataclass
@@ -296,11 +338,13 @@ class BacktestResult:
     totals: dict[str, np.ndarray]  # method -> (CUBE_ROWS, origins, horizon); "actual" -> (origins, horizon)
 
 
-def run(data: BacktestData, *, horizon: int = DAY, origins: int = 14, issue_time: str = "10:00",
+def run(data: BacktestData, *, horizon: int | None = None, origins: int = 14, issue_time: str = "10:00",
         config: TrainingConfig | None = None, peer: bool = True, progress: Progress | None = None,
         source: dict | None = None) -> BacktestResult:
     say = progress or (lambda _: None)
     panel = data.panel
+    day = panel.per_day
+    horizon = horizon or day
     config = config or TrainingConfig(horizon=horizon)
     idx = origin_indices(panel, origins, horizon, issue_time)
     D, n_origins, H = len(panel.device_ids), len(idx), horizon
@@ -322,13 +366,13 @@ def run(data: BacktestData, *, horizon: int = DAY, origins: int = 14, issue_time
     dev = rows.device.reshape(shape)
     actual = data.actual[dev, target]
     h = np.arange(H)
-    naive = {"seasonal_naive_day": DAY * (1 + h // DAY), "seasonal_naive_week": np.full(H, WEEK)}
+    naive = {"seasonal_naive_day": day * (1 + h // day), "seasonal_naive_week": np.full(H, 7 * day)}
     for name, back in naive.items():
         point = panel.power[dev, target - back[None, None, :]]
         cube[name] = np.stack([point, point, point, point])
     sq = np.empty((4, *shape))
     for k, o in enumerate(idx):
-        sq[:, :, k, :] = baseline.seasonal_quantile_matrix(panel.power, o, H)[0]
+        sq[:, :, k, :] = baseline.seasonal_quantile_matrix(panel.power, o, H, per_day=day)[0]
     cube["seasonal_quantiles"] = sq
     if peer:
         say(f"mlforecast: training once before the first origin, then {n_origins} rolling windows")
@@ -350,18 +394,21 @@ def run(data: BacktestData, *, horizon: int = DAY, origins: int = 14, issue_time
         totals["mlforecast_aggregate"] = _allocated(aggregate, panel, idx[0], members)
     report = _report(data, model, cube, actual, scored, idx, H, issue_time, timings, source or {})
     report["portfolio"] = _portfolio_report(totals, cube, actual, members, model, panel)
-    origin = pd.Timestamp(panel.start) + pd.to_timedelta(np.repeat(idx, H) * 15, "min")
+    def at(i: np.ndarray) -> pd.DatetimeIndex:
+        return pd.Timestamp(panel.start) + pd.to_timedelta(i * panel.step_minutes, "min")
+
+    origin = at(np.repeat(idx, H))
     forecasts = pd.DataFrame({
         "device_id": np.repeat(panel.device_ids.astype(str), n_origins * H),
         "origin": np.tile(origin, D),
-        "timestamp": pd.Timestamp(panel.start) + pd.to_timedelta(target.ravel() * 15, "min"),
+        "timestamp": at(target.ravel()),
         **{name: cube["engine"][k].ravel() for k, name in enumerate(CUBE_ROWS)},
         "actual": actual.ravel(),
     })
     engine = totals["engine"]
     portfolio_frame = pd.DataFrame({
         "origin": origin,
-        "timestamp": pd.Timestamp(panel.start) + pd.to_timedelta(target[0].ravel() * 15, "min"),
+        "timestamp": at(target[0].ravel()),
         **{name: engine[k].ravel() for k, name in enumerate(CUBE_ROWS)},
         "actual": totals["actual"].ravel(),
         "devices": members.sum(axis=0).ravel(),
@@ -467,7 +514,7 @@ def _report(data, model, cube, actual, scored, idx, H, issue_time, timings, sour
             "devices": int(len(panel.device_ids)),
             "start": isoformat_z(panel.start),
             "end": isoformat_z(panel.timestamp(panel.intervals)),
-            "freq": FREQ,
+            "freq": f"{panel.step_minutes}min",
             "readings": int(data.readings),
             "resampled_from": data.resampled_from,
             "stuck_readings_dropped": int(data.stuck_dropped),

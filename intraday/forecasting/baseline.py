@@ -58,16 +58,18 @@ def seasonal_quantiles(
 
 
 def seasonal_quantile_matrix(
-    values: np.ndarray, offset: int, horizon_intervals: int, days: int = 14
+    values: np.ndarray, offset: int, horizon_intervals: int, days: int = 14,
+    per_day: int = INTERVALS_PER_DAY,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For devices x intervals `values` and a forecast starting at column
-    `offset`: the (4, devices, horizon) P10, P50, P90 and mean, and the
-    number of samples behind each (NaN where there are none)."""
+    """For devices x intervals `values` (`per_day` intervals a day) and a
+    forecast starting at column `offset`: the (4, devices, horizon) P10,
+    P50, P90 and mean, and the number of samples behind each (NaN where
+    there are none)."""
     k = np.arange(horizon_intervals)
-    # The first lookback day whose same quarter-hour lies before forecast_start.
-    first_day = k // INTERVALS_PER_DAY + 1
+    # The first lookback day whose same time of day lies before forecast_start.
+    first_day = k // per_day + 1
     lags = first_day[:, None] + np.arange(days)[None, :]  # (horizon, days)
-    idx = offset + k[:, None] - lags * INTERVALS_PER_DAY
+    idx = offset + k[:, None] - lags * per_day
     inside = (idx >= 0) & (idx < min(values.shape[1], offset))
     samples = np.where(inside, values[:, np.clip(idx, 0, values.shape[1] - 1)], np.nan)  # (D, H, days)
     counts = np.sum(~np.isnan(samples), axis=2)

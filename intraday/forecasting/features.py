@@ -1,9 +1,11 @@
 """Features of a forecast row: one device, one `forecast_start`, one interval
 of the horizon.
 
-Everything here is pure NumPy over a `Panel` (many devices on one quarter-hour
-grid), so the same code builds millions of training rows, a fleet's batch and
-one device's 96 rows on the hot path.
+Everything here is pure NumPy over a `Panel` (many devices on one regular
+grid: quarter-hours when serving, any step that divides a day in backtests
+and training), so the same code builds millions of training rows, a fleet's
+batch and one device's 96 rows on the hot path. Features keep their meaning
+in time whatever the step: "1 day ago", "the last 4 hours", "lead in hours".
 
 No look-ahead: a row whose forecast starts at grid index `origin` reads power
 and observed temperature only at indices `< origin` (and `>= history_start`,
@@ -19,21 +21,26 @@ and a 15 kW apartment block; predictions are multiplied back.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 
-from intraday.timeutil import INTERVALS_PER_DAY, QUARTER_HOUR, to_utc
+from intraday.timeutil import INTERVALS_PER_DAY, to_utc
 
+# Steps of the serving grid (quarter-hours); a Panel of another step has its
+# own (`Panel.per_day`, `per_hour`).
 DAY = INTERVALS_PER_DAY
 WEEK = 7 * DAY
 SCALE_DAYS = 7
-MIN_HISTORY_INTERVALS = DAY // 2  # fewer valid readings than 12 h before forecast_start: no forecast
+MIN_HISTORY_HOURS = 12  # fewer valid readings than 12 h's worth in the week before forecast_start: none
+MIN_HISTORY_INTERVALS = MIN_HISTORY_HOURS * DAY // 24
+SERVING_STEP_MINUTES = 15  # the market's delivery interval: the serving grid
+STEPS_MINUTES = (5, 10, 15, 20, 30, 60)  # grid steps the engine takes: they divide a day and an hour
 SHORT_HISTORY_DAYS = 7.0  # below this a forecast says so, and its band comes from short-history calibration
-STUCK_MIN_RUN = 8  # this many identical readings (2 h) at a level the device does not hold: a stuck sensor
+STUCK_MIN_RUN = 8  # this many identical quarter-hours (2 h) at a level the device does not hold: stuck
 STUCK_TOP_PERCENTILE = 99.0  # a device's full power, for the stuck rule ...
 STUCK_TOP_SHARE = 0.9  # ... the share of it at which a plateau is taken as running flat out ...
 STUCK_LOW_SHARE = 0.05  # ... and below which as standby (a stuck reading that low costs little)
@@ -55,26 +62,26 @@ NUMERIC_ATTRIBUTES = ("rated_power_kw", "heated_area_m2", "setpoint_c")
 CATEGORICAL_ATTRIBUTES = ("building_type", "heat_pump_type", "location")
 
 ORIGIN_FEATURES = (
-    "horizon", "last", "mean_1h", "mean_4h", "mean_24h", "std_24h", "history_days", "missing_24h",
+    "lead_hours", "last", "mean_1h", "mean_4h", "mean_24h", "std_24h", "history_days", "missing_24h",
     "temp_obs_last", "temp_obs_24h", "temp_obs_7d",
 )
 ROW_FEATURES = (
-    "quarter_hour", "weekday", "holiday", "lag_1d", "lag_1d_smooth", "lag_2d", "lag_7d",
+    "time_of_day_h", "weekday", "holiday", "lag_1d", "lag_1d_smooth", "lag_2d", "lag_7d",
     "profile_mean", "profile_smooth", "profile_std", "profile_max",
     "temp_fc", "temp_fc_24h", "hdd_fc", "hdd_fc_24h", "temp_change_1d",
     "hdd_ratio_1d", "hdd_ratio_7d", "level_weather", "lag_1d_weather", "profile_weather",
 )
 FEATURES = ORIGIN_FEATURES + ROW_FEATURES + NUMERIC_ATTRIBUTES + CATEGORICAL_ATTRIBUTES
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3  # 3: lead and time of day in hours, so any grid step means the same
 
 
 @dataclass(frozen=True)
 class Panel:
-    """Power (kW) of many devices on one quarter-hour grid, with what is
-    known about each device.
+    """Power (kW) of many devices on one regular grid of `step_minutes`
+    (quarter-hours unless said otherwise), with what is known about each device.
 
     `power[d, i]` is device `device_ids[d]` in the interval starting at
-    `start + i * 15 min`, NaN where no (trusted) reading exists.
+    `start + i * step`, NaN where no (trusted) reading exists.
     `outdoor_temp[d, i]` is the *observed* temperature at its location.
     `attributes` has one row per device with the static columns, `country`
     included; missing columns are simply unknown.
@@ -86,6 +93,7 @@ class Panel:
     outdoor_temp: np.ndarray | None = None
     attributes: pd.DataFrame | None = None
     countries: np.ndarray | None = None  # per device; default: attributes["country"], else DE
+    step_minutes: int = SERVING_STEP_MINUTES
     _cum: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -93,16 +101,30 @@ class Panel:
         object.__setattr__(self, "power", np.asarray(self.power, dtype=np.float64))
         if self.power.ndim != 2 or self.power.shape[0] != len(self.device_ids):
             raise ValueError(f"power must be (devices, intervals), got {self.power.shape}")
+        if self.step_minutes not in STEPS_MINUTES:
+            raise ValueError(f"a grid step of {self.step_minutes} min: the engine takes {STEPS_MINUTES} min")
 
     @property
     def intervals(self) -> int:
         return self.power.shape[1]
 
+    @property
+    def step(self) -> timedelta:
+        return timedelta(minutes=self.step_minutes)
+
+    @property
+    def per_hour(self) -> int:
+        return 60 // self.step_minutes
+
+    @property
+    def per_day(self) -> int:
+        return 1440 // self.step_minutes
+
     def timestamp(self, i: int) -> datetime:
-        return self.start + int(i) * QUARTER_HOUR
+        return self.start + int(i) * self.step
 
     def index_of(self, t: datetime) -> int:
-        return int((to_utc(t) - self.start) / QUARTER_HOUR)
+        return int((to_utc(t) - self.start) / self.step)
 
     def cumulative(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per device, prefix sums of values, squares and counts of a series
@@ -126,6 +148,12 @@ class Panel:
             ok = ~np.isnan(self.power)
             self._cum["first"] = np.where(ok.any(axis=1), ok.argmax(axis=1), self.intervals)
         return self._cum["first"]
+
+
+def stuck_min_run(step_minutes: int) -> int:
+    """Identical readings in a row that make a stuck sensor: 2 h of them,
+    and at least 4 (an hourly meter repeats two values more easily)."""
+    return max(STUCK_MIN_RUN * 15 // step_minutes, 4)
 
 
 def drop_stuck(power: np.ndarray, min_run: int = STUCK_MIN_RUN) -> tuple[np.ndarray, int]:
@@ -171,15 +199,16 @@ def drop_stuck(power: np.ndarray, min_run: int = STUCK_MIN_RUN) -> tuple[np.ndar
 
 @lru_cache(maxsize=64)
 def _calendar_year(country: str, year: int) -> np.ndarray:
-    """(3, quarter-hours of the UTC year): local quarter-hour of day,
-    weekday (0 = Monday) and public-holiday flag, computed once per country
-    and year (so a forecast on the hot path only indexes into it)."""
+    """(3, quarter-hours of the UTC year): local time of day in hours (to the
+    quarter-hour), weekday (0 = Monday) and public-holiday flag, computed
+    once per country and year (so a forecast on the hot path only indexes
+    into it)."""
     t = pd.date_range(pd.Timestamp(year=year, month=1, day=1, tz="UTC"),
                       pd.Timestamp(year=year + 1, month=1, day=1, tz="UTC"), freq="15min", inclusive="left")
     tz = COUNTRY_TZ.get(country)
     local = t.tz_convert(ZoneInfo(tz)) if tz else t
     out = np.empty((3, len(t)), dtype=np.float32)
-    out[0] = local.hour * 4 + local.minute // 15
+    out[0] = local.hour + (local.minute // 15) / 4
     out[1] = local.weekday
     out[2] = 0
     if tz:
@@ -192,7 +221,8 @@ def _calendar_year(country: str, year: int) -> np.ndarray:
 
 
 def calendar(country: str, times: np.ndarray) -> np.ndarray:
-    """(3, n) calendar of UTC quarter-hour starts `times` (datetime64[m])."""
+    """(3, n) calendar of UTC interval starts `times` (datetime64[m]), each
+    taken at its quarter-hour."""
     years = times.astype("datetime64[Y]")
     out = np.empty((3, len(times)), np.float32)
     for y in np.unique(years):
@@ -319,10 +349,11 @@ def _gather(x: np.ndarray, dev: np.ndarray, idx: np.ndarray, lo: np.ndarray, hi:
 def _scales(panel: Panel, dev: np.ndarray, origin: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """Mean power over the last SCALE_DAYS before each origin (NaN when
     fewer than MIN_HISTORY_INTERVALS readings exist in that span)."""
-    a = _clip(np.maximum(origin - SCALE_DAYS * DAY, lo), 0, panel.intervals)
+    a = _clip(np.maximum(origin - SCALE_DAYS * panel.per_day, lo), 0, panel.intervals)
     b = _clip(origin, 0, panel.intervals)
     mean, _, cnt = _window_mean(panel.cumulative("power"), dev, a, b)
-    return np.where(cnt >= MIN_HISTORY_INTERVALS, np.maximum(mean, SCALE_FLOOR_KW), np.nan)
+    enough = MIN_HISTORY_HOURS * panel.per_hour
+    return np.where(cnt >= enough, np.maximum(mean, SCALE_FLOOR_KW), np.nan)
 
 
 def design_matrix(
@@ -346,38 +377,39 @@ def design_matrix(
     if pair is not None:
         start, scale, fc24 = start[pair], scale[pair], fc24[pair]
     X[:, 1 : len(ORIGIN_FEATURES)] = start
-    X[:, col["horizon"]] = h
+    X[:, col["lead_hours"]] = h / panel.per_hour
 
     # Calendar of the target interval in the device's local time.
     country_names, country = np.unique(_countries(panel), return_inverse=True)
     country = country[dev]
-    times = np.datetime64(panel.start.replace(tzinfo=None), "m") + target * 15
+    times = np.datetime64(panel.start.replace(tzinfo=None), "m") + target * panel.step_minutes
     cal = np.empty((3, n), np.float32)
     for c, name in enumerate(country_names):
         sel = country == c
         cal[:, sel] = calendar(str(name), times[sel])
-    X[:, col["quarter_hour"]] = cal[0]
+    X[:, col["time_of_day_h"]] = cal[0]
     X[:, col["weekday"]] = cal[1]
     X[:, col["holiday"]] = cal[2]
 
-    # The same quarter-hour on earlier days: the latest day whose value is
-    # known at forecast_start is k1 = 1 + h // 96 days back.
-    k1 = 1 + h // DAY
+    # The same time of day on earlier days: the latest day whose value is
+    # known at forecast_start is k1 = 1 + h // (steps per day) days back.
+    day, half_hour = panel.per_day, 30 // panel.step_minutes
+    k1 = 1 + h // day
     p, T = panel.power, panel.intervals
     cum = panel.cumulative("power")
-    X[:, col["lag_1d"]] = _gather(p, dev, target - DAY * k1, lo, origin) / scale
-    X[:, col["lag_2d"]] = _gather(p, dev, target - DAY * (k1 + 1), lo, origin) / scale
-    X[:, col["lag_7d"]] = _gather(p, dev, target - WEEK, lo, origin) / scale
+    X[:, col["lag_1d"]] = _gather(p, dev, target - day * k1, lo, origin) / scale
+    X[:, col["lag_2d"]] = _gather(p, dev, target - day * (k1 + 1), lo, origin) / scale
+    X[:, col["lag_7d"]] = _gather(p, dev, target - 7 * day, lo, origin) / scale
     with np.errstate(invalid="ignore"), _quiet():
         # days[k]: the target's quarter-hour k days before the latest known
         # day; smooth[k]: the mean of the same +-30 min (known part only),
         # which evens out on/off cycling.
-        back = [target - DAY * (k1 + k) for k in range(7)]
+        back = [target - day * (k1 + k) for k in range(7)]
         days = np.stack([_gather(p, dev, t, lo, origin) for t in back])
         smooth = []
         for t in back:
-            a = _clip(np.maximum(t - 2, lo), 0, T)
-            smooth.append(_window_mean(cum, dev, a, _clip(np.minimum(t + 3, origin), a, T))[0])
+            a = _clip(np.maximum(t - half_hour, lo), 0, T)
+            smooth.append(_window_mean(cum, dev, a, _clip(np.minimum(t + half_hour + 1, origin), a, T))[0])
         X[:, col["lag_1d_smooth"]] = smooth[0] / scale
         X[:, col["profile_mean"]] = np.nanmean(days, axis=0) / scale
         X[:, col["profile_smooth"]] = np.nanmean(smooth, axis=0) / scale
@@ -386,7 +418,7 @@ def design_matrix(
 
     temp_fc = temperature.forecast(dev, origin, target) if temperature is not None else np.full(n, np.nan)
     if panel.outdoor_temp is not None:
-        temp_lag = _gather(panel.outdoor_temp, dev, target - DAY * k1, 0, origin)
+        temp_lag = _gather(panel.outdoor_temp, dev, target - day * k1, 0, origin)
     else:
         temp_lag = np.full(n, np.nan)
     X[:, col["temp_fc"]] = temp_fc
@@ -427,32 +459,35 @@ def _start_features(
     def recent(k: int, series: tuple = cum, floor: np.ndarray = lo):
         return _window_mean(series, dev, _clip(np.maximum(origin - k, floor), 0, T), b)
 
+    hour, day = panel.per_hour, panel.per_day
     # The last reading, if it is at most an hour old.
     last = np.full(P, np.nan)
-    for back in range(4, 0, -1):
+    for back in range(hour, 0, -1):
         v = _gather(panel.power, dev, origin - back, lo, origin)
         last = np.where(np.isnan(v), last, v)
     out[:, col["last"]] = last / scale
-    out[:, col["mean_1h"]] = recent(4)[0] / scale
-    out[:, col["mean_4h"]] = recent(16)[0] / scale
-    m24, s24, c24 = recent(DAY)
+    out[:, col["mean_1h"]] = recent(hour)[0] / scale
+    out[:, col["mean_4h"]] = recent(4 * hour)[0] / scale
+    m24, s24, c24 = recent(day)
     out[:, col["mean_24h"]] = m24 / scale
     out[:, col["std_24h"]] = s24 / scale
-    out[:, col["missing_24h"]] = 1.0 - c24 / DAY
+    out[:, col["missing_24h"]] = 1.0 - c24 / day
     first = np.maximum(panel.first_valid()[dev], lo)
-    out[:, col["history_days"]] = _clip((origin - first) / DAY, 0, 28)
+    out[:, col["history_days"]] = _clip((origin - first) / day, 0, 28)
     if panel.outdoor_temp is not None:
         tcum, zero = panel.cumulative("outdoor_temp"), np.zeros_like(lo)
-        out[:, col["temp_obs_last"]] = recent(4, tcum, zero)[0]
-        out[:, col["temp_obs_24h"]] = recent(DAY, tcum, zero)[0]
-        out[:, col["temp_obs_7d"]] = recent(WEEK, tcum, zero)[0]
+        out[:, col["temp_obs_last"]] = recent(hour, tcum, zero)[0]
+        out[:, col["temp_obs_24h"]] = recent(day, tcum, zero)[0]
+        out[:, col["temp_obs_7d"]] = recent(7 * day, tcum, zero)[0]
     else:
         out[:, [col["temp_obs_last"], col["temp_obs_24h"], col["temp_obs_7d"]]] = np.nan
     if temperature is None:
         fc24 = np.full(P, np.nan)
     else:
-        # The forecast's mean over the first day of the horizon, from 8 points.
-        points = [temperature.forecast(dev, origin, origin + k) for k in range(6, DAY, DAY // 8)]
+        # The forecast's mean over the first day of the horizon, from 8
+        # points 3 h apart (from 1.5 h ahead).
+        points = [temperature.forecast(dev, origin, origin + (90 + 180 * k) // panel.step_minutes)
+                  for k in range(8)]
         with _quiet():
             fc24 = np.nanmean(points, axis=0)
     return out, scale, fc24

@@ -63,7 +63,7 @@ QUANTILE_NAMES = ("p10", "p50", "p90")
 # mean is what adds up across devices (medians of intermittent loads do not).
 OUTPUTS = (*QUANTILE_NAMES, "mean")
 ALPHAS = {"p10": 0.1, "p50": 0.5, "p90": 0.9}
-BLOCK = DAY // 4  # calibration per 6-hour block of the horizon
+BLOCK_HOURS = 6  # calibration per 6-hour block of the horizon
 ARTIFACT_FORMAT = 2
 
 Progress = Callable[[str], None]
@@ -71,7 +71,7 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    horizon: int = DAY
+    horizon: int = DAY  # steps of the panel's grid (a day of quarter-hours by default)
     horizon_from: int = 0  # train on steps [horizon_from, horizon) only (direct per-block models)
     train_rows: int = 1_500_000
     calibration_rows: int = 300_000
@@ -133,6 +133,7 @@ class QuantileModel:
     horizon: int
     manifest: dict[str, Any] = field(default_factory=dict)
     portfolio: PortfolioCalibration | None = None
+    step_minutes: int = 15  # the grid it learned on; it forecasts that grid only
     compiled: Any = field(default=None, repr=False)  # CompiledTrees, see compile()
 
     # -- inference --------------------------------------------------------
@@ -141,6 +142,9 @@ class QuantileModel:
         self, panel: Panel, rows: Rows, temperature: TemperatureSource | None = None,
         static: np.ndarray | None = None,
     ) -> Prediction:
+        if panel.step_minutes != self.step_minutes:
+            raise ValueError(f"this model forecasts {self.step_minutes}-min intervals, the data has "
+                             f"{panel.step_minutes}-min ones: train one on data of that resolution")
         X, scale = design_matrix(panel, rows, self.vocabulary, temperature, static)
         raw = self.raw(X)
         history = X[:, FEATURES.index("history_days")]
@@ -156,6 +160,10 @@ class QuantileModel:
             return self.compiled.predict(X)
         return np.stack([self.boosters[q].predict(X, num_threads=_threads(len(X))) for q in OUTPUTS])
 
+    @property
+    def block_steps(self) -> int:
+        return block_steps(self.step_minutes)
+
     def compile(self, cache_dir) -> bool:
         """Predict with compiled trees from now on (same results, faster);
         False if they cannot be built here."""
@@ -168,7 +176,7 @@ class QuantileModel:
 
     def calibrated(self, raw: np.ndarray, horizon: np.ndarray, short: np.ndarray) -> tuple[np.ndarray, ...]:
         lo, mid, hi = np.sort(raw, axis=0)
-        block = np.minimum(horizon // BLOCK, len(self.calibration["full"]["p10"]) - 1)
+        block = np.minimum(horizon // self.block_steps, len(self.calibration["full"]["p10"]) - 1)
         s10 = np.where(short, _take(self.calibration["short"]["p10"], block),
                        _take(self.calibration["full"]["p10"], block))
         s90 = np.where(short, _take(self.calibration["short"]["p90"], block),
@@ -190,6 +198,7 @@ class QuantileModel:
             "calibration": self.calibration,
             "portfolio": self.portfolio.to_dict() if self.portfolio else None,
             "horizon": self.horizon,
+            "step_minutes": self.step_minutes,
             "quantiles": ALPHAS,
         }
         buf = io.BytesIO()
@@ -210,7 +219,13 @@ class QuantileModel:
             boosters = {q: lgb.Booster(model_str=z.read(f"{q}.txt").decode()) for q in OUTPUTS}
         band = manifest.get("portfolio")
         return cls(boosters, Vocabulary(manifest["categorical"]), manifest["calibration"],
-                   manifest["horizon"], manifest, PortfolioCalibration.from_dict(band) if band else None)
+                   manifest["horizon"], manifest, PortfolioCalibration.from_dict(band) if band else None,
+                   manifest.get("step_minutes", 15))
+
+
+def block_steps(step_minutes: int) -> int:
+    """Grid steps in one calibration block of the horizon."""
+    return BLOCK_HOURS * 60 // step_minutes
 
 
 def _take(values: list[float], idx: np.ndarray) -> np.ndarray:
@@ -239,7 +254,8 @@ def sample_rows(
         rng.integers(first_step, horizon, draw),
     )
     short = rng.random(draw) < short_share
-    rows.history_start = np.where(short, rows.origin - rng.integers(DAY, 7 * DAY + 1, draw), 0)
+    day = panel.per_day
+    rows.history_start = np.where(short, rows.origin - rng.integers(day, 7 * day + 1, draw), 0)
     target = panel.power[rows.device, rows.target]
     keep = np.flatnonzero(~np.isnan(target))[:n]
     return Rows(rows.device[keep], rows.origin[keep], rows.horizon[keep], rows.history_start[keep])
@@ -273,7 +289,8 @@ def _train(X, y, config: TrainingConfig, progress: Progress | None, label: str) 
     return boosters
 
 
-def calibration_factors(raw: np.ndarray, y: np.ndarray, horizon: np.ndarray, blocks: int) -> dict:
+def calibration_factors(raw: np.ndarray, y: np.ndarray, horizon: np.ndarray, blocks: int,
+                        steps_per_block: int = DAY // 4) -> dict:
     """Per tail and horizon block, the factor s such that the share of
     actuals beyond `P50 -/+ s * (P50 - P10 | P90 - P50)` is 10 %: the
     conformal quantile of the score (y - P50) / (P90 - P50) (and mirrored)."""
@@ -283,7 +300,7 @@ def calibration_factors(raw: np.ndarray, y: np.ndarray, horizon: np.ndarray, blo
     up = (y - mid) / np.maximum(hi - mid, eps)
     down = (mid - y) / np.maximum(mid - lo, eps)
     out: dict[str, list[float]] = {"p10": [], "p90": []}
-    block = horizon // BLOCK
+    block = horizon // steps_per_block
     for b in range(blocks):
         sel = block == b
         if sel.sum() < 50:  # too few rows in this block: the neighbour's factor
@@ -303,16 +320,17 @@ def fit(
 ) -> QuantileModel:
     """Train on every reading of `panel` (which must end where training
     data ends: nothing after it is read)."""
-    H, C = config.horizon, panel.intervals
+    H, C, day = config.horizon, panel.intervals, panel.per_day
     rng = np.random.default_rng(config.seed)
     vocabulary = Vocabulary.learn(panel.attributes)
     static = vocabulary.encode(panel.attributes, len(panel.device_ids))
-    first = int(config.min_history_days * DAY)
-    cal_first = C - H - config.calibration_days * DAY
+    first = int(config.min_history_days * day)
+    cal_first = C - H - config.calibration_days * day
     train_last = cal_first - H  # train targets end before the first calibration forecast starts
 
     if progress:
-        progress(f"sampling rows: {len(panel.device_ids):,} devices, {C / DAY:.1f} days")
+        progress(f"sampling rows: {len(panel.device_ids):,} devices, {C / day:.1f} days "
+                 f"of {panel.step_minutes}-min intervals")
     train = _dataset(panel, sample_rows(panel, first, train_last, config.train_rows, H, rng,
                                         config.short_history_share, config.horizon_from),
                      vocabulary, temperature, static)
@@ -320,15 +338,17 @@ def fit(
                            first_step=config.horizon_from)
     cal = _dataset(panel, cal_rows, vocabulary, temperature, static)
     short_rows = Rows(cal[3].device, cal[3].origin, cal[3].horizon,
-                      cal[3].origin - rng.integers(DAY, 7 * DAY, len(cal[3])))
+                      cal[3].origin - rng.integers(day, 7 * day, len(cal[3])))
     cal_short = _dataset(panel, short_rows, vocabulary, temperature, static)
 
     boosters = _train(train[0], train[1], config, progress, "fit")
-    model = QuantileModel(boosters, vocabulary, {}, H)
-    blocks = -(-H // BLOCK)
+    model = QuantileModel(boosters, vocabulary, {}, H, step_minutes=panel.step_minutes)
+    per_block = model.block_steps
+    blocks = -(-H // per_block)
     model.calibration = {
-        "full": calibration_factors(model.raw(cal[0])[:3], cal[1], cal[3].horizon, blocks),
-        "short": calibration_factors(model.raw(cal_short[0])[:3], cal_short[1], cal_short[3].horizon, blocks),
+        "full": calibration_factors(model.raw(cal[0])[:3], cal[1], cal[3].horizon, blocks, per_block),
+        "short": calibration_factors(model.raw(cal_short[0])[:3], cal_short[1], cal_short[3].horizon, blocks,
+                                     per_block),
     }
     metrics = {
         "calibration_span": {"first_forecast_start": _iso(panel, cal_first), "last_forecast_start":
@@ -352,7 +372,8 @@ def fit(
             "devices": int(len(panel.device_ids)),
             "data_start": _iso(panel, 0),
             "data_end": _iso(panel, C),
-            # The quarter-hour matrix the model learned from, as hashed bytes:
+            "step_minutes": panel.step_minutes,
+            # The power matrix the model learned from, as hashed bytes:
             # the same data gives the same hash, whatever file it came from.
             "data_sha256": _data_hash(panel),
             "rows": int(len(train[1])),
@@ -371,7 +392,7 @@ def calibrate_portfolio(model: QuantileModel, panel: Panel, temperature: Tempera
     model being calibrated)."""
     D, H = len(panel.device_ids), model.horizon
     devices = np.sort(rng.choice(D, min(D, config.portfolio_devices), replace=False))
-    step = max(1, config.portfolio_origin_hours * DAY // 24)
+    step = max(1, config.portfolio_origin_hours * panel.per_hour)
     origins = np.arange(first_origin, last_origin + 1, step)
     shape = (len(devices), len(origins), H)
     out = {k: np.empty(shape) for k in ("p10", "p90", "mean")}
@@ -382,7 +403,7 @@ def calibrate_portfolio(model: QuantileModel, panel: Panel, temperature: Tempera
     target = origins[None, :, None] + np.arange(H)[None, None, :]
     actual = panel.power[devices[:, None, None], target]
     return portfolio.fit(actual, out["mean"], out["p10"], out["p90"], device_locations(panel)[devices],
-                         BLOCK, rng)
+                         model.block_steps, rng)
 
 
 def device_locations(panel: Panel) -> np.ndarray:

@@ -1,14 +1,14 @@
 """The peer library in the backtest: Nixtla's mlforecast with LightGBM.
 
-Configured the way its documentation sets up sub-daily load data: lags at the
-most recent quarter-hours and at the daily and weekly season, rolling means
+Configured the way its documentation sets up sub-daily load data: lags over
+the most recent hour and at the daily and weekly season, rolling means
 of the lagged target, calendar features, recursive multi-step prediction,
 and conformal prediction intervals (`PredictionIntervals`) whose 80 % level
 gives P10/P90. Its `cross_validation(refit=False)` trains once on the data
 before the first origin and forecasts each later origin from the history up
 to it: the same split as the engine's.
 
-mlforecast lags by rows, so each series is put on the full quarter-hour grid
+mlforecast lags by rows, so each series is put on the panel's full grid
 first and gaps are filled by linear interpolation (edges by the nearest
 reading); scores are computed on real readings only. For the portfolio the
 same setup runs on the total of all devices as one series
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from intraday.forecasting.features import DAY, WEEK, Panel
+from intraday.forecasting.features import Panel
 from intraday.forecasting.types import QUANTILES
 
 LEVEL = int(round((QUANTILES[2] - QUANTILES[0]) * 100))  # the 80 % interval: P10..P90
@@ -35,7 +35,7 @@ def _frame(panel: Panel, end: int, aggregate: bool = False) -> pd.DataFrame:
     n = filled.shape[1]
     return pd.DataFrame({
         "unique_id": np.repeat(ids, n),
-        "ds": np.tile(pd.date_range(panel.start, periods=n, freq="15min").tz_localize(None), len(filled)),
+        "ds": np.tile(pd.date_range(panel.start, periods=n, freq=panel.step).tz_localize(None), len(filled)),
         "y": filled.ravel(),
     }).dropna()
 
@@ -61,29 +61,30 @@ def _cross_validation(df: pd.DataFrame, panel: Panel, origins: list[int], horizo
     from mlforecast.lag_transforms import RollingMean
     from mlforecast.utils import PredictionIntervals
 
-    if any(b - a != DAY for a, b in zip(origins, origins[1:], strict=False)):
+    hour, day = panel.per_hour, panel.per_day
+    if any(b - a != day for a, b in zip(origins, origins[1:], strict=False)):
         raise ValueError("the rolling origins must be one day apart")
     mlf = MLForecast(
         # LightGBM as mlforecast's guides use it: the library's defaults
         # (100 trees, learning rate 0.1, 31 leaves).
         models={"lgbm": lgb.LGBMRegressor(verbosity=-1)},
-        freq="15min",
-        lags=[1, 2, 3, 4, DAY, 2 * DAY, WEEK],
-        lag_transforms={1: [RollingMean(window_size=4), RollingMean(window_size=DAY)],
-                        DAY: [RollingMean(window_size=7)]},
+        freq=f"{panel.step_minutes}min",
+        lags=[*range(1, hour + 1), day, 2 * day, 7 * day],
+        lag_transforms={1: [RollingMean(window_size=hour), RollingMean(window_size=day)],
+                        day: [RollingMean(window_size=7)]},
         date_features=["hour", "minute", "dayofweek"],
     )
     cv = mlf.cross_validation(
-        df, n_windows=len(origins), h=horizon, step_size=DAY, refit=False,
+        df, n_windows=len(origins), h=horizon, step_size=day, refit=False,
         prediction_intervals=PredictionIntervals(n_windows=2, h=horizon), level=[LEVEL],
     )
     out = np.full((4, len(ids), len(origins), horizon), np.nan)
     row = {d: k for k, d in enumerate(ids)}
     first = pd.Timestamp(panel.timestamp(origins[0])).tz_localize(None)
-    quarter = pd.Timedelta(minutes=15)
+    step = pd.Timedelta(panel.step)
     # A window's cutoff is the last interval before its forecast starts.
-    o = ((cv["cutoff"] + quarter - first) / quarter).to_numpy().astype(np.int64) // DAY
-    h = ((cv["ds"] - cv["cutoff"]) / quarter).to_numpy().astype(np.int64) - 1
+    o = ((cv["cutoff"] + step - first) / step).to_numpy().astype(np.int64) // day
+    h = ((cv["ds"] - cv["cutoff"]) / step).to_numpy().astype(np.int64) - 1
     d = cv["unique_id"].map(row).to_numpy()
     for k, col in enumerate((f"lgbm-lo-{LEVEL}", "lgbm", f"lgbm-hi-{LEVEL}", "lgbm")):
         out[k, d, o, h] = cv[col].to_numpy()

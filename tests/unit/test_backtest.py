@@ -29,14 +29,13 @@ def test_finer_readings_are_averaged_to_the_quarter_hour(tmp_path):
     df = readings("5min")
     df.to_csv(tmp_path / "r.csv", index=False)
     data = backtest.load_data(tmp_path / "r.csv")
-    assert data.resampled_from == "0 days 00:05:00"
+    assert data.resampled_from == "5 min" and data.panel.step_minutes == 15
     assert data.panel.power.shape == (2, 96)
     first = df[df.device_id == "b"].power.to_numpy()[:3].mean()
     assert data.panel.power[1, 0] == pytest.approx(first)
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda df: readings("1h"), "coarser than 15min"),
     (lambda df: pd.concat([df, df.iloc[[5]].assign(power=9.5)]), "1 \\(device_id, timestamp\\) keys have "
      "readings that differ, e.g. a at 2026-01-01T01:15:00Z: power [0-9.]+ vs 9.5"),
     (lambda df: df.drop(columns="power"), "missing column\\(s\\) power"),
@@ -49,6 +48,36 @@ def test_unusable_input_is_refused_with_a_reason(tmp_path, mutate, message):
     mutate(readings("15min")).to_csv(tmp_path / "r.csv", index=False)
     with pytest.raises(InvalidRequest, match=message):
         backtest.load_data(tmp_path / "r.csv")
+
+
+@pytest.mark.parametrize("step, freq, message", [
+    ("1h", "15min", "1h apart|60 min apart .*coarser than the 15-min grid asked for.*use --freq 60min"),
+    ("2h", None, "2 h apart .*hourly data is the coarsest"),
+    ("45min", None, "45 min apart .*steps that divide an hour"),
+    ("15min", "45min", "--freq 45min: the step must divide an hour"),
+    ("15min", "soon", "--freq 'soon': not a duration"),
+])
+def test_a_grid_the_engine_cannot_forecast_is_refused(tmp_path, step, freq, message):
+    readings(step, days=2).to_csv(tmp_path / "r.csv", index=False)
+    with pytest.raises(InvalidRequest, match=message):
+        backtest.load_data(tmp_path / "r.csv", freq=freq)
+
+
+@pytest.mark.parametrize("step, freq, expected", [
+    ("30min", None, 30), ("1h", None, 60), ("20min", None, 20), ("5min", None, 15), ("5min", "5min", 5),
+    ("10min", "30min", 30), ("15min", "1h", 60),
+])
+def test_the_grid_is_the_data_s_own_step_or_the_one_asked_for(tmp_path, step, freq, expected):
+    df = readings(step, days=2)
+    df.to_csv(tmp_path / "r.csv", index=False)
+    data = backtest.load_data(tmp_path / "r.csv", freq=freq)
+    panel = data.panel
+    assert panel.step_minutes == expected and panel.intervals == 2 * 24 * 60 // expected
+    # Each cell is the mean of the readings inside it, so the energy is kept.
+    per_cell = expected // (pd.Timedelta(step) // pd.Timedelta("1min"))
+    a = df[df.device_id == "a"].power.to_numpy()
+    np.testing.assert_allclose(panel.power[0], a.reshape(-1, max(per_cell, 1)).mean(axis=1), rtol=1e-12)
+    assert (data.resampled_from is None) == (per_cell <= 1)
 
 
 def test_exact_duplicates_are_dropped_and_counted(tmp_path):
@@ -143,13 +172,67 @@ def test_backtest_writes_the_report_forecasts_and_plot(fleet_file, tmp_path, cap
     assert "engine" in capsys.readouterr().out
 
 
-def test_backtest_cli_refuses_bad_input_with_exit_2(tmp_path, capsys):
-    readings("1h").to_csv(tmp_path / "hourly.csv", index=False)
+@pytest.mark.parametrize("args, message", [
+    (["--freq", "15min"], "coarser than the 15-min grid"),
+    (["--horizon", "49"], "--horizon 49: must be 1..48 steps of 60 min"),
+])
+def test_backtest_cli_refuses_bad_input_with_exit_2(tmp_path, capsys, args, message):
+    readings("1h", days=20).to_csv(tmp_path / "hourly.csv", index=False)
     with pytest.raises(SystemExit) as e:
-        cli.main(["backtest", "--data", str(tmp_path / "hourly.csv"), "--out", str(tmp_path / "r.json")])
+        cli.main(["backtest", "--data", str(tmp_path / "hourly.csv"), "--out", str(tmp_path / "r.json"),
+                  *args])
     assert e.value.code == 2
-    assert "coarser than 15min" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("freq", ["30min", "60min"])
+def test_half_hourly_and_hourly_meters_round_trip_through_backtest_and_training(
+        fleet_file, tmp_path, data_dir, capsys, freq):
+    """A settlement-period meter: the generated fleet averaged to 30 or 60
+    min, backtested and trained on its own grid, the features meaning the
+    same in time (one day of steps ahead, the issue time on the grid)."""
+    step = pd.Timedelta(freq)
+    raw = pd.read_parquet(fleet_file).drop_duplicates()
+    meter = (raw.assign(timestamp=raw.timestamp.dt.floor(step))
+             .groupby(["device_id", "timestamp"], as_index=False)["power"].mean())
+    meter.to_parquet(tmp_path / "meter.parquet")
+    weather = fleet_file.with_name("fleet.weather.parquet")
+    devices = fleet_file.with_name("fleet.devices.parquet")
+    out = tmp_path / "report.json"
+    cli.main(["backtest", "--data", str(tmp_path / "meter.parquet"), "--weather", str(weather),
+              "--devices", str(devices), "--out", str(out), "--forecasts-out", str(tmp_path / "f.parquet"),
+              "--portfolio-out", str(tmp_path / "pf.parquet"), "--origins", "2", "--issue-time", "09:00",
+              *SMALL])
+    assert "engine" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    per_day = pd.Timedelta("1D") // step
+    assert report["data"]["freq"] == freq and report["data"]["resampled_from"] is None
+    assert report["setup"]["horizon_intervals"] == per_day
+    assert [o[11:16] for o in report["setup"]["origins"]] == ["09:00"] * 2
+    f = pd.read_parquet(tmp_path / "f.parquet")
+    assert len(f) == 5 * 2 * per_day
+    assert ((f.timestamp - f.origin) / step).between(0, per_day - 1).all()
+    assert (f.timestamp.dt.floor(step) == f.timestamp).all()
+    # actual is the meter's value as given
+    joined = f.merge(meter, on=["device_id", "timestamp"], how="left")
+    np.testing.assert_allclose(joined["actual"], joined["power"], rtol=1e-12)
+    assert (f.p10 <= f.p50).all() and (f.p50 <= f.p90).all()
+    engine, naive = report["methods"]["engine"]["overall"], report["methods"]["seasonal_naive_day"]["overall"]
+    assert engine["wape"] < naive["wape"]  # it learned something on the coarser grid
+    pf = pd.read_parquet(tmp_path / "pf.parquet")
+    assert len(pf) == 2 * per_day and pf["mean"].notna().all()
+
+    cli.main(["train", "--data", str(tmp_path / "meter.parquet"), "--weather", str(weather),
+              "--devices", str(devices), *SMALL])
+    version = capsys.readouterr().out.split()[1].rstrip(":")
+    [m] = json.loads(_run(capsys, ["models", "list", "--json"]))["models"]
+    assert m["version"] == version and m["training"]["step_minutes"] == step // pd.Timedelta("1min")
+    # The service forecasts quarter-hours: such a model is not promoted.
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--data", str(tmp_path / "meter.parquet"), "--promote", *SMALL])
+    assert e.value.code == 2 and "backtests only" in capsys.readouterr().err
+    assert json.loads(_run(capsys, ["models", "list", "--json"]))["promoted"] is None
 
 
 def test_train_stores_a_version_that_can_be_listed_and_promoted(fleet_file, data_dir, capsys):

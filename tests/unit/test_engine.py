@@ -21,7 +21,7 @@ from intraday.forecasting.features import (
     design_matrix,
     drop_stuck,
 )
-from intraday.forecasting.model import QuantileModel, calibration_factors, device_locations
+from intraday.forecasting.model import QuantileModel, calibration_factors, device_locations, fit
 from intraday.forecasting.types import Forecast
 
 
@@ -62,6 +62,34 @@ def test_a_forecast_reads_nothing_at_or_after_forecast_start(data, model):
                                data.temperature)
     assert not np.array_equal(before.p50, moved.p50)
     assert not np.array_equal(before.mean, moved.mean)
+
+
+def test_no_look_ahead_on_a_half_hourly_grid_either(data):
+    """The same on a 30-min grid: windows and lags are counted in time, so
+    a coarser step must not reach past forecast_start either."""
+    from dataclasses import replace
+
+    from tests.unit.conftest import SMALL
+
+    p = data.panel
+    half = p.power[:, : p.intervals // 2 * 2].reshape(len(p.device_ids), -1, 2).mean(axis=2)
+    panel = Panel(p.device_ids, p.start, half, None, p.attributes, step_minutes=30)
+    model = fit(panel, None, replace(SMALL, horizon=48))
+    assert model.horizon == 48 and model.block_steps == 12
+    origin = panel.intervals - 3 * 48
+    rows = Rows.grid(np.arange(len(p.device_ids)), np.full(len(p.device_ids), origin), 48)
+    before = model.predict_rows(panel, rows)
+    power = half.copy()
+    power[:, origin:] = np.random.default_rng(1).uniform(0, 50, power[:, origin:].shape)
+    after = model.predict_rows(Panel(p.device_ids, p.start, power, None, p.attributes, step_minutes=30), rows)
+    for q in ("p10", "p50", "p90", "mean"):
+        np.testing.assert_array_equal(getattr(before, q), getattr(after, q))
+    power[:, origin - 1] += 5.0
+    moved = model.predict_rows(Panel(p.device_ids, p.start, power, None, p.attributes, step_minutes=30), rows)
+    assert not np.array_equal(before.mean, moved.mean)
+    # A model of one grid does not forecast another.
+    with pytest.raises(ValueError, match="30-min intervals, the data has 15-min"):
+        model.predict_rows(p, Rows.grid([0], [p.intervals - DAY], 48))
 
 
 def test_quantiles_never_cross_and_power_is_never_negative(data, model):
@@ -155,9 +183,9 @@ def test_actual_is_the_data_as_given_features_see_it_cleaned(tmp_path):
 
 
 def test_calendar_is_local_time_with_public_holidays():
-    times = np.array(["2026-01-01T00:00", "2026-01-02T10:00", "2026-07-01T10:00"], dtype="datetime64[m]")
-    qh, weekday, holiday = calendar("DE", times)
-    assert list(qh) == [4, 44, 48]  # UTC+1 in winter, UTC+2 in summer
+    times = np.array(["2026-01-01T00:00", "2026-01-02T10:45", "2026-07-01T10:00"], dtype="datetime64[m]")
+    hour, weekday, holiday = calendar("DE", times)
+    assert list(hour) == [1.0, 11.75, 12.0]  # local time of day in hours: UTC+1 in winter, UTC+2 in summer
     assert list(weekday) == [3, 4, 2]
     assert list(holiday) == [1, 0, 0]  # New Year's Day
 
