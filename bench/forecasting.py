@@ -1,7 +1,11 @@
 """Forecasting engine benchmark: training, inference and backtest accuracy on
-the generated fleet.
+the generated fleet, for the devices and for the portfolio they add up to.
 
-  python bench/forecasting.py [--devices 10000] [--days 30] [--backtest-devices 2000]
+  python bench/forecasting.py [--part all|speed|seasons] [--devices 10000] [--days 30]
+                              [--backtest-devices 2000] [--sizes 30,2000]
+
+Part "speed" (1-7 below) and part "seasons" (8) each update their keys of
+bench/results/forecasting.json, so one can be re-run without the other.
 
 1. The 10,000-device x 30-day fleet (cached under .data/bench/ by
    bench/telemetry.py or generated here), with duplicated messages dropped
@@ -17,7 +21,14 @@ the generated fleet.
    `--backtest-devices` devices: the engine against seasonal naive, the
    seasonal fallback and mlforecast.
 7. The same backtest on the whole fleet without mlforecast (the slow one).
-Writes bench/results/forecasting.json.
+8. Seasons: winter, autumn and summer fleets (60 days each, generated with
+   their faults and read as written), 30 and 2,000 devices: device and
+   portfolio metrics of every method over 14 origins, the band of the total
+   by the calibrated method against its alternatives (summed device bands,
+   independent devices, one correlation, normal shape) on the whole
+   portfolio, single locations and random 30-device portfolios, and each
+   aim of the portfolio issue met or missed; the 30 devices also as
+   half-hourly meters (their readings averaged to 30 min).
 """
 
 from __future__ import annotations
@@ -33,58 +44,56 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from common import machine, summary  # noqa: E402
 
-from intraday.forecasting import backtest, engine  # noqa: E402
+from intraday.forecasting import backtest, engine, portfolio  # noqa: E402
 from intraday.forecasting.features import DAY, Rows, design_matrix  # noqa: E402
-from intraday.forecasting.model import QuantileModel, TrainingConfig, fit  # noqa: E402
+from intraday.forecasting.model import QuantileModel, TrainingConfig, device_locations, fit  # noqa: E402
 from intraday.forecasting.types import TelemetryWindow  # noqa: E402
 
 END = datetime(2026, 2, 1, tzinfo=UTC)  # the same cached file as bench/telemetry.py
+SEASONS = {"winter": datetime(2026, 2, 1, tzinfo=UTC), "autumn": datetime(2025, 11, 20, tzinfo=UTC),
+           "summer": datetime(2025, 8, 1, tzinfo=UTC)}
+SEASON_DAYS = 60
+RANDOM_PORTFOLIOS = 20  # random 30-device portfolios drawn per run
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def fleet_files(devices: int, days: int) -> tuple[Path, Path, Path]:
-    stem = ROOT / ".data" / "bench" / f"fleet-{devices}x{days}-seed7"
+def fleet_files(devices: int, days: int, end: datetime = END, name: str = "fleet") -> tuple[Path, Path, Path]:
+    """The generated fleet as `fleet generate --out` writes it (duplicated
+    messages, stuck sensors and gaps included: the backtest reads it as is)."""
+    stem = ROOT / ".data" / "bench" / f"{name}-{devices}x{days}-seed7"
     raw = stem.with_suffix(".parquet")
     if not raw.exists():
         log(f"generating {raw.relative_to(ROOT)}")
         subprocess.run([sys.executable, "-m", "intraday.cli", "fleet", "generate", "--devices", str(devices),
-                        "--days", str(days), "--seed", "7", "--end", END.isoformat(), "--out", str(raw)],
+                        "--days", str(days), "--seed", "7", "--end", end.isoformat(), "--out", str(raw)],
                        check=True, cwd=ROOT)
-    clean = Path(f"{stem}.backtest.parquet")
-    if not clean.exists():
-        pd.read_parquet(raw).drop_duplicates(["device_id", "timestamp"]).to_parquet(clean, index=False)
-    return clean, Path(f"{stem}.devices.parquet"), Path(f"{stem}.weather.parquet")
+    return raw, Path(f"{stem}.devices.parquet"), Path(f"{stem}.weather.parquet")
 
 
 def subset(data: backtest.BacktestData, n: int) -> backtest.BacktestData:
     p = data.panel
     panel = type(p)(p.device_ids[:n], p.start, p.power[:n],
                     None if p.outdoor_temp is None else p.outdoor_temp[:n],
-                    None if p.attributes is None else p.attributes.iloc[:n].reset_index(drop=True))
+                    None if p.attributes is None else p.attributes.iloc[:n].reset_index(drop=True),
+                    None if p.countries is None else p.countries[:n], p.step_minutes)
     t = data.temperature
     temperature = type(t)(t.location[:n], t.runs, t.values) if hasattr(t, "runs") else t
-    return backtest.BacktestData(panel, temperature, data.readings, data.resampled_from, data.stuck_dropped)
+    observed = None if data.observed is None else data.observed[:n]
+    return backtest.BacktestData(panel, temperature, data.readings, data.resampled_from, data.stuck_dropped,
+                                 data.duplicates_dropped, observed)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--devices", type=int, default=10_000)
-    ap.add_argument("--days", type=int, default=30)
-    ap.add_argument("--backtest-devices", type=int, default=2_000)
-    ap.add_argument("--single", type=int, default=500, help="single-device forecasts timed")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "forecasting.json"))
-    args = ap.parse_args()
-    results: dict = {"machine": machine(), "fleet": {"devices": args.devices, "days": args.days}}
-
+def speed(args: argparse.Namespace, results: dict) -> None:
+    """Parts 1-7: training, inference and the backtest on the 10,000-device fleet."""
+    results["fleet"] = {"devices": args.devices, "days": args.days}
     files = fleet_files(args.devices, args.days)
     started = time.monotonic()
     data = backtest.load_data(*files)
@@ -190,13 +199,12 @@ def main() -> None:
         "overall": {k: v["overall"] for k, v in full.report["methods"].items()},
         "comparison": full.report["comparison"],
     }
-    results["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
-    out_path = Path(args.out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(results, indent=2))
 
+
+def print_speed(results: dict) -> None:
+    n = results["fleet_batch"]["devices"]
+    panel_devices = results["backtest_whole_fleet"]["devices"]
     e = results["backtest"]["overall"]
-    print(f"machine: {results['machine']}")
     print(f"training: {results['training']['seconds']} s on {n:,} devices "
           f"({results['training']['rows']:,} rows), artifact {results['training']['artifact_mb']} MB")
     for name in ("lightgbm", "compiled"):
@@ -204,14 +212,191 @@ def main() -> None:
         print(f"{name:>9}: one device p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms; "
               f"fleet batch {f['devices_per_s']:,} devices/s")
     print(f"compiled trees: largest difference {results['compiled_trees']['max_abs_difference_raw']:.2g}")
-    print(f"backtest ({args.backtest_devices:,} devices, 14 origins):")
+    print(f"backtest ({results['backtest']['devices']:,} devices, 14 origins):")
     for name, o in e.items():
         cov = f"{o['coverage_p10_p90']:.1%}" if o["coverage_p10_p90"] is not None else "-"
         print(f"  {name:<22} WAPE {o['wape']:.1%}  pinball {o['pinball_mean']:.4f}  P10-P90 {cov}")
-    print(f"backtest, whole fleet ({len(panel.device_ids):,} devices, without mlforecast):")
+    print(f"backtest, whole fleet ({panel_devices:,} devices, without mlforecast):")
     for name, o in results["backtest_whole_fleet"]["overall"].items():
         cov = f"{o['coverage_p10_p90']:.1%}" if o["coverage_p10_p90"] is not None else "-"
         print(f"  {name:<22} WAPE {o['wape']:.1%}  pinball {o['pinball_mean']:.4f}  P10-P90 {cov}")
+
+
+DEVICE_KEYS = ("wape", "mae", "pinball_mean", "coverage_p10_p90", "mean_band_width_kw", "mean_bias")
+
+
+def band_alternatives(result: backtest.BacktestResult, panel, rng: np.random.Generator) -> dict:
+    """The total's P10-P90 by the calibrated method and its alternatives:
+    share of totals inside it, and its width relative to the mean total, on
+    the whole portfolio, each location's devices and random 30-device
+    portfolios (pooled over the portfolios of a kind)."""
+    from dataclasses import replace
+
+    from scipy.stats import norm
+
+    engine_cube, actual, cal = result.cube["engine"], result.actual, result.model.portfolio
+    members = ~np.isnan(actual) & ~np.isnan(engine_cube[3])
+    locations = device_locations(panel)
+    blocks = len(cal.rho_fleet)
+    normal = [list(norm.ppf(portfolio.LEVELS))]
+    variants = {
+        "calibrated": cal,
+        "normal_shape": replace(cal, sizes=[1], z=normal),
+        "one_correlation": replace(cal, rho_location=list(cal.rho_fleet), sizes=[1], z=normal),
+        "independent": replace(cal, rho_location=[0.0] * blocks, rho_fleet=[0.0] * blocks, sizes=[1],
+                               z=normal),
+    }
+    D = len(panel.device_ids)
+    kinds = {"whole": [np.arange(D)]}
+    kinds["locations"] = [np.flatnonzero(locations == loc) for loc in np.unique(locations)
+                          if 2 <= (locations == loc).sum() < D]
+    if D > 30:
+        kinds["random_30"] = [rng.choice(D, 30, replace=False) for _ in range(RANDOM_PORTFOLIOS)]
+    out: dict = {}
+    for kind, groups in kinds.items():
+        if not groups:
+            continue
+        hits: dict[str, list] = {v: [] for v in (*variants, "summed_device_bands")}
+        width: dict[str, list] = {v: [] for v in hits}
+        totals = []
+        for g in groups:
+            for o in range(actual.shape[1]):
+                m = members[g, o]
+                y = np.where(m, actual[g, o], 0.0).sum(axis=0)
+                ok = m.any(axis=0)
+                c = [np.where(m, engine_cube[k, g, o], np.nan) for k in range(4)]
+                for name, v in variants.items():
+                    total, (lo, hi) = portfolio.quantiles(v, c[3], c[0], c[2], locations[g], (0.1, 0.9))
+                    hits[name].append(((y >= lo) & (y <= hi))[ok])
+                    width[name].append((hi - lo)[ok])
+                lo, hi = np.nansum(c[0], axis=0), np.nansum(c[2], axis=0)
+                hits["summed_device_bands"].append(((y >= lo) & (y <= hi))[ok])
+                width["summed_device_bands"].append((hi - lo)[ok])
+                totals.append(np.nansum(c[3], axis=0)[ok])
+        level = np.concatenate(totals).mean()
+        out[kind] = {"portfolios": len(groups), "devices_each": int(np.median([len(g) for g in groups])),
+                     **{name: {"coverage_p10_p90": round(float(np.concatenate(hits[name]).mean()), 4),
+                               "band_width_share_of_mean":
+                                   round(float(np.concatenate(width[name]).mean() / level), 4)}
+                        for name in hits}}
+    return out
+
+
+def aims(device: dict, total: dict) -> dict:
+    """Each aim of the portfolio issue with its measured value and whether it is met."""
+    e, naive = device["engine"], device["seasonal_naive_day"]
+    pe = total["engine"]
+    out = {
+        "portfolio_bias_within_2pct": (pe["bias"], abs(pe["bias"]) <= 0.02),
+        "portfolio_wape_25pct_below_naive_day": (pe["wape"] / total["seasonal_naive_day"]["wape"] - 1,
+                                                 pe["wape"] <= 0.75 * total["seasonal_naive_day"]["wape"]),
+        "portfolio_coverage_80_pm_4": (pe["coverage_p10_p90"], abs(pe["coverage_p10_p90"] - 0.8) <= 0.04),
+        "device_wape_25pct_below_naive_day": (e["wape"] / naive["wape"] - 1,
+                                              e["wape"] <= 0.75 * naive["wape"]),
+        "device_pinball_below_every_baseline": (
+            e["pinball_mean"] / min(m["pinball_mean"] for k, m in device.items() if k != "engine") - 1,
+            all(e["pinball_mean"] < m["pinball_mean"] for k, m in device.items() if k != "engine")),
+        "device_coverage_80_pm_4": (e["coverage_p10_p90"], abs(e["coverage_p10_p90"] - 0.8) <= 0.04),
+    }
+    for peer in ("mlforecast", "mlforecast_aggregate"):
+        if peer in total:
+            out[f"portfolio_wape_below_{peer}"] = (pe["wape"] / total[peer]["wape"] - 1,
+                                                  pe["wape"] < total[peer]["wape"])
+    return {k: {"value": round(float(v), 4), "met": bool(ok)} for k, (v, ok) in out.items()}
+
+
+def seasons(sizes: list[int], say) -> dict:
+    """Part 8: every season and size, device and portfolio, with the aims;
+    the smallest size also on half-hourly meters (the same readings averaged
+    to 30 min, as a settlement-period meter reports them)."""
+    out: dict = {}
+    for season, end in SEASONS.items():
+        files = fleet_files(max(sizes), SEASON_DAYS, end, name=f"season-{end:%Y-%m-%d}")
+        out[season] = {}
+        runs = [(size, None) for size in sizes] + [(min(sizes), "30min")]
+        loaded: dict = {}
+        for size, freq in runs:
+            key = str(size) if freq is None else f"{size}@{freq}"
+            say(f"== {season} (data ending {end:%Y-%m-%d}), {key} devices")
+            if freq not in loaded:
+                loaded = {freq: backtest.load_data(*files, freq=freq)}  # one grid in memory at a time
+            sub = subset(loaded[freq], size)
+            started = time.monotonic()
+            res = backtest.run(sub, origins=14, issue_time="10:00", progress=say,
+                               source={"file": str(files[0].relative_to(ROOT))})
+            out[season][key] = season_figures(res, sub, time.monotonic() - started)
+            say(json.dumps(out[season][key]["aims"]))
+    return out
+
+
+def season_figures(res: backtest.BacktestResult, sub: backtest.BacktestData, seconds: float) -> dict:
+    r = res.report
+    device = {k: {x: v["overall"][x] for x in DEVICE_KEYS} for k, v in r["methods"].items()}
+    total = r["portfolio"]["methods"]
+    return {
+        "freq": r["data"]["freq"],
+        "data_end": r["data"]["end"],
+        "origins": [r["setup"]["origins"][0], r["setup"]["origins"][-1]],
+        "seconds": round(seconds, 1),
+        "duplicates_dropped": r["data"]["duplicates_dropped"],
+        "stuck_readings_dropped": r["data"]["stuck_readings_dropped"],
+        "device": device,
+        "portfolio": total,
+        "portfolio_cells_scored": r["portfolio"]["cells"],
+        "portfolio_calibration": {k: res.model.portfolio.to_dict()[k]
+                                  for k in ("rho_location", "rho_fleet", "sizes")},
+        "bands": band_alternatives(res, sub.panel, np.random.default_rng(3)),
+        "aims": aims(device, total),
+    }
+
+
+def print_seasons(s: dict) -> None:
+    print("seasons (14 origins at 10:00 UTC; WAPE of P50 for devices, of the mean for the portfolio):")
+    print(f"  {'season':<7} {'devices':>11} | {'dev WAPE':>8} {'naive':>6} {'pinball':>7} {'cover':>6} | "
+          f"{'pf WAPE':>7} {'naive':>6} {'mlf':>6} {'mlf agg':>7} {'bias':>6} {'cover':>6} | aims met")
+    print("  (devices N@30min: the same readings averaged to half-hours)")
+    for season, by_size in s.items():
+        for size, r in by_size.items():
+            d, p = r["device"], r["portfolio"]
+            met = sum(a["met"] for a in r["aims"].values())
+            mlf = p.get("mlforecast", {}).get("wape", float("nan"))
+            agg = p.get("mlforecast_aggregate", {}).get("wape", float("nan"))
+            print(f"  {season:<7} {size:>11} | {d['engine']['wape']:8.1%} "
+                  f"{d['seasonal_naive_day']['wape']:6.1%} "
+                  f"{d['engine']['pinball_mean']:7.3f} {d['engine']['coverage_p10_p90']:6.1%} | "
+                  f"{p['engine']['wape']:7.1%} {p['seasonal_naive_day']['wape']:6.1%} {mlf:6.1%} {agg:7.1%} "
+                  f"{p['engine']['bias']:+6.1%} {p['engine']['coverage_p10_p90']:6.1%} | "
+                  f"{met}/{len(r['aims'])}")
+            missed = [k for k, a in r["aims"].items() if not a["met"]]
+            if missed:
+                print(f"  {'':<19}   missed: {', '.join(missed)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", choices=["all", "speed", "seasons"], default="all")
+    ap.add_argument("--devices", type=int, default=10_000)
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--backtest-devices", type=int, default=2_000)
+    ap.add_argument("--single", type=int, default=500, help="single-device forecasts timed")
+    ap.add_argument("--sizes", default="30,2000", help="fleet sizes of the seasons part")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "forecasting.json"))
+    args = ap.parse_args()
+    out_path = Path(args.out)
+    results: dict = json.loads(out_path.read_text()) if out_path.exists() else {}
+    results["machine"] = machine()
+    if args.part in ("all", "speed"):
+        speed(args, results)
+    if args.part in ("all", "seasons"):
+        results["seasons"] = seasons([int(x) for x in args.sizes.split(",")], log)
+    results["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(results, indent=2))
+    print(f"machine: {results['machine']}")
+    if args.part in ("all", "speed"):
+        print_speed(results)
+    if args.part in ("all", "seasons"):
+        print_seasons(results["seasons"])
     print(f"wrote {out_path}")
 
 

@@ -22,7 +22,7 @@ held-out totals:
    loads are skewed, large ones close to normal. A portfolio of any size
    interpolates in log size between the sizes calibrated.
 
-`bench/portfolio_band.py` compares this with the simpler choices (summed
+`bench/forecasting.py` (part "seasons") compares this with the simpler choices (summed
 device quantiles, independent devices, one correlation) on held-out data;
 the README gives the figures and why this one was chosen.
 """
