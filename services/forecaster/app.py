@@ -123,6 +123,10 @@ async def start_forecast(
         requested_by=request.requested_by,
         requested_at=isoformat_z(now),
     )
+    recorded = await run_in_threadpool(_recorded, fid)
+    if recorded is not None:  # made before (its workflow instance may be purged)
+        return JSONResponse({"forecast_id": fid, "status": "COMPLETED", "result": recorded,
+                             "created": False}, status_code=200)
     lock = _starting.setdefault(fid, asyncio.Lock())
     async with lock:
         created = await run_in_threadpool(_start_once, fid, job)
@@ -132,11 +136,20 @@ async def start_forecast(
             timeout_in_seconds=int(timeout),
         )
         view = _view(fid, state)
+        if view["status"] == "NOT_FOUND" and (recorded := await run_in_threadpool(_recorded, fid)):
+            view = {"forecast_id": fid, "status": "COMPLETED", "result": recorded}  # already purged
     else:
         view = {"forecast_id": fid, "status": "SCHEDULED" if created else "EXISTS"}
     view["created"] = created
     code = _status_code(view) if wait else 202
     return JSONResponse(view, status_code=code)
+
+
+def _recorded(fid: str) -> dict | None:
+    """The forecast as the audit store holds it, once its workflow has
+    written it there (the workflow's last step)."""
+    with activities._audit_pool().connection() as conn:
+        return audit_db.read_forecast(conn, fid)
 
 
 def _read_state(read, fid: str, **kwargs) -> wf.WorkflowState | None:
@@ -215,6 +228,11 @@ async def warm(request: WarmRequest) -> dict:
 
 @app.get("/forecasts/{fid}")
 async def get_forecast(fid: str) -> JSONResponse:
+    """A finished forecast from the audit store; one still running (or
+    failed, kept a day) from its workflow instance."""
+    recorded = await run_in_threadpool(_recorded, fid)
+    if recorded is not None:
+        return JSONResponse({"forecast_id": fid, "status": "COMPLETED", "result": recorded})
     state = await run_in_threadpool(_read_state, client.get_workflow_state, fid,
                                     fetch_payloads=True)
     view = _view(fid, state)
