@@ -3,6 +3,7 @@ invocation) -> workflow -> DeviceActor -> pub/sub -> PostgreSQL."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -16,8 +17,8 @@ from tests.integration.conftest import topic_messages
 def audit_rows(pg, forecast_id: str) -> tuple[int, int]:
     requests = pg.execute("SELECT count(*) FROM forecast_requests WHERE request_id = %s",
                           (forecast_id,)).fetchone()[0]
-    results = pg.execute("SELECT count(*) FROM forecast_results WHERE request_id = %s",
-                         (forecast_id,)).fetchone()[0]
+    results = pg.execute("SELECT coalesce(sum(cardinality(p50)), 0) FROM forecast_series"
+                         " WHERE request_id = %s", (forecast_id,)).fetchone()[0]
     return requests, results
 
 
@@ -46,14 +47,14 @@ def test_forecast_end_to_end(gateway, pg, rds):
         assert i["p10"] <= i["p50"] <= i["p90"] and i["mean"] >= 0
     assert result["data_window"]["end"] <= result["forecast_start"]
 
-    # The audit trail: one request row, 96 result rows, same numbers.
+    # The audit trail: one request row, 96 intervals, the same numbers.
     assert audit_rows(pg, view["forecast_id"]) == (1, 96)
-    model, p50_sum, mean_sum = pg.execute(
-        "SELECT r.model_version, sum(x.p50), sum(x.mean) FROM forecast_requests r JOIN forecast_results x"
-        " USING (request_id) WHERE request_id = %s GROUP BY 1", (view["forecast_id"],)).fetchone()
+    model, p50, mean = pg.execute(
+        "SELECT r.model_version, x.p50, x.mean FROM forecast_requests r JOIN forecast_series x"
+        " USING (request_id) WHERE request_id = %s", (view["forecast_id"],)).fetchone()
     assert model == "baseline"
-    assert p50_sum == pytest.approx(sum(i["p50"] for i in result["intervals"]))
-    assert mean_sum == pytest.approx(sum(i["mean"] for i in result["intervals"]))
+    assert p50 == [i["p50"] for i in result["intervals"]]
+    assert mean == [i["mean"] for i in result["intervals"]]
 
     # Published on `forecasts`.
     published = [m for m in topic_messages(rds, "forecasts") if m["forecast_id"] == view["forecast_id"]]
@@ -62,6 +63,31 @@ def test_forecast_end_to_end(gateway, pg, rds):
     # GET returns the same forecast.
     again = gateway.get(f"/forecast/{view['forecast_id']}")
     assert again.status_code == 200 and again.json()["result"] == result
+
+
+def test_finished_workflows_are_purged_and_their_results_stay_readable(gateway, pg, rds):
+    r = gateway.post("/forecast/intraday", params={"wait": "true"}, json={"device_id": "hp-0011"})
+    assert r.status_code == 200, r.text
+    fid, result = r.json()["forecast_id"], r.json()["result"]
+
+    def residue() -> list[bytes]:
+        return [k for k in rds.scan_iter(f"*{fid}*")]
+
+    deadline = time.monotonic() + 60  # retention 10 s (components/config), then the purge runs
+    while residue() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert residue() == [], "the finished workflow's state is still in Redis"
+    again = gateway.get(f"/forecast/{fid}")
+    assert again.status_code == 200 and again.json() == {"forecast_id": fid, "status": "COMPLETED",
+                                                         "result": result}
+    # Asking again finds it in the audit store: nothing new is made.
+    repeat = gateway.post("/forecast/intraday", params={"wait": "true"},
+                          json={"device_id": "hp-0011", "forecast_start": result["forecast_start"]})
+    assert repeat.status_code == 200 and repeat.json()["created"] is False
+    assert repeat.json()["result"] == result
+    assert audit_rows(pg, fid) == (1, 96)
+    assert residue() == []
+    assert len([m for m in topic_messages(rds, "forecasts") if m["forecast_id"] == fid]) == 1
 
 
 def test_device_actor_state_lives_in_redis(gateway, rds):
@@ -110,15 +136,16 @@ def test_repeated_request_gives_one_forecast_and_one_audit_row(gateway, pg, rds)
 )
 def test_bad_input_gets_a_reason_and_writes_nothing(gateway, pg, rds, body, status, reason):
     before = (pg.execute("SELECT count(*) FROM forecast_requests").fetchone()[0],
-              rds.xlen("forecasts") if rds.exists("forecasts") else 0,
-              len(rds.keys("*workflow*metadata")))
+              rds.xlen("forecasts") if rds.exists("forecasts") else 0)
+    instances = set(rds.keys("*workflow*metadata"))
     r = gateway.post("/forecast/intraday", params={"wait": "true"}, json=body)
     assert r.status_code == status
     assert reason in r.text
     after = (pg.execute("SELECT count(*) FROM forecast_requests").fetchone()[0],
-             rds.xlen("forecasts") if rds.exists("forecasts") else 0,
-             len(rds.keys("*workflow*metadata")))
+             rds.xlen("forecasts") if rds.exists("forecasts") else 0)
     assert after == before
+    # No workflow instance was started (earlier ones may be purged meanwhile).
+    assert set(rds.keys("*workflow*metadata")) <= instances
 
 
 def test_malformed_json_is_rejected(gateway):

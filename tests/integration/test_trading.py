@@ -29,9 +29,9 @@ def test_price_move_leads_to_a_trade_decision(gateway, pg, rds):
     median_mw = [i["p50"] / 1000 for i in portfolio["intervals"]]
     assert [o["target_mw"] for o in orders] == pytest.approx(median_mw, abs=1e-6)  # orders round to 1 W
     device_means = pg.execute(
-        "SELECT x.interval_start, sum(x.mean) FROM trade_decisions d JOIN forecast_results x"
-        " ON x.request_id = ANY(d.forecast_ids) WHERE d.decision_id = %s GROUP BY 1 ORDER BY 1",
-        (decision_id,)).fetchall()
+        "SELECT i, sum(x.mean[i]) FROM trade_decisions d JOIN forecast_series x"
+        " ON x.request_id = ANY(d.forecast_ids), generate_subscripts(x.mean, 1) AS i"
+        " WHERE d.decision_id = %s GROUP BY 1 ORDER BY 1", (decision_id,)).fetchall()
     assert [m for _, m in device_means] == pytest.approx([i["mean"] for i in portfolio["intervals"]])
     assert [o["mean_mw"] for o in orders] == pytest.approx([m / 1000 for _, m in device_means], abs=1e-6)
 
