@@ -47,45 +47,101 @@ def forecast(
     temperature: np.ndarray | None = None,
     baseline_days: int = 14,
 ) -> Forecast:
-    """P10/P50/P90 for one device. `temperature[i]` is the outdoor
-    temperature of interval `window.start + i * 15 min`, covering at least
-    the horizon (NaN where unknown)."""
+    """P10/P50/P90 and the mean for one device. `temperature[i]` is the
+    outdoor temperature of interval `window.start + i * 15 min`, covering at
+    least the horizon (NaN where unknown); None: no temperature at all."""
+    (result,) = forecast_many(model, [window], forecast_start, horizon_intervals, [attributes],
+                              [temperature], baseline_days)
+    if isinstance(result, InsufficientHistory):
+        raise result
+    return result
+
+
+def forecast_many(
+    model: QuantileModel | None,
+    windows: list[TelemetryWindow],
+    forecast_start: datetime,
+    horizon_intervals: int,
+    attributes: list[dict | None],
+    temperature: list[np.ndarray | None],
+    baseline_days: int = 14,
+) -> list[Forecast | InsufficientHistory]:
+    """`forecast` for many devices in one batch, and the same numbers bit
+    for bit whatever the batch (features and trees work row by row): a
+    Forecast per device, or the InsufficientHistory it would raise. Windows
+    that share a start and length go through the model together."""
     forecast_start = to_utc(forecast_start)
+    out: list[Forecast | InsufficientHistory | None] = [None] * len(windows)
     if model is None:
-        f = baseline.seasonal_quantiles(window, forecast_start, horizon_intervals, days=baseline_days)
-        return replace(f, notes=(FALLBACK_NOTE,))
-    origin = window.index_of(forecast_start)
-    attributes = attributes or {}
-    temp = None if temperature is None else np.asarray(temperature, np.float64)[None, :]
-    observed = None if temp is None else temp[:, : len(window.values)]
-    panel = Panel(np.array([window.device_id]), window.start, window.values[None, :], observed,
-                  countries=np.array([attributes.get("country") or "DE"]))
-    source = TemperatureSeries(np.zeros(1, np.int64), temp) if temp is not None else None
-    p = model.predict_rows(panel, Rows.grid([0], [origin], horizon_intervals), source,
-                           model.vocabulary.encode_one(attributes))
-    if np.isnan(p.p50).any():
-        seen = int(np.sum(~np.isnan(window.values[max(origin - SCALE_DAYS * DAY, 0) : origin])))
-        raise InsufficientHistory(
-            f"device {window.device_id!r}: {seen} quarter-hour readings in the 7 days before "
-            f"{forecast_start:%Y-%m-%dT%H:%MZ}; a forecast needs at least {MIN_HISTORY_INTERVALS}")
-    history = float(p.history_days[0])
-    notes: tuple[str, ...] = ()
-    if history < SHORT_HISTORY_DAYS:
-        notes += (f"short history: {history:.1f} days of readings; the band is calibrated on "
-                  "forecasts with short histories and is wider",)
-    if temp is None or np.isnan(temp[0, origin : origin + horizon_intervals]).all():
-        notes += ("no temperature forecast for the horizon: the forecast cannot react to the weather",)
+        for i, w in enumerate(windows):
+            try:
+                f = baseline.seasonal_quantiles(w, forecast_start, horizon_intervals, days=baseline_days)
+                out[i] = replace(f, notes=(FALLBACK_NOTE,))
+            except InsufficientHistory as e:
+                out[i] = e
+        return out  # type: ignore[return-value]
+    groups: dict[tuple, list[int]] = {}
+    for i, w in enumerate(windows):
+        groups.setdefault((w.start, len(w.values), temperature[i] is not None), []).append(i)
+    for (*_, has_temp), members in groups.items():
+        for i, result in zip(members, _batch(model, [windows[i] for i in members], forecast_start,
+                                             horizon_intervals, [attributes[i] or {} for i in members],
+                                             [temperature[i] for i in members] if has_temp else None),
+                             strict=True):
+            out[i] = result
+    return out  # type: ignore[return-value]
+
+
+def _batch(model: QuantileModel, windows: list[TelemetryWindow], forecast_start: datetime,
+           horizon_intervals: int, attributes: list[dict],
+           temperature: list[np.ndarray] | None) -> list[Forecast | InsufficientHistory]:
+    """Devices whose windows share one grid, all with or all without temperature."""
+    first_window = windows[0]
+    n, length = len(windows), len(first_window.values)
+    origin = first_window.index_of(forecast_start)
+    temp = None
+    if temperature is not None:
+        width = max(len(t) for t in temperature)
+        temp = np.full((n, width), np.nan)
+        for d, t in enumerate(temperature):
+            temp[d, : len(t)] = t
+    panel = Panel(np.array([w.device_id for w in windows]), first_window.start,
+                  np.stack([w.values for w in windows]), None if temp is None else temp[:, :length],
+                  countries=np.array([a.get("country") or "DE" for a in attributes]))
+    source = TemperatureSeries(np.arange(n, dtype=np.int64), temp) if temp is not None else None
+    static = np.vstack([model.vocabulary.encode_one(a) for a in attributes])
+    p = model.predict_rows(panel, Rows.grid(np.arange(n), np.full(n, origin), horizon_intervals),
+                           source, static)
+    shape = (n, horizon_intervals)
+    p10, p50, p90, mean = (x.reshape(shape) for x in (p.p10, p.p50, p.p90, p.mean))
+    history_days = p.history_days.reshape(shape)[:, 0]
     first = max(origin - (SCALE_DAYS + 1) * DAY, 0)  # the oldest reading a feature reads
-    return Forecast(
-        device_id=window.device_id,
-        forecast_start=forecast_start,
-        model_version=model_version(model),
-        p10=p.p10, p50=p.p50, p90=p.p90, mean=p.mean,
-        data_window_start=window.start + first * QUARTER_HOUR,
-        data_window_end=min(window.end, forecast_start),
-        history_days=history,
-        notes=notes,
-    )
+    results: list[Forecast | InsufficientHistory] = []
+    for d, window in enumerate(windows):
+        if np.isnan(p50[d]).any():
+            seen = int(np.sum(~np.isnan(window.values[max(origin - SCALE_DAYS * DAY, 0) : origin])))
+            results.append(InsufficientHistory(
+                f"device {window.device_id!r}: {seen} quarter-hour readings in the 7 days before "
+                f"{forecast_start:%Y-%m-%dT%H:%MZ}; a forecast needs at least {MIN_HISTORY_INTERVALS}"))
+            continue
+        history = float(history_days[d])
+        notes: tuple[str, ...] = ()
+        if history < SHORT_HISTORY_DAYS:
+            notes += (f"short history: {history:.1f} days of readings; the band is calibrated on "
+                      "forecasts with short histories and is wider",)
+        if temp is None or np.isnan(temp[d, origin : origin + horizon_intervals]).all():
+            notes += ("no temperature forecast for the horizon: the forecast cannot react to the weather",)
+        results.append(Forecast(
+            device_id=window.device_id,
+            forecast_start=forecast_start,
+            model_version=model_version(model),
+            p10=p10[d], p50=p50[d], p90=p90[d], mean=mean[d],
+            data_window_start=window.start + first * QUARTER_HOUR,
+            data_window_end=min(window.end, forecast_start),
+            history_days=history,
+            notes=notes,
+        ))
+    return results
 
 
 def forecast_fleet(

@@ -43,6 +43,44 @@ def test_one_device_from_its_window_equals_the_fleet_batch(data, model):
     assert d["data_window"]["end"] == d["forecast_start"]
 
 
+def test_a_batch_of_devices_gives_each_device_its_single_forecast_bit_for_bit(data, model):
+    """What the fleet workflow relies on: a shard's forecasts are the ones
+    the single-device path (the actor) would make, whatever the batch;
+    devices with no temperature, too little history or another window ride
+    in the same call."""
+    origin = data.panel.intervals - DAY
+    start = data.panel.timestamp(origin)
+    devices = range(8)
+    windows, attrs, temps = [], [], []
+    for d in devices:
+        window, a = _device(data, d, origin)
+        windows.append(window)
+        attrs.append(a)
+        temps.append(None if d == 2 else _temps(data, d, origin, DAY))
+    windows[5] = TelemetryWindow(windows[5].device_id, windows[5].start + (origin - 20) * QUARTER_HOUR,
+                                 windows[5].values[origin - 20 :])  # too little history
+    temps[5] = None
+    windows[6] = TelemetryWindow(windows[6].device_id, windows[6].start + 3 * DAY * QUARTER_HOUR,
+                                 windows[6].values[3 * DAY :])  # a shorter window
+    temps[6] = temps[6][3 * DAY :]
+    batch = engine.forecast_many(model, windows, start, DAY, attrs, temps)
+    for d in devices:
+        if d == 5:
+            assert isinstance(batch[d], InsufficientHistory)
+            with pytest.raises(InsufficientHistory, match=str(batch[d])):
+                engine.forecast(model, windows[d], start, DAY, attrs[d], temps[d])
+            continue
+        single = engine.forecast(model, windows[d], start, DAY, attrs[d], temps[d])
+        for k in ("p10", "p50", "p90", "mean"):
+            assert np.array_equal(getattr(batch[d], k), getattr(single, k)), (d, k)
+        assert batch[d].to_dict() == single.to_dict()
+    assert "no temperature forecast" in " ".join(batch[2].notes)
+    assert not np.array_equal(batch[0].p50, batch[1].p50)  # devices differ, nothing was shared
+    fallback = engine.forecast_many(None, windows[:2], start, DAY, attrs[:2], temps[:2])
+    assert [f.to_dict() for f in fallback] == [engine.forecast(None, w, start, DAY).to_dict()
+                                               for w in windows[:2]]
+
+
 def test_without_a_model_the_baseline_serves_and_says_so(data):
     origin = data.panel.intervals - DAY
     window, attrs = _device(data, 0, origin)
