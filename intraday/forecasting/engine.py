@@ -171,21 +171,34 @@ def forecast_portfolio(model: QuantileModel | None, forecasts: list[Forecast],
     if any(f.forecast_start != first.forecast_start or f.horizon_intervals != first.horizon_intervals
            for f in forecasts):
         raise ValueError("the device forecasts of a portfolio must share forecast_start and horizon")
-    stack = {k: np.stack([getattr(f, k) for f in forecasts]) for k in ("p10", "p50", "p90", "mean")}
+    part = portfolio_partial(model, forecasts, locations)
     versions = sorted({f.model_version for f in forecasts})
+    return portfolio_from(model, part, first.forecast_start, tuple(f.device_id for f in forecasts), versions)
+
+
+def portfolio_partial(model: QuantileModel | None, forecasts: list[Forecast],
+                      locations: list[str] | None = None) -> portfolio.Partial:
+    """What these device forecasts contribute to a total (see portfolio.Partial):
+    a fleet forecast adds up its shards' partials."""
+    stack = {k: np.stack([getattr(f, k) for f in forecasts]) for k in ("p10", "p50", "p90", "mean")}
+    where = np.array(locations if locations is not None else [""] * len(forecasts), dtype=object)
+    return portfolio.partial(model.portfolio if model is not None else None, stack["mean"], stack["p10"],
+                             stack["p50"], stack["p90"], where)
+
+
+def portfolio_from(model: QuantileModel | None, part: portfolio.Partial, forecast_start: datetime,
+                   device_ids: tuple[str, ...], versions: list[str]) -> PortfolioForecast:
+    """The PortfolioForecast of a total from its Partial; `versions` are the
+    model versions of the device forecasts in it."""
     notes: tuple[str, ...] = ()
     if len(versions) > 1:
         notes += (f"device forecasts from {len(versions)} model versions: {', '.join(versions)}",)
     calibration = model.portfolio if model is not None else None
     if calibration is None:
         levels = np.array([0.1, 0.5, 0.9])
-        mean = stack["mean"].sum(axis=0)
-        table = np.stack([stack[k].sum(axis=0) for k in ("p10", "p50", "p90")])
+        mean, table = part.mean.copy(), part.quantile_sums.copy()
         notes += (UNCALIBRATED_NOTE,)
     else:
         levels = portfolio.LEVELS
-        where = np.array(locations if locations is not None else [""] * len(forecasts), dtype=object)
-        mean, table = portfolio.quantiles(calibration, stack["mean"], stack["p10"], stack["p90"], where,
-                                          levels)
-    return PortfolioForecast(first.forecast_start, model_version(model),
-                             tuple(f.device_id for f in forecasts), mean, levels, table, notes)
+        mean, table = portfolio.quantiles_of(calibration, part, levels)
+    return PortfolioForecast(forecast_start, model_version(model), device_ids, mean, levels, table, notes)

@@ -94,25 +94,90 @@ def total_sd(sd: np.ndarray, location: np.ndarray, rho_location: np.ndarray,
     return np.sqrt(np.maximum(var, 0.0))
 
 
-def quantiles(calibration: PortfolioCalibration, mean: np.ndarray, p10: np.ndarray, p90: np.ndarray,
-              location: np.ndarray, levels=LEVELS) -> tuple[np.ndarray, np.ndarray]:
-    """The portfolio of the devices x steps forecasts (NaN: the device is
-    not part of it at that step): its mean per step (the sum of the device
-    means) and (levels, steps) quantiles of the total, non-negative and
-    non-decreasing in the level."""
+@dataclass
+class Partial:
+    """What the total of some devices needs from them, per step: how many
+    are present, the sum of their means and of their P10/P50/P90 (the band
+    without a calibration), and the sums their error sds enter the total's
+    variance by (sum of squares, sum, sum per location). Partials of
+    disjoint sets of devices add up, so a fleet's total is built from its
+    shards without gathering every device forecast in one place."""
+
+    present: np.ndarray
+    mean: np.ndarray
+    quantile_sums: np.ndarray  # (3, steps): summed P10, P50, P90
+    sd_squares: np.ndarray
+    sd_sum: np.ndarray
+    sd_by_location: dict[str, np.ndarray]
+
+    def __add__(self, other: Partial) -> Partial:
+        by_location = dict(self.sd_by_location)
+        for loc, s in other.sd_by_location.items():
+            by_location[loc] = by_location[loc] + s if loc in by_location else s
+        return Partial(self.present + other.present, self.mean + other.mean,
+                       self.quantile_sums + other.quantile_sums, self.sd_squares + other.sd_squares,
+                       self.sd_sum + other.sd_sum, by_location)
+
+    def to_dict(self) -> dict:
+        return {"present": self.present.tolist(), "mean": self.mean.tolist(),
+                "quantile_sums": self.quantile_sums.tolist(), "sd_squares": self.sd_squares.tolist(),
+                "sd_sum": self.sd_sum.tolist(),
+                "sd_by_location": {k: v.tolist() for k, v in self.sd_by_location.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Partial:
+        return cls(np.asarray(d["present"], np.int64), np.asarray(d["mean"], float),
+                   np.asarray(d["quantile_sums"], float), np.asarray(d["sd_squares"], float),
+                   np.asarray(d["sd_sum"], float),
+                   {k: np.asarray(v, float) for k, v in d["sd_by_location"].items()})
+
+
+def partial(calibration: PortfolioCalibration | None, mean: np.ndarray, p10: np.ndarray,
+            p50: np.ndarray, p90: np.ndarray, location: np.ndarray) -> Partial:
+    """The Partial of devices x steps forecasts (NaN: the device is not
+    part of it at that step); the sd sums are zero without a calibration."""
     steps = np.arange(mean.shape[1])
+    absent = np.isnan(mean)
+    sums = np.stack([np.where(absent, 0.0, q).sum(axis=0) for q in (p10, p50, p90)])
+    if calibration is None:
+        s = np.zeros_like(mean)
+    else:
+        s = np.where(absent, 0.0, calibration.device_sd(mean, p10, p90, steps))
+        s = np.where(np.isnan(s), 0.0, s)
+    codes, loc = np.unique(np.asarray(location, dtype=object).astype(str), return_inverse=True)
+    per_loc = np.zeros((len(codes), mean.shape[1]))
+    np.add.at(per_loc, loc, s)
+    return Partial((~absent).sum(axis=0), np.where(absent, 0.0, mean).sum(axis=0), sums,
+                   (s * s).sum(axis=0), s.sum(axis=0), dict(zip(codes.tolist(), per_loc, strict=True)))
+
+
+def quantiles_of(calibration: PortfolioCalibration, part: Partial,
+                 levels=LEVELS) -> tuple[np.ndarray, np.ndarray]:
+    """The total's mean per step and its (levels, steps) quantiles,
+    non-negative and non-decreasing in the level, from its Partial."""
+    steps = np.arange(len(part.mean))
     block = calibration.block(steps)
-    sd = total_sd(calibration.device_sd(mean, p10, p90, steps), location,
-                  np.asarray(calibration.rho_location)[block], np.asarray(calibration.rho_fleet)[block])
-    present = (~np.isnan(mean)).sum(axis=0)
-    total = np.nansum(mean, axis=0)
+    rl, rf = np.asarray(calibration.rho_location)[block], np.asarray(calibration.rho_fleet)[block]
+    within = sum((s**2 for s in part.sd_by_location.values()), np.zeros(len(steps)))
+    var = (1 - rl) * part.sd_squares + (rl - rf) * within + rf * part.sd_sum**2
+    sd = np.sqrt(np.maximum(var, 0.0))
+    present = part.present
     levels = np.asarray(levels, float)
     z = np.empty((len(levels), len(steps)))
     for n in np.unique(present):
         z[:, present == n] = np.interp(levels, LEVELS, calibration.shape(max(int(n), 1)))[:, None]
-    out = np.maximum(total[None, :] + z * sd[None, :], 0.0)
+    out = np.maximum(part.mean[None, :] + z * sd[None, :], 0.0)
     out[:, present == 0] = np.nan
-    return np.where(present > 0, total, np.nan), out
+    return np.where(present > 0, part.mean, np.nan), out
+
+
+def quantiles(calibration: PortfolioCalibration, mean: np.ndarray, p10: np.ndarray, p90: np.ndarray,
+              location: np.ndarray, levels=LEVELS) -> tuple[np.ndarray, np.ndarray]:
+    """The portfolio of the devices x steps forecasts (NaN: the device is
+    not part of it at that step): its mean per step (the sum of the device
+    means) and (levels, steps) quantiles of the total."""
+    return quantiles_of(calibration, partial(calibration, mean, p10, (p10 + p90) / 2, p90, location),
+                        levels)
 
 
 def fit(actual: np.ndarray, mean: np.ndarray, p10: np.ndarray, p90: np.ndarray, location: np.ndarray,

@@ -89,3 +89,26 @@ def test_quantiles_are_ordered_non_negative_and_survive_a_round_trip(calibration
     none = np.full_like(mean[:, 0], np.nan)
     total, q = portfolio.quantiles(calibration, none, none, none, location, (0.5,))
     assert np.isnan(total).all() and np.isnan(q).all()
+
+
+def test_shards_partials_add_up_to_the_whole_portfolio(calibration):
+    """A fleet forecast sums its shards' partials (through JSON, as they
+    cross the workflow) instead of gathering every device forecast."""
+    actual, mean, p10, p90, location = draw(4)
+    m, lo, hi = mean[:, 0], p10[:, 0], p90[:, 0]
+    m = np.where(np.random.default_rng(5).random(m.shape) < 0.05, np.nan, m)  # devices absent here and there
+    whole = portfolio.quantiles(calibration, m, lo, hi, location)
+    order = np.random.default_rng(6).permutation(D)  # shards cut across locations
+    shards = [order[i: i + 70] for i in range(0, D, 70)]
+    parts = [portfolio.Partial.from_dict(
+        portfolio.partial(calibration, m[s], lo[s], (lo[s] + hi[s]) / 2, hi[s], location[s]).to_dict())
+        for s in shards]
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    combined = portfolio.quantiles_of(calibration, total)
+    np.testing.assert_allclose(combined[0], whole[0], rtol=1e-12)
+    np.testing.assert_allclose(combined[1], whole[1], rtol=1e-12)
+    assert (total.present == (~np.isnan(m)).sum(axis=0)).all()
+    # Dropping a shard is visible: the total is not the whole's.
+    assert not np.allclose(portfolio.quantiles_of(calibration, parts[0] + parts[1])[0], whole[0])
