@@ -130,6 +130,33 @@ def publish(topic: str, data: dict, headers: dict[str, str] | None = None) -> No
                                   headers=headers))
 
 
+def publish_bulk(topic: str, events: list[tuple[str, dict]]) -> None:
+    """Many messages in one call (Dapr's bulk publish API), each with its
+    entry id; a failed entry raises, and the caller's retry publishes the
+    batch again (consumers deduplicate on the forecast id)."""
+    if not events:
+        return
+    body = [{"entryId": str(i), "event": data, "contentType": "application/json"}
+            for i, (_, data) in enumerate(events)]
+    r = _raise_for(sync_client().post(f"/v1.0-alpha1/publish/bulk/{PUBSUB}/{topic}", json=body,
+                                      timeout=httpx.Timeout(60.0, connect=2.0)))
+    failed = r.json().get("failedEntries") if r.content else None
+    if failed:
+        raise SidecarError(500, f"bulk publish on {topic}: {len(failed)} of {len(events)} entries failed: "
+                                f"{failed[0]}")
+
+
+def fetch_windows(device_ids: list[str], start: datetime, end: datetime) -> np.ndarray:
+    """(devices x quarter-hours) mean power in [start, end), NaN for gaps, in
+    one telemetry query: the same values `fetch_window` gives one device."""
+    r = _raise_for(sync_client().post(
+        "/v1.0/invoke/telemetry/method/windows",
+        json={"device_ids": device_ids, "start": isoformat_z(start), "end": isoformat_z(end)},
+        timeout=httpx.Timeout(60.0, connect=2.0)))
+    values = np.frombuffer(r.content, dtype="<f8")
+    return values.reshape(len(device_ids), -1).astype(np.float64)
+
+
 async def publish_async(topic: str, data: dict) -> None:
     _raise_for(await async_client().post(f"/v1.0/publish/{PUBSUB}/{topic}", json=data))
 

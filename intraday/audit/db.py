@@ -133,6 +133,57 @@ def read_forecast(conn: psycopg.Connection, request_id: str) -> dict[str, Any] |
             "requested_at": isoformat_z(requested_at)}
 
 
+def read_forecasts(conn: psycopg.Connection, request_ids: list[str]) -> dict[str, Forecast]:
+    """Recorded forecasts by id (those not recorded are left out)."""
+    rows = conn.execute(
+        """SELECT r.request_id, r.device_id, r.forecast_start, r.model_version, r.data_window_start,
+                  r.data_window_end, r.history_days, r.notes, s.p10, s.p50, s.p90, s.mean
+           FROM forecast_requests r JOIN forecast_series s USING (request_id)
+           WHERE r.request_id = ANY(%s)""", (request_ids,),
+    ).fetchall()
+    return {
+        rid: Forecast(device, start, version, *(np.array(s, np.float64) for s in series),
+                      data_window_start=ws, data_window_end=we, history_days=hd, notes=tuple(notes or ()))
+        for rid, device, start, version, ws, we, hd, notes, *series in rows
+    }
+
+
+def record_fleet_forecast(conn: psycopg.Connection, fleet_forecast_id: str, row: dict[str, Any]) -> bool:
+    """A fleet forecast's own row (its device forecasts are recorded by
+    `record_forecasts`); False if this id was already recorded."""
+    cur = conn.execute(
+        """INSERT INTO fleet_forecasts (fleet_forecast_id, forecast_start, horizon_intervals,
+               model_version, data_end, device_ids, forecast_ids, failed, portfolio, requested_by,
+               requested_at)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+           ON CONFLICT (fleet_forecast_id) DO NOTHING""",
+        (fleet_forecast_id, row["forecast_start"], row["horizon_intervals"], row["model_version"],
+         row["data_end"], row["device_ids"], row["forecast_ids"], Jsonb(row["failed"]),
+         Jsonb(row["portfolio"]), row["requested_by"], row["requested_at"]),
+    )
+    return cur.rowcount == 1
+
+
+def read_fleet_forecast(conn: psycopg.Connection, fleet_forecast_id: str) -> dict[str, Any] | None:
+    """A recorded fleet forecast in its wire form (None if not recorded):
+    the portfolio and, per device, the id of the forecast it summed."""
+    row = conn.execute(
+        """SELECT f.forecast_start, f.horizon_intervals, f.model_version, f.data_end, f.device_ids,
+                  f.forecast_ids, f.failed, f.portfolio, f.requested_by, f.requested_at
+           FROM fleet_forecasts f WHERE f.fleet_forecast_id = %s""", (fleet_forecast_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    start, horizon, version, data_end, devices, ids, failed, pf, by, at = row
+    return {
+        "forecast_id": fleet_forecast_id, "kind": "fleet",
+        "forecast_start": isoformat_z(start), "horizon_intervals": horizon, "model_version": version,
+        "data_end": isoformat_z(data_end), "portfolio": pf,
+        "device_forecasts": [{"device_id": d, "forecast_id": f} for d, f in zip(devices, ids, strict=True)],
+        "failed": failed, "requested_by": by, "requested_at": isoformat_z(at),
+    }
+
+
 def most_requested(conn: psycopg.Connection, days: int, limit: int) -> list[str]:
     """The devices forecast most often in the last `days` days: the ones
     traders ask for, which `intraday warm` loads ahead of a burst."""

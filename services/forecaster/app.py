@@ -4,6 +4,7 @@ starts/queries workflow instances for the gateway and the trading service."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -23,19 +24,23 @@ from actors.device_actor import DeviceActor
 from actors.state import StateSerializer
 from intraday.audit import db as audit_db
 from intraday.config import get_settings
-from intraday.errors import UnknownDevice
+from intraday.errors import InvalidRequest, UnknownDevice
 from intraday.forecasting import engine
 from intraday.forecasting.request import check_forecast_start, forecast_id, horizon_intervals
-from intraday.timeutil import isoformat_z, next_quarter_hour
+from intraday.timeutil import floor_quarter_hour, isoformat_z, next_quarter_hour
+from services.forecaster import fleet
 from services.forecaster.models import catalog
 from services.http import install_common
 from services.sidecar import SidecarError, call_actor_async
 from workflows import activities
 from workflows.contracts import ForecastJob, ForecastRequest
+from workflows.fleet import FLEET_WORKFLOW_NAME
+from workflows.fleet import register as register_fleet
 from workflows.forecast import WORKFLOW_NAME, register
 
 log = logging.getLogger("forecaster")
 TERMINAL_RERUN = {wf.WorkflowStatus.FAILED, wf.WorkflowStatus.TERMINATED}
+FLEET_SHARD_SIZE = 500  # devices per shard of a fleet forecast (bench/load.py)
 runtime: wf.WorkflowRuntime
 client: wf.DaprWorkflowClient
 
@@ -53,8 +58,10 @@ async def lifespan(app: FastAPI):
     await actor.register_actor(
         DeviceActor, message_serializer=StateSerializer(), state_serializer=StateSerializer()
     )
+    fleet.bind(asyncio.get_running_loop())
     runtime = wf.WorkflowRuntime(maximum_thread_pool_workers=16)
     register(runtime)
+    register_fleet(runtime)
     runtime.start()
     client = wf.DaprWorkflowClient()
     yield
@@ -167,14 +174,15 @@ def _read_state(read, fid: str, **kwargs) -> wf.WorkflowState | None:
     return None
 
 
-def _start_once(fid: str, job: ForecastJob) -> bool:
+def _start_once(fid: str, job: ForecastJob | dict, workflow: str = WORKFLOW_NAME) -> bool:
     """Schedule the workflow unless an instance with this id exists (running
     or completed); a failed or terminated one is run again. True if started."""
     state = _read_state(client.get_workflow_state, fid, fetch_payloads=False)
     if state is not None and state.runtime_status not in TERMINAL_RERUN:
         return False
+    payload = job.model_dump() if isinstance(job, ForecastJob) else job
     try:
-        client.schedule_new_workflow(WORKFLOW_NAME, input=job.model_dump(), instance_id=fid)
+        client.schedule_new_workflow(workflow, input=payload, instance_id=fid)
     except RpcError as e:
         if "already exists" in (e.details() or ""):
             return False
@@ -226,11 +234,81 @@ async def warm(request: WarmRequest) -> dict:
     }
 
 
+class FleetForecastRequest(BaseModel):
+    """Body of POST /forecast/fleet (gateway) and POST /fleet-forecasts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    devices: list[str] | None = Field(None, min_length=1, max_length=100_000,
+                                      description="default: the whole fleet")
+    forecast_start: datetime | None = Field(None, description="UTC quarter-hour; default: the next one")
+    horizon_hours: float = Field(24.0, description="multiple of 0.25, at most 48")
+    requested_by: str = Field("api", max_length=64)
+
+
+def fleet_forecast_id(devices: list[str], start: datetime, horizon: int, version: str) -> str:
+    """Like a device forecast's: the same devices, start, horizon and model
+    give the same id, so a repeated request finds the existing forecast."""
+    digest = hashlib.sha256("\n".join(sorted(devices)).encode()).hexdigest()[:16]
+    return f"fl-{start:%Y%m%dT%H%MZ}-{horizon}-{version}-{digest}"
+
+
+@app.post("/fleet-forecasts")
+async def start_fleet_forecast(
+    request: FleetForecastRequest,
+    wait: bool = Query(False, description="return the finished forecast"),
+    timeout: float = Query(60.0, gt=0, le=300),
+) -> JSONResponse:
+    settings = get_settings()
+    now = datetime.now(UTC)
+    start = check_forecast_start(request.forecast_start or next_quarter_hour(now), now)
+    horizon = horizon_intervals(request.horizon_hours, settings.max_horizon_hours)
+    known = await run_in_threadpool(fleet.fleet_devices)
+    devices = sorted(set(request.devices)) if request.devices else sorted(known)
+    unknown = [d for d in devices if d not in known]
+    if unknown:
+        raise UnknownDevice(", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10
+                                                       else ""))
+    if not devices:
+        raise InvalidRequest("the fleet has no devices")
+    version = engine.model_version(await catalog.current())
+    fid = fleet_forecast_id(devices, start, horizon, version)
+    recorded = await run_in_threadpool(_recorded_fleet, fid)
+    if recorded is not None:
+        return JSONResponse({"forecast_id": fid, "status": "COMPLETED", "result": recorded,
+                             "created": False}, status_code=200)
+    job = {"fleet_forecast_id": fid, "device_ids": devices, "forecast_start": isoformat_z(start),
+           "horizon_intervals": horizon, "model_version": version,
+           "data_end": isoformat_z(min(start, floor_quarter_hour(now))),
+           "requested_by": request.requested_by, "requested_at": isoformat_z(now),
+           "shard_size": FLEET_SHARD_SIZE}
+    lock = _starting.setdefault(fid, asyncio.Lock())
+    async with lock:
+        created = await run_in_threadpool(_start_once, fid, job, FLEET_WORKFLOW_NAME)
+    view: dict = {"forecast_id": fid, "status": "SCHEDULED" if created else "EXISTS"}
+    if wait:
+        state = await run_in_threadpool(
+            _read_state, client.wait_for_workflow_completion, fid, fetch_payloads=False,
+            timeout_in_seconds=int(timeout))
+        view = _view(fid, state)
+        view.pop("result", None)
+        if view["status"] in ("COMPLETED", "NOT_FOUND") and (found := await run_in_threadpool(
+                _recorded_fleet, fid)):
+            view = {"forecast_id": fid, "status": "COMPLETED", "result": found}
+    view["created"] = created
+    return JSONResponse(view, status_code=_status_code(view) if wait else 202)
+
+
+def _recorded_fleet(fid: str) -> dict | None:
+    with activities._audit_pool().connection() as conn:
+        return audit_db.read_fleet_forecast(conn, fid)
+
+
 @app.get("/forecasts/{fid}")
 async def get_forecast(fid: str) -> JSONResponse:
     """A finished forecast from the audit store; one still running (or
     failed, kept a day) from its workflow instance."""
-    recorded = await run_in_threadpool(_recorded, fid)
+    recorded = await run_in_threadpool(_recorded_fleet if fid.startswith("fl-") else _recorded, fid)
     if recorded is not None:
         return JSONResponse({"forecast_id": fid, "status": "COMPLETED", "result": recorded})
     state = await run_in_threadpool(_read_state, client.get_workflow_state, fid,

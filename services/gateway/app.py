@@ -60,6 +60,24 @@ async def forecast_intraday(
     return _relay(r)
 
 
+@app.post("/forecast/fleet")
+async def forecast_fleet(
+    request: Request,
+    wait: bool = Query(False, description="wait for and return the finished portfolio forecast"),
+    timeout: float = Query(60.0, gt=0, le=300),
+) -> Response:
+    """The portfolio of many devices (body `{devices?, forecast_start?,
+    horizon_hours?, requested_by?}`; no devices: the whole fleet) as one
+    workflow; validated by the forecaster."""
+    r = await sidecar.invoke(
+        "forecaster", "POST", "fleet-forecasts",
+        params={"wait": str(wait).lower(), "timeout": timeout},
+        content=await request.body(), headers={"content-type": "application/json"},
+        timeout=timeout + 5,
+    )
+    return _relay(r)
+
+
 @app.get("/forecast/{forecast_id}")
 async def get_forecast(forecast_id: str) -> Response:
     return _relay(await sidecar.invoke("forecaster", "GET", f"forecasts/{forecast_id}"))

@@ -22,20 +22,23 @@ ALTER TABLE forecast_requests
 CREATE INDEX IF NOT EXISTS forecast_requests_fleet
     ON forecast_requests (fleet_forecast_id) WHERE fleet_forecast_id IS NOT NULL;
 
--- A portfolio (fleet) forecast: who asked, for which devices, which model,
--- the total (mean and quantiles per interval) and the devices that could not
--- be forecast with the reason. Each device forecast is its own row above.
+-- A portfolio (fleet) forecast: who asked, which model, the data it read
+-- (every device's window ends at data_end), the total (mean and quantiles per
+-- interval), which device forecast it summed for each device, and the devices
+-- that could not be forecast with the reason. Each device forecast is audited
+-- in forecast_requests / forecast_series like a single one.
 CREATE TABLE IF NOT EXISTS fleet_forecasts (
     fleet_forecast_id text PRIMARY KEY,
     forecast_start    timestamptz NOT NULL,
     horizon_intervals integer     NOT NULL CHECK (horizon_intervals > 0),
     model_version     text        NOT NULL,
-    device_ids        text[]      NOT NULL,   -- as asked (all: the fleet then)
-    devices_forecast  integer     NOT NULL,
-    portfolio         jsonb       NOT NULL,   -- PortfolioForecast.to_dict()
+    data_end          timestamptz NOT NULL,
+    device_ids        text[]      NOT NULL,   -- the devices in the total
+    forecast_ids      text[]      NOT NULL,   -- their forecasts, in the same order
     failed            jsonb       NOT NULL DEFAULT '{}',  -- device_id -> reason
+    portfolio         jsonb       NOT NULL,   -- PortfolioForecast.to_dict()
     requested_by      text        NOT NULL,
     requested_at      timestamptz NOT NULL,
     completed_at      timestamptz NOT NULL DEFAULT now(),
-    trace_id          text
+    CHECK (cardinality(device_ids) = cardinality(forecast_ids))
 );

@@ -1,0 +1,159 @@
+"""Activities of the fleet forecast workflow (workflows/fleet.py), hosted by
+the forecaster: a shard of devices forecast in one batch, and the portfolio
+recorded from the shards.
+
+How a shard gets its windows: one telemetry query for the whole shard
+(`POST /windows`), with the same bounds a DeviceActor's window has after
+`Prepare` (the last `history_days` up to min(forecast start, the request's
+quarter-hour)). The actors fill their windows from that same store and keep
+them in step with it (late readings are pushed to them), so a shard reads
+what the actors hold without 10,000 actor calls; the single-device path
+keeps the actors as its hot cache. The forecasts equal the single path's
+for the same inputs (tests/unit/test_serving.py, tests/integration).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import dapr.ext.workflow as wf
+import numpy as np
+
+from intraday.audit import db
+from intraday.config import get_settings
+from intraday.errors import InsufficientHistory
+from intraday.forecasting import baseline, engine, portfolio
+from intraday.forecasting.request import forecast_id
+from intraday.forecasting.types import Forecast, TelemetryWindow
+from intraday.timeutil import QUARTER_HOUR, isoformat_z
+from services import sidecar
+from services.forecaster.models import catalog
+from services.forecaster.weather import temperatures
+from workflows.activities import _audit_pool
+
+WEATHER_DAYS = 8  # as the DeviceActor: observed temperature read before forecast_start
+_DEVICES_TTL_S = 60.0
+_loop: asyncio.AbstractEventLoop | None = None
+_devices: tuple[float, dict[str, dict]] | None = None
+
+
+def bind(loop: asyncio.AbstractEventLoop) -> None:
+    """The forecaster's event loop, which owns the model catalog and the
+    weather cache; activities run in worker threads and borrow it."""
+    global _loop
+    _loop = loop
+
+
+def _run(coro):
+    assert _loop is not None, "fleet activities need bind(loop) at startup"
+    return asyncio.run_coroutine_threadsafe(coro, _loop).result()
+
+
+def fleet_devices() -> dict[str, dict]:
+    """The fleet's devices with their attributes (cached for a minute)."""
+    global _devices
+    if _devices is None or time.monotonic() - _devices[0] > _DEVICES_TTL_S:
+        r = sidecar.sync_client().get("/v1.0/invoke/telemetry/method/devices")
+        r.raise_for_status()
+        _devices = (time.monotonic(), {d["device_id"]: d for d in r.json()})
+    return _devices[1]
+
+
+def _model(version: str):
+    return None if version == baseline.MODEL_VERSION else _run(catalog.load(version))
+
+
+def _temperature(attrs: dict, window: TelemetryWindow, start: datetime, horizon: int) -> np.ndarray | None:
+    """What DeviceActor._temperatures gives this device."""
+    if not attrs.get("location"):
+        return None
+    first = max(window.start, start - timedelta(days=WEATHER_DAYS))
+    end = start + horizon * QUARTER_HOUR
+    try:
+        values = _run(temperatures(attrs["location"], first, end, min(datetime.now(UTC), start)))
+    except sidecar.SidecarError:
+        return None
+    out = np.full(int((end - window.start) / QUARTER_HOUR), np.nan)
+    i = int((first - window.start) / QUARTER_HOUR)
+    out[i : i + len(values)] = values
+    return out
+
+
+def wire(fid: str, f: Forecast, missing: int | None, job: dict) -> dict:
+    """The message and result form of a device forecast, as the single path's."""
+    d = f.to_dict()
+    d["data_window"]["missing_intervals"] = missing
+    return {"forecast_id": fid, **d, "requested_by": job["requested_by"], "requested_at": job["requested_at"]}
+
+
+def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
+    start = datetime.fromisoformat(job["forecast_start"])
+    horizon, version = int(job["horizon_intervals"]), job["model_version"]
+    data_end = datetime.fromisoformat(job["data_end"])
+    ids = list(job["device_ids"])
+    settings = get_settings()
+    window_start = data_end - timedelta(days=settings.history_days)
+    values = sidecar.fetch_windows(ids, window_start, data_end)
+    windows = [TelemetryWindow(d, window_start, values[k]) for k, d in enumerate(ids)]
+    attrs = fleet_devices()
+    attributes = [attrs.get(d) or {} for d in ids]
+    model = _model(version)
+    temps = [_temperature(a, w, start, horizon) if model is not None else None
+             for a, w in zip(attributes, windows, strict=True)]
+    results = engine.forecast_many(model, windows, start, horizon, attributes, temps,
+                                   baseline_days=settings.baseline_days)
+
+    failed: dict[str, str] = {}
+    made: list[tuple[str, Forecast, int, str]] = []  # (id, forecast, missing, location)
+    for d, w, a, r in zip(ids, windows, attributes, results, strict=True):
+        if isinstance(r, InsufficientHistory):
+            failed[d] = f"insufficient_history: {r}"
+        else:
+            made.append((forecast_id(d, start, horizon, version), r, w.missing, a.get("location") or ""))
+    requested_at = datetime.fromisoformat(job["requested_at"])
+    with _audit_pool().connection() as conn:
+        # A forecast recorded before (a single request, an earlier fleet run)
+        # is summed as recorded and not published again.
+        recorded = db.read_forecasts(conn, [m[0] for m in made])
+        fresh = [m for m in made if m[0] not in recorded]
+        # Publish, then audit, as the single path: a crash in between
+        # publishes again (consumers deduplicate on forecast_id), never loses one.
+        sidecar.publish_bulk("forecasts", [(fid, wire(fid, f, miss, job)) for fid, f, miss, _ in fresh])
+        new = db.record_forecasts(conn, [
+            db.ForecastRecord(fid, f, miss, job["requested_by"], requested_at,
+                              fleet_forecast_id=job["fleet_forecast_id"])
+            for fid, f, miss, _ in fresh])
+    forecasts = [recorded.get(fid, f) for fid, f, _, _ in made]
+    part = (engine.portfolio_partial(model, forecasts, [m[3] for m in made]).to_dict()
+            if forecasts else None)
+    return {"shard": job["shard"], "device_ids": [f.device_id for f in forecasts],
+            "forecast_ids": [m[0] for m in made], "failed": failed, "partial": part,
+            "versions": sorted({f.model_version for f in forecasts}), "recorded": len(new)}
+
+
+def record_fleet(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
+    job, shards = payload["job"], payload["shards"]
+    parts = [portfolio.Partial.from_dict(s["partial"]) for s in shards if s["partial"] is not None]
+    device_ids = [d for s in shards for d in s["device_ids"]]
+    forecast_ids = [f for s in shards for f in s["forecast_ids"]]
+    failed = {d: why for s in shards for d, why in s["failed"].items()}
+    start = datetime.fromisoformat(job["forecast_start"])
+    if parts:
+        total = parts[0]
+        for p in parts[1:]:
+            total = total + p
+        versions = sorted({v for s in shards for v in s["versions"]})
+        pf = engine.portfolio_from(_model(job["model_version"]), total, start, tuple(device_ids),
+                                   versions).to_dict()
+    else:
+        pf = {"forecast_start": isoformat_z(start), "horizon_intervals": job["horizon_intervals"],
+              "model_version": job["model_version"], "devices": 0, "unit": "kW",
+              "notes": ["no device could be forecast"], "intervals": []}
+    with _audit_pool().connection() as conn:
+        inserted = db.record_fleet_forecast(conn, job["fleet_forecast_id"], {
+            **job, "device_ids": device_ids, "forecast_ids": forecast_ids, "failed": failed,
+            "portfolio": pf})
+    return {"forecast_id": job["fleet_forecast_id"], "devices": len(device_ids), "failed": len(failed),
+            "recorded": inserted, "device_forecasts_recorded": sum(s["recorded"] for s in shards)}

@@ -1,0 +1,55 @@
+"""The fleet forecast workflow: the portfolio of many devices in one instance.
+
+    shards (fan-out) -> forecast_shard: windows in one telemetry query,
+                        vectorised inference, audit (one COPY), bulk publish
+                     -> record_fleet (fan-in): the portfolio from the shards'
+                        partials, its audit row
+
+Each shard returns only what the total needs (portfolio.Partial, a few KB)
+and the ids of its device forecasts, so the workflow history stays small
+whatever the fleet; the numbers live in the audit store. The instance id
+comes from (devices, forecast start, horizon, model version), and every
+device forecast keeps the id the single path gives it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dapr.ext.workflow as wf
+
+from services.forecaster import fleet as activities
+from workflows.forecast import IO_RETRY
+
+FLEET_WORKFLOW_NAME = "fleet_forecast_workflow"
+
+# A shard's I/O (telemetry query, COPY, bulk publish) takes seconds, not
+# milliseconds: the same backoff, more room.
+SHARD_RETRY = wf.RetryPolicy(
+    first_retry_interval=timedelta(milliseconds=500),
+    backoff_coefficient=2.0,
+    max_retry_interval=timedelta(seconds=5),
+    max_number_of_attempts=5,
+    retry_timeout=timedelta(seconds=60),
+)
+
+
+def fleet_forecast_workflow(ctx: wf.DaprWorkflowContext, job: dict):
+    devices = job["device_ids"]
+    size = job["shard_size"]
+    shards = [devices[i : i + size] for i in range(0, len(devices), size)]
+    results = yield wf.when_all([
+        ctx.call_activity(activities.forecast_shard, input={**job, "device_ids": shard, "shard": k},
+                          retry_policy=SHARD_RETRY)
+        for k, shard in enumerate(shards)
+    ])
+    summary = yield ctx.call_activity(
+        activities.record_fleet, input={"job": {**job, "device_ids": devices}, "shards": results},
+        retry_policy=IO_RETRY)
+    return summary
+
+
+def register(runtime: wf.WorkflowRuntime) -> None:
+    runtime.register_workflow(fleet_forecast_workflow, name=FLEET_WORKFLOW_NAME)
+    for activity in (activities.forecast_shard, activities.record_fleet):
+        runtime.register_activity(activity, name=activity.__name__)
