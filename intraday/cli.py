@@ -1,6 +1,7 @@
 """`intraday`: the operator's command line.
 
   intraday forecast DEVICE_ID [--start ISO] [--horizon-hours H] [--no-wait] [--json]
+  intraday forecast --fleet [--devices ID,ID,...] [--start ISO] [--horizon-hours H] [--no-wait] [--json]
   intraday prices [--count N] [--interval S] [--price P] [--step S] [--seed N]
   intraday devices
   intraday db migrate
@@ -55,13 +56,22 @@ def _http_error(r: httpx.Response) -> None:
 
 
 def cmd_forecast(args: argparse.Namespace) -> None:
-    body: dict = {"device_id": args.device_id, "horizon_hours": args.horizon_hours}
+    if args.fleet == (args.device_id is not None):
+        _fail("name one DEVICE_ID, or --fleet [--devices ...] for a portfolio")
+    body: dict = {"horizon_hours": args.horizon_hours}
+    if args.fleet:
+        if args.devices:
+            body["devices"] = [d.strip() for d in args.devices.split(",") if d.strip()]
+        path = "/forecast/fleet"
+    else:
+        body["device_id"] = args.device_id
+        path = "/forecast/intraday"
     if args.start:
         body["forecast_start"] = args.start
     with _gateway() as gw:
         try:
-            r = gw.post("/forecast/intraday", params={"wait": str(not args.no_wait).lower()},
-                        json=body)
+            r = gw.post(path, params={"wait": str(not args.no_wait).lower()}, json=body,
+                        timeout=310 if args.fleet else httpx.USE_CLIENT_DEFAULT)
         except httpx.ConnectError:
             _fail(f"gateway not reachable at {get_settings().gateway_url} (is `make up` running?)")
     if r.status_code >= 400:
@@ -70,7 +80,23 @@ def cmd_forecast(args: argparse.Namespace) -> None:
     if args.json or "result" not in view:
         print(json.dumps(view, indent=2))
         return
-    print_forecast(view["result"])
+    if args.fleet:
+        print_fleet_forecast(view["result"])
+    else:
+        print_forecast(view["result"])
+
+
+def print_fleet_forecast(result: dict) -> None:
+    pf = result["portfolio"]
+    print(f"fleet forecast {result['forecast_id']}")
+    print(f"  {pf['devices']} devices  model {result['model_version']}  data to {result['data_end']}"
+          + (f"  ({len(result['failed'])} not forecast: see --json)" if result["failed"] else ""))
+    for note in pf.get("notes", []):
+        print(f"  note: {note}")
+    print(f"  {'interval (UTC)':<17} {'P10':>9} {'P50':>9} {'P90':>9} {'mean':>9}  kW of the total")
+    for i in pf["intervals"][::4]:  # hourly rows; every interval is in --json
+        print(f"  {i['interval_start'][:16]:<17} {i['p10']:9.1f} {i['p50']:9.1f} {i['p90']:9.1f} "
+              f"{i['mean']:9.1f}")
 
 
 def print_forecast(result: dict) -> None:
@@ -497,8 +523,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    f = sub.add_parser("forecast", help="forecast one device through the gateway")
-    f.add_argument("device_id")
+    f = sub.add_parser("forecast", help="forecast one device, or the fleet's portfolio, through the gateway")
+    f.add_argument("device_id", nargs="?")
+    f.add_argument("--fleet", action="store_true", help="the portfolio of the fleet (or of --devices)")
+    f.add_argument("--devices", help="with --fleet: comma-separated device ids (default: every device)")
     f.add_argument("--start", help="forecast start, UTC quarter-hour (default: next quarter-hour)")
     f.add_argument("--horizon-hours", type=float, default=24.0)
     f.add_argument("--no-wait", action="store_true", help="return the forecast id at once")
