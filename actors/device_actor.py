@@ -19,16 +19,15 @@ from intraday.config import get_settings
 from intraday.errors import InsufficientHistory
 from intraday.forecasting import baseline, engine
 from intraday.forecasting.types import TelemetryWindow
-from intraday.timeutil import INTERVALS_PER_DAY, QUARTER_HOUR, floor_quarter_hour, isoformat_z
+from intraday.timeutil import INTERVALS_PER_DAY, floor_quarter_hour, isoformat_z
 from services.forecaster.models import catalog
-from services.forecaster.weather import temperatures
+from services.forecaster.weather import on_window
 from services.sidecar import SidecarError, fetch_device, fetch_window
 
 log = logging.getLogger("forecaster.actor")
 ACTOR_TYPE = "DeviceActor"
 STATE_KEY = "device"
 ATTRIBUTES_KEY = "attributes"
-WEATHER_DAYS = 8  # observed temperature the features read before forecast_start
 
 
 class DeviceActorInterface(ActorInterface):
@@ -126,17 +125,11 @@ class DeviceActor(Actor, DeviceActorInterface):
         attrs = await self._device_attributes()
         if not attrs or not attrs.get("location"):
             return None
-        first = max(window.start, start - timedelta(days=WEATHER_DAYS))
-        end = start + horizon * QUARTER_HOUR
         try:
-            values = await temperatures(attrs["location"], first, end, min(datetime.now(UTC), start))
+            return await on_window(attrs["location"], window.start, start, horizon)
         except SidecarError:
             log.exception("no temperature for %s: forecasting without the weather", self.id.id)
             return None
-        out = np.full(int((end - window.start) / QUARTER_HOUR), np.nan)
-        i = int((first - window.start) / QUARTER_HOUR)
-        out[i : i + len(values)] = values
-        return out
 
     async def _device_attributes(self) -> dict | None:
         if self._attributes is None:

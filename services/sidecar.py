@@ -136,8 +136,8 @@ def publish_bulk(topic: str, events: list[tuple[str, dict]]) -> None:
     batch again (consumers deduplicate on the forecast id)."""
     if not events:
         return
-    body = [{"entryId": str(i), "event": data, "contentType": "application/json"}
-            for i, (_, data) in enumerate(events)]
+    body = [{"entryId": entry_id, "event": data, "contentType": "application/json"}
+            for entry_id, data in events]
     r = _raise_for(sync_client().post(f"/v1.0-alpha1/publish/bulk/{PUBSUB}/{topic}", json=body,
                                       timeout=httpx.Timeout(60.0, connect=2.0)))
     failed = r.json().get("failedEntries") if r.content else None

@@ -127,10 +127,7 @@ def read_forecast(conn: psycopg.Connection, request_id: str) -> dict[str, Any] |
     forecast = Forecast(device, start, version, *(np.array(s, np.float64) for s in series),
                         data_window_start=window_start, data_window_end=window_end,
                         history_days=history_days, notes=tuple(notes or ()))
-    wire = forecast.to_dict()
-    wire["data_window"]["missing_intervals"] = missing
-    return {"forecast_id": request_id, **wire, "requested_by": requested_by,
-            "requested_at": isoformat_z(requested_at)}
+    return forecast.to_result(request_id, missing, requested_by, isoformat_z(requested_at))
 
 
 def read_forecasts(conn: psycopg.Connection, request_ids: list[str]) -> dict[str, Forecast]:

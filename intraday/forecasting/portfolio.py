@@ -83,13 +83,22 @@ def total_sd(sd: np.ndarray, location: np.ndarray, rho_location: np.ndarray,
              rho_fleet: np.ndarray) -> np.ndarray:
     """sd of the total of devices x steps errors `sd` (NaN: device absent
     at that step) under the block-equicorrelation model; one per step."""
-    s = np.where(np.isnan(sd), 0.0, sd)
-    squares = (s * s).sum(axis=0)
-    total = s.sum(axis=0)
-    codes, loc = np.unique(location, return_inverse=True)
+    squares, total, by_location = _sd_sums(np.where(np.isnan(sd), 0.0, sd), location)
+    return _sd_of(squares, total, by_location.values(), rho_location, rho_fleet)
+
+
+def _sd_sums(s: np.ndarray, location: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Per step: sum of squares, sum, and sum per location of device sds."""
+    codes, loc = np.unique(np.asarray(location, dtype=object).astype(str), return_inverse=True)
     per_loc = np.zeros((len(codes), s.shape[1]))
     np.add.at(per_loc, loc, s)
-    within = (per_loc**2).sum(axis=0)
+    return (s * s).sum(axis=0), s.sum(axis=0), dict(zip(codes.tolist(), per_loc, strict=True))
+
+
+def _sd_of(squares: np.ndarray, total: np.ndarray, by_location, rho_location: np.ndarray,
+           rho_fleet: np.ndarray) -> np.ndarray:
+    """The total's sd from the sums of `_sd_sums`."""
+    within = sum((s**2 for s in by_location), np.zeros_like(total))
     var = (1 - rho_location) * squares + (rho_location - rho_fleet) * within + rho_fleet * total**2
     return np.sqrt(np.maximum(var, 0.0))
 
@@ -144,11 +153,9 @@ def partial(calibration: PortfolioCalibration | None, mean: np.ndarray, p10: np.
     else:
         s = np.where(absent, 0.0, calibration.device_sd(mean, p10, p90, steps))
         s = np.where(np.isnan(s), 0.0, s)
-    codes, loc = np.unique(np.asarray(location, dtype=object).astype(str), return_inverse=True)
-    per_loc = np.zeros((len(codes), mean.shape[1]))
-    np.add.at(per_loc, loc, s)
-    return Partial((~absent).sum(axis=0), np.where(absent, 0.0, mean).sum(axis=0), sums,
-                   (s * s).sum(axis=0), s.sum(axis=0), dict(zip(codes.tolist(), per_loc, strict=True)))
+    squares, total, by_location = _sd_sums(s, location)
+    return Partial((~absent).sum(axis=0), np.where(absent, 0.0, mean).sum(axis=0), sums, squares, total,
+                   by_location)
 
 
 def quantiles_of(calibration: PortfolioCalibration, part: Partial,
@@ -157,10 +164,8 @@ def quantiles_of(calibration: PortfolioCalibration, part: Partial,
     non-negative and non-decreasing in the level, from its Partial."""
     steps = np.arange(len(part.mean))
     block = calibration.block(steps)
-    rl, rf = np.asarray(calibration.rho_location)[block], np.asarray(calibration.rho_fleet)[block]
-    within = sum((s**2 for s in part.sd_by_location.values()), np.zeros(len(steps)))
-    var = (1 - rl) * part.sd_squares + (rl - rf) * within + rf * part.sd_sum**2
-    sd = np.sqrt(np.maximum(var, 0.0))
+    sd = _sd_of(part.sd_squares, part.sd_sum, part.sd_by_location.values(),
+                np.asarray(calibration.rho_location)[block], np.asarray(calibration.rho_fleet)[block])
     present = part.present
     levels = np.asarray(levels, float)
     z = np.empty((len(levels), len(steps)))

@@ -107,6 +107,15 @@ class Forecast:
         }
 
 
+    def to_result(self, forecast_id: str, missing_intervals: int | None, requested_by: str,
+                  requested_at: str) -> dict:
+        """The wire form as a request's result: with its id, the gaps of the
+        data window and who asked (what the workflow returns, the audit
+        store serves and `forecasts` carries)."""
+        d = self.to_dict()
+        d["data_window"]["missing_intervals"] = missing_intervals
+        return {"forecast_id": forecast_id, **d, "requested_by": requested_by, "requested_at": requested_at}
+
     @classmethod
     def from_dict(cls, d: dict) -> Forecast:
         """The inverse of `to_dict` (what a consumer of the wire form holds)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import dapr.ext.workflow as wf
 import numpy as np
@@ -27,13 +27,12 @@ from intraday.errors import InsufficientHistory
 from intraday.forecasting import baseline, engine, portfolio
 from intraday.forecasting.request import forecast_id
 from intraday.forecasting.types import Forecast, TelemetryWindow
-from intraday.timeutil import QUARTER_HOUR, isoformat_z
+from intraday.timeutil import isoformat_z
 from services import sidecar
 from services.forecaster.models import catalog
-from services.forecaster.weather import temperatures
+from services.forecaster.weather import on_window
 from workflows.activities import _audit_pool
 
-WEATHER_DAYS = 8  # as the DeviceActor: observed temperature read before forecast_start
 _DEVICES_TTL_S = 60.0
 _loop: asyncio.AbstractEventLoop | None = None
 _devices: tuple[float, dict[str, dict]] | None = None
@@ -65,27 +64,17 @@ def _model(version: str):
     return None if version == baseline.MODEL_VERSION else _run(catalog.load(version))
 
 
-def _temperature(attrs: dict, window: TelemetryWindow, start: datetime, horizon: int) -> np.ndarray | None:
-    """What DeviceActor._temperatures gives this device."""
-    if not attrs.get("location"):
-        return None
-    first = max(window.start, start - timedelta(days=WEATHER_DAYS))
-    end = start + horizon * QUARTER_HOUR
-    try:
-        values = _run(temperatures(attrs["location"], first, end, min(datetime.now(UTC), start)))
-    except sidecar.SidecarError:
-        return None
-    out = np.full(int((end - window.start) / QUARTER_HOUR), np.nan)
-    i = int((first - window.start) / QUARTER_HOUR)
-    out[i : i + len(values)] = values
-    return out
-
-
-def wire(fid: str, f: Forecast, missing: int | None, job: dict) -> dict:
-    """The message and result form of a device forecast, as the single path's."""
-    d = f.to_dict()
-    d["data_window"]["missing_intervals"] = missing
-    return {"forecast_id": fid, **d, "requested_by": job["requested_by"], "requested_at": job["requested_at"]}
+def _temperatures(attributes: list[dict], window_start: datetime, start: datetime,
+                  horizon: int) -> list[np.ndarray | None]:
+    """What DeviceActor._temperatures gives each device; the shard's windows
+    share one grid, so each location is built once."""
+    by_location: dict[str, np.ndarray | None] = {}
+    for location in {a.get("location") for a in attributes if a.get("location")}:
+        try:
+            by_location[location] = _run(on_window(location, window_start, start, horizon))
+        except sidecar.SidecarError:
+            by_location[location] = None
+    return [by_location.get(a.get("location")) if a.get("location") else None for a in attributes]
 
 
 def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
@@ -100,8 +89,8 @@ def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
     attrs = fleet_devices()
     attributes = [attrs.get(d) or {} for d in ids]
     model = _model(version)
-    temps = [_temperature(a, w, start, horizon) if model is not None else None
-             for a, w in zip(attributes, windows, strict=True)]
+    temps = (_temperatures(attributes, window_start, start, horizon) if model is not None
+             else [None] * len(ids))
     results = engine.forecast_many(model, windows, start, horizon, attributes, temps,
                                    baseline_days=settings.baseline_days)
 
@@ -120,7 +109,9 @@ def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
         fresh = [m for m in made if m[0] not in recorded]
         # Publish, then audit, as the single path: a crash in between
         # publishes again (consumers deduplicate on forecast_id), never loses one.
-        sidecar.publish_bulk("forecasts", [(fid, wire(fid, f, miss, job)) for fid, f, miss, _ in fresh])
+        sidecar.publish_bulk("forecasts", [
+            (fid, f.to_result(fid, miss, job["requested_by"], job["requested_at"]))
+            for fid, f, miss, _ in fresh])
         new = db.record_forecasts(conn, [
             db.ForecastRecord(fid, f, miss, job["requested_by"], requested_at,
                               fleet_forecast_id=job["fleet_forecast_id"])

@@ -10,13 +10,14 @@ forecast for a past start sees what was known at that start.
 from __future__ import annotations
 
 from collections import OrderedDict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
 from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour
 from services.sidecar import fetch_temperature
 
+WEATHER_DAYS = 8  # observed temperature the features read before forecast_start
 BEFORE, AFTER = timedelta(days=9), timedelta(days=10)  # the span one request fetches around as_of
 MAX_ENTRIES = 256
 _cache: OrderedDict[tuple, tuple[datetime, np.ndarray]] = OrderedDict()
@@ -39,3 +40,17 @@ async def temperatures(location: str, start: datetime, end: datetime, as_of: dat
     span_start, values = _cache[key]
     i = int((start - span_start) / QUARTER_HOUR)
     return values[i : i + int((end - start) / QUARTER_HOUR)]
+
+
+async def on_window(location: str, window_start: datetime, start: datetime, horizon: int) -> np.ndarray:
+    """A device's temperature input: on its window's grid from `window_start`
+    through the end of the horizon, as known at forecast_start (or now, for
+    a start in the future); NaN before the last WEATHER_DAYS and where
+    nothing is known. The DeviceActor and a fleet shard both read it here."""
+    first = max(window_start, start - timedelta(days=WEATHER_DAYS))
+    end = start + horizon * QUARTER_HOUR
+    values = await temperatures(location, first, end, min(datetime.now(UTC), start))
+    out = np.full(int((end - window_start) / QUARTER_HOUR), np.nan)
+    i = int((first - window_start) / QUARTER_HOUR)
+    out[i : i + len(values)] = values
+    return out
