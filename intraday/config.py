@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     max_horizon_hours: int = 48
     forecast_deadline_seconds: float = 60.0
     actor_idle_timeout_seconds: int = 900
+    # Dynamic batching of concurrent single-device requests (forecaster):
+    # at most this many devices per batch, this many batches at once, and
+    # this long a batch may wait to fill once a slot is free under load.
+    batch_max_size: int = 500
+    batch_max_in_flight: int = 2
+    batch_max_wait_ms: float = 5.0
+    fleet_shard_size: int = 500  # devices per shard of a fleet forecast (bench/load.py)
 
     # Trading rule: forecast when the price moved at least this much since the
     # last forecast, at most once per debounce period.

@@ -150,6 +150,7 @@ down() {
   stop_pid apps
   # daprd and app processes that outlived their parent (e.g. after a crash)
   pkill -f "daprd --app-id (telemetry|forecaster|trading|gateway)" 2>/dev/null || true
+  pkill -f "python -m services\.(telemetry|forecaster|trading|gateway)$" 2>/dev/null || true
   stop_pid scheduler
   stop_pid placement
   local bin; bin="$(pg_bin)"

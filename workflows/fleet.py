@@ -22,6 +22,7 @@ from services.forecaster import fleet as activities
 from workflows.forecast import IO_RETRY
 
 FLEET_WORKFLOW_NAME = "fleet_forecast_workflow"
+BATCH_WORKFLOW_NAME = "batch_forecast_workflow"
 
 # A shard's I/O (telemetry query, COPY, bulk publish) takes seconds, not
 # milliseconds: the same backoff, more room.
@@ -49,7 +50,17 @@ def fleet_forecast_workflow(ctx: wf.DaprWorkflowContext, job: dict):
     return summary
 
 
+def batch_forecast_workflow(ctx: wf.DaprWorkflowContext, job: dict):
+    """Concurrent single-device requests batched under load
+    (services/forecaster/batching.py): one shard, no portfolio; each device
+    forecast keeps its own id, audit row and message."""
+    result = yield ctx.call_activity(activities.forecast_shard, input={**job, "partial": False},
+                                     retry_policy=SHARD_RETRY)
+    return result
+
+
 def register(runtime: wf.WorkflowRuntime) -> None:
     runtime.register_workflow(fleet_forecast_workflow, name=FLEET_WORKFLOW_NAME)
+    runtime.register_workflow(batch_forecast_workflow, name=BATCH_WORKFLOW_NAME)
     for activity in (activities.forecast_shard, activities.record_fleet):
         runtime.register_activity(activity, name=activity.__name__)

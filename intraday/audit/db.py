@@ -109,25 +109,31 @@ def read_forecast(conn: psycopg.Connection, request_id: str) -> dict[str, Any] |
     """A recorded forecast in the wire form the workflow returned (None if
     it is not recorded): what `GET /forecast/{id}` serves once the workflow
     instance is purged."""
-    row = conn.execute(
-        """SELECT r.device_id, r.forecast_start, r.model_version, r.data_window_start,
+    return read_results(conn, [request_id]).get(request_id)
+
+
+def read_results(conn: psycopg.Connection, request_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Recorded forecasts in their wire form, by id, in one query (those not
+    recorded are left out)."""
+    rows = conn.execute(
+        """SELECT r.request_id, r.device_id, r.forecast_start, r.model_version, r.data_window_start,
                   r.data_window_end, r.history_days, r.notes, r.missing_intervals,
                   r.requested_by, r.requested_at, s.p10, s.p50, s.p90, s.mean
            FROM forecast_requests r LEFT JOIN forecast_series s USING (request_id)
-           WHERE r.request_id = %s""", (request_id,),
-    ).fetchone()
-    if row is None:
-        return None
-    (device, start, version, window_start, window_end, history_days, notes, missing,
-     requested_by, requested_at, *series) = row
-    if series[0] is None:  # recorded before forecast_series: one row per interval
-        rows = conn.execute("SELECT p10, p50, p90, coalesce(mean, 'NaN') FROM forecast_results"
-                            " WHERE request_id = %s ORDER BY interval_start", (request_id,)).fetchall()
-        series = [list(c) for c in zip(*rows, strict=True)] if rows else [[], [], [], []]
-    forecast = Forecast(device, start, version, *(np.array(s, np.float64) for s in series),
-                        data_window_start=window_start, data_window_end=window_end,
-                        history_days=history_days, notes=tuple(notes or ()))
-    return forecast.to_result(request_id, missing, requested_by, isoformat_z(requested_at))
+           WHERE r.request_id = ANY(%s)""", (request_ids,),
+    ).fetchall()
+    out = {}
+    for (request_id, device, start, version, window_start, window_end, history_days, notes, missing,
+         requested_by, requested_at, *series) in rows:
+        if series[0] is None:  # recorded before forecast_series: one row per interval
+            old = conn.execute("SELECT p10, p50, p90, coalesce(mean, 'NaN') FROM forecast_results"
+                               " WHERE request_id = %s ORDER BY interval_start", (request_id,)).fetchall()
+            series = [list(c) for c in zip(*old, strict=True)] if old else [[], [], [], []]
+        forecast = Forecast(device, start, version, *(np.array(s, np.float64) for s in series),
+                            data_window_start=window_start, data_window_end=window_end,
+                            history_days=history_days, notes=tuple(notes or ()))
+        out[request_id] = forecast.to_result(request_id, missing, requested_by, isoformat_z(requested_at))
+    return out
 
 
 def read_forecasts(conn: psycopg.Connection, request_ids: list[str]) -> dict[str, Forecast]:
@@ -161,9 +167,12 @@ def record_fleet_forecast(conn: psycopg.Connection, fleet_forecast_id: str, row:
     return cur.rowcount == 1
 
 
-def read_fleet_forecast(conn: psycopg.Connection, fleet_forecast_id: str) -> dict[str, Any] | None:
+def read_fleet_forecast(conn: psycopg.Connection, fleet_forecast_id: str,
+                        table: bool = False) -> dict[str, Any] | None:
     """A recorded fleet forecast in its wire form (None if not recorded):
-    the portfolio and, per device, the id of the forecast it summed."""
+    the portfolio and, per device, the id of the forecast it summed. The
+    portfolio's full quantile table (every level, what a trade at any
+    quantile needs) only with `table`."""
     row = conn.execute(
         """SELECT f.forecast_start, f.horizon_intervals, f.model_version, f.data_end, f.device_ids,
                   f.forecast_ids, f.failed, f.portfolio, f.requested_by, f.requested_at
@@ -172,6 +181,8 @@ def read_fleet_forecast(conn: psycopg.Connection, fleet_forecast_id: str) -> dic
     if row is None:
         return None
     start, horizon, version, data_end, devices, ids, failed, pf, by, at = row
+    if not table:
+        pf = {k: v for k, v in pf.items() if k not in ("levels", "quantile_table")}
     return {
         "forecast_id": fleet_forecast_id, "kind": "fleet",
         "forecast_start": isoformat_z(start), "horizon_intervals": horizon, "model_version": version,
@@ -245,3 +256,20 @@ def record_decision(
                 ],
             )
     return True
+
+
+def read_decision(conn: psycopg.Connection, decision_id: str) -> dict[str, Any] | None:
+    """A recorded decision as the `orders` message carries it (None if not
+    recorded): what a redelivered price message publishes again."""
+    row = conn.execute(
+        """SELECT decided_at, price_eur_mwh, reference_price, forecast_start, portfolio_forecast_id,
+                  portfolio_forecast->>'model_version', target_quantile, buy_mwh, sell_mwh, orders
+           FROM trade_decisions WHERE decision_id = %s""", (decision_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    at, price, reference, start, pf_id, version, quantile, buy, sell, orders = row
+    return {"decision_id": decision_id, "decided_at": isoformat_z(at), "price_eur_mwh": price,
+            "reference_price": reference, "forecast_start": isoformat_z(start),
+            "portfolio_forecast_id": pf_id, "model_version": version, "target_quantile": quantile,
+            "buy_mwh": buy, "sell_mwh": sell, "orders": orders}

@@ -179,9 +179,15 @@ class PortfolioForecast:
     def horizon_intervals(self) -> int:
         return len(self.mean)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, table: bool = False) -> dict:
+        """The wire form: per interval p10/p50/p90 and mean; with `table`,
+        also every level held (`levels`, `quantile_table`), from which
+        `from_dict` restores the forecast and any quantile of the total."""
         starts = [self.forecast_start + i * QUARTER_HOUR for i in range(self.horizon_intervals)]
+        extra = {"levels": [float(x) for x in self.levels],
+                 "quantile_table": self.quantiles.tolist()} if table else {}
         return {
+            **extra,
             "forecast_start": isoformat_z(self.forecast_start),
             "horizon_intervals": self.horizon_intervals,
             "model_version": self.model_version,
@@ -194,6 +200,21 @@ class PortfolioForecast:
                 for s, a, b, c, m in zip(starts, self.p10, self.p50, self.p90, self.mean, strict=True)
             ],
         }
+
+    @classmethod
+    def from_dict(cls, d: dict, device_ids: tuple[str, ...] = ()) -> PortfolioForecast:
+        """The inverse of `to_dict`: exact with the quantile table, else from
+        p10/p50/p90 (levels between them interpolated)."""
+        intervals = d["intervals"]
+        mean = np.array([i["mean"] for i in intervals], dtype=np.float64)
+        if "quantile_table" in d:
+            levels = np.array(d["levels"], dtype=np.float64)
+            table = np.array(d["quantile_table"], dtype=np.float64).reshape(len(levels), len(mean))
+        else:
+            levels = np.array([0.1, 0.5, 0.9])
+            table = np.array([[i[k] for i in intervals] for k in ("p10", "p50", "p90")], dtype=np.float64)
+        return cls(datetime.fromisoformat(d["forecast_start"]), d["model_version"], tuple(device_ids),
+                   mean, levels, table, tuple(d.get("notes", ())))
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,16 @@ class PriceMoveRule:
         self.last_trigger_at = at
         return True
 
+    def state(self) -> dict:
+        """What the rule remembers between prices (kept in actor state)."""
+        return {"reference_price": self.reference_price,
+                "last_trigger_at": isoformat_z(self.last_trigger_at) if self.last_trigger_at else None}
+
+    def restore(self, state: dict) -> None:
+        self.reference_price = state.get("reference_price")
+        at = state.get("last_trigger_at")
+        self.last_trigger_at = datetime.fromisoformat(at) if at else None
+
 
 def cost_optimal_quantile(cost_short_eur_mwh: float, cost_long_eur_mwh: float) -> float:
     """The newsvendor rule: buying the `c_short / (c_short + c_long)` quantile

@@ -29,25 +29,26 @@ from intraday.forecasting import engine
 from intraday.forecasting.request import check_forecast_start, forecast_id, horizon_intervals
 from intraday.timeutil import floor_quarter_hour, isoformat_z, next_quarter_hour
 from services.forecaster import fleet
+from services.forecaster.batching import Batcher
 from services.forecaster.models import catalog
 from services.http import install_common
 from services.sidecar import SidecarError, call_actor_async
 from workflows import activities
 from workflows.contracts import ForecastJob, ForecastRequest
-from workflows.fleet import FLEET_WORKFLOW_NAME
+from workflows.fleet import BATCH_WORKFLOW_NAME, FLEET_WORKFLOW_NAME
 from workflows.fleet import register as register_fleet
 from workflows.forecast import WORKFLOW_NAME, register
 
 log = logging.getLogger("forecaster")
 TERMINAL_RERUN = {wf.WorkflowStatus.FAILED, wf.WorkflowStatus.TERMINATED}
-FLEET_SHARD_SIZE = 500  # devices per shard of a fleet forecast (bench/load.py)
 runtime: wf.WorkflowRuntime
 client: wf.DaprWorkflowClient
+batcher: Batcher
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    global runtime, client
+    global runtime, client, batcher
     settings = get_settings()
     ActorRuntime.set_actor_config(
         ActorRuntimeConfig(
@@ -64,6 +65,9 @@ async def lifespan(app: FastAPI):
     register_fleet(runtime)
     runtime.start()
     client = wf.DaprWorkflowClient()
+    batcher = Batcher(_run_single, _run_batch, _batch_group, max_size=settings.batch_max_size,
+                      max_in_flight=settings.batch_max_in_flight,
+                      max_wait=settings.batch_max_wait_ms / 1000)
     yield
     runtime.shutdown()
 
@@ -72,6 +76,19 @@ app = FastAPI(title="intraday forecaster", lifespan=lifespan)
 actor = DaprActor(app)
 install_common(app, "forecaster")
 _starting: dict[str, asyncio.Lock] = {}
+
+
+@asynccontextmanager
+async def _starting_lock(fid: str):
+    """One scheduling attempt per instance id at a time in this process
+    (across processes, the workflow's "already exists" answer decides)."""
+    lock = _starting.setdefault(fid, asyncio.Lock())
+    try:
+        async with lock:
+            yield
+    finally:
+        if not lock.locked() and _starting.get(fid) is lock:
+            del _starting[fid]
 
 
 def _view(fid: str, state: wf.WorkflowState | None) -> dict:
@@ -134,22 +151,72 @@ async def start_forecast(
     if recorded is not None:  # made before (its workflow instance may be purged)
         return JSONResponse({"forecast_id": fid, "status": "COMPLETED", "result": recorded,
                              "created": False}, status_code=200)
-    lock = _starting.setdefault(fid, asyncio.Lock())
-    async with lock:
+    if wait:  # batched with whatever else is asked for now (a lone request runs at once)
+        try:
+            view = await asyncio.wait_for(batcher.submit(fid, job.model_dump()), timeout)
+        except TimeoutError:
+            view = {"forecast_id": fid, "status": "RUNNING", "created": True}
+        return JSONResponse(view, status_code=_status_code(view))
+    async with _starting_lock(fid):
         created = await run_in_threadpool(_start_once, fid, job)
-    if wait:
-        state = await run_in_threadpool(
-            _read_state, client.wait_for_workflow_completion, fid, fetch_payloads=True,
-            timeout_in_seconds=int(timeout),
-        )
-        view = _view(fid, state)
-        if view["status"] == "NOT_FOUND" and (recorded := await run_in_threadpool(_recorded, fid)):
-            view = {"forecast_id": fid, "status": "COMPLETED", "result": recorded}  # already purged
-    else:
-        view = {"forecast_id": fid, "status": "SCHEDULED" if created else "EXISTS"}
-    view["created"] = created
-    code = _status_code(view) if wait else 202
-    return JSONResponse(view, status_code=code)
+    return JSONResponse({"forecast_id": fid, "status": "SCHEDULED" if created else "EXISTS",
+                         "created": created}, status_code=202)
+
+
+async def _run_single(fid: str, job: dict) -> dict:
+    """One device's forecast workflow (through its DeviceActor), waited for."""
+    async with _starting_lock(fid):
+        created = await run_in_threadpool(_start_once, fid, ForecastJob(**job))
+    state = await run_in_threadpool(
+        _read_state, client.wait_for_workflow_completion, fid, fetch_payloads=True,
+        timeout_in_seconds=int(get_settings().forecast_deadline_seconds))
+    view = _view(fid, state)
+    if view["status"] == "NOT_FOUND" and (recorded := await run_in_threadpool(_recorded, fid)):
+        view = {"forecast_id": fid, "status": "COMPLETED", "result": recorded}  # already purged
+    return {**view, "created": created}
+
+
+def _batch_group(job: dict) -> tuple:
+    """Requests batched together share these (a batch is one shard)."""
+    return job["forecast_start"], job["horizon_intervals"], job["model_version"], job["requested_by"]
+
+
+async def _run_batch(take: list[tuple[str, dict]]) -> dict[str, dict]:
+    """Many devices' forecasts as one batch workflow instance (a fleet shard
+    without the portfolio), waited for; each result read from the audit
+    store. The instance id comes from the forecast ids it makes."""
+    first = take[0][1]
+    fids = sorted(fid for fid, _ in take)
+    bid = "bt-" + hashlib.sha256("\n".join(fids).encode()).hexdigest()[:16]
+    start = datetime.fromisoformat(first["forecast_start"])
+    now = datetime.now(UTC)
+    payload = {**{k: first[k] for k in ("forecast_start", "horizon_intervals", "model_version",
+                                        "requested_by")},
+               "device_ids": [job["device_id"] for _, job in take],
+               "requested_at": min(job["requested_at"] for _, job in take),
+               "data_end": isoformat_z(min(start, floor_quarter_hour(now))), "shard": 0}
+    async with _starting_lock(bid):
+        await run_in_threadpool(_start_once, bid, payload, BATCH_WORKFLOW_NAME)
+    state = await run_in_threadpool(
+        _read_state, client.wait_for_workflow_completion, bid, fetch_payloads=True,
+        timeout_in_seconds=int(get_settings().forecast_deadline_seconds))
+    view = _view(bid, state)
+    outcome = view.get("result") or {}
+    new, failed = set(outcome.get("new", ())), outcome.get("failed", {})
+    recorded = await run_in_threadpool(_recorded_many, fids)
+    views = {}
+    for fid, job in take:
+        if fid in recorded:
+            views[fid] = {"forecast_id": fid, "status": "COMPLETED", "result": recorded[fid],
+                          "created": fid in new}
+        elif job["device_id"] in failed:
+            views[fid] = {"forecast_id": fid, "status": "FAILED", "error": failed[job["device_id"]],
+                          "created": False}
+        else:  # the batch did not finish (or failed as a whole): say so per request
+            views[fid] = {"forecast_id": fid, "status": view["status"] if view["status"] != "COMPLETED"
+                          else "FAILED", "error": view.get("error", f"batch {bid}: {view['status']}"),
+                          "created": False}
+    return views
 
 
 def _recorded(fid: str) -> dict | None:
@@ -157,6 +224,11 @@ def _recorded(fid: str) -> dict | None:
     written it there (the workflow's last step)."""
     with activities._audit_pool().connection() as conn:
         return audit_db.read_forecast(conn, fid)
+
+
+def _recorded_many(fids: list[str]) -> dict[str, dict]:
+    with activities._audit_pool().connection() as conn:
+        return audit_db.read_results(conn, fids)
 
 
 def _read_state(read, fid: str, **kwargs) -> wf.WorkflowState | None:
@@ -258,6 +330,7 @@ async def start_fleet_forecast(
     request: FleetForecastRequest,
     wait: bool = Query(False, description="return the finished forecast"),
     timeout: float = Query(60.0, gt=0, le=300),
+    table: bool = Query(False, description="include the portfolio's full quantile table"),
 ) -> JSONResponse:
     settings = get_settings()
     now = datetime.now(UTC)
@@ -273,7 +346,7 @@ async def start_fleet_forecast(
         raise InvalidRequest("the fleet has no devices")
     version = engine.model_version(await catalog.current())
     fid = fleet_forecast_id(devices, start, horizon, version)
-    recorded = await run_in_threadpool(_recorded_fleet, fid)
+    recorded = await run_in_threadpool(_recorded_fleet, fid, table)
     if recorded is not None:
         return JSONResponse({"forecast_id": fid, "status": "COMPLETED", "result": recorded,
                              "created": False}, status_code=200)
@@ -281,9 +354,8 @@ async def start_fleet_forecast(
            "horizon_intervals": horizon, "model_version": version,
            "data_end": isoformat_z(min(start, floor_quarter_hour(now))),
            "requested_by": request.requested_by, "requested_at": isoformat_z(now),
-           "shard_size": FLEET_SHARD_SIZE}
-    lock = _starting.setdefault(fid, asyncio.Lock())
-    async with lock:
+           "shard_size": settings.fleet_shard_size}
+    async with _starting_lock(fid):
         created = await run_in_threadpool(_start_once, fid, job, FLEET_WORKFLOW_NAME)
     view: dict = {"forecast_id": fid, "status": "SCHEDULED" if created else "EXISTS"}
     if wait:
@@ -293,25 +365,35 @@ async def start_fleet_forecast(
         view = _view(fid, state)
         view.pop("result", None)
         if view["status"] in ("COMPLETED", "NOT_FOUND") and (found := await run_in_threadpool(
-                _recorded_fleet, fid)):
+                _recorded_fleet, fid, table)):
             view = {"forecast_id": fid, "status": "COMPLETED", "result": found}
     view["created"] = created
     return JSONResponse(view, status_code=_status_code(view) if wait else 202)
 
 
-def _recorded_fleet(fid: str) -> dict | None:
+def _recorded_fleet(fid: str, table: bool = False) -> dict | None:
     with activities._audit_pool().connection() as conn:
-        return audit_db.read_fleet_forecast(conn, fid)
+        return audit_db.read_fleet_forecast(conn, fid, table)
 
 
 @app.get("/forecasts/{fid}")
-async def get_forecast(fid: str) -> JSONResponse:
+async def get_forecast(
+    fid: str,
+    table: bool = Query(False, description="a fleet forecast's full quantile table"),
+) -> JSONResponse:
     """A finished forecast from the audit store; one still running (or
     failed, kept a day) from its workflow instance."""
-    recorded = await run_in_threadpool(_recorded_fleet if fid.startswith("fl-") else _recorded, fid)
+    recorded = await run_in_threadpool(_recorded_fleet, fid, table) if fid.startswith("fl-") \
+        else await run_in_threadpool(_recorded, fid)
     if recorded is not None:
         return JSONResponse({"forecast_id": fid, "status": "COMPLETED", "result": recorded})
     state = await run_in_threadpool(_read_state, client.get_workflow_state, fid,
                                     fetch_payloads=True)
     view = _view(fid, state)
     return JSONResponse(view, status_code=_status_code(view))
+
+
+@app.get("/batching")
+async def batching() -> dict:
+    """What the dynamic batcher has done: requests, batches and their sizes."""
+    return {**batcher.stats.to_dict(), "queued": batcher.queued()}

@@ -114,13 +114,16 @@ def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
             for fid, f, miss, _ in fresh])
         new = db.record_forecasts(conn, [
             db.ForecastRecord(fid, f, miss, job["requested_by"], requested_at,
-                              fleet_forecast_id=job["fleet_forecast_id"])
+                              fleet_forecast_id=job.get("fleet_forecast_id"))
             for fid, f, miss, _ in fresh])
+    forecast_ids = [m[0] for m in made]
+    if not job.get("partial", True):  # a batch of single requests: no portfolio
+        return {"forecast_ids": forecast_ids, "failed": failed, "new": new}
     forecasts = [recorded.get(fid, f) for fid, f, _, _ in made]
     part = (engine.portfolio_partial(model, forecasts, [m[3] for m in made]).to_dict()
             if forecasts else None)
     return {"shard": job["shard"], "device_ids": [f.device_id for f in forecasts],
-            "forecast_ids": [m[0] for m in made], "failed": failed, "partial": part,
+            "forecast_ids": forecast_ids, "failed": failed, "partial": part,
             "versions": sorted({f.model_version for f in forecasts}), "recorded": len(new)}
 
 
@@ -137,7 +140,7 @@ def record_fleet(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
             total = total + p
         versions = sorted({v for s in shards for v in s["versions"]})
         pf = engine.portfolio_from(_model(job["model_version"]), total, start, tuple(device_ids),
-                                   versions).to_dict()
+                                   versions).to_dict(table=True)
     else:
         pf = {"forecast_start": isoformat_z(start), "horizon_intervals": job["horizon_intervals"],
               "model_version": job["model_version"], "devices": 0, "unit": "kW",

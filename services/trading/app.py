@@ -1,53 +1,57 @@
-"""Trading service: subscribes to `prices`; when a move warrants it, asks the
-forecaster (service invocation) for the portfolio's device forecasts, builds
-the portfolio forecast from them (the sum of the device means, the band of
-the total from the model's portfolio calibration), orders the gap between its
-cost-optimal quantile and the current position, records the decision in
-PostgreSQL and publishes it on `orders`."""
+"""Trading service: subscribes to `prices`; asks its TradingRuleActor whether
+a price is a move to act on; if so, asks the forecaster (service invocation)
+for one fleet forecast of the portfolio, orders the gap between the
+portfolio's cost-optimal quantile and the current position, records the
+decision in PostgreSQL and publishes it on `orders`.
+
+The rule's memory lives in the actor (Redis), not in this process: a restart
+does not forget the reference price, and replicas share it. A decision's id
+comes from the price message's id, so a redelivered message records and
+moves positions once."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
+from dapr.ext.fastapi import DaprActor
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from psycopg_pool import ConnectionPool
 
+from actors.state import StateSerializer
+from actors.trading_rule import ACTOR_TYPE, TradingRuleActor
 from intraday.audit import db
 from intraday.config import get_settings
-from intraday.forecasting import baseline, engine, modelstore
-from intraday.forecasting.model import QuantileModel
-from intraday.forecasting.types import Forecast
+from intraday.forecasting.types import PortfolioForecast
 from intraday.timeutil import QUARTER_HOUR, isoformat_z, next_quarter_hour, to_utc
-from intraday.trading.rules import PriceMoveRule, decide
+from intraday.trading.rules import decide
 from services import sidecar
 from services.http import install_common
 
 log = logging.getLogger("trading")
-FORECAST_CONCURRENCY = 16
+RULE_ID = "portfolio"  # one rule (one actor) for the portfolio this service trades
+FLEET_TIMEOUT_SECONDS = 120
 pool: ConnectionPool
-rule: PriceMoveRule
-_decide_lock = asyncio.Lock()
 
 
 @asynccontextmanager
 async def lifespan(_: FastAPI):
-    global pool, rule
+    global pool
     settings = get_settings()
     pool = ConnectionPool(settings.pg_dsn, min_size=1, max_size=4, open=True,
                           kwargs={"autocommit": True})
-    rule = PriceMoveRule(settings.price_move_threshold_eur_mwh,
-                         timedelta(seconds=settings.price_debounce_seconds))
+    await actor.register_actor(TradingRuleActor, message_serializer=StateSerializer(),
+                               state_serializer=StateSerializer())
     yield
     pool.close()
 
 
 app = FastAPI(title="intraday trading", lifespan=lifespan)
+actor = DaprActor(app)
 install_common(app, "trading")
 
 
@@ -56,48 +60,27 @@ async def subscriptions() -> list[dict]:
     return [{"pubsubname": sidecar.PUBSUB, "topic": "prices", "route": "/prices"}]
 
 
-_models: dict[str, QuantileModel] = {}
-
-
-async def _portfolio() -> dict[str, str]:
-    """The portfolio's devices and their locations (their forecast errors
-    move together, so the band of the total depends on where they are)."""
-    r = await sidecar.invoke("telemetry", "GET", "devices")
-    r.raise_for_status()
-    fleet = {d["device_id"]: d.get("location") or "" for d in r.json()}
+def _portfolio_devices() -> list[str] | None:
+    """The devices this service trades (None: the whole fleet)."""
     configured = get_settings().portfolio
     if configured == "all":
-        return fleet
-    return {d.strip(): fleet.get(d.strip(), "") for d in configured.split(",") if d.strip()}
-
-
-async def _model(version: str) -> QuantileModel | None:
-    """The model whose portfolio calibration bands the total (None for the
-    seasonal fallback), from the object store, kept by version."""
-    if version == baseline.MODEL_VERSION:
         return None
-    if version not in _models:
-        artifact = await asyncio.to_thread(modelstore.default_store().artifact, version)
-        _models[version] = await asyncio.to_thread(QuantileModel.from_bytes, artifact)
-    return _models[version]
+    return sorted({d.strip() for d in configured.split(",") if d.strip()})
 
 
-def portfolio_forecast_id(forecast_ids: list[str]) -> str:
-    """Derived from the device forecasts it sums, like theirs from their inputs."""
-    return "pf-" + hashlib.sha256("\n".join(sorted(forecast_ids)).encode()).hexdigest()[:16]
-
-
-async def _forecast(device_id: str, start: datetime, sem: asyncio.Semaphore) -> dict:
-    async with sem:
-        r = await sidecar.invoke(
-            "forecaster", "POST", "forecasts",
-            params={"wait": "true"},
-            json={"device_id": device_id, "forecast_start": isoformat_z(start),
-                  "requested_by": "trading"},
-            timeout=70,
-        )
+async def _fleet_forecast(start: datetime) -> dict:
+    """The portfolio's forecast from `start`: one fleet forecast (one
+    workflow), with the full quantile table the target quantile is read from."""
+    body: dict = {"forecast_start": isoformat_z(start), "requested_by": "trading"}
+    if (devices := _portfolio_devices()) is not None:
+        body["devices"] = devices
+    r = await sidecar.invoke(
+        "forecaster", "POST", "fleet-forecasts",
+        params={"wait": "true", "table": "true", "timeout": FLEET_TIMEOUT_SECONDS},
+        json=body, timeout=FLEET_TIMEOUT_SECONDS + 10,
+    )
     if r.status_code != 200:
-        raise RuntimeError(f"forecast for {device_id} failed: {r.status_code} {r.text[:300]}")
+        raise RuntimeError(f"fleet forecast from {isoformat_z(start)} failed: {r.status_code} {r.text[:300]}")
     return r.json()["result"]
 
 
@@ -113,57 +96,50 @@ async def on_price(request: Request) -> dict:
     except (KeyError, TypeError, ValueError) as e:
         log.warning("dropping malformed price message %s: %s", event.get("id"), e)
         return {"status": "DROP"}  # redelivery cannot fix a malformed message
-    reference = rule.reference_price
-    if not rule.observe(price, at):
+    decision_id = "td-" + hashlib.sha256(str(event.get("id", at.isoformat())).encode()).hexdigest()[:16]
+    verdict = await sidecar.call_actor_async(ACTOR_TYPE, RULE_ID, "Observe", {
+        "decision_id": decision_id, "price_eur_mwh": price, "at": isoformat_z(at)})
+    if not verdict["trade"]:
         return {"status": "SUCCESS"}
     # Decide before acknowledging: if this process dies mid-way, the message is
-    # redelivered, and the decision id (from the message id) keeps it single.
-    decision_id = "td-" + hashlib.sha256(str(event.get("id", at.isoformat())).encode()).hexdigest()[:16]
-    async with _decide_lock:
-        await _decide(decision_id, price, reference, at)
+    # redelivered, the actor hands back the pending decision, and its id keeps
+    # the recorded decision single.
+    await _decide(decision_id, price, verdict.get("reference_price"), at)
+    await sidecar.call_actor_async(ACTOR_TYPE, RULE_ID, "Decided", {"decision_id": decision_id})
     return {"status": "SUCCESS"}
 
 
 async def _decide(decision_id: str, price: float, reference: float | None, at: datetime) -> None:
     start = next_quarter_hour(at)
-    devices = await _portfolio()
-    sem = asyncio.Semaphore(FORECAST_CONCURRENCY)
-    results = await asyncio.gather(*(_forecast(d, start, sem) for d in devices))
-    forecasts = [Forecast.from_dict(r) for r in results]
-    forecast_ids = [r["forecast_id"] for r in results]
-    # One model's calibration bands the total: the version most devices used.
-    versions = [f.model_version for f in forecasts]
-    model = await _model(max(set(versions), key=versions.count))
-    total = engine.forecast_portfolio(model, forecasts, [devices[f.device_id] for f in forecasts])
-    portfolio_id = portfolio_forecast_id(forecast_ids)
+    fleet = await _fleet_forecast(start)
+    total = PortfolioForecast.from_dict(fleet["portfolio"],
+                                        tuple(d["device_id"] for d in fleet["device_forecasts"]))
+    forecast_ids = [d["forecast_id"] for d in fleet["device_forecasts"]]
     quantile = get_settings().target_quantile
     starts = [start + i * QUARTER_HOUR for i in range(total.horizon_intervals)]
 
     def record() -> tuple[bool, dict]:
-        with pool.connection() as conn:
+        with pool.connection() as conn, conn.transaction():
+            # One decision at a time across replicas: each reads the position
+            # the one before it left.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('trade_decisions'))")
             decision = decide(total, np.array(db.positions(conn, starts)), quantile)
             inserted = db.record_decision(
                 conn, decision_id, decision, at, price, reference, forecast_ids,
-                portfolio_id, {"portfolio_forecast_id": portfolio_id, **total.to_dict()},
+                fleet["forecast_id"], {"portfolio_forecast_id": fleet["forecast_id"], **total.to_dict()},
             )
-        return inserted, {
-            "decision_id": decision_id,
-            "decided_at": isoformat_z(at),
-            "price_eur_mwh": price,
-            "reference_price": reference,
-            "forecast_start": isoformat_z(start),
-            "portfolio_forecast_id": portfolio_id,
-            "model_version": total.model_version,
-            "target_quantile": quantile,
-            "buy_mwh": decision.buy_mwh,
-            "sell_mwh": decision.sell_mwh,
-            "orders": decision.orders(),
-        }
+            return inserted, db.read_decision(conn, decision_id)
 
     inserted, message = await run_in_threadpool(record)
     await sidecar.publish_async("orders", message)
-    log.info("decision %s (new=%s): buy %.4f MWh, sell %.4f MWh", decision_id, inserted,
-             message["buy_mwh"], message["sell_mwh"])
+    log.info("decision %s (new=%s) on %s: buy %.4f MWh, sell %.4f MWh", decision_id, inserted,
+             fleet["forecast_id"], message["buy_mwh"], message["sell_mwh"])
+
+
+@app.get("/rule")
+async def rule_state() -> dict:
+    """The rule's memory: reference price, last trigger, recent decisions."""
+    return await sidecar.call_actor_async(ACTOR_TYPE, RULE_ID, "GetState", {})
 
 
 @app.get("/decisions")

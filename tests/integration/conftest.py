@@ -45,8 +45,10 @@ def stack() -> Iterator[dict]:
     data_dir = ROOT / ".data" / "test-stack"
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
-    # Forecasters re-read the promoted model version every second, not 30 s.
-    env = {**os.environ, "INTRADAY_DATA_DIR": str(data_dir), "INTRADAY_MODEL_REFRESH_SECONDS": "1"}
+    # Forecasters re-read the promoted model version every second, not 30 s;
+    # the trading rule's debounce (unit-tested) is 1 s, so tests' moves trade.
+    env = {**os.environ, "INTRADAY_DATA_DIR": str(data_dir), "INTRADAY_MODEL_REFRESH_SECONDS": "1",
+           "INTRADAY_PRICE_DEBOUNCE_SECONDS": "1"}
     up = subprocess.run(["bash", "scripts/stack.sh", "up"], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
     try:
@@ -92,3 +94,26 @@ def eventually(check: Callable[[], object], timeout: float = 30.0) -> object:
         if result or time.monotonic() > deadline:
             return result
         time.sleep(0.2)
+
+
+def restart_app(stack: dict, name: str, port: int) -> None:
+    """Kill a service's app process (SIGKILL: no shutdown hook runs) and
+    start it again as `dapr run` did, with the same environment, behind the
+    same sidecar; return once it answers its health check."""
+    pid = int(subprocess.run(["pgrep", "-f", f"python -m services.{name}$"], capture_output=True,
+                             text=True, check=True).stdout.split()[0])
+    env = dict(item.split("=", 1) for item in
+               Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in item)
+    os.kill(pid, 9)
+    eventually(lambda: not _busy(port), timeout=10)
+    log = open(stack["data_dir"] / "logs" / f"{name}-restarted.log", "ab")  # noqa: SIM115
+    subprocess.Popen([".venv/bin/python", "-m", f"services.{name}"], cwd=ROOT, env=env,
+                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    assert eventually(lambda: _healthy(port), timeout=60), f"{name} did not come back"
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -3,11 +3,14 @@ in PostgreSQL and on `orders`."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import hashlib
+import uuid
+from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
-from tests.integration.conftest import eventually, topic_messages
+from tests.integration.conftest import eventually, restart_app, topic_messages
 
 
 def test_price_move_leads_to_a_trade_decision(gateway, pg, rds):
@@ -25,7 +28,13 @@ def test_price_move_leads_to_a_trade_decision(gateway, pg, rds):
     assert buy > 0 and sell == 0  # a flat position: the fleet's consumption is bought
     # It bought the portfolio's median (symmetric imbalance costs), and the
     # portfolio's mean is the sum of the device means the forecasts audited.
-    assert quantile == 0.5 and portfolio_id.startswith("pf-") and portfolio["devices"] == 24
+    assert quantile == 0.5 and portfolio_id.startswith("fl-") and portfolio["devices"] == 24
+    # One fleet forecast made the decision: its audit row holds the same devices.
+    fleet = pg.execute("SELECT forecast_ids, requested_by FROM fleet_forecasts WHERE fleet_forecast_id = %s",
+                       (portfolio_id,)).fetchone()
+    assert fleet is not None and fleet[1] == "trading"
+    assert sorted(fleet[0]) == sorted(pg.execute(
+        "SELECT forecast_ids FROM trade_decisions WHERE decision_id = %s", (decision_id,)).fetchone()[0])
     median_mw = [i["p50"] / 1000 for i in portfolio["intervals"]]
     assert [o["target_mw"] for o in orders] == pytest.approx(median_mw, abs=1e-6)  # orders round to 1 W
     device_means = pg.execute(
@@ -54,3 +63,45 @@ def test_small_move_does_not_trade(gateway, pg):
     # Give the subscriber time to see the tick; nothing may be decided.
     eventually(lambda: False, timeout=3)
     assert pg.execute("SELECT count(*) FROM trade_decisions").fetchone()[0] == before
+
+
+def publish_price(event_id: str, price: float, at: datetime) -> None:
+    """A price message with a chosen CloudEvent id (what a redelivery repeats),
+    on the trading sidecar's pub/sub."""
+    r = httpx.post("http://127.0.0.1:3503/v1.0/publish/pubsub/prices",
+                   headers={"Content-Type": "application/cloudevents+json"},
+                   json={"specversion": "1.0", "id": event_id, "source": "tests", "type": "price",
+                         "datacontenttype": "application/json",
+                         "data": {"price_eur_mwh": price, "at": at.isoformat()}})
+    assert r.status_code == 204, r.text
+
+
+def decision_of(event_id: str) -> str:
+    return "td-" + hashlib.sha256(event_id.encode()).hexdigest()[:16]
+
+
+def test_a_restarted_trading_service_does_not_trade_a_move_twice(stack, pg, rds):
+    """The rule's memory is in the TradingRuleActor: after the trading
+    process is killed, a redelivered message and a price within the
+    threshold of the last traded one do not trade; a real move still does."""
+    t0 = datetime.now(UTC)
+    first, repeat, small, big = (f"restart-{k}-{uuid.uuid4().hex[:8]}" for k in range(4))
+    decisions = "SELECT count(*) FROM trade_decisions WHERE decision_id = %s"
+    publish_price(first, 240.0, t0)
+    assert eventually(lambda: pg.execute(decisions, (decision_of(first),)).fetchone()[0] == 1, timeout=90)
+    rule = eventually(lambda: (r := httpx.get("http://127.0.0.1:8003/rule").json())
+                      and decision_of(first) in r["decided"] and r, timeout=10)
+    assert rule["reference_price"] == 240.0 and rule["pending"] == []
+
+    restart_app(stack, "trading", 8003)
+    before = pg.execute("SELECT count(*) FROM trade_decisions").fetchone()[0]
+    publish_price(first, 240.0, t0)  # redelivered after the restart
+    publish_price(small, 242.0, t0 + timedelta(seconds=10))  # a forgetful rule trades this one
+    publish_price(big, 260.0, t0 + timedelta(seconds=20))
+    assert eventually(lambda: pg.execute(decisions, (decision_of(big),)).fetchone()[0] == 1, timeout=90)
+    eventually(lambda: False, timeout=2)
+    assert pg.execute("SELECT count(*) FROM trade_decisions").fetchone()[0] == before + 1
+    assert pg.execute(decisions, (decision_of(small),)).fetchone()[0] == 0
+    assert httpx.get("http://127.0.0.1:8003/rule").json()["reference_price"] == 260.0
+    orders = [m["decision_id"] for m in topic_messages(rds, "orders")]
+    assert orders.count(decision_of(first)) == 1 and orders.count(decision_of(big)) == 1

@@ -26,6 +26,37 @@ def test_price_rule_threshold_and_debounce():
     assert rule.reference_price == 120.0
 
 
+def test_price_rule_state_survives_a_restart():
+    """What the TradingRuleActor keeps: a rule restored from it acts as the
+    one that saved it (a fresh rule would take any price as its first)."""
+    rule = PriceMoveRule(threshold_eur_mwh=5.0, debounce=timedelta(seconds=30))
+    assert rule.observe(100.0, T0)
+    restored = PriceMoveRule(threshold_eur_mwh=5.0, debounce=timedelta(seconds=30))
+    restored.restore(rule.state())
+    assert restored.reference_price == 100.0 and restored.last_trigger_at == T0
+    assert not restored.observe(103.0, T0 + timedelta(seconds=60))
+    assert not restored.observe(110.0, T0 + timedelta(seconds=10))  # still debounced
+    assert restored.observe(110.0, T0 + timedelta(seconds=40))
+    fresh = PriceMoveRule(threshold_eur_mwh=5.0, debounce=timedelta(seconds=30))
+    fresh.restore({})
+    assert fresh.observe(100.0, T0)
+
+
+def test_a_portfolio_forecast_with_its_table_round_trips_every_quantile():
+    levels = np.round(np.arange(0.05, 1.0, 0.05), 2)
+    table = np.cumsum(np.random.default_rng(3).uniform(1, 10, size=(len(levels), 4)), axis=0)
+    total = PortfolioForecast(T0, "v1", ("a", "b"), table[9] + 0.5, levels, table)
+    back = PortfolioForecast.from_dict(total.to_dict(table=True), total.device_ids)
+    for q in (0.05, 0.37, 0.5, 0.62, 0.95):
+        np.testing.assert_allclose(back.quantile(q), total.quantile(q), atol=1e-6)
+    np.testing.assert_allclose(back.mean, total.mean)
+    assert back.to_dict() == total.to_dict()
+    # Without the table only p10/p50/p90 travel: other levels are interpolated.
+    coarse = PortfolioForecast.from_dict(total.to_dict())
+    np.testing.assert_allclose(coarse.p50, total.p50)
+    assert not np.allclose(coarse.quantile(0.3), total.quantile(0.3))
+
+
 def test_decision_orders_the_gap_between_the_target_and_the_position():
     total = portfolio([2100.0, 1100.0, 600.0], [1500.0, 800.0, 300.0], [2000.0, 1000.0, 500.0],
                       [2600.0, 1300.0, 800.0])
