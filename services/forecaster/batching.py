@@ -63,9 +63,9 @@ class Batcher:
     async def submit(self, fid: str, job: dict) -> dict:
         """The response view of forecast `fid` once made (or failed)."""
         self.stats.requests += 1
-        if fid in self._futures:
+        if fid in self._futures:  # made once, for the request that came first
             self.stats.shared += 1
-            return await asyncio.shield(self._futures[fid])
+            return {**await asyncio.shield(self._futures[fid]), "created": False}
         future = asyncio.get_running_loop().create_future()
         self._futures[fid] = future
         self._queue.setdefault(self._group(job), {})[fid] = job

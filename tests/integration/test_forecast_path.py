@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from actors.state import DeviceState, StateSerializer
@@ -157,3 +158,47 @@ def test_malformed_json_is_rejected(gateway):
 def test_unknown_forecast_id_is_404(gateway):
     r = gateway.get("/forecast/fc-nothing-here")
     assert r.status_code == 404
+
+
+def test_a_burst_of_concurrent_requests_is_batched_and_each_forecast_made_once(gateway, pg, rds):
+    """300 requests at once (240 distinct forecasts, 60 repeats) all complete;
+    the forecaster batches them; each forecast has one audit row and one
+    message, and a batched forecast is what the device's actor computes."""
+    base = floor_quarter_hour(datetime.now(UTC)) + timedelta(hours=3)
+    devices = [d["device_id"] for d in gateway.get("/devices").json()]
+    bodies = [{"device_id": d, "forecast_start": isoformat_z(base + timedelta(minutes=15 * k)),
+               "requested_by": "burst"} for k in range(10) for d in devices]
+    bodies += bodies[::4]  # repeats, asked at the same time
+    before = httpx.get("http://127.0.0.1:8001/batching").json()
+    messages = len(topic_messages(rds, "forecasts"))
+
+    with httpx.Client(base_url="http://127.0.0.1:8000", timeout=120,
+                      limits=httpx.Limits(max_connections=300)) as client, \
+            ThreadPoolExecutor(300) as pool:
+        responses = list(pool.map(
+            lambda body: client.post("/forecast/intraday", params={"wait": "true"}, json=body), bodies))
+    assert [r.status_code for r in responses] == [200] * len(bodies), \
+        {r.status_code: r.text[:200] for r in responses if r.status_code != 200}
+    views = [r.json() for r in responses]
+    ids = {v["forecast_id"] for v in views}
+    assert len(ids) == 240 and sum(v["created"] for v in views) == 240
+    for body, view in zip(bodies, views, strict=True):
+        assert view["result"]["device_id"] == body["device_id"]
+        assert view["result"]["forecast_start"] == body["forecast_start"]
+    after = httpx.get("http://127.0.0.1:8001/batching").json()
+    assert after["batches"] > before["batches"] and after["largest"] > 1
+
+    rows = pg.execute("SELECT count(*), count(DISTINCT request_id) FROM forecast_requests"
+                      " WHERE request_id = ANY(%s)", (list(ids),)).fetchone()
+    assert rows == (240, 240)
+    published = [m["forecast_id"] for m in topic_messages(rds, "forecasts")[messages:]]
+    assert sorted(published) == sorted(ids)
+
+    sidecar = httpx.Client(base_url="http://127.0.0.1:3501", timeout=60)  # the forecaster's daprd
+    view = next(v for v in views if v["result"]["device_id"] == "hp-0007")
+    start = {"forecast_start": view["result"]["forecast_start"]}
+    sidecar.post("/v1.0/actors/DeviceActor/hp-0007/method/Prepare", json=start).raise_for_status()
+    own = sidecar.post("/v1.0/actors/DeviceActor/hp-0007/method/Forecast",
+                       json={**start, "horizon_intervals": 96,
+                             "model_version": view["result"]["model_version"]}).json()
+    assert own["intervals"] == view["result"]["intervals"]
