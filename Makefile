@@ -1,6 +1,6 @@
 # The two commands that matter: `make setup` (fresh machine -> everything
 # installed) and `make test` (the whole suite). See README.md.
-.PHONY: setup test unit integration up down status bench bench-telemetry bench-forecasting lint
+.PHONY: setup test unit integration up down status bench bench-load bench-telemetry bench-forecasting lint
 
 PY := .venv/bin/python
 
@@ -27,6 +27,11 @@ status:
 
 bench:
 	$(PY) bench/e2e_latency.py
+
+# The seed's load tests at fleet size (starts its own 10,000-device stack in
+# .data/load unless one is running; about 15 minutes).
+bench-load:
+	$(PY) bench/load.py
 
 bench-telemetry:
 	$(PY) bench/telemetry.py

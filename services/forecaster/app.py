@@ -360,13 +360,15 @@ async def start_fleet_forecast(
     view: dict = {"forecast_id": fid, "status": "SCHEDULED" if created else "EXISTS"}
     if wait:
         state = await run_in_threadpool(
-            _read_state, client.wait_for_workflow_completion, fid, fetch_payloads=False,
+            _read_state, client.wait_for_workflow_completion, fid, fetch_payloads=True,
             timeout_in_seconds=int(timeout))
         view = _view(fid, state)
-        view.pop("result", None)
+        run = view.pop("result", None)  # the workflow's summary: shards and seconds per step
         if view["status"] in ("COMPLETED", "NOT_FOUND") and (found := await run_in_threadpool(
                 _recorded_fleet, fid, table)):
             view = {"forecast_id": fid, "status": "COMPLETED", "result": found}
+            if run is not None:
+                view["run"] = run
     view["created"] = created
     return JSONResponse(view, status_code=_status_code(view) if wait else 202)
 

@@ -77,22 +77,41 @@ def _temperatures(attributes: list[dict], window_start: datetime, start: datetim
     return [by_location.get(a.get("location")) if a.get("location") else None for a in attributes]
 
 
+class _Stopwatch:
+    """Seconds per step of a shard, returned with it: where a fleet
+    forecast's time goes (bench/load.py reports it)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, step: str) -> float:
+        now = time.perf_counter()
+        self.laps[step] = round(now - self._t, 4)
+        self._t = now
+        return self.laps[step]
+
+
 def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
     start = datetime.fromisoformat(job["forecast_start"])
     horizon, version = int(job["horizon_intervals"]), job["model_version"]
     data_end = datetime.fromisoformat(job["data_end"])
     ids = list(job["device_ids"])
     settings = get_settings()
+    clock = _Stopwatch()
     window_start = data_end - timedelta(days=settings.history_days)
     values = sidecar.fetch_windows(ids, window_start, data_end)
+    clock.lap("windows")
     windows = [TelemetryWindow(d, window_start, values[k]) for k, d in enumerate(ids)]
     attrs = fleet_devices()
     attributes = [attrs.get(d) or {} for d in ids]
     model = _model(version)
     temps = (_temperatures(attributes, window_start, start, horizon) if model is not None
              else [None] * len(ids))
+    clock.lap("weather")
     results = engine.forecast_many(model, windows, start, horizon, attributes, temps,
                                    baseline_days=settings.baseline_days)
+    clock.lap("inference")
 
     failed: dict[str, str] = {}
     made: list[tuple[str, Forecast, int, str]] = []  # (id, forecast, missing, location)
@@ -107,24 +126,28 @@ def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
         # is summed as recorded and not published again.
         recorded = db.read_forecasts(conn, [m[0] for m in made])
         fresh = [m for m in made if m[0] not in recorded]
+        clock.lap("read_recorded")
         # Publish, then audit, as the single path: a crash in between
         # publishes again (consumers deduplicate on forecast_id), never loses one.
         sidecar.publish_bulk("forecasts", [
             (fid, f.to_result(fid, miss, job["requested_by"], job["requested_at"]))
             for fid, f, miss, _ in fresh])
+        clock.lap("publish")
         new = db.record_forecasts(conn, [
             db.ForecastRecord(fid, f, miss, job["requested_by"], requested_at,
                               fleet_forecast_id=job.get("fleet_forecast_id"))
             for fid, f, miss, _ in fresh])
+    clock.lap("audit")
     forecast_ids = [m[0] for m in made]
     if not job.get("partial", True):  # a batch of single requests: no portfolio
-        return {"forecast_ids": forecast_ids, "failed": failed, "new": new}
+        return {"forecast_ids": forecast_ids, "failed": failed, "new": new, "seconds": clock.laps}
     forecasts = [recorded.get(fid, f) for fid, f, _, _ in made]
     part = (engine.portfolio_partial(model, forecasts, [m[3] for m in made]).to_dict()
             if forecasts else None)
     return {"shard": job["shard"], "device_ids": [f.device_id for f in forecasts],
             "forecast_ids": forecast_ids, "failed": failed, "partial": part,
-            "versions": sorted({f.model_version for f in forecasts}), "recorded": len(new)}
+            "versions": sorted({f.model_version for f in forecasts}), "recorded": len(new),
+            "seconds": {**clock.laps, "partial": clock.lap("partial")}}
 
 
 def record_fleet(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
@@ -149,5 +172,9 @@ def record_fleet(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
         inserted = db.record_fleet_forecast(conn, job["fleet_forecast_id"], {
             **job, "device_ids": device_ids, "forecast_ids": forecast_ids, "failed": failed,
             "portfolio": pf})
+    steps = sorted({k for s in shards for k in s.get("seconds", {})})
     return {"forecast_id": job["fleet_forecast_id"], "devices": len(device_ids), "failed": len(failed),
-            "recorded": inserted, "device_forecasts_recorded": sum(s["recorded"] for s in shards)}
+            "recorded": inserted, "device_forecasts_recorded": sum(s["recorded"] for s in shards),
+            "shards": len(shards),
+            "shard_seconds": {k: round(sum(s.get("seconds", {}).get(k, 0.0) for s in shards), 3)
+                              for k in steps}}

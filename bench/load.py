@@ -1,0 +1,383 @@
+"""Load tests of the running stack: the seed's scenarios at fleet size.
+
+    (a) 1,000 concurrent single-device requests
+    (b) 500 requests a minute, sustained (open loop: arrivals do not wait)
+    (c) lone requests, an idle period, then a 100x burst
+    (d) fleet forecasts of 1,000 and of every device (10,000)
+    (e) a price move to a trade decision on the whole fleet
+
+Every single request is a new forecast (a distinct device and start), so it
+runs its workflow. Reports p50/p95/p99, errors and throughput per scenario,
+Redis keys and memory before and after (after the purge retention), each
+service's and sidecar's peak RSS, and where a fleet forecast's time goes
+(seconds per shard step), into bench/results/load.json.
+
+If the gateway does not answer, prepares and starts a stack of its own in
+.data/load: a generated fleet of --devices heat pumps (32 days, realistic
+faults), a LightGBM model trained on it and promoted; stops it at the end.
+
+    .venv/bin/python bench/load.py [--devices 10000] [--sustain-minutes 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psycopg
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from common import machine, summary  # noqa: E402
+
+from intraday.timeutil import floor_quarter_hour, isoformat_z  # noqa: E402
+
+GATEWAY = os.environ.get("INTRADAY_GATEWAY_URL", "http://127.0.0.1:8000")
+PG_DSN = os.environ.get("INTRADAY_PG_DSN", "postgresql://intraday@127.0.0.1:5432/intraday")
+SERVICES = ("gateway", "forecaster", "telemetry", "trading")
+AIMS = {"fleet_10000_s": 10.0, "price_to_decision_10000_s": 15.0, "concurrent_1000_last_s": 10.0,
+        "sustained_p99_ms": 300.0, "lone_p50_ms": 50.0, "lone_p99_ms": 150.0}
+
+
+def log(msg: str) -> None:
+    print(f"[load {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def gateway_up() -> bool:
+    try:
+        return httpx.get(f"{GATEWAY}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+# -- the stack of its own ------------------------------------------------------
+
+def prepare_and_start(devices: int) -> dict:
+    data = ROOT / ".data" / "load"
+    env = {**os.environ, "INTRADAY_DATA_DIR": str(data)}
+    cli = [str(ROOT / ".venv" / "bin" / "intraday")]
+    if not (data / "telemetry").exists():
+        log(f"generating {devices:,} heat pumps x 32 days into {data} (minutes) ...")
+        subprocess.run([*cli, "fleet", "generate", "--devices", str(devices), "--days", "32"],
+                       env=env, check=True)
+    if not (data / "models" / "PROMOTED").exists():
+        log("training a model on the generated fleet and promoting it ...")
+        subprocess.run([*cli, "train", "--days", "30", "--promote"], env=env, check=True)
+    log("starting the stack (scripts/stack.sh up) ...")
+    subprocess.run(["bash", "scripts/stack.sh", "up"], cwd=ROOT, env=env, check=True)
+    return env
+
+
+# -- what the machine holds ------------------------------------------------------
+
+class PeakRss(threading.Thread):
+    """Samples the resident memory of every service and sidecar (and Redis,
+    PostgreSQL) twice a second; keeps each one's peak (MiB)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak: dict[str, float] = {}
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _name(cmdline: list[str]) -> str | None:
+        line = " ".join(cmdline)
+        for s in SERVICES:
+            if line.endswith(f"-m services.{s}"):
+                return s
+            if "daprd" in line and f"--app-id {s}" in line:
+                return f"daprd:{s}"
+        if cmdline and cmdline[0].startswith("redis-server"):
+            return "redis"
+        if cmdline and "postgres" in cmdline[0]:
+            return "postgres (all)"
+        return None
+
+    def sample(self) -> None:
+        totals: dict[str, float] = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+                name = self._name([c for c in cmd if c])
+                if name is None:
+                    continue
+                rss = next(int(x.split()[1]) for x in Path(f"/proc/{pid}/status").read_text().splitlines()
+                           if x.startswith("VmRSS"))
+            except (OSError, StopIteration):
+                continue
+            totals[name] = totals.get(name, 0.0) + rss / 1024
+        for k, v in totals.items():
+            self.peak[k] = max(self.peak.get(k, 0.0), round(v, 1))
+
+    def run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.sample()
+
+    def stop(self) -> dict:
+        self._stop.set()
+        return dict(sorted(self.peak.items()))
+
+
+def redis_figures() -> dict:
+    r = redis.Redis(port=int(os.environ.get("INTRADAY_REDIS_PORT", "6379")))
+    info = r.info("memory")
+    keys = r.dbsize()
+    workflow = sum(1 for _ in r.scan_iter("*workflow*", count=10_000))
+    return {"keys": keys, "workflow_keys": workflow, "used_memory_mb": round(info["used_memory"] / 2**20, 1)}
+
+
+# -- single requests -------------------------------------------------------------
+
+class Work:
+    """Distinct (device, start) pairs: each request is a new forecast."""
+
+    def __init__(self, devices: list[str], seed: int):
+        rng = random.Random(seed)
+        self.devices = devices[:]
+        rng.shuffle(self.devices)
+        # A random day in the accepted week, so a second run asks for new forecasts.
+        self.base = floor_quarter_hour(datetime.now(UTC)) + timedelta(minutes=15) \
+            + timedelta(minutes=15) * rng.randrange(0, 4 * 96)
+        self.n = 0
+
+    def body(self) -> dict:
+        i, self.n = self.n, self.n + 1
+        start = self.base + timedelta(minutes=15) * (i // len(self.devices))
+        return {"device_id": self.devices[i % len(self.devices)], "forecast_start": isoformat_z(start),
+                "requested_by": "bench-load"}
+
+
+async def one(client: httpx.AsyncClient, body: dict, out: list, errors: list) -> None:
+    t0 = time.perf_counter()
+    try:
+        r = await client.post("/forecast/intraday", params={"wait": "true"}, json=body)
+        ok = r.status_code == 200 and r.json().get("status") == "COMPLETED"
+        if not ok:
+            errors.append(f"{r.status_code} {r.text[:200]}")
+    except httpx.HTTPError as e:
+        errors.append(f"{type(e).__name__}: {e}")
+        ok = False
+    if ok:
+        out.append(time.perf_counter() - t0)
+
+
+def client(connections: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=GATEWAY, timeout=180,
+                             limits=httpx.Limits(max_connections=connections,
+                                                 max_keepalive_connections=connections))
+
+
+def report(name: str, latencies: list[float], errors: list[str], wall: float) -> dict:
+    s = summary(latencies, wall) if latencies else {"requests": 0}
+    s.update({"errors": len(errors), "error_samples": errors[:3], "wall_s": round(wall, 2)})
+    log(f"{name}: {s.get('requests')} ok, {len(errors)} errors; p50 {s.get('p50_ms')} ms, "
+        f"p95 {s.get('p95_ms')} ms, p99 {s.get('p99_ms')} ms, max {s.get('max_ms')} ms; "
+        f"{s.get('throughput_rps')} /s over {wall:.1f} s")
+    return s
+
+
+async def concurrent(work: Work, n: int) -> dict:
+    latencies: list[float] = []
+    errors: list[str] = []
+    async with client(n) as c:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(c, work.body(), latencies, errors) for _ in range(n)))
+        wall = time.perf_counter() - t0
+    return report(f"(a) {n} concurrent", latencies, errors, wall) | {"last_s": round(wall, 2)}
+
+
+async def open_loop(name: str, work: Work, rate_per_s: float, seconds: float) -> dict:
+    """Arrivals at a fixed rate whatever the responses do."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    tasks = []
+    async with client(1000) as c:
+        t0 = time.perf_counter()
+        k = 0
+        while (due := t0 + k / rate_per_s) < t0 + seconds:
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(c, work.body(), latencies, errors)))
+            k += 1
+            if k % max(int(rate_per_s * 30), 1) == 0:
+                log(f"  {name}: {k} sent, {len(latencies)} answered, {len(errors)} errors")
+        await asyncio.gather(*tasks)
+        wall = time.perf_counter() - t0
+    return report(name, latencies, errors, wall) | {"rate_per_min": round(rate_per_s * 60, 1)}
+
+
+async def lone_then_burst(work: Work, lone: int, idle_s: float, burst: int) -> dict:
+    lone_latencies: list[float] = []
+    errors: list[str] = []
+    async with client(burst) as c:
+        for _ in range(lone):  # one at a time, half a second apart: nothing else in flight
+            await one(c, work.body(), lone_latencies, errors)
+            await asyncio.sleep(0.5)
+        lone_report = report("(c) lone requests", lone_latencies, errors, 1.0)
+        log(f"  idle {idle_s:.0f} s ...")
+        await asyncio.sleep(idle_s)
+        latencies: list[float] = []
+        burst_errors: list[str] = []
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(c, work.body(), latencies, burst_errors) for _ in range(burst)))
+        wall = time.perf_counter() - t0
+    return {"lone": lone_report,
+            "burst": report(f"(c) burst of {burst} after idle", latencies, burst_errors, wall)
+            | {"last_s": round(wall, 2)}}
+
+
+# -- fleet and trading --------------------------------------------------------------
+
+def fleet_forecast(devices: list[str] | None, start: datetime) -> dict:
+    body: dict = {"forecast_start": isoformat_z(start), "requested_by": "bench-load"}
+    if devices is not None:
+        body["devices"] = devices
+    t0 = time.perf_counter()
+    r = httpx.post(f"{GATEWAY}/forecast/fleet", params={"wait": "true", "timeout": 300}, json=body,
+                   timeout=330)
+    wall = time.perf_counter() - t0
+    view = r.json()
+    if r.status_code != 200:
+        raise RuntimeError(f"fleet forecast: {r.status_code} {r.text[:300]}")
+    result = view["result"]
+    out = {"devices": len(result["device_forecasts"]), "failed": len(result["failed"]),
+           "seconds": round(wall, 2), "created": view.get("created"), "run": view.get("run")}
+    log(f"(d) fleet of {out['devices']:,}: {wall:.2f} s (created {out['created']}); "
+        f"shard steps (summed over shards, s): {(view.get('run') or {}).get('shard_seconds')}")
+    return out
+
+
+def price_to_decision(pg: psycopg.Connection) -> dict:
+    rule = httpx.get("http://127.0.0.1:8003/rule", timeout=10).json()
+    last = rule.get("last_trigger_at")
+    debounce = float(os.environ.get("INTRADAY_PRICE_DEBOUNCE_SECONDS", "30"))
+    if last:
+        wait = debounce - (datetime.now(UTC) - datetime.fromisoformat(last)).total_seconds()
+        if wait > 0:
+            log(f"  waiting {wait:.0f} s for the trading rule's debounce ...")
+            time.sleep(wait + 0.5)
+    price = round((rule.get("reference_price") or 80.0) + 25.0 + random.random(), 3)
+    t0 = time.perf_counter()
+    r = httpx.post(f"{GATEWAY}/prices", json={"price_eur_mwh": price, "at": isoformat_z(datetime.now(UTC))},
+                   timeout=10)
+    r.raise_for_status()
+    row = None
+    while row is None and time.perf_counter() - t0 < 300:
+        row = pg.execute("SELECT decision_id, portfolio_forecast_id, cardinality(forecast_ids)"
+                         " FROM trade_decisions WHERE price_eur_mwh = %s", (price,)).fetchone()
+        if row is None:
+            time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    if row is None:
+        raise RuntimeError(f"no decision for the price {price} within 300 s")
+    fleet_made = pg.execute("SELECT requested_at FROM fleet_forecasts WHERE fleet_forecast_id = %s",
+                            (row[1],)).fetchone()
+    out = {"seconds": round(wall, 2), "devices": row[2], "decision_id": row[0],
+           "fleet_forecast_id": row[1],
+           "fleet_forecast_made_for_it": fleet_made is not None
+           and (datetime.now(UTC) - fleet_made[0]).total_seconds() < wall + 5}
+    log(f"(e) price move -> decision on {row[2]:,} devices: {wall:.2f} s")
+    return out
+
+
+# -- the run ---------------------------------------------------------------------------
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--devices", type=int, default=10_000, help="fleet size of a stack this tool starts")
+    ap.add_argument("--concurrent", type=int, default=1000)
+    ap.add_argument("--rate-per-min", type=float, default=500)
+    ap.add_argument("--sustain-minutes", type=float, default=5)
+    ap.add_argument("--burst", type=int, default=100)
+    ap.add_argument("--idle-seconds", type=float, default=30)
+    ap.add_argument("--quick", action="store_true", help="a short run: 200 concurrent, 1 minute sustained")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
+    args = ap.parse_args()
+    if args.quick:
+        args.concurrent, args.sustain_minutes = 200, 1
+
+    env = None
+    if not gateway_up():
+        env = prepare_and_start(args.devices)
+    rss = PeakRss()
+    rss.sample()
+    rss.start()
+    results: dict = {}
+    try:
+        fleet = [d["device_id"] for d in httpx.get(f"{GATEWAY}/devices", timeout=60).json()]
+        log(f"fleet of {len(fleet):,} devices; warming the model ...")
+        httpx.post(f"{GATEWAY}/warm", json={"top": 0}, timeout=120).raise_for_status()
+        pg = psycopg.connect(PG_DSN, autocommit=True)
+        forecasts_before = pg.execute("SELECT count(*) FROM forecast_requests").fetchone()[0]
+        results["redis_before"] = redis_figures()
+        batching_before = httpx.get("http://127.0.0.1:8001/batching", timeout=10).json()
+        work = Work(fleet, args.seed if args.seed is not None else random.SystemRandom().randrange(10**6))
+
+        results["concurrent"] = asyncio.run(concurrent(work, args.concurrent))
+        results["sustained"] = asyncio.run(open_loop(
+            "(b) sustained", work, args.rate_per_min / 60, args.sustain_minutes * 60))
+        results["idle_then_burst"] = asyncio.run(lone_then_burst(
+            work, 40, args.idle_seconds, args.burst))
+        batching_after = httpx.get("http://127.0.0.1:8001/batching", timeout=10).json()
+        results["batching"] = {k: batching_after[k] - batching_before.get(k, 0)
+                               for k in ("requests", "shared", "batches", "singles")} \
+            | {"largest": batching_after["largest"]}
+
+        # Fleet forecasts from starts no earlier run asked for (a day ahead, a random quarter-hour).
+        start = work.base + timedelta(days=1, minutes=15 * random.SystemRandom().randrange(0, 40))
+        results["fleet"] = {
+            "1000": fleet_forecast(sorted(fleet)[:1000], start),
+            str(len(fleet)): fleet_forecast(None, start + timedelta(minutes=15)),
+            "repeat": fleet_forecast(None, start + timedelta(minutes=15)),
+        }
+        results["price_to_decision"] = price_to_decision(pg)
+
+        log("waiting 20 s for completed workflow instances to be purged ...")
+        time.sleep(20)
+        results["redis_after"] = redis_figures()
+        results["forecasts_made"] = pg.execute("SELECT count(*) FROM forecast_requests").fetchone()[0] \
+            - forecasts_before
+        results["peak_rss_mib"] = rss.stop()
+    finally:
+        if env is not None:
+            subprocess.run(["bash", "scripts/stack.sh", "down"], cwd=ROOT, env=env, check=False)
+
+    lone = results["idle_then_burst"]["lone"]
+    measured = {
+        "fleet_10000_s": results["fleet"].get(str(len(fleet)), {}).get("seconds"),
+        "price_to_decision_10000_s": results["price_to_decision"]["seconds"],
+        "concurrent_1000_last_s": results["concurrent"]["last_s"],
+        "sustained_p99_ms": results["sustained"].get("p99_ms"),
+        "lone_p50_ms": lone.get("p50_ms"), "lone_p99_ms": lone.get("p99_ms"),
+    }
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    out = {"benchmark": "load", "measured_at": isoformat_z(datetime.now(UTC)), "commit": commit,
+           "machine": machine(), "fleet_devices": len(fleet), "aims": AIMS,
+           "against_aims": {k: {"measured": v, "aim": AIMS[k], "met": v is not None and v <= AIMS[k]}
+                            for k, v in measured.items()},
+           **results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print("\nagainst the aims (2-core box, whole stack and this client on it):")
+    for k, v in out["against_aims"].items():
+        print(f"  {k:28s} {v['measured']!s:>10}  aim {v['aim']:>6}  {'met' if v['met'] else 'MISSED'}")
+    before, after = results["redis_before"], results["redis_after"]
+    print(f"  redis keys {before['keys']:,} -> {after['keys']:,}, memory {before['used_memory_mb']} -> "
+          f"{after['used_memory_mb']} MB after {results['forecasts_made']:,} forecasts")
+    print(f"wrote {args.out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
