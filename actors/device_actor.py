@@ -55,12 +55,18 @@ class DeviceActor(Actor, DeviceActorInterface):
         found, state = await self._state_manager.try_get_state(STATE_KEY)
         if found:
             self._state = state
-            return
-        # First activation: load the last `history_days` from the telemetry service.
+
+    async def _load(self) -> DeviceState:
+        """The window; on first use, the last `history_days` from the
+        telemetry service (not at activation: a refresh pushed to an actor
+        that has never held a window has nothing to update)."""
+        if self._state is not None:
+            return self._state
         settings = get_settings()
         end = floor_quarter_hour(datetime.now(UTC))
         window = await fetch_window(self.id.id, end - timedelta(days=settings.history_days), end)
         await self._save(window)
+        return self._state
 
     async def _save(self, window: TelemetryWindow) -> None:
         self._state = DeviceState(
@@ -76,7 +82,7 @@ class DeviceActor(Actor, DeviceActorInterface):
         return get_settings().history_days * INTERVALS_PER_DAY
 
     async def prepare(self, request: dict) -> dict:
-        assert self._state is not None
+        await self._load()
         window = self._state.window
         # Data for the forecast ends at forecast_start, and cannot go past now.
         wanted_end = min(
@@ -96,7 +102,7 @@ class DeviceActor(Actor, DeviceActorInterface):
         }
 
     async def forecast(self, request: dict) -> dict:
-        assert self._state is not None
+        await self._load()
         start = datetime.fromisoformat(request["forecast_start"])
         horizon = int(request["horizon_intervals"])
         # The version the request was admitted under, so the forecast id,
@@ -142,7 +148,8 @@ class DeviceActor(Actor, DeviceActorInterface):
         return self._attributes
 
     async def extend_window(self, batch: dict) -> dict:
-        assert self._state is not None
+        if self._state is None:  # never loaded: its first use reads the store, which has this
+            return {"window_end": None}
         update = TelemetryWindow(
             self.id.id,
             datetime.fromisoformat(batch["start"]),

@@ -88,10 +88,10 @@ class PeakRss(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.peak: dict[str, float] = {}
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     @staticmethod
-    def _name(cmdline: list[str]) -> str | None:
+    def _service_of(cmdline: list[str]) -> str | None:
         line = " ".join(cmdline)
         for s in SERVICES:
             if line.endswith(f"-m services.{s}"):
@@ -109,7 +109,7 @@ class PeakRss(threading.Thread):
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-                name = self._name([c for c in cmd if c])
+                name = self._service_of([c for c in cmd if c])
                 if name is None:
                     continue
                 rss = next(int(x.split()[1]) for x in Path(f"/proc/{pid}/status").read_text().splitlines()
@@ -121,11 +121,11 @@ class PeakRss(threading.Thread):
             self.peak[k] = max(self.peak.get(k, 0.0), round(v, 1))
 
     def run(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._done.wait(0.5):
             self.sample()
 
     def stop(self) -> dict:
-        self._stop.set()
+        self._done.set()
         return dict(sorted(self.peak.items()))
 
 

@@ -7,6 +7,7 @@ workflow at once with its reason.
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -34,8 +35,29 @@ def _audit_pool() -> ConnectionPool:
     return _pool
 
 
+_FLEET_TTL_S = 60.0
+_fleet: tuple[float, dict[str, dict]] | None = None
+_fleet_lock = threading.Lock()
+
+
+def fleet_devices() -> dict[str, dict]:
+    """The fleet's devices with their attributes, from the telemetry service
+    in one call (cached for a minute)."""
+    global _fleet
+    with _fleet_lock:  # one refresh at a time, however many requests want it
+        if _fleet is None or time.monotonic() - _fleet[0] > _FLEET_TTL_S:
+            r = sidecar.sync_client().get("/v1.0/invoke/telemetry/method/devices")
+            r.raise_for_status()
+            _fleet = (time.monotonic(), {d["device_id"]: d for d in r.json()})
+        return _fleet[1]
+
+
 def device_exists(device_id: str) -> bool:
-    """Asks the telemetry service (cached for a few minutes once seen)."""
+    """In the fleet list (one call a minute for every request), else asked
+    of the telemetry service (a device registered since; cached for a few
+    minutes once seen)."""
+    if device_id in fleet_devices():
+        return True
     seen = _known_devices.get(device_id)
     if seen is not None and time.monotonic() - seen < _DEVICE_TTL_S:
         return True

@@ -31,11 +31,9 @@ from intraday.timeutil import isoformat_z
 from services import sidecar
 from services.forecaster.models import catalog
 from services.forecaster.weather import on_window
-from workflows.activities import _audit_pool
+from workflows.activities import _audit_pool, fleet_devices
 
-_DEVICES_TTL_S = 60.0
 _loop: asyncio.AbstractEventLoop | None = None
-_devices: tuple[float, dict[str, dict]] | None = None
 
 
 def bind(loop: asyncio.AbstractEventLoop) -> None:
@@ -48,16 +46,6 @@ def bind(loop: asyncio.AbstractEventLoop) -> None:
 def _run(coro):
     assert _loop is not None, "fleet activities need bind(loop) at startup"
     return asyncio.run_coroutine_threadsafe(coro, _loop).result()
-
-
-def fleet_devices() -> dict[str, dict]:
-    """The fleet's devices with their attributes (cached for a minute)."""
-    global _devices
-    if _devices is None or time.monotonic() - _devices[0] > _DEVICES_TTL_S:
-        r = sidecar.sync_client().get("/v1.0/invoke/telemetry/method/devices")
-        r.raise_for_status()
-        _devices = (time.monotonic(), {d["device_id"]: d for d in r.json()})
-    return _devices[1]
 
 
 def _model(version: str):
