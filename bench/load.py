@@ -129,6 +129,32 @@ class PeakRss(threading.Thread):
         return dict(sorted(self.peak.items()))
 
 
+def settle(max_wait_s: float = 900) -> float:
+    """Wait until the services are idle (after startup, the telemetry
+    service catches actors up): their CPU below a fifth of a core for 3 s."""
+    def cpu_seconds() -> float:
+        total = 0.0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmd = [c for c in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                       .split("\0") if c]
+                if PeakRss._service_of(cmd) is None:
+                    continue
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except (OSError, IndexError, ValueError):
+                continue
+        return total
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_wait_s:
+        before = cpu_seconds()
+        time.sleep(3)
+        if (cpu_seconds() - before) / 3 < 0.2:
+            break
+    return round(time.perf_counter() - t0, 1)
+
+
 def redis_figures() -> dict:
     r = redis.Redis(port=int(os.environ.get("INTRADAY_REDIS_PORT", "6379")))
     info = r.info("memory")
@@ -217,13 +243,23 @@ async def open_loop(name: str, work: Work, rate_per_s: float, seconds: float) ->
 
 
 async def lone_then_burst(work: Work, lone: int, idle_s: float, burst: int) -> dict:
-    lone_latencies: list[float] = []
+    cold: list[float] = []
+    warm: list[float] = []
     errors: list[str] = []
     async with client(burst) as c:
-        for _ in range(lone):  # one at a time, half a second apart: nothing else in flight
-            await one(c, work.body(), lone_latencies, errors)
-            await asyncio.sleep(0.5)
-        lone_report = report("(c) lone requests", lone_latencies, errors, 1.0)
+        # One at a time, half a second apart (nothing else in flight): devices
+        # whose actor never held a window, then the same devices again (a
+        # new start) with their actors warm.
+        bodies = [work.body() for _ in range(lone)]
+        for series, step in ((cold, timedelta(0)), (warm, timedelta(hours=1))):
+            for body in bodies:
+                start = datetime.fromisoformat(body["forecast_start"]) + step
+                await one(c, {**body, "forecast_start": isoformat_z(start)}, series, errors)
+                await asyncio.sleep(0.5)
+        lone_report = {"cold_actor": report("(c) lone requests, cold actors", cold, errors, 1.0),
+                       "warm_actor": report("(c) lone requests, warm actors", warm, [], 1.0)}
+        for r in lone_report.values():
+            r.pop("throughput_rps", None)
         log(f"  idle {idle_s:.0f} s ...")
         await asyncio.sleep(idle_s)
         latencies: list[float] = []
@@ -316,6 +352,8 @@ def main() -> None:
     results: dict = {}
     try:
         fleet = [d["device_id"] for d in httpx.get(f"{GATEWAY}/devices", timeout=60).json()]
+        log("waiting for the services to be idle (startup catch-up) ...")
+        results["settled_after_s"] = settle()
         log(f"fleet of {len(fleet):,} devices; warming the model ...")
         httpx.post(f"{GATEWAY}/warm", json={"top": 0}, timeout=120).raise_for_status()
         pg = psycopg.connect(PG_DSN, autocommit=True)
@@ -328,7 +366,7 @@ def main() -> None:
         results["sustained"] = asyncio.run(open_loop(
             "(b) sustained", work, args.rate_per_min / 60, args.sustain_minutes * 60))
         results["idle_then_burst"] = asyncio.run(lone_then_burst(
-            work, 40, args.idle_seconds, args.burst))
+            work, 30, args.idle_seconds, args.burst))
         batching_after = httpx.get("http://127.0.0.1:8001/batching", timeout=10).json()
         results["batching"] = {k: batching_after[k] - batching_before.get(k, 0)
                                for k in ("requests", "shared", "batches", "singles")} \
@@ -353,7 +391,7 @@ def main() -> None:
         if env is not None:
             subprocess.run(["bash", "scripts/stack.sh", "down"], cwd=ROOT, env=env, check=False)
 
-    lone = results["idle_then_burst"]["lone"]
+    lone = results["idle_then_burst"]["lone"]["warm_actor"]
     measured = {
         "fleet_10000_s": results["fleet"].get(str(len(fleet)), {}).get("seconds"),
         "price_to_decision_10000_s": results["price_to_decision"]["seconds"],
