@@ -129,28 +129,46 @@ class PeakRss(threading.Thread):
         return dict(sorted(self.peak.items()))
 
 
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by each service, sidecar, Redis and PostgreSQL."""
+    out: dict[str, float] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = [c for c in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                   .split("\0") if c]
+            name = PeakRss._service_of(cmd)
+            if name is None:
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+class CpuProfile:
+    """Where a scenario's time went: CPU seconds per process while it ran."""
+
+    def __enter__(self) -> CpuProfile:
+        self._before = cpu_seconds()
+        self.seconds: dict[str, float] = {}
+        return self
+
+    def __exit__(self, *_) -> None:
+        after = cpu_seconds()
+        used = {k: round(v - self._before.get(k, 0.0), 1) for k, v in after.items()}
+        self.seconds = dict(sorted(((k, v) for k, v in used.items() if v >= 0.1),
+                                   key=lambda kv: -kv[1]))
+
+
 def settle(max_wait_s: float = 900) -> float:
     """Wait until the services are idle (after startup, the telemetry
     service catches actors up): their CPU below a fifth of a core for 3 s."""
-    def cpu_seconds() -> float:
-        total = 0.0
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                cmd = [c for c in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-                       .split("\0") if c]
-                if PeakRss._service_of(cmd) is None:
-                    continue
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            except (OSError, IndexError, ValueError):
-                continue
-        return total
-
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < max_wait_s:
-        before = cpu_seconds()
+        before = sum(cpu_seconds().values())
         time.sleep(3)
-        if (cpu_seconds() - before) / 3 < 0.2:
+        if (sum(cpu_seconds().values()) - before) / 3 < 0.2:
             break
     return round(time.perf_counter() - t0, 1)
 
@@ -279,17 +297,19 @@ def fleet_forecast(devices: list[str] | None, start: datetime) -> dict:
     if devices is not None:
         body["devices"] = devices
     t0 = time.perf_counter()
-    r = httpx.post(f"{GATEWAY}/forecast/fleet", params={"wait": "true", "timeout": 300}, json=body,
-                   timeout=330)
+    with CpuProfile() as cpu:
+        r = httpx.post(f"{GATEWAY}/forecast/fleet", params={"wait": "true", "timeout": 300}, json=body,
+                       timeout=330)
     wall = time.perf_counter() - t0
     view = r.json()
     if r.status_code != 200:
         raise RuntimeError(f"fleet forecast: {r.status_code} {r.text[:300]}")
     result = view["result"]
     out = {"devices": len(result["device_forecasts"]), "failed": len(result["failed"]),
-           "seconds": round(wall, 2), "created": view.get("created"), "run": view.get("run")}
+           "seconds": round(wall, 2), "created": view.get("created"), "run": view.get("run"),
+           "cpu_seconds": cpu.seconds}
     log(f"(d) fleet of {out['devices']:,}: {wall:.2f} s (created {out['created']}); "
-        f"shard steps (summed over shards, s): {(view.get('run') or {}).get('shard_seconds')}")
+        f"CPU s by process: {cpu.seconds}")
     return out
 
 
@@ -337,6 +357,7 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=100)
     ap.add_argument("--idle-seconds", type=float, default=30)
     ap.add_argument("--quick", action="store_true", help="a short run: 200 concurrent, 1 minute sustained")
+    ap.add_argument("--only", choices=["fleet"], help="just the fleet forecasts (a profile of them)")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
     args = ap.parse_args()
@@ -362,9 +383,18 @@ def main() -> None:
         batching_before = httpx.get("http://127.0.0.1:8001/batching", timeout=10).json()
         work = Work(fleet, args.seed if args.seed is not None else random.SystemRandom().randrange(10**6))
 
-        results["concurrent"] = asyncio.run(concurrent(work, args.concurrent))
-        results["sustained"] = asyncio.run(open_loop(
-            "(b) sustained", work, args.rate_per_min / 60, args.sustain_minutes * 60))
+        if args.only == "fleet":
+            start = work.base + timedelta(days=1, minutes=15 * random.SystemRandom().randrange(0, 40))
+            print(json.dumps({n: fleet_forecast(sorted(fleet)[:n] if n < len(fleet) else None, start)
+                              for n in (1000, len(fleet))}, indent=1))
+            return
+        with CpuProfile() as cpu:
+            results["concurrent"] = asyncio.run(concurrent(work, args.concurrent))
+        results["concurrent"]["cpu_seconds"] = cpu.seconds
+        with CpuProfile() as cpu:
+            results["sustained"] = asyncio.run(open_loop(
+                "(b) sustained", work, args.rate_per_min / 60, args.sustain_minutes * 60))
+        results["sustained"]["cpu_seconds"] = cpu.seconds
         results["idle_then_burst"] = asyncio.run(lone_then_burst(
             work, 30, args.idle_seconds, args.burst))
         batching_after = httpx.get("http://127.0.0.1:8001/batching", timeout=10).json()
@@ -379,7 +409,9 @@ def main() -> None:
             str(len(fleet)): fleet_forecast(None, start + timedelta(minutes=15)),
             "repeat": fleet_forecast(None, start + timedelta(minutes=15)),
         }
-        results["price_to_decision"] = price_to_decision(pg)
+        with CpuProfile() as cpu:
+            results["price_to_decision"] = price_to_decision(pg)
+        results["price_to_decision"]["cpu_seconds"] = cpu.seconds
 
         log("waiting 20 s for completed workflow instances to be purged ...")
         time.sleep(20)
