@@ -8,6 +8,7 @@ one per event loop (async).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 from datetime import datetime
@@ -66,10 +67,25 @@ def async_client() -> httpx.AsyncClient:
     return _async
 
 
+_gate: asyncio.Semaphore | None = None
+
+
+async def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """An async call through the pooled client, at most as many at a time as
+    it has connections: httpcore matches every queued request against every
+    connection on each event, so a deep queue in its pool (a burst of
+    hundreds) costs quadratic CPU; here the excess waits on a semaphore."""
+    global _gate
+    if _gate is None:
+        _gate = asyncio.Semaphore(_LIMITS.max_connections)
+    async with _gate:
+        return await async_client().request(method, url, **kwargs)
+
+
 # -- service invocation --------------------------------------------------
 
 async def invoke(app_id: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    r = await async_client().request(method, f"/v1.0/invoke/{app_id}/method/{path}", **kwargs)
+    r = await _request(method, f"/v1.0/invoke/{app_id}/method/{path}", **kwargs)
     return r
 
 
@@ -105,7 +121,7 @@ STATESTORE = "statestore"
 
 
 async def get_state_bytes(key: str) -> bytes | None:
-    r = await async_client().get(f"/v1.0/state/{STATESTORE}/{key}")
+    r = await _request("GET", f"/v1.0/state/{STATESTORE}/{key}")
     if r.status_code == 204:
         return None
     body = _raise_for(r).json()
@@ -114,7 +130,7 @@ async def get_state_bytes(key: str) -> bytes | None:
 
 async def save_state_bytes(key: str, data: bytes) -> None:
     payload = [{"key": key, "value": {"b64": base64.b64encode(data).decode()}}]
-    _raise_for(await async_client().post(f"/v1.0/state/{STATESTORE}", json=payload,
+    _raise_for(await _request("POST", f"/v1.0/state/{STATESTORE}", json=payload,
                                          timeout=httpx.Timeout(60.0, connect=2.0)))
 
 
@@ -158,9 +174,9 @@ def fetch_windows(device_ids: list[str], start: datetime, end: datetime) -> np.n
 
 
 async def publish_async(topic: str, data: dict) -> None:
-    _raise_for(await async_client().post(f"/v1.0/publish/{PUBSUB}/{topic}", json=data))
+    _raise_for(await _request("POST", f"/v1.0/publish/{PUBSUB}/{topic}", json=data))
 
 
 async def call_actor_async(actor_type: str, actor_id: str, method: str, body: dict) -> Any:
-    r = await async_client().post(f"/v1.0/actors/{actor_type}/{actor_id}/method/{method}", json=body)
+    r = await _request("POST", f"/v1.0/actors/{actor_type}/{actor_id}/method/{method}", json=body)
     return _raise_for(r).json()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 import numpy as np
 
@@ -80,7 +81,7 @@ class Forecast:
 
     def to_dict(self) -> dict:
         """The wire form shared by workflow output, pub/sub and the API."""
-        starts = [self.forecast_start + i * QUARTER_HOUR for i in range(self.horizon_intervals)]
+        bounds = interval_bounds(self.forecast_start, self.horizon_intervals)
         return {
             "device_id": self.device_id,
             "forecast_start": isoformat_z(self.forecast_start),
@@ -95,14 +96,15 @@ class Forecast:
             "notes": list(self.notes),
             "intervals": [
                 {
-                    "interval_start": isoformat_z(s),
-                    "interval_end": isoformat_z(s + QUARTER_HOUR),
-                    "p10": float(a),
-                    "p50": float(b),
-                    "p90": float(c),
-                    "mean": float(m),
+                    "interval_start": s,
+                    "interval_end": e,
+                    "p10": a,
+                    "p50": b,
+                    "p90": c,
+                    "mean": m,
                 }
-                for s, a, b, c, m in zip(starts, self.p10, self.p50, self.p90, self.mean, strict=True)
+                for (s, e), a, b, c, m in zip(bounds, self.p10.tolist(), self.p50.tolist(),
+                                              self.p90.tolist(), self.mean.tolist(), strict=True)
             ],
         }
 
@@ -134,6 +136,15 @@ class Forecast:
             history_days=d.get("history_days"),
             notes=tuple(d.get("notes", ())),
         )
+
+
+@lru_cache(maxsize=64)
+def interval_bounds(start: datetime, intervals: int) -> tuple[tuple[str, str], ...]:
+    """(start, end) of each quarter-hour from `start`, as wire timestamps:
+    the same for every device of a batch, so formatted once."""
+    starts = [start + i * QUARTER_HOUR for i in range(intervals + 1)]
+    text = [isoformat_z(t) for t in starts]
+    return tuple(zip(text[:-1], text[1:], strict=True))
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,7 @@ async def _run_batch(take: list[tuple[str, dict]]) -> dict[str, dict]:
     """Many devices' forecasts as one batch workflow instance (a fleet shard
     without the portfolio), waited for; each result read from the audit
     store. The instance id comes from the forecast ids it makes."""
+    began = time.monotonic()
     first = take[0][1]
     fids = sorted(fid for fid, _ in take)
     bid = "bt-" + hashlib.sha256("\n".join(fids).encode()).hexdigest()[:16]
@@ -202,6 +203,8 @@ async def _run_batch(take: list[tuple[str, dict]]) -> dict[str, dict]:
         timeout_in_seconds=int(get_settings().forecast_deadline_seconds))
     view = _view(bid, state)
     outcome = view.get("result") or {}
+    log.info("batch %s of %d: %s in %.3f s; shard steps %s", bid, len(take), view["status"],
+             time.monotonic() - began, outcome.get("seconds"))
     new, failed = set(outcome.get("new", ())), outcome.get("failed", {})
     recorded = await run_in_threadpool(_recorded_many, fids)
     views = {}
