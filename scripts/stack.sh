@@ -47,14 +47,18 @@ wait_for() {  # wait_for DESCRIPTION SECONDS COMMAND...
 
 http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
 
+redis_ready() { [[ "$(redis-cli -p "$redis_port" ping 2>/dev/null)" == PONG ]]; }
+
 start_redis() {
-  if redis-cli -p "$redis_port" ping >/dev/null 2>&1; then say "redis already up on :$redis_port"; return; fi
+  if redis_ready; then say "redis already up on :$redis_port"; return; fi
   mkdir -p "$data/redis"
   # Append-only file: actor state and workflow histories survive a crash.
   redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$data/redis" \
     --appendonly yes --appendfsync everysec --daemonize yes \
     --pidfile "$run/redis.pid" --logfile "$logs/redis.log"
-  wait_for redis 20 redis-cli -p "$redis_port" ping || die "redis did not start (see $logs/redis.log)"
+  # PONG, not just an answer: while it loads its append-only file Redis
+  # answers LOADING, and a sidecar that connects then gives up.
+  wait_for redis 120 redis_ready || die "redis did not start (see $logs/redis.log)"
   say "redis up on :$redis_port"
 }
 
