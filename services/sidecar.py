@@ -163,8 +163,7 @@ async def get_state_bytes(key: str) -> bytes | None:
 
 async def save_state_bytes(key: str, data: bytes) -> None:
     payload = [{"key": key, "value": {"b64": base64.b64encode(data).decode()}}]
-    _raise_for(await _request("POST", f"/v1.0/state/{STATESTORE}", json=payload,
-                                         timeout=httpx.Timeout(60.0, connect=2.0)))
+    _raise_for(await _request("POST", f"/v1.0/state/{STATESTORE}", json=payload, timeout=60.0))
 
 
 # -- actors and pub/sub (sync: used from workflow activities) --------------
