@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +45,18 @@ class CompiledTrees:
             self._many[q] = tl2cgen.Predictor(str(lib), nthread=os.cpu_count())
             self._one[q] = tl2cgen.Predictor(str(lib), nthread=1)
         self._dmatrix = tl2cgen.DMatrix
+        self._one_lock, self._many_lock = threading.Lock(), threading.Lock()
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """(quantiles, rows), as LightGBM's predict would give."""
-        preds = self._one if len(X) < SMALL_BATCH else self._many
+        """(quantiles, rows), as LightGBM's predict would give. One call at a
+        time per predictor: a tl2cgen Predictor (and its thread pool) used
+        from two threads at once crashed the forecaster (fleet shards run in
+        parallel); the large-batch one uses every core anyway."""
+        small = len(X) < SMALL_BATCH
+        preds, lock = (self._one, self._one_lock) if small else (self._many, self._many_lock)
         dm = self._dmatrix(np.ascontiguousarray(X, dtype=np.float32), dtype="float32")
-        return np.stack([preds[q].predict(dm).ravel().astype(np.float64) for q in self._names])
+        with lock:
+            return np.stack([preds[q].predict(dm).ravel().astype(np.float64) for q in self._names])
 
 
 def compile_trees(boosters: dict, names: tuple[str, ...], cache_dir: Path) -> CompiledTrees | None:
