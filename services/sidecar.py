@@ -166,6 +166,25 @@ async def save_state_bytes(key: str, data: bytes) -> None:
     _raise_for(await _request("POST", f"/v1.0/state/{STATESTORE}", json=payload, timeout=60.0))
 
 
+def save_states(items: dict[str, Any], ttl_seconds: int) -> None:
+    """Values (JSON) under keys, in one call, expiring after `ttl_seconds`."""
+    body = [{"key": k, "value": v, "metadata": {"ttlInSeconds": str(ttl_seconds)}} for k, v in items.items()]
+    _raise_for(sync_client().post(f"/v1.0/state/{STATESTORE}", json=body,
+                                  timeout=httpx.Timeout(60.0, connect=2.0)))
+
+
+def get_states(keys: list[str]) -> dict[str, Any]:
+    """The values under `keys` (missing ones left out), in one call."""
+    r = _raise_for(sync_client().post(f"/v1.0/state/{STATESTORE}/bulk", json={"keys": keys},
+                                      timeout=httpx.Timeout(60.0, connect=2.0)))
+    return {item["key"]: item["data"] for item in r.json() if item.get("data") is not None}
+
+
+def delete_states(keys: list[str]) -> None:
+    body = {"operations": [{"operation": "delete", "request": {"key": k}} for k in keys]}
+    _raise_for(sync_client().post(f"/v1.0/state/{STATESTORE}/transaction", json=body))
+
+
 # -- actors and pub/sub (sync: used from workflow activities) --------------
 
 def call_actor(actor_type: str, actor_id: str, method: str, body: dict) -> Any:

@@ -5,9 +5,13 @@
                      -> record_fleet (fan-in): the portfolio from the shards'
                         partials, its audit row
 
-Each shard returns only what the total needs (portfolio.Partial, a few KB)
-and the ids of its device forecasts, so the workflow history stays small
-whatever the fleet; the numbers live in the audit store. The instance id
+Each shard returns a summary (counts, the devices that failed); the sums
+the total needs (portfolio.Partial, up to hundreds of KB with many
+locations) go to the state store under the fleet forecast's id, and device
+forecast ids follow from the job, so the workflow history stays small
+whatever the fleet (daprd hands the whole history to the orchestrator on
+every step, over gRPC with a 4 MB limit); the numbers live in the audit
+store. The instance id
 comes from (devices, forecast start, horizon, model version), and every
 device forecast keeps the id the single path gives it.
 """

@@ -15,6 +15,7 @@ for the same inputs (tests/unit/test_serving.py, tests/integration).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import datetime, timedelta
 
@@ -130,21 +131,40 @@ def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
     if not job.get("partial", True):  # a batch of single requests: no portfolio
         return {"forecast_ids": forecast_ids, "failed": failed, "new": new, "seconds": clock.laps}
     forecasts = [recorded.get(fid, f) for fid, f, _, _ in made]
-    part = (engine.portfolio_partial(model, forecasts, [m[3] for m in made]).to_dict()
-            if forecasts else None)
-    return {"shard": job["shard"], "device_ids": [f.device_id for f in forecasts],
-            "forecast_ids": forecast_ids, "failed": failed, "partial": part,
+    if forecasts:
+        # The partial (a few hundred KB for many locations) goes to the state
+        # store, not through the workflow history, which dapr hands to the
+        # orchestrator whole on every step (its gRPC limit is 4 MB).
+        part = engine.portfolio_partial(model, forecasts, [m[3] for m in made]).to_dict()
+        # As a JSON string: a JSON object's numbers come back from the Redis
+        # state store rounded to 6 decimals.
+        sidecar.save_states({_partial_key(job, job["shard"]): json.dumps(part)}, PARTIAL_TTL_S)
+    clock.lap("partial")
+    # No id lists either: the device forecast ids follow from the job.
+    return {"shard": job["shard"], "forecast": len(forecasts), "failed": failed,
             "versions": sorted({f.model_version for f in forecasts}), "recorded": len(new),
-            "seconds": {**clock.laps, "partial": clock.lap("partial")}}
+            "seconds": clock.laps}
+
+
+PARTIAL_TTL_S = 3600
+
+
+def _partial_key(job: dict, shard: int) -> str:
+    return f"fleet-partial:{job['fleet_forecast_id']}:{shard}"  # Dapr keys may not hold '||'
 
 
 def record_fleet(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
     job, shards = payload["job"], payload["shards"]
-    parts = [portfolio.Partial.from_dict(s["partial"]) for s in shards if s["partial"] is not None]
-    device_ids = [d for s in shards for d in s["device_ids"]]
-    forecast_ids = [f for s in shards for f in s["forecast_ids"]]
+    keys = [_partial_key(job, s["shard"]) for s in shards if s["forecast"]]
+    stored = sidecar.get_states(keys)
+    if len(stored) != len(keys):
+        raise RuntimeError(f"{len(keys) - len(stored)} shard partials missing from the state store")
+    parts = [portfolio.Partial.from_dict(json.loads(stored[k])) for k in keys]
     failed = {d: why for s in shards for d, why in s["failed"].items()}
     start = datetime.fromisoformat(job["forecast_start"])
+    horizon, version = int(job["horizon_intervals"]), job["model_version"]
+    device_ids = [d for d in job["device_ids"] if d not in failed]
+    forecast_ids = [forecast_id(d, start, horizon, version) for d in device_ids]
     if parts:
         total = parts[0]
         for p in parts[1:]:
@@ -160,6 +180,7 @@ def record_fleet(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
         inserted = db.record_fleet_forecast(conn, job["fleet_forecast_id"], {
             **job, "device_ids": device_ids, "forecast_ids": forecast_ids, "failed": failed,
             "portfolio": pf})
+    sidecar.delete_states(keys)
     steps = sorted({k for s in shards for k in s.get("seconds", {})})
     return {"forecast_id": job["fleet_forecast_id"], "devices": len(device_ids), "failed": len(failed),
             "recorded": inserted, "device_forecasts_recorded": sum(s["recorded"] for s in shards),
