@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from common import machine, summary  # noqa: E402
 
-from intraday.timeutil import floor_quarter_hour, isoformat_z  # noqa: E402
+from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, isoformat_z  # noqa: E402
 
 GATEWAY = os.environ.get("INTRADAY_GATEWAY_URL", "http://127.0.0.1:8000")
 PG_DSN = os.environ.get("INTRADAY_PG_DSN", "postgresql://intraday@127.0.0.1:5432/intraday")
@@ -295,6 +295,12 @@ async def lone_then_burst(work: Work, lone: int, idle_s: float, burst: int) -> d
 
 # -- fleet and trading --------------------------------------------------------------
 
+def fresh_start() -> datetime:
+    """A random quarter-hour of the next two days: most likely one no
+    earlier run forecast the fleet from (the figures are of new forecasts)."""
+    return floor_quarter_hour(datetime.now(UTC)) + QUARTER_HOUR * random.SystemRandom().randrange(4, 4 * 48)
+
+
 def fleet_forecast(devices: list[str] | None, start: datetime) -> dict:
     body: dict = {"forecast_start": isoformat_z(start), "requested_by": "bench-load"}
     if devices is not None:
@@ -311,7 +317,7 @@ def fleet_forecast(devices: list[str] | None, start: datetime) -> dict:
     out = {"devices": len(result["device_forecasts"]), "failed": len(result["failed"]),
            "seconds": round(wall, 2), "created": view.get("created"), "run": view.get("run"),
            "cpu_seconds": cpu.seconds}
-    log(f"(d) fleet of {out['devices']:,}: {wall:.2f} s (created {out['created']}); "
+    log(f"(d) fleet of {out['devices']:,} ({out['failed']} failed): {wall:.2f} s (created {out['created']}); "
         f"CPU s by process: {cpu.seconds}")
     return out
 
@@ -387,7 +393,7 @@ def main() -> None:
         work = Work(fleet, args.seed if args.seed is not None else random.SystemRandom().randrange(10**6))
 
         if args.only == "fleet":
-            start = work.base + timedelta(days=1, minutes=15 * random.SystemRandom().randrange(0, 40))
+            start = fresh_start()
             print(json.dumps({n: fleet_forecast(sorted(fleet)[:n] if n < len(fleet) else None, start)
                               for n in (1000, len(fleet))}, indent=1))
             return
@@ -408,8 +414,7 @@ def main() -> None:
                                for k in ("requests", "shared", "batches", "singles")} \
             | {"largest": batching_after["largest"]}
 
-        # Fleet forecasts from starts no earlier run asked for (a day ahead, a random quarter-hour).
-        start = work.base + timedelta(days=1, minutes=15 * random.SystemRandom().randrange(0, 40))
+        start = fresh_start()
         results["fleet"] = {
             "1000": fleet_forecast(sorted(fleet)[:1000], start),
             str(len(fleet)): fleet_forecast(None, start + timedelta(minutes=15)),

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     batch_max_size: int = 500
     batch_max_in_flight: int = 2
     batch_max_wait_ms: float = 5.0
-    fleet_shard_size: int = 500  # devices per shard of a fleet forecast (bench/load.py)
+    fleet_shard_size: int = 1000  # devices per shard of a fleet forecast (measured: README, bench/load.py)
 
     # Trading rule: forecast when the price moved at least this much since the
     # last forecast, at most once per debounce period.
