@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make setup`: from a fresh machine to everything the project needs —
 # Redis and PostgreSQL (Debian packages), the Python environment in .venv/
-# with the `intraday` console script, and the Dapr runtime and CLI.
+# with the `intraday` console script, the Dapr runtime and CLI, and the
+# Zipkin server.
 # Idempotent: each step checks what is there and a second run takes seconds.
 set -euo pipefail
 
@@ -60,5 +61,20 @@ else
   say "fake-gcs-server $gcs_version present"
 fi
 ln -sf "$gcs_bin/fake-gcs-server" .venv/bin/fake-gcs-server
+
+# 5. Zipkin (traces, locally): the server's `slim` jar from Maven Central,
+#    fetched by Maven into the cache (outside the repo); Java runs it.
+zipkin_version=3.5.1
+zipkin_dir="${XDG_CACHE_HOME:-$HOME/.cache}/intraday/zipkin"
+zipkin_jar="$zipkin_dir/zipkin-server-$zipkin_version-slim.jar"
+if [[ -s "$zipkin_jar" ]]; then
+  say "zipkin $zipkin_version present"
+elif ! command -v mvn >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
+  say "Maven or Java not found: Zipkin not installed (make up needs it)"; exit 1
+else
+  say "fetching the Zipkin server $zipkin_version (Maven)"
+  mvn -q dependency:copy "-Dartifact=io.zipkin:zipkin-server:$zipkin_version:jar:slim" \
+    "-DoutputDirectory=$zipkin_dir"
+fi
 
 say "done in $(($(date +%s) - started)) s"

@@ -6,6 +6,7 @@
 # `stack.sh down` stops everything and leaves the data on disk;
 # `stack.sh status` tells what runs.
 #
+# Zipkin (in memory) takes every sidecar's traces on 127.0.0.1:9411.
 # Everything lives under INTRADAY_DATA_DIR (default ./.data): redis/,
 # postgres/, scheduler/, telemetry/ (chDB), logs/, run/ (pid files).
 set -euo pipefail
@@ -21,6 +22,7 @@ redis_port="${INTRADAY_REDIS_PORT:-6379}"
 pg_port="${INTRADAY_PG_PORT:-5432}"
 placement_port=50005
 scheduler_port=50006
+zipkin_port=9411
 # name:app-port:sidecar-http-port, as in dapr.yaml
 services=(telemetry:8002:3502 forecaster:8001:3501 trading:8003:3503 gateway:8000:3500)
 health_timeout="${INTRADAY_UP_TIMEOUT:-120}"
@@ -92,6 +94,17 @@ start_daemon() {  # start_daemon NAME COMMAND... (detached, pid in run/NAME.pid)
   echo $! >"$run/$name.pid"
 }
 
+zipkin_jar() { ls "${XDG_CACHE_HOME:-$HOME/.cache}"/intraday/zipkin/zipkin-server-*-slim.jar 2>/dev/null | sort -V | tail -n 1; }
+
+start_zipkin() {  # traces from every sidecar (components/config/local.yaml), in memory
+  if http_ok "http://127.0.0.1:$zipkin_port/health"; then say "zipkin already up on :$zipkin_port"; return; fi
+  local jar; jar="$(zipkin_jar)"; [[ -n "$jar" ]] || die "the Zipkin server is not installed: run make setup"
+  STORAGE_TYPE=mem start_daemon zipkin java -Xms64m -Xmx384m -XX:+UseSerialGC -jar "$jar" \
+    "--armeria.ports[0].port=$zipkin_port" --armeria.ports[0].ip=127.0.0.1 --armeria.ports[0].protocols[0]=http
+  wait_for zipkin 90 http_ok "http://127.0.0.1:$zipkin_port/health" || die "zipkin did not start (see $logs/zipkin.log)"
+  say "zipkin up on http://127.0.0.1:$zipkin_port"
+}
+
 start_dapr_control_plane() {
   start_daemon placement "$dapr_bin/placement" --port "$placement_port" \
     --healthz-port 58081 --metrics-port 59091 --log-level warn
@@ -133,6 +146,7 @@ up() {
   [[ -x "$dapr_bin/daprd" && -x .venv/bin/intraday ]] || die "not set up: run make setup"
   start_redis
   start_postgres
+  start_zipkin
   start_dapr_control_plane
   .venv/bin/intraday db migrate
   if ! alive apps; then .venv/bin/intraday fleet demo --if-empty; fi
@@ -157,6 +171,7 @@ down() {
   pkill -f "python -m services\.(telemetry|forecaster|trading|gateway)$" 2>/dev/null || true
   stop_pid scheduler
   stop_pid placement
+  stop_pid zipkin
   local bin; bin="$(pg_bin)"
   if [[ -n "$bin" && -s "$data/postgres/PG_VERSION" ]] && as_pg "$bin/pg_ctl" -D "$data/postgres" status >/dev/null 2>&1; then
     as_pg "$bin/pg_ctl" -D "$data/postgres" -m fast -w stop >/dev/null && say "postgres stopped"
@@ -171,7 +186,7 @@ down() {
 status() {
   local s name app_port dapr_port
   redis-cli -p "$redis_port" ping >/dev/null 2>&1 && say "redis: up" || say "redis: down"
-  for s in placement scheduler apps; do alive "$s" && say "$s: up" || say "$s: down"; done
+  for s in zipkin placement scheduler apps; do alive "$s" && say "$s: up" || say "$s: down"; done
   for s in "${services[@]}"; do
     IFS=: read -r name app_port dapr_port <<<"$s"
     http_ok "http://127.0.0.1:$app_port/health" && say "$name: healthy" || say "$name: not answering"
