@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make setup`: from a fresh machine to everything the project needs —
-# Redis and PostgreSQL (Debian packages), the Python environment in .venv/
+# Redis, PostgreSQL and Prometheus (Debian packages), the Python environment in .venv/
 # with the `intraday` console script, the Dapr runtime and CLI, and the
 # Zipkin server.
 # Idempotent: each step checks what is there and a second run takes seconds.
@@ -11,10 +11,11 @@ cd "$root"
 say() { printf '[setup] %s\n' "$*"; }
 started=$(date +%s)
 
-# 1. Servers from Debian's packages.
+# 1. Servers from Debian's packages (Prometheus with promtool).
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 if ((${#missing[@]})); then
   say "installing ${missing[*]} (apt)"
   sudo_cmd=(); [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
@@ -23,8 +24,9 @@ if ((${#missing[@]})); then
   # The packages may start system-wide servers; the project runs its own.
   "${sudo_cmd[@]}" service redis-server stop >/dev/null 2>&1 || true
   "${sudo_cmd[@]}" service postgresql stop >/dev/null 2>&1 || true
+  "${sudo_cmd[@]}" service prometheus stop >/dev/null 2>&1 || true
 else
-  say "redis-server and postgresql already installed"
+  say "redis-server, postgresql and prometheus already installed"
 fi
 
 # 2. Python environment; reinstalled only when pyproject.toml changes.

@@ -6,7 +6,8 @@
 # `stack.sh down` stops everything and leaves the data on disk;
 # `stack.sh status` tells what runs.
 #
-# Zipkin (in memory) takes every sidecar's traces on 127.0.0.1:9411.
+# Zipkin (in memory) takes every sidecar's traces on 127.0.0.1:9411;
+# Prometheus scrapes every sidecar and app on 127.0.0.1:9090.
 # Everything lives under INTRADAY_DATA_DIR (default ./.data): redis/,
 # postgres/, scheduler/, telemetry/ (chDB), logs/, run/ (pid files).
 set -euo pipefail
@@ -23,6 +24,7 @@ pg_port="${INTRADAY_PG_PORT:-5432}"
 placement_port=50005
 scheduler_port=50006
 zipkin_port=9411
+prometheus_port=9090
 # name:app-port:sidecar-http-port, as in dapr.yaml
 services=(telemetry:8002:3502 forecaster:8001:3501 trading:8003:3503 gateway:8000:3500)
 health_timeout="${INTRADAY_UP_TIMEOUT:-120}"
@@ -105,6 +107,18 @@ start_zipkin() {  # traces from every sidecar (components/config/local.yaml), in
   say "zipkin up on http://127.0.0.1:$zipkin_port"
 }
 
+start_prometheus() {  # scrapes every sidecar, the control plane and the apps (observability/prometheus.yml)
+  if http_ok "http://127.0.0.1:$prometheus_port/-/ready"; then say "prometheus already up on :$prometheus_port"; return; fi
+  command -v prometheus >/dev/null 2>&1 || die "Prometheus is not installed: run make setup"
+  mkdir -p "$data/prometheus"
+  start_daemon prometheus prometheus --config.file=observability/prometheus.yml \
+    --storage.tsdb.path="$data/prometheus" --storage.tsdb.retention.time=2d \
+    --web.listen-address="127.0.0.1:$prometheus_port" --web.enable-lifecycle
+  wait_for prometheus 60 http_ok "http://127.0.0.1:$prometheus_port/-/ready" \
+    || die "prometheus did not start (see $logs/prometheus.log)"
+  say "prometheus up on http://127.0.0.1:$prometheus_port"
+}
+
 start_dapr_control_plane() {
   start_daemon placement "$dapr_bin/placement" --port "$placement_port" \
     --healthz-port 58081 --metrics-port 59091 --log-level warn
@@ -147,6 +161,7 @@ up() {
   start_redis
   start_postgres
   start_zipkin
+  start_prometheus
   start_dapr_control_plane
   .venv/bin/intraday db migrate
   if ! alive apps; then .venv/bin/intraday fleet demo --if-empty; fi
@@ -172,6 +187,7 @@ down() {
   stop_pid scheduler
   stop_pid placement
   stop_pid zipkin
+  stop_pid prometheus
   local bin; bin="$(pg_bin)"
   if [[ -n "$bin" && -s "$data/postgres/PG_VERSION" ]] && as_pg "$bin/pg_ctl" -D "$data/postgres" status >/dev/null 2>&1; then
     as_pg "$bin/pg_ctl" -D "$data/postgres" -m fast -w stop >/dev/null && say "postgres stopped"
@@ -186,7 +202,7 @@ down() {
 status() {
   local s name app_port dapr_port
   redis-cli -p "$redis_port" ping >/dev/null 2>&1 && say "redis: up" || say "redis: down"
-  for s in zipkin placement scheduler apps; do alive "$s" && say "$s: up" || say "$s: down"; done
+  for s in zipkin prometheus placement scheduler apps; do alive "$s" && say "$s: up" || say "$s: down"; done
   for s in "${services[@]}"; do
     IFS=: read -r name app_port dapr_port <<<"$s"
     http_ok "http://127.0.0.1:$app_port/health" && say "$name: healthy" || say "$name: not answering"

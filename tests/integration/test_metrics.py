@@ -1,0 +1,36 @@
+"""Metrics: `make up` runs Prometheus, scraping every sidecar (each on its
+own port), the Dapr control plane, the gateway and Zipkin."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.integration.conftest import eventually
+
+PROMETHEUS = "http://127.0.0.1:9090"
+
+
+def query(expr: str) -> list[dict]:
+    r = httpx.get(f"{PROMETHEUS}/api/v1/query", params={"query": expr}, timeout=5)
+    assert r.status_code == 200, r.text
+    return r.json()["data"]["result"]
+
+
+def test_prometheus_scrapes_every_sidecar_and_sees_a_forecast(gateway):
+    def targets() -> dict[str, str]:
+        active = httpx.get(f"{PROMETHEUS}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        return {t["scrapeUrl"]: t["health"] for t in active}
+
+    healthy = eventually(lambda: (t := targets()) and all(h == "up" for h in t.values()) and t, timeout=30)
+    assert healthy, targets()
+    assert {f"http://127.0.0.1:{p}/metrics" for p in (9091, 9092, 9093, 9094)} <= set(healthy)
+
+    r = gateway.post("/forecast/intraday", params={"wait": "true"}, json={"device_id": "hp-0004"})
+    assert r.status_code == 200, r.text
+    # The gateway's sidecar counted its service invocation of the forecaster,
+    # answered 200 (label `path`: the sidecar's own port, its own series).
+    series = eventually(lambda: query(
+        'dapr_http_server_request_count{app_id="gateway",'
+        'path="/v1.0/invoke/forecaster/method/forecasts",status="200"}'), timeout=30)
+    assert series and series[0]["metric"]["instance"] == "127.0.0.1:9094"
+    assert float(series[0]["value"][1]) >= 1
