@@ -1,12 +1,15 @@
 """What every service's HTTP app shares: domain errors as 4xx with a reason,
-and a /health endpoint."""
+a /health endpoint, and /metrics (Prometheus) with a request-latency
+histogram per route."""
 
 from __future__ import annotations
 
 import logging
+import time
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 
 from intraday.errors import InsufficientHistory, InvalidRequest, UnknownDevice
 
@@ -32,6 +35,48 @@ def install_common(app: FastAPI, service: str) -> None:
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "service": service}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(_RequestMetrics, service=service)
+
+
+REQUEST_SECONDS = Histogram(
+    "intraday_http_request_seconds", "HTTP requests an app served, by route and status code",
+    ["service", "method", "route", "code"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+class _RequestMetrics:
+    """Pure ASGI middleware (no per-request task, unlike BaseHTTPMiddleware):
+    observes each request's duration under its route template, so
+    /forecast/{forecast_id} is one series, not one per id."""
+
+    def __init__(self, app, service: str):
+        self.app, self.service = app, service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            if path != "/metrics":
+                REQUEST_SECONDS.labels(self.service, scope["method"], path, str(status["code"])) \
+                    .observe(time.perf_counter() - t0)
 
 
 def serve(app_path: str, port: int) -> None:

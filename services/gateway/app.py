@@ -3,12 +3,10 @@ forecaster and telemetry services by Dapr service invocation."""
 
 from __future__ import annotations
 
-import time
-from collections import Counter
 from datetime import datetime
 
 from fastapi import FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from services import sidecar
@@ -17,8 +15,6 @@ from workflows.contracts import ForecastRequest
 
 app = FastAPI(title="intraday gateway")
 install_common(app, "gateway")
-_requests: Counter[tuple[str, int]] = Counter()
-_latency_sum: Counter[str] = Counter()
 
 
 class PriceTick(BaseModel):
@@ -31,17 +27,6 @@ class PriceTick(BaseModel):
 
 def _relay(r) -> Response:
     return Response(r.content, status_code=r.status_code, media_type="application/json")
-
-
-@app.middleware("http")
-async def _metrics(request: Request, call_next):
-    t0 = time.perf_counter()
-    response = await call_next(request)
-    route = request.scope.get("route")
-    path = getattr(route, "path", "other")
-    _requests[(path, response.status_code)] += 1
-    _latency_sum[path] += time.perf_counter() - t0
-    return response
 
 
 @app.post("/forecast/intraday")
@@ -100,21 +85,6 @@ async def publish_price(tick: PriceTick) -> dict:
     """Put a price tick on the `prices` topic (simulated feeds, feed adapters)."""
     await sidecar.publish_async("prices", tick.model_dump(mode="json", exclude_none=True))
     return {"published": True}
-
-
-@app.get("/metrics")
-async def metrics() -> PlainTextResponse:
-    lines = ["# TYPE intraday_gateway_requests_total counter"]
-    lines += [
-        f'intraday_gateway_requests_total{{path="{p}",code="{c}"}} {n}'
-        for (p, c), n in sorted(_requests.items())
-    ]
-    lines.append("# TYPE intraday_gateway_request_seconds_sum counter")
-    lines += [
-        f'intraday_gateway_request_seconds_sum{{path="{p}"}} {s:.6f}'
-        for p, s in sorted(_latency_sum.items())
-    ]
-    return PlainTextResponse("\n".join(lines) + "\n")
 
 
 @app.exception_handler(sidecar.SidecarError)

@@ -23,7 +23,8 @@ def test_prometheus_scrapes_every_sidecar_and_sees_a_forecast(gateway):
 
     healthy = eventually(lambda: (t := targets()) and all(h == "up" for h in t.values()) and t, timeout=30)
     assert healthy, targets()
-    assert {f"http://127.0.0.1:{p}/metrics" for p in (9091, 9092, 9093, 9094)} <= set(healthy)
+    ports = (9091, 9092, 9093, 9094, 8000, 8001, 8002, 8003)  # sidecars, apps
+    assert {f"http://127.0.0.1:{p}/metrics" for p in ports} <= set(healthy)
 
     r = gateway.post("/forecast/intraday", params={"wait": "true"}, json={"device_id": "hp-0004"})
     assert r.status_code == 200, r.text
@@ -34,3 +35,14 @@ def test_prometheus_scrapes_every_sidecar_and_sees_a_forecast(gateway):
         'path="/v1.0/invoke/forecaster/method/forecasts",status="200"}'), timeout=30)
     assert series and series[0]["metric"]["instance"] == "127.0.0.1:9094"
     assert float(series[0]["value"][1]) >= 1
+
+    # Every app observes its requests in a latency histogram, by route
+    # template; Prometheus computes percentiles from it.
+    # (Over the buckets as counted so far: a rate needs two scrapes apart.)
+    p99 = eventually(lambda: [r for r in query(
+        'histogram_quantile(0.99, sum by (le) (intraday_http_request_seconds_bucket'
+        '{service="gateway",route="/forecast/intraday",code="200"}))') if r["value"][1] != "NaN"],
+        timeout=30)
+    assert p99 and 0 < float(p99[0]["value"][1]) <= 60
+    forecaster = query('sum by (route) (intraday_http_request_seconds_count{service="forecaster"})')
+    assert "/forecasts" in {s["metric"]["route"] for s in forecaster}
