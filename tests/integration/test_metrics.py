@@ -46,3 +46,16 @@ def test_prometheus_scrapes_every_sidecar_and_sees_a_forecast(gateway):
     assert p99 and 0 < float(p99[0]["value"][1]) <= 60
     forecaster = query('sum by (route) (intraday_http_request_seconds_count{service="forecaster"})')
     assert "/forecasts" in {s["metric"]["route"] for s in forecaster}
+
+
+def test_prometheus_evaluates_the_sla_rules(stack):
+    def evaluated() -> dict[str, dict]:
+        groups = httpx.get(f"{PROMETHEUS}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        rules = {r["name"]: r for g in groups for r in g["rules"]}
+        return rules if rules and all(r["health"] != "unknown" for r in rules.values()) else {}
+
+    rules = eventually(evaluated, timeout=45)  # evaluated every 15 s
+    assert {"ForecastLatencySLA", "ForecastErrors", "TargetDown",
+            "intraday:forecast_latency_seconds:p99_5m"} <= set(rules)
+    assert all(r["health"] == "ok" for r in rules.values()), {k: r.get("lastError") for k, r in rules.items()}
+    assert rules["TargetDown"]["state"] == "inactive"  # every target is up
