@@ -24,6 +24,7 @@ from intraday.timeutil import isoformat_z
 
 PUBSUB = "pubsub"  # component name, same locally and on GCP
 TIMEOUT = httpx.Timeout(10.0, connect=2.0)
+LONG_TIMEOUT = httpx.Timeout(60.0, connect=2.0)  # bulk calls: a shard's windows, messages, state
 _LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=64)
 ASYNC_CONNECTIONS = 512  # async calls to the sidecar at once (a burst's requests wait beyond)
 
@@ -67,7 +68,6 @@ class Reply:
 
     status_code: int
     content: bytes
-    headers: dict[str, str]
 
     @property
     def is_success(self) -> bool:
@@ -79,9 +79,6 @@ class Reply:
 
     def json(self) -> Any:
         return _json.loads(self.content)
-
-    def raise_for_status(self) -> None:
-        _raise_for(self)
 
 
 _session: aiohttp.ClientSession | None = None
@@ -112,7 +109,7 @@ async def _request(method: str, url: str, *, params: dict | None = None, json: A
     if timeout is not None:
         kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout, sock_connect=TIMEOUT.connect)
     async with _session.request(method, url, headers=headers, **kwargs) as r:
-        return Reply(r.status, await r.read(), dict(r.headers))
+        return Reply(r.status, await r.read())
 
 
 # -- service invocation --------------------------------------------------
@@ -170,13 +167,13 @@ def save_states(items: dict[str, Any], ttl_seconds: int) -> None:
     """Values (JSON) under keys, in one call, expiring after `ttl_seconds`."""
     body = [{"key": k, "value": v, "metadata": {"ttlInSeconds": str(ttl_seconds)}} for k, v in items.items()]
     _raise_for(sync_client().post(f"/v1.0/state/{STATESTORE}", json=body,
-                                  timeout=httpx.Timeout(60.0, connect=2.0)))
+                                  timeout=LONG_TIMEOUT))
 
 
 def get_states(keys: list[str]) -> dict[str, Any]:
     """The values under `keys` (missing ones left out), in one call."""
     r = _raise_for(sync_client().post(f"/v1.0/state/{STATESTORE}/bulk", json={"keys": keys},
-                                      timeout=httpx.Timeout(60.0, connect=2.0)))
+                                      timeout=LONG_TIMEOUT))
     return {item["key"]: item["data"] for item in r.json() if item.get("data") is not None}
 
 
@@ -206,7 +203,7 @@ def publish_bulk(topic: str, events: list[tuple[str, dict]]) -> None:
     body = [{"entryId": entry_id, "event": data, "contentType": "application/json"}
             for entry_id, data in events]
     r = _raise_for(sync_client().post(f"/v1.0-alpha1/publish/bulk/{PUBSUB}/{topic}", json=body,
-                                      timeout=httpx.Timeout(60.0, connect=2.0)))
+                                      timeout=LONG_TIMEOUT))
     failed = r.json().get("failedEntries") if r.content else None
     if failed:
         raise SidecarError(500, f"bulk publish on {topic}: {len(failed)} of {len(events)} entries failed: "
@@ -219,7 +216,7 @@ def fetch_windows(device_ids: list[str], start: datetime, end: datetime) -> np.n
     r = _raise_for(sync_client().post(
         "/v1.0/invoke/telemetry/method/windows",
         json={"device_ids": device_ids, "start": isoformat_z(start), "end": isoformat_z(end)},
-        timeout=httpx.Timeout(60.0, connect=2.0)))
+        timeout=LONG_TIMEOUT))
     values = np.frombuffer(r.content, dtype="<f8")
     return values.reshape(len(device_ids), -1).astype(np.float64)
 

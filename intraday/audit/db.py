@@ -115,6 +115,17 @@ def read_forecast(conn: psycopg.Connection, request_id: str) -> dict[str, Any] |
 def read_results(conn: psycopg.Connection, request_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Recorded forecasts in their wire form, by id, in one query (those not
     recorded are left out)."""
+    return {rid: forecast.to_result(rid, missing, by, isoformat_z(at))
+            for rid, (forecast, missing, by, at) in _read_recorded(conn, request_ids).items()}
+
+
+def read_forecasts(conn: psycopg.Connection, request_ids: list[str]) -> dict[str, Forecast]:
+    """Recorded forecasts by id (those not recorded are left out)."""
+    return {rid: row[0] for rid, row in _read_recorded(conn, request_ids).items()}
+
+
+def _read_recorded(conn: psycopg.Connection, request_ids: list[str]) -> dict[str, tuple]:
+    """id -> (Forecast, missing intervals, requested_by, requested_at)."""
     rows = conn.execute(
         """SELECT r.request_id, r.device_id, r.forecast_start, r.model_version, r.data_window_start,
                   r.data_window_end, r.history_days, r.notes, r.missing_intervals,
@@ -132,23 +143,8 @@ def read_results(conn: psycopg.Connection, request_ids: list[str]) -> dict[str, 
         forecast = Forecast(device, start, version, *(np.array(s, np.float64) for s in series),
                             data_window_start=window_start, data_window_end=window_end,
                             history_days=history_days, notes=tuple(notes or ()))
-        out[request_id] = forecast.to_result(request_id, missing, requested_by, isoformat_z(requested_at))
+        out[request_id] = (forecast, missing, requested_by, requested_at)
     return out
-
-
-def read_forecasts(conn: psycopg.Connection, request_ids: list[str]) -> dict[str, Forecast]:
-    """Recorded forecasts by id (those not recorded are left out)."""
-    rows = conn.execute(
-        """SELECT r.request_id, r.device_id, r.forecast_start, r.model_version, r.data_window_start,
-                  r.data_window_end, r.history_days, r.notes, s.p10, s.p50, s.p90, s.mean
-           FROM forecast_requests r JOIN forecast_series s USING (request_id)
-           WHERE r.request_id = ANY(%s)""", (request_ids,),
-    ).fetchall()
-    return {
-        rid: Forecast(device, start, version, *(np.array(s, np.float64) for s in series),
-                      data_window_start=ws, data_window_end=we, history_days=hd, notes=tuple(notes or ()))
-        for rid, device, start, version, ws, we, hd, notes, *series in rows
-    }
 
 
 def record_fleet_forecast(conn: psycopg.Connection, fleet_forecast_id: str, row: dict[str, Any]) -> bool:

@@ -170,11 +170,11 @@ def record_fleet(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
         for p in parts[1:]:
             total = total + p
         versions = sorted({v for s in shards for v in s["versions"]})
-        pf = engine.portfolio_from(_model(job["model_version"]), total, start, tuple(device_ids),
+        pf = engine.portfolio_from(_model(version), total, start, tuple(device_ids),
                                    versions).to_dict(table=True)
     else:
-        pf = {"forecast_start": isoformat_z(start), "horizon_intervals": job["horizon_intervals"],
-              "model_version": job["model_version"], "devices": 0, "unit": "kW",
+        pf = {"forecast_start": isoformat_z(start), "horizon_intervals": horizon,
+              "model_version": version, "devices": 0, "unit": "kW",
               "notes": ["no device could be forecast"], "intervals": []}
     with _audit_pool().connection() as conn:
         inserted = db.record_fleet_forecast(conn, job["fleet_forecast_id"], {
