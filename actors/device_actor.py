@@ -22,6 +22,7 @@ from intraday.forecasting.types import TelemetryWindow
 from intraday.timeutil import INTERVALS_PER_DAY, floor_quarter_hour, isoformat_z
 from services.forecaster.models import catalog
 from services.forecaster.weather import on_window
+from services.metrics import ACTOR_ACTIVATIONS, ACTOR_DEACTIVATIONS
 from services.sidecar import SidecarError, fetch_device, fetch_window
 
 log = logging.getLogger("forecaster.actor")
@@ -49,12 +50,16 @@ class DeviceActor(Actor, DeviceActorInterface):
     _attributes: dict | None = None
 
     async def _on_activate(self) -> None:
+        ACTOR_ACTIVATIONS.labels(ACTOR_TYPE).inc()
         found, attributes = await self._state_manager.try_get_state(ATTRIBUTES_KEY)
         if found:
             self._attributes = attributes
         found, state = await self._state_manager.try_get_state(STATE_KEY)
         if found:
             self._state = state
+
+    async def _on_deactivate(self) -> None:
+        ACTOR_DEACTIVATIONS.labels(ACTOR_TYPE).inc()
 
     async def _load(self) -> DeviceState:
         """The window; on first use, the last `history_days` from the

@@ -18,6 +18,7 @@ from dapr.actor import Actor, ActorInterface, actormethod
 
 from intraday.config import get_settings
 from intraday.trading.rules import PriceMoveRule
+from services.metrics import ACTOR_ACTIVATIONS, ACTOR_DEACTIVATIONS
 
 ACTOR_TYPE = "TradingRuleActor"
 STATE_KEY = "rule"
@@ -42,8 +43,12 @@ class TradingRuleActor(Actor, TradingRuleActorInterface):
     _memory: dict | None = None
 
     async def _on_activate(self) -> None:
+        ACTOR_ACTIVATIONS.labels(ACTOR_TYPE).inc()
         found, memory = await self._state_manager.try_get_state(STATE_KEY)
         self._memory = memory if found else {"rule": {}, "pending": {}, "decided": []}
+
+    async def _on_deactivate(self) -> None:
+        ACTOR_DEACTIVATIONS.labels(ACTOR_TYPE).inc()
 
     def _rule(self) -> PriceMoveRule:
         settings = get_settings()

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     # portfolio's c_short / (c_short + c_long) quantile (equal costs: its median).
     imbalance_cost_short_eur_mwh: float = 100.0
     imbalance_cost_long_eur_mwh: float = 100.0
+
+    # Traces of the apps (the sidecars' own go where components/config/ says):
+    # the local Zipkin server, an OpenTelemetry collector (OTLP, configured by
+    # the standard OTEL_EXPORTER_OTLP_* variables), Cloud Trace, or nowhere.
+    traces_exporter: Literal["zipkin", "otlp", "gcp", "none"] = "zipkin"
+    zipkin_url: str = "http://127.0.0.1:9411/api/v2/spans"
+    trace_sample_ratio: float = Field(1.0, ge=0.0, le=1.0)  # of new traces; children follow their parent
 
     @property
     def model_store_url(self) -> str:

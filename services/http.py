@@ -1,6 +1,6 @@
 """What every service's HTTP app shares: domain errors as 4xx with a reason,
-a /health endpoint, and /metrics (Prometheus) with a request-latency
-histogram per route."""
+a /health endpoint, /metrics (Prometheus) with a request-latency histogram
+per route, server spans (OpenTelemetry) and JSON logs."""
 
 from __future__ import annotations
 
@@ -9,15 +9,14 @@ import time
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from intraday.errors import InsufficientHistory, InvalidRequest, UnknownDevice
+from services import tracing
+from services.metrics import REQUEST_SECONDS
 
 
 def install_common(app: FastAPI, service: str) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"
-    )
 
     @app.exception_handler(UnknownDevice)
     async def _unknown_device(_: Request, exc: UnknownDevice) -> JSONResponse:
@@ -41,13 +40,7 @@ def install_common(app: FastAPI, service: str) -> None:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(_RequestMetrics, service=service)
-
-
-REQUEST_SECONDS = Histogram(
-    "intraday_http_request_seconds", "HTTP requests an app served, by route and status code",
-    ["service", "method", "route", "code"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-)
+    tracing.instrument_app(app)
 
 
 class _RequestMetrics:
@@ -79,7 +72,12 @@ class _RequestMetrics:
                     .observe(time.perf_counter() - t0)
 
 
-def serve(app_path: str, port: int) -> None:
+def serve(service: str, port: int) -> None:
+    """Run `services.<service>.app:app`, its tracing and logging set up
+    before the app module is imported (so every client it makes is traced)."""
     import uvicorn
 
-    uvicorn.run(app_path, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    tracing.setup(service)
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)
+    uvicorn.run(f"services.{service}.app:app", host="127.0.0.1", port=port, log_config=None,
+                access_log=False)

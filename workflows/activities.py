@@ -7,6 +7,7 @@ workflow at once with its reason.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from datetime import UTC, datetime
@@ -18,7 +19,8 @@ from intraday.audit import db
 from intraday.config import get_settings
 from intraday.errors import InvalidRequest
 from intraday.forecasting.request import check_forecast_start
-from services import sidecar
+from services import sidecar, tracing
+from services.metrics import STEP_SECONDS
 from workflows.contracts import ForecastJob, StepError
 
 ACTOR_TYPE = "DeviceActor"  # actors.device_actor.ACTOR_TYPE, without importing the actor
@@ -69,6 +71,21 @@ def device_exists(device_id: str) -> bool:
     return True
 
 
+def step(workflow: str):
+    """Observe an activity's duration as a step of `workflow` (retries
+    count as steps of their own)."""
+    def wrap(activity):
+        timer = STEP_SECONDS.labels(workflow, activity.__name__)
+
+        @functools.wraps(activity)
+        def timed(ctx, payload):
+            with timer.time():
+                return activity(ctx, payload)
+        return timed
+    return wrap
+
+
+@step("forecast")
 def validate(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
     try:
         requested_at = datetime.fromisoformat(job.requested_at)
@@ -82,6 +99,7 @@ def validate(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
     return {"ok": True}
 
 
+@step("forecast")
 def fetch(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
     """Make the device's actor bring its window up to forecast_start."""
     return sidecar.call_actor(
@@ -89,22 +107,31 @@ def fetch(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
     )
 
 
+@step("forecast")
 def forecast(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
-    return sidecar.call_actor(
+    """The device's forecast from its actor, with the trace it is made in
+    (the activity runs in the request's trace; the workflow function cannot
+    know it, it replays)."""
+    result = sidecar.call_actor(
         ACTOR_TYPE,
         job.device_id,
         "Forecast",
         {"forecast_start": job.forecast_start, "horizon_intervals": job.horizon_intervals,
          "model_version": job.model_version},
     )
+    if "error" not in result:
+        result["trace_id"] = tracing.current_trace_id()
+    return result
 
 
+@step("forecast")
 def publish(ctx: wf.WorkflowActivityContext, result: dict) -> None:
     """Topic `forecasts`; consumers deduplicate on `forecast_id` (a retried
     publish after a lost acknowledgement sends the same id again)."""
     sidecar.publish("forecasts", result)
 
 
+@step("forecast")
 def audit(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
     job = ForecastJob.model_validate(payload["job"])
     with _audit_pool().connection() as conn:
@@ -114,6 +141,5 @@ def audit(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
             forecast=payload["forecast"],
             requested_by=job.requested_by,
             requested_at=datetime.fromisoformat(job.requested_at),
-            trace_id=job.traceparent,
         )
     return {"inserted": inserted, "at": datetime.now(UTC).isoformat()}

@@ -19,7 +19,6 @@ class ForecastJob(BaseModel):
     model_version: str
     requested_by: str
     requested_at: str  # ISO 8601, UTC
-    traceparent: str | None = None
 
 
 class StepError(BaseModel):

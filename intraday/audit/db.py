@@ -95,13 +95,12 @@ def record_forecast(
     forecast: dict[str, Any],
     requested_by: str,
     requested_at: datetime,
-    trace_id: str | None = None,
 ) -> bool:
-    """Write one forecast (its wire form); False when this request id was
-    already recorded (nothing is written then)."""
+    """Write one forecast (its wire form, with the trace that made it);
+    False when this request id was already recorded (nothing is written then)."""
     record = ForecastRecord(request_id, Forecast.from_dict(forecast),
                             forecast["data_window"].get("missing_intervals"), requested_by,
-                            requested_at, trace_id)
+                            requested_at, forecast.get("trace_id"))
     return bool(record_forecasts(conn, [record]))
 
 
@@ -115,8 +114,8 @@ def read_forecast(conn: psycopg.Connection, request_id: str) -> dict[str, Any] |
 def read_results(conn: psycopg.Connection, request_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Recorded forecasts in their wire form, by id, in one query (those not
     recorded are left out)."""
-    return {rid: forecast.to_result(rid, missing, by, isoformat_z(at))
-            for rid, (forecast, missing, by, at) in _read_recorded(conn, request_ids).items()}
+    return {rid: forecast.to_result(rid, missing, by, isoformat_z(at), trace)
+            for rid, (forecast, missing, by, at, trace) in _read_recorded(conn, request_ids).items()}
 
 
 def read_forecasts(conn: psycopg.Connection, request_ids: list[str]) -> dict[str, Forecast]:
@@ -125,17 +124,17 @@ def read_forecasts(conn: psycopg.Connection, request_ids: list[str]) -> dict[str
 
 
 def _read_recorded(conn: psycopg.Connection, request_ids: list[str]) -> dict[str, tuple]:
-    """id -> (Forecast, missing intervals, requested_by, requested_at)."""
+    """id -> (Forecast, missing intervals, requested_by, requested_at, trace_id)."""
     rows = conn.execute(
         """SELECT r.request_id, r.device_id, r.forecast_start, r.model_version, r.data_window_start,
                   r.data_window_end, r.history_days, r.notes, r.missing_intervals,
-                  r.requested_by, r.requested_at, s.p10, s.p50, s.p90, s.mean
+                  r.requested_by, r.requested_at, r.trace_id, s.p10, s.p50, s.p90, s.mean
            FROM forecast_requests r LEFT JOIN forecast_series s USING (request_id)
            WHERE r.request_id = ANY(%s)""", (request_ids,),
     ).fetchall()
     out = {}
     for (request_id, device, start, version, window_start, window_end, history_days, notes, missing,
-         requested_by, requested_at, *series) in rows:
+         requested_by, requested_at, trace_id, *series) in rows:
         if series[0] is None:  # recorded before forecast_series: one row per interval
             old = conn.execute("SELECT p10, p50, p90, coalesce(mean, 'NaN') FROM forecast_results"
                                " WHERE request_id = %s ORDER BY interval_start", (request_id,)).fetchall()
@@ -143,7 +142,7 @@ def _read_recorded(conn: psycopg.Connection, request_ids: list[str]) -> dict[str
         forecast = Forecast(device, start, version, *(np.array(s, np.float64) for s in series),
                             data_window_start=window_start, data_window_end=window_end,
                             history_days=history_days, notes=tuple(notes or ()))
-        out[request_id] = (forecast, missing, requested_by, requested_at)
+        out[request_id] = (forecast, missing, requested_by, requested_at, trace_id)
     return out
 
 
@@ -153,12 +152,12 @@ def record_fleet_forecast(conn: psycopg.Connection, fleet_forecast_id: str, row:
     cur = conn.execute(
         """INSERT INTO fleet_forecasts (fleet_forecast_id, forecast_start, horizon_intervals,
                model_version, data_end, device_ids, forecast_ids, failed, portfolio, requested_by,
-               requested_at)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+               requested_at, trace_id)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
            ON CONFLICT (fleet_forecast_id) DO NOTHING""",
         (fleet_forecast_id, row["forecast_start"], row["horizon_intervals"], row["model_version"],
          row["data_end"], row["device_ids"], row["forecast_ids"], Jsonb(row["failed"]),
-         Jsonb(row["portfolio"]), row["requested_by"], row["requested_at"]),
+         Jsonb(row["portfolio"]), row["requested_by"], row["requested_at"], row.get("trace_id")),
     )
     return cur.rowcount == 1
 
@@ -171,12 +170,12 @@ def read_fleet_forecast(conn: psycopg.Connection, fleet_forecast_id: str,
     quantile needs) only with `table`."""
     row = conn.execute(
         """SELECT f.forecast_start, f.horizon_intervals, f.model_version, f.data_end, f.device_ids,
-                  f.forecast_ids, f.failed, f.portfolio, f.requested_by, f.requested_at
+                  f.forecast_ids, f.failed, f.portfolio, f.requested_by, f.requested_at, f.trace_id
            FROM fleet_forecasts f WHERE f.fleet_forecast_id = %s""", (fleet_forecast_id,),
     ).fetchone()
     if row is None:
         return None
-    start, horizon, version, data_end, devices, ids, failed, pf, by, at = row
+    start, horizon, version, data_end, devices, ids, failed, pf, by, at, trace_id = row
     if not table:
         pf = {k: v for k, v in pf.items() if k not in ("levels", "quantile_table")}
     return {
@@ -184,7 +183,7 @@ def read_fleet_forecast(conn: psycopg.Connection, fleet_forecast_id: str,
         "forecast_start": isoformat_z(start), "horizon_intervals": horizon, "model_version": version,
         "data_end": isoformat_z(data_end), "portfolio": pf,
         "device_forecasts": [{"device_id": d, "forecast_id": f} for d, f in zip(devices, ids, strict=True)],
-        "failed": failed, "requested_by": by, "requested_at": isoformat_z(at),
+        "failed": failed, "requested_by": by, "requested_at": isoformat_z(at), "trace_id": trace_id,
     }
 
 
@@ -219,6 +218,7 @@ def record_decision(
     forecast_ids: list[str],
     portfolio_forecast_id: str,
     portfolio_forecast: dict[str, Any],
+    trace_id: str | None = None,
 ) -> bool:
     """Record a decision (with the portfolio forecast and the quantile of it
     it bought to) and move the positions by its orders, atomically; False if
@@ -227,14 +227,14 @@ def record_decision(
         cur = conn.execute(
             """INSERT INTO trade_decisions (decision_id, decided_at, price_eur_mwh,
                    reference_price, forecast_start, forecast_ids, buy_mwh, sell_mwh, orders,
-                   target_quantile, portfolio_forecast_id, portfolio_forecast)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   target_quantile, portfolio_forecast_id, portfolio_forecast, trace_id)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (decision_id) DO NOTHING""",
             (
                 decision_id, decided_at, price_eur_mwh, reference_price,
                 decision.forecast_start, forecast_ids, decision.buy_mwh, decision.sell_mwh,
                 Jsonb(decision.orders()), decision.target_quantile, portfolio_forecast_id,
-                Jsonb(portfolio_forecast),
+                Jsonb(portfolio_forecast), trace_id,
             ),
         )
         if cur.rowcount == 0:
@@ -259,13 +259,14 @@ def read_decision(conn: psycopg.Connection, decision_id: str) -> dict[str, Any] 
     recorded): what a redelivered price message publishes again."""
     row = conn.execute(
         """SELECT decided_at, price_eur_mwh, reference_price, forecast_start, portfolio_forecast_id,
-                  portfolio_forecast->>'model_version', target_quantile, buy_mwh, sell_mwh, orders
+                  portfolio_forecast->>'model_version', target_quantile, buy_mwh, sell_mwh, orders,
+                  trace_id
            FROM trade_decisions WHERE decision_id = %s""", (decision_id,),
     ).fetchone()
     if row is None:
         return None
-    at, price, reference, start, pf_id, version, quantile, buy, sell, orders = row
+    at, price, reference, start, pf_id, version, quantile, buy, sell, orders, trace_id = row
     return {"decision_id": decision_id, "decided_at": isoformat_z(at), "price_eur_mwh": price,
             "reference_price": reference, "forecast_start": isoformat_z(start),
             "portfolio_forecast_id": pf_id, "model_version": version, "target_quantile": quantile,
-            "buy_mwh": buy, "sell_mwh": sell, "orders": orders}
+            "buy_mwh": buy, "sell_mwh": sell, "orders": orders, "trace_id": trace_id}

@@ -110,13 +110,14 @@ class Forecast:
 
 
     def to_result(self, forecast_id: str, missing_intervals: int | None, requested_by: str,
-                  requested_at: str) -> dict:
+                  requested_at: str, trace_id: str | None = None) -> dict:
         """The wire form as a request's result: with its id, the gaps of the
-        data window and who asked (what the workflow returns, the audit
-        store serves and `forecasts` carries)."""
+        data window, who asked and the trace that made it (what the workflow
+        returns, the audit store serves and `forecasts` carries)."""
         d = self.to_dict()
         d["data_window"]["missing_intervals"] = missing_intervals
-        return {"forecast_id": forecast_id, **d, "requested_by": requested_by, "requested_at": requested_at}
+        return {"forecast_id": forecast_id, **d, "requested_by": requested_by, "requested_at": requested_at,
+                "trace_id": trace_id}
 
     @classmethod
     def from_dict(cls, d: dict) -> Forecast:

@@ -311,6 +311,15 @@ class TelemetryStore:
             {"batch_id": batch_id} if batch_id is not None else None,
         ).to_pandas()
 
+    def latest_intervals(self, since: datetime) -> dict[str, datetime]:
+        """Each device's newest quarter-hour with readings since `since`
+        (devices without any are left out)."""
+        rows = self.query(
+            "SELECT device_id, max(interval_start) AS last FROM {db}.power_consumption_15min"
+            " WHERE interval_start >= toDateTime({since:Int64}, 'UTC') GROUP BY device_id",
+            {"since": int(to_utc(since).timestamp())}).to_pylist()
+        return {r["device_id"]: to_utc(r["last"]) for r in rows}
+
     def known_devices(self) -> set[str]:
         return set(self.query("SELECT device_id FROM {db}.devices FINAL").column(0).to_pylist())
 

@@ -1,3 +1,3 @@
 from services.http import serve
 
-serve("services.forecaster.app:app", 8001)
+serve("forecaster", 8001)

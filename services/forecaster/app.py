@@ -28,6 +28,7 @@ from intraday.errors import InvalidRequest, UnknownDevice
 from intraday.forecasting import engine
 from intraday.forecasting.request import check_forecast_start, forecast_id, horizon_intervals
 from intraday.timeutil import floor_quarter_hour, isoformat_z, next_quarter_hour
+from services import metrics, tracing
 from services.forecaster import fleet
 from services.forecaster.batching import Batcher
 from services.forecaster.models import catalog
@@ -60,6 +61,7 @@ async def lifespan(app: FastAPI):
         DeviceActor, message_serializer=StateSerializer(), state_serializer=StateSerializer()
     )
     fleet.bind(asyncio.get_running_loop())
+    tracing.instrument_workflow_client()  # before the runtime and client open their channels
     runtime = wf.WorkflowRuntime(maximum_thread_pool_workers=16)
     register(runtime)
     register_fleet(runtime)
@@ -68,6 +70,7 @@ async def lifespan(app: FastAPI):
     batcher = Batcher(_run_single, _run_batch, _batch_group, max_size=settings.batch_max_size,
                       max_in_flight=settings.batch_max_in_flight,
                       max_wait=settings.batch_max_wait_ms / 1000)
+    metrics.QUEUE_DEPTH.set_function(batcher.queued)
     yield
     runtime.shutdown()
 
@@ -163,13 +166,21 @@ async def start_forecast(
                          "created": created}, status_code=202)
 
 
+def _waited(workflow: str, state: wf.WorkflowState | None) -> None:
+    """Count the final status of an instance the forecaster waited for."""
+    metrics.WORKFLOW_OUTCOMES.labels(workflow, state.runtime_status.name if state else "NOT_FOUND").inc()
+
+
 async def _run_single(fid: str, job: dict) -> dict:
     """One device's forecast workflow (through its DeviceActor), waited for."""
-    async with _starting_lock(fid):
-        created = await run_in_threadpool(_start_once, fid, ForecastJob(**job))
-    state = await run_in_threadpool(
-        _read_state, client.wait_for_workflow_completion, fid, fetch_payloads=True,
-        timeout_in_seconds=int(get_settings().forecast_deadline_seconds))
+    with metrics.FORECAST_SECONDS.labels("single").time(), metrics.IN_FLIGHT.labels("single") \
+            .track_inprogress():
+        async with _starting_lock(fid):
+            created = await run_in_threadpool(_start_once, fid, ForecastJob(**job))
+        state = await run_in_threadpool(
+            _read_state, client.wait_for_workflow_completion, fid, fetch_payloads=True,
+            timeout_in_seconds=int(get_settings().forecast_deadline_seconds))
+    _waited(WORKFLOW_NAME, state)
     view = _view(fid, state)
     if view["status"] == "NOT_FOUND" and (recorded := await run_in_threadpool(_recorded, fid)):
         view = {"forecast_id": fid, "status": "COMPLETED", "result": recorded}  # already purged
@@ -196,11 +207,14 @@ async def _run_batch(take: list[tuple[str, dict]]) -> dict[str, dict]:
                "device_ids": [job["device_id"] for _, job in take],
                "requested_at": min(job["requested_at"] for _, job in take),
                "data_end": isoformat_z(min(start, floor_quarter_hour(now))), "shard": 0}
-    async with _starting_lock(bid):
-        await run_in_threadpool(_start_once, bid, payload, BATCH_WORKFLOW_NAME)
-    state = await run_in_threadpool(
-        _read_state, client.wait_for_workflow_completion, bid, fetch_payloads=True,
-        timeout_in_seconds=int(get_settings().forecast_deadline_seconds))
+    with metrics.FORECAST_SECONDS.labels("batch").time(), metrics.IN_FLIGHT.labels("batch") \
+            .track_inprogress():
+        async with _starting_lock(bid):
+            await run_in_threadpool(_start_once, bid, payload, BATCH_WORKFLOW_NAME)
+        state = await run_in_threadpool(
+            _read_state, client.wait_for_workflow_completion, bid, fetch_payloads=True,
+            timeout_in_seconds=int(get_settings().forecast_deadline_seconds))
+    _waited(BATCH_WORKFLOW_NAME, state)
     view = _view(bid, state)
     outcome = view.get("result") or {}
     log.info("batch %s of %d: %s in %.3f s; shard steps %s", bid, len(take), view["status"],
@@ -361,10 +375,14 @@ async def start_fleet_forecast(
     async with _starting_lock(fid):
         created = await run_in_threadpool(_start_once, fid, job, FLEET_WORKFLOW_NAME)
     view: dict = {"forecast_id": fid, "status": "SCHEDULED" if created else "EXISTS"}
+    metrics.BATCH_DEVICES.labels("fleet").observe(len(devices))
     if wait:
-        state = await run_in_threadpool(
-            _read_state, client.wait_for_workflow_completion, fid, fetch_payloads=True,
-            timeout_in_seconds=int(timeout))
+        with metrics.FORECAST_SECONDS.labels("fleet").time(), metrics.IN_FLIGHT.labels("fleet") \
+                .track_inprogress():
+            state = await run_in_threadpool(
+                _read_state, client.wait_for_workflow_completion, fid, fetch_payloads=True,
+                timeout_in_seconds=int(timeout))
+        _waited(FLEET_WORKFLOW_NAME, state)
         view = _view(fid, state)
         run = view.pop("result", None)  # the workflow's summary: shards and seconds per step
         if view["status"] in ("COMPLETED", "NOT_FOUND") and (found := await run_in_threadpool(

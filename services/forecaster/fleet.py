@@ -29,10 +29,11 @@ from intraday.forecasting import baseline, engine, portfolio
 from intraday.forecasting.request import forecast_id
 from intraday.forecasting.types import Forecast, TelemetryWindow
 from intraday.timeutil import isoformat_z
-from services import sidecar
+from services import sidecar, tracing
 from services.forecaster.models import catalog
 from services.forecaster.weather import on_window
-from workflows.activities import _audit_pool, fleet_devices
+from services.metrics import BATCH_DEVICES, STEP_SECONDS
+from workflows.activities import _audit_pool, fleet_devices, step
 
 _loop: asyncio.AbstractEventLoop | None = None
 
@@ -67,15 +68,18 @@ def _temperatures(attributes: list[dict], window_start: datetime, start: datetim
 
 
 class _Stopwatch:
-    """Seconds per step of a shard, returned with it: where a fleet
-    forecast's time goes (bench/load.py reports it)."""
+    """Seconds per step of a shard, returned with it (bench/load.py reports
+    them) and observed as the workflow's steps: where a fleet forecast's
+    time goes."""
 
-    def __init__(self) -> None:
+    def __init__(self, workflow: str) -> None:
+        self.workflow = workflow
         self.laps: dict[str, float] = {}
         self._t = time.perf_counter()
 
     def lap(self, step: str) -> float:
         now = time.perf_counter()
+        STEP_SECONDS.labels(self.workflow, step).observe(now - self._t)
         self.laps[step] = round(now - self._t, 4)
         self._t = now
         return self.laps[step]
@@ -87,7 +91,9 @@ def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
     data_end = datetime.fromisoformat(job["data_end"])
     ids = list(job["device_ids"])
     settings = get_settings()
-    clock = _Stopwatch()
+    batch = not job.get("partial", True)  # a batch of single requests: no portfolio
+    clock = _Stopwatch("batch" if batch else "fleet")
+    BATCH_DEVICES.labels("batch" if batch else "shard").observe(len(ids))
     window_start = data_end - timedelta(days=settings.history_days)
     values = sidecar.fetch_windows(ids, window_start, data_end)
     clock.lap("windows")
@@ -110,6 +116,7 @@ def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
         else:
             made.append((forecast_id(d, start, horizon, version), r, w.missing, a.get("location") or ""))
     requested_at = datetime.fromisoformat(job["requested_at"])
+    trace_id = tracing.current_trace_id()  # the shard's activity runs in the request's trace
     with _audit_pool().connection() as conn:
         # A forecast recorded before (a single request, an earlier fleet run)
         # is summed as recorded and not published again.
@@ -119,16 +126,16 @@ def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
         # Publish, then audit, as the single path: a crash in between
         # publishes again (consumers deduplicate on forecast_id), never loses one.
         sidecar.publish_bulk("forecasts", [
-            (fid, f.to_result(fid, miss, job["requested_by"], job["requested_at"]))
+            (fid, f.to_result(fid, miss, job["requested_by"], job["requested_at"], trace_id))
             for fid, f, miss, _ in fresh])
         clock.lap("publish")
         new = db.record_forecasts(conn, [
-            db.ForecastRecord(fid, f, miss, job["requested_by"], requested_at,
+            db.ForecastRecord(fid, f, miss, job["requested_by"], requested_at, trace_id,
                               fleet_forecast_id=job.get("fleet_forecast_id"))
             for fid, f, miss, _ in fresh])
     clock.lap("audit")
     forecast_ids = [m[0] for m in made]
-    if not job.get("partial", True):  # a batch of single requests: no portfolio
+    if batch:
         return {"forecast_ids": forecast_ids, "failed": failed, "new": new, "seconds": clock.laps}
     forecasts = [recorded.get(fid, f) for fid, f, _, _ in made]
     if forecasts:
@@ -153,6 +160,7 @@ def _partial_key(job: dict, shard: int) -> str:
     return f"fleet-partial:{job['fleet_forecast_id']}:{shard}"  # Dapr keys may not hold '||'
 
 
+@step("fleet")
 def record_fleet(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
     job, shards = payload["job"], payload["shards"]
     keys = [_partial_key(job, s["shard"]) for s in shards if s["forecast"]]
@@ -179,7 +187,7 @@ def record_fleet(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
     with _audit_pool().connection() as conn:
         inserted = db.record_fleet_forecast(conn, job["fleet_forecast_id"], {
             **job, "device_ids": device_ids, "forecast_ids": forecast_ids, "failed": failed,
-            "portfolio": pf})
+            "portfolio": pf, "trace_id": tracing.current_trace_id()})
     sidecar.delete_states(keys)
     steps = sorted({k for s in shards for k in s.get("seconds", {})})
     return {"forecast_id": job["fleet_forecast_id"], "devices": len(device_ids), "failed": len(failed),

@@ -15,9 +15,10 @@ import time
 from collections import Counter
 
 from intraday.config import get_settings
+from intraday.forecasting import baseline
 from intraday.forecasting.model import QuantileModel
 from intraday.forecasting.modelstore import ModelStore, default_store
-from services import sidecar
+from services import metrics, sidecar
 
 log = logging.getLogger("forecaster.models")
 STATE_PREFIX = "model-artifact-"
@@ -48,14 +49,18 @@ class ModelCatalog:
             except Exception:  # keep serving the model we have; retry on the next call
                 log.exception("reading the promoted model version failed")
             self._checked = time.monotonic()
-        return await self.load(self._promoted) if self._promoted else None
+        model = await self.load(self._promoted) if self._promoted else None
+        metrics.set_model(self._promoted or baseline.MODEL_VERSION)
+        return model
 
     async def load(self, version: str) -> QuantileModel:
         if version in self._models:
             self.loads["memory"] += 1
+            metrics.MODEL_CACHE.labels("memory", "hit").inc()
             return self._models[version]
         async with self._lock:
             if version not in self._models:
+                metrics.MODEL_CACHE.labels("memory", "miss").inc()
                 self._models[version] = await self._fetch(version)
         return self._models[version]
 
@@ -66,11 +71,13 @@ class ModelCatalog:
             data = await sidecar.get_state_bytes(key)
         except sidecar.SidecarError:
             log.exception("model %s: state store read failed; using the object store", version)
+        metrics.MODEL_CACHE.labels("state", "miss" if data is None else "hit").inc()
         if data is not None:
             self.loads["state"] += 1
         else:
             data = await asyncio.to_thread(self.store.artifact, version)
             self.loads["object_store"] += 1
+            metrics.MODEL_CACHE.labels("object_store", "hit").inc()
             try:
                 await sidecar.save_state_bytes(key, data)
             except sidecar.SidecarError:

@@ -1,3 +1,3 @@
 from services.http import serve
 
-serve("services.gateway.app:app", 8000)
+serve("gateway", 8000)

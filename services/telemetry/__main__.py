@@ -1,3 +1,3 @@
 from services.http import serve
 
-serve("services.telemetry.app:app", 8002)
+serve("telemetry", 8002)

@@ -24,6 +24,7 @@ import threading
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -42,7 +43,7 @@ from intraday.telemetry.ingest import (
 )
 from intraday.telemetry.store import TelemetryStore, check_device_id
 from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, is_quarter_hour, isoformat_z, to_utc
-from services import sidecar
+from services import metrics, sidecar
 from services.http import install_common
 
 log = logging.getLogger(__name__)
@@ -65,12 +66,55 @@ async def lifespan(_: FastAPI):
     store = TelemetryStore.from_settings(get_settings())
     store.migrate()
     registry = DeviceRegistry(store)
+    await run_in_threadpool(freshness.seed, store)
     catch_up = asyncio.create_task(_catch_up_loop())
     yield
     catch_up.cancel()
     store.close()
 
 
+class Freshness:
+    """Each device's newest quarter-hour, for the staleness metrics: read
+    from the store at start (the last `SEED_DAYS`), then kept up by every
+    batch this service stores. A device without readings counts as stale
+    at any threshold."""
+
+    SEED_DAYS = 35
+    THRESHOLDS = {"1h": 3600.0, "24h": 86400.0}
+
+    def __init__(self) -> None:
+        self.devices: set[str] = set()
+        self.latest: dict[str, float] = {}  # device -> POSIX time its newest quarter-hour ends
+        for q in ("0.5", "0.9", "1"):
+            metrics.STALENESS.labels(q).set_function(lambda q=float(q): self.age_quantile(q))
+        for name, seconds in self.THRESHOLDS.items():
+            metrics.STALE_DEVICES.labels(name).set_function(lambda s=seconds: self.stale(s))
+        metrics.FLEET_DEVICES.set_function(lambda: len(self.devices))
+
+    def seed(self, store: TelemetryStore) -> None:
+        self.devices = store.known_devices()
+        since = datetime.now(UTC) - timedelta(days=self.SEED_DAYS)
+        self.latest = {d: (t + QUARTER_HOUR).timestamp() for d, t in store.latest_intervals(since).items()}
+
+    def update(self, touched: dict[str, list[str]]) -> None:
+        for device_id, (_, last) in touched.items():
+            end = (datetime.fromisoformat(last) + QUARTER_HOUR).timestamp()
+            self.latest[device_id] = max(end, self.latest.get(device_id, end))
+            self.devices.add(device_id)
+
+    def _ages(self) -> np.ndarray:
+        now = datetime.now(UTC).timestamp()
+        return np.array([now - self.latest[d] if d in self.latest else np.inf for d in self.devices])
+
+    def age_quantile(self, q: float) -> float:
+        ages = self._ages()
+        return float(np.quantile(ages, q, method="inverted_cdf")) if ages.size else float("nan")
+
+    def stale(self, seconds: float) -> int:
+        return int((self._ages() > seconds).sum())
+
+
+freshness = Freshness()
 app = FastAPI(title="intraday telemetry", lifespan=lifespan)
 install_common(app, "telemetry")
 
@@ -172,8 +216,14 @@ def _ingest(df: pd.DataFrame, source: str, batch_id: str | None, row_offset: int
     if len(df) > MAX_BATCH_ROWS:
         raise InvalidRequest(f"batch has {len(df):,} rows; send at most {MAX_BATCH_ROWS:,} per batch")
     with ingest_lock:
-        return ingest_batch(store, df, source=source, batch_id=batch_id, registry=registry,
-                            row_offset=row_offset, payload=payload)
+        report = ingest_batch(store, df, source=source, batch_id=batch_id, registry=registry,
+                              row_offset=row_offset, payload=payload)
+    for outcome in ("inserted", "duplicates", "already_stored", "quarantined"):
+        metrics.INGEST_ROWS.labels(outcome).inc(getattr(report, outcome))
+    if report.status == "rejected":
+        metrics.INGEST_ROWS.labels("rejected").inc(report.rows)
+    freshness.update(report.touched)
+    return report
 
 
 async def _frame_from_request(request: Request) -> tuple[pd.DataFrame, str | None]:

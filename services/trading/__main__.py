@@ -1,3 +1,3 @@
 from services.http import serve
 
-serve("services.trading.app:app", 8003)
+serve("trading", 8003)

@@ -29,7 +29,7 @@ from intraday.config import get_settings
 from intraday.forecasting.types import PortfolioForecast
 from intraday.timeutil import QUARTER_HOUR, isoformat_z, next_quarter_hour, to_utc
 from intraday.trading.rules import decide
-from services import sidecar
+from services import metrics, sidecar, tracing
 from services.http import install_common
 
 log = logging.getLogger("trading")
@@ -95,16 +95,19 @@ async def on_price(request: Request) -> dict:
             raise ValueError("price is not finite")
     except (KeyError, TypeError, ValueError) as e:
         log.warning("dropping malformed price message %s: %s", event.get("id"), e)
+        metrics.PRICE_TICKS.labels("malformed").inc()
         return {"status": "DROP"}  # redelivery cannot fix a malformed message
     decision_id = "td-" + hashlib.sha256(str(event.get("id", at.isoformat())).encode()).hexdigest()[:16]
     verdict = await sidecar.call_actor_async(ACTOR_TYPE, RULE_ID, "Observe", {
         "decision_id": decision_id, "price_eur_mwh": price, "at": isoformat_z(at)})
+    metrics.PRICE_TICKS.labels("move" if verdict["trade"] else verdict.get("state", "no_move")).inc()
     if not verdict["trade"]:
         return {"status": "SUCCESS"}
     # Decide before acknowledging: if this process dies mid-way, the message is
     # redelivered, the actor hands back the pending decision, and its id keeps
     # the recorded decision single.
-    await _decide(decision_id, price, verdict.get("reference_price"), at)
+    with metrics.DECISION_SECONDS.time():
+        await _decide(decision_id, price, verdict.get("reference_price"), at)
     await sidecar.call_actor_async(ACTOR_TYPE, RULE_ID, "Decided", {"decision_id": decision_id})
     return {"status": "SUCCESS"}
 
@@ -117,6 +120,7 @@ async def _decide(decision_id: str, price: float, reference: float | None, at: d
     forecast_ids = [d["forecast_id"] for d in fleet["device_forecasts"]]
     quantile = get_settings().target_quantile
     starts = [start + i * QUARTER_HOUR for i in range(total.horizon_intervals)]
+    trace_id = tracing.current_trace_id()  # the price message's trace, from the gateway to `orders`
 
     def record() -> tuple[bool, dict]:
         with pool.connection() as conn, conn.transaction():
@@ -127,11 +131,16 @@ async def _decide(decision_id: str, price: float, reference: float | None, at: d
             inserted = db.record_decision(
                 conn, decision_id, decision, at, price, reference, forecast_ids,
                 fleet["forecast_id"], {"portfolio_forecast_id": fleet["forecast_id"], **total.to_dict()},
+                trace_id,
             )
             return inserted, db.read_decision(conn, decision_id)
 
     inserted, message = await run_in_threadpool(record)
     await sidecar.publish_async("orders", message)
+    metrics.TRADE_DECISIONS.labels("new" if inserted else "repeat").inc()
+    if inserted:
+        metrics.ORDER_MWH.labels("buy").inc(message["buy_mwh"])
+        metrics.ORDER_MWH.labels("sell").inc(message["sell_mwh"])
     log.info("decision %s (new=%s) on %s: buy %.4f MWh, sell %.4f MWh", decision_id, inserted,
              fleet["forecast_id"], message["buy_mwh"], message["sell_mwh"])
 
