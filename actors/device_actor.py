@@ -22,7 +22,7 @@ from intraday.forecasting.types import TelemetryWindow
 from intraday.timeutil import INTERVALS_PER_DAY, floor_quarter_hour, isoformat_z
 from services.forecaster.models import catalog
 from services.forecaster.weather import on_window
-from services.metrics import ACTOR_ACTIVATIONS, ACTOR_DEACTIVATIONS
+from services.metrics import ACTOR_ACTIVATIONS, ACTOR_DEACTIVATIONS, ACTORS_ACTIVE
 from services.sidecar import SidecarError, fetch_device, fetch_window
 
 log = logging.getLogger("forecaster.actor")
@@ -51,6 +51,7 @@ class DeviceActor(Actor, DeviceActorInterface):
 
     async def _on_activate(self) -> None:
         ACTOR_ACTIVATIONS.labels(ACTOR_TYPE).inc()
+        ACTORS_ACTIVE.labels(ACTOR_TYPE).inc()
         found, attributes = await self._state_manager.try_get_state(ATTRIBUTES_KEY)
         if found:
             self._attributes = attributes
@@ -60,6 +61,7 @@ class DeviceActor(Actor, DeviceActorInterface):
 
     async def _on_deactivate(self) -> None:
         ACTOR_DEACTIVATIONS.labels(ACTOR_TYPE).inc()
+        ACTORS_ACTIVE.labels(ACTOR_TYPE).dec()
 
     async def _load(self) -> DeviceState:
         """The window; on first use, the last `history_days` from the
@@ -117,7 +119,11 @@ class DeviceActor(Actor, DeviceActorInterface):
             model = await catalog.current()
         else:
             model = None if version == baseline.MODEL_VERSION else await catalog.load(version)
-        window = self._state.window
+        # Up to the current quarter-hour, as a fleet shard reads it: late
+        # readings pushed to the actor (ExtendWindow) may have started the
+        # current one, whose mean is not known yet.
+        window = self._state.window.until(min(floor_quarter_hour(start),
+                                              floor_quarter_hour(datetime.now(UTC))))
         try:
             temps = await self._temperatures(window, start, horizon) if model is not None else None
             result = engine.forecast(model, window, start, horizon, self._attributes, temps,

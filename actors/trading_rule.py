@@ -18,7 +18,7 @@ from dapr.actor import Actor, ActorInterface, actormethod
 
 from intraday.config import get_settings
 from intraday.trading.rules import PriceMoveRule
-from services.metrics import ACTOR_ACTIVATIONS, ACTOR_DEACTIVATIONS
+from services.metrics import ACTOR_ACTIVATIONS, ACTOR_DEACTIVATIONS, ACTORS_ACTIVE
 
 ACTOR_TYPE = "TradingRuleActor"
 STATE_KEY = "rule"
@@ -44,11 +44,13 @@ class TradingRuleActor(Actor, TradingRuleActorInterface):
 
     async def _on_activate(self) -> None:
         ACTOR_ACTIVATIONS.labels(ACTOR_TYPE).inc()
+        ACTORS_ACTIVE.labels(ACTOR_TYPE).inc()
         found, memory = await self._state_manager.try_get_state(STATE_KEY)
         self._memory = memory if found else {"rule": {}, "pending": {}, "decided": []}
 
     async def _on_deactivate(self) -> None:
         ACTOR_DEACTIVATIONS.labels(ACTOR_TYPE).inc()
+        ACTORS_ACTIVE.labels(ACTOR_TYPE).dec()
 
     def _rule(self) -> PriceMoveRule:
         settings = get_settings()

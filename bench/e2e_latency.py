@@ -5,10 +5,16 @@ it runs the whole workflow: validate -> fetch -> forecast (actor) -> publish
 -> audit. A separate series measures the repeat path (same request again:
 the existing forecast is returned, nothing recomputed).
 
-Starts the local stack if the gateway does not answer, and stops it again at
-the end in that case. Writes bench/results/e2e_latency.json.
+The cost of observability: when no stack runs, the benchmark starts its
+own, alternately with tracing and metrics on (the default: every sidecar
+and app traces at sampling 1, sidecars and apps expose metrics) and off
+(INTRADAY_OBSERVABILITY=off: no trace sampled, no span exported, no
+sidecar metrics), --rounds times each, and compares the sequential
+single-request latency of the two. Against a running stack it measures
+that stack as it is, without the comparison. Writes
+bench/results/e2e_latency.json.
 
-    .venv/bin/python bench/e2e_latency.py [--sequential 200] [--concurrent 400] [--workers 8]
+    .venv/bin/python bench/e2e_latency.py [--sequential 200] [--concurrent 400] [--workers 8] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -73,7 +79,8 @@ def timed_forecast(client: httpx.Client, body: dict, new: bool) -> float:
     return elapsed
 
 
-def run_series(name: str, bodies: list[dict], workers: int, new: bool = True) -> dict:
+def run_series(name: str, bodies: list[dict], workers: int, new: bool = True,
+               raw: list[float] | None = None) -> dict:
     print(f"{name}: {len(bodies)} forecasts, {workers} client(s) ...", flush=True)
     limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
     with httpx.Client(base_url=GATEWAY, timeout=90, limits=limits) as client:
@@ -81,10 +88,44 @@ def run_series(name: str, bodies: list[dict], workers: int, new: bool = True) ->
         with ThreadPoolExecutor(workers) as pool:
             latencies = list(pool.map(lambda b: timed_forecast(client, b, new), bodies))
         wall = time.perf_counter() - t0
+    if raw is not None:
+        raw += latencies
     s = summary(latencies, wall)
     print(f"  p50 {s['p50_ms']} ms  p95 {s['p95_ms']} ms  p99 {s['p99_ms']} ms  "
           f"{s['throughput_rps']} forecasts/s", flush=True)
     return s
+
+
+def stack(command: str, observability: str) -> None:
+    env = {**os.environ, "INTRADAY_OBSERVABILITY": observability}
+    subprocess.run(["bash", "scripts/stack.sh", command], cwd=ROOT, check=command == "up", env=env,
+                   stdout=subprocess.DEVNULL)
+
+
+def measure(args, sequential: list[float], full: bool) -> tuple[int, dict]:
+    """Warm every device's actor, then the sequential series (its latencies
+    added to `sequential`) and, if `full`, the concurrent and repeat ones."""
+    devices = [d["device_id"] for d in httpx.get(f"{GATEWAY}/devices", timeout=30).json()]
+    work = Workload(devices)
+    run_series("warm-up (actor activation)", [work.next_body() for _ in devices], 4)
+    results = {"sequential": run_series("sequential", [work.next_body() for _ in range(args.sequential)], 1,
+                                        raw=sequential)}
+    if full:
+        results["concurrent"] = run_series("concurrent", [work.next_body() for _ in range(args.concurrent)],
+                                           args.workers)
+        repeat = [work.next_body() for _ in range(20)]
+        run_series("repeat: first time", repeat, 1)
+        results["repeat_existing"] = run_series("repeat: existing forecast", repeat * 5, 1, new=False)
+        results["concurrent"]["workers"] = args.workers
+    return len(devices), results
+
+
+def cost(on: list[float], off: list[float]) -> dict:
+    """What tracing and metrics add to the single-request path."""
+    a, b = summary(on, sum(on)), summary(off, sum(off))
+    return {"on": a, "off": b, "aim_added_pct": 5,
+            **{f"added_{k[:-3]}_pct": round(100 * (a[k] / b[k] - 1), 1)
+               for k in ("p50_ms", "p99_ms", "mean_ms")}}
 
 
 def main() -> None:
@@ -92,31 +133,30 @@ def main() -> None:
     ap.add_argument("--sequential", type=int, default=200)
     ap.add_argument("--concurrent", type=int, default=400)
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2, help="stacks started per mode (on, off)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "e2e_latency.json")
     args = ap.parse_args()
 
-    started_stack = False
-    if not gateway_up():
-        print("gateway not answering: starting the local stack (make up) ...", flush=True)
-        subprocess.run(["bash", "scripts/stack.sh", "up"], cwd=ROOT, check=True)
-        started_stack = True
-    try:
-        devices = [d["device_id"] for d in httpx.get(f"{GATEWAY}/devices", timeout=30).json()]
-        work = Workload(devices)
-        # Warm-up: activate every device's actor (loads its 30-day window).
-        run_series("warm-up (actor activation)", [work.next_body() for _ in devices], 4)
-        results = {
-            "sequential": run_series("sequential", [work.next_body() for _ in range(args.sequential)], 1),
-            "concurrent": run_series("concurrent", [work.next_body() for _ in range(args.concurrent)],
-                                     args.workers),
-        }
-        repeat = [work.next_body() for _ in range(20)]
-        run_series("repeat: first time", repeat, 1)
-        results["repeat_existing"] = run_series("repeat: existing forecast", repeat * 5, 1, new=False)
-        results["concurrent"]["workers"] = args.workers
-    finally:
-        if started_stack:
-            subprocess.run(["bash", "scripts/stack.sh", "down"], cwd=ROOT, check=False)
+    latencies: dict[str, list[float]] = {"on": [], "off": []}
+    if gateway_up():  # a stack someone runs: measured as it is
+        print("measuring the running stack (no on/off comparison: it needs a stack of its own)", flush=True)
+        devices, results = measure(args, latencies["on"], full=True)
+    else:
+        rounds = [mode for _ in range(args.rounds) for mode in ("on", "off")]
+        results = {}
+        for k, mode in enumerate(rounds):
+            print(f"-- round {k + 1}/{len(rounds)}: observability {mode}; starting the stack ...", flush=True)
+            stack("up", mode)
+            try:
+                devices, found = measure(args, latencies[mode], full=k == 0)
+            finally:
+                stack("down", mode)
+            results = results or found
+        results["observability_cost"] = cost(latencies["on"], latencies["off"])
+        c = results["observability_cost"]
+        print(f"observability on vs off, {len(latencies['on'])} sequential requests each: "
+              f"p50 {c['on']['p50_ms']} vs {c['off']['p50_ms']} ms ({c['added_p50_pct']:+} %), "
+              f"p99 {c['on']['p99_ms']} vs {c['off']['p99_ms']} ms ({c['added_p99_pct']:+} %); aim +5 %")
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
@@ -125,7 +165,7 @@ def main() -> None:
         "measured_at": isoformat_z(datetime.now(UTC)),
         "commit": commit,
         "machine": machine(),
-        "devices": len(devices),
+        "devices": devices,
         "path": "gateway -> forecaster (service invocation) -> workflow: validate, fetch (actor), "
                 "forecast (actor), publish (pub/sub), audit (PostgreSQL)",
         "aim": {"p50_ms": 100, "p99_ms": 300},

@@ -132,6 +132,20 @@ start_dapr_control_plane() {
   say "placement :$placement_port and scheduler :$scheduler_port up"
 }
 
+# INTRADAY_OBSERVABILITY=off (bench/e2e_latency.py measures what tracing
+# and metrics cost): the sidecars sample no trace and expose no metrics, the
+# apps export no spans. A derived run file and configuration in $run.
+run_file() {
+  if [[ "${INTRADAY_OBSERVABILITY:-on}" != off ]]; then echo dapr.yaml; return; fi
+  sed -e 's/samplingRate: "1"/samplingRate: "0"/' \
+      -e '/^  metrics:/,/^    enabled:/s/enabled: true/enabled: false/' \
+      components/config/local.yaml >"$run/config-untraced.yaml"
+  sed -e "s|configFilePath: ./components/config/local.yaml|configFilePath: $run/config-untraced.yaml|" \
+      -e "s|resourcesPath: ./components/local|resourcesPath: $root/components/local|" \
+      -e "s|appDirPath: \.$|appDirPath: $root|" dapr.yaml >"$run/dapr-untraced.yaml"
+  echo "$run/dapr-untraced.yaml"
+}
+
 start_services() {
   if alive apps; then say "services already running"; else
     for s in "${services[@]}"; do
@@ -139,7 +153,9 @@ start_services() {
       ! port_busy "$app_port" || die "port $app_port ($name) is in use by another process"
       ! port_busy "$dapr_port" || die "port $dapr_port ($name sidecar) is in use by another process"
     done
-    start_daemon apps "$dapr_bin/dapr" run -f dapr.yaml
+    local file; file="$(run_file)"
+    [[ "$file" == dapr.yaml ]] || { export INTRADAY_TRACES_EXPORTER=none; say "observability off: $file"; }
+    start_daemon apps "$dapr_bin/dapr" run -f "$file"
   fi
   local s name app_port dapr_port
   for s in "${services[@]}"; do

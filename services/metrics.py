@@ -47,6 +47,7 @@ MODEL_INFO = Gauge("intraday_model_served", "1 for the model version served now 
 MODEL_AGE = Gauge("intraday_model_age_seconds", "Age of the served model (since it was trained)")
 ACTOR_ACTIVATIONS = Counter("intraday_actor_activations", "Actor activations", ["actor_type"])
 ACTOR_DEACTIVATIONS = Counter("intraday_actor_deactivations", "Actor deactivations", ["actor_type"])
+ACTORS_ACTIVE = Gauge("intraday_actors_active", "Actors active in this process", ["actor_type"])
 
 # -- telemetry -----------------------------------------------------------------
 INGEST_ROWS = Counter("intraday_ingest_rows", "Telemetry rows ingested, by outcome", ["outcome"])
@@ -104,6 +105,7 @@ def _initialise() -> None:
     for actor_type in ("DeviceActor", "TradingRuleActor"):
         ACTOR_ACTIVATIONS.labels(actor_type)
         ACTOR_DEACTIVATIONS.labels(actor_type)
+        ACTORS_ACTIVE.labels(actor_type)
     for workflow in ("forecast_workflow", "batch_forecast_workflow", "fleet_forecast_workflow"):
         for status in ("COMPLETED", "FAILED"):
             WORKFLOW_OUTCOMES.labels(workflow, status)

@@ -100,7 +100,8 @@ def instrument_app(app) -> None:
     caller's trace when its sidecar passes a traceparent)."""
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(app, excluded_urls=UNTRACED_URLS)
+    # No spans for the ASGI messages inside a request (one per body chunk).
+    FastAPIInstrumentor.instrument_app(app, excluded_urls=UNTRACED_URLS, exclude_spans=["receive", "send"])
 
 
 def instrument_workflow_client() -> None:

@@ -41,6 +41,11 @@ class TelemetryWindow:
     def index_of(self, t: datetime) -> int:
         return int((to_utc(t) - self.start) / QUARTER_HOUR)
 
+    def until(self, end: datetime) -> TelemetryWindow:
+        """The intervals that start before `end`."""
+        n = max(0, min(len(self.values), self.index_of(end)))
+        return TelemetryWindow(self.device_id, self.start, self.values[:n])
+
     def merged(self, other: TelemetryWindow, keep_intervals: int) -> TelemetryWindow:
         """This window extended by `other` (newer values win where both have
         data), trimmed to the most recent `keep_intervals` intervals."""

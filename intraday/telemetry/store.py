@@ -13,7 +13,7 @@ import json
 import re
 import threading
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -315,10 +315,10 @@ class TelemetryStore:
         """Each device's newest quarter-hour with readings since `since`
         (devices without any are left out)."""
         rows = self.query(
-            "SELECT device_id, max(interval_start) AS last FROM {db}.power_consumption_15min"
+            "SELECT device_id, toInt64(max(interval_start)) AS last FROM {db}.power_consumption_15min"
             " WHERE interval_start >= toDateTime({since:Int64}, 'UTC') GROUP BY device_id",
             {"since": int(to_utc(since).timestamp())}).to_pylist()
-        return {r["device_id"]: to_utc(r["last"]) for r in rows}
+        return {r["device_id"]: datetime.fromtimestamp(r["last"], UTC) for r in rows}
 
     def known_devices(self) -> set[str]:
         return set(self.query("SELECT device_id FROM {db}.devices FINAL").column(0).to_pylist())

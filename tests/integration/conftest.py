@@ -113,6 +113,25 @@ def restart_app(stack: dict, name: str, port: int) -> None:
     assert eventually(lambda: _healthy(port), timeout=60), f"{name} did not come back"
 
 
+def intraday(env: dict, *args: str) -> str:
+    """Run the `intraday` CLI against the test stack; its output."""
+    r = subprocess.run([str(ROOT / ".venv/bin/intraday"), *args], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"intraday {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+def train_and_promote(env: dict, work: Path) -> str:
+    """A small model trained on a generated fleet like the demo one, and
+    promoted; its version. (The caller removes models/PROMOTED afterwards.)"""
+    data = work / "fleet.parquet"
+    intraday(env, "fleet", "generate", "--devices", "24", "--days", "14", "--faults", "none",
+             "--out", str(data))
+    out = intraday(env, "train", "--data", str(data), "--train-rows", "40000", "--trees", "30", "--promote")
+    assert "promoted" in out
+    return out.split()[1].rstrip(":")
+
+
 def _healthy(port: int) -> bool:
     try:
         return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200

@@ -61,3 +61,37 @@ def test_prometheus_evaluates_the_sla_rules(stack):
     # Prometheus starts before the apps, so TargetDown may be pending at
     # first; with every target up it goes back to inactive.
     assert eventually(lambda: evaluated().get("TargetDown", {}).get("state") == "inactive", timeout=45)
+
+
+def test_forecasts_are_measured_per_step_and_no_device_becomes_a_series(gateway):
+    devices = ["hp-0010", "hp-0011", "hp-0012"]
+    for d in devices:
+        assert gateway.post("/forecast/intraday", params={"wait": "true"}, json={"device_id": d}) \
+            .status_code == 200
+    # Every step of the single-device workflow has a latency histogram.
+    steps = eventually(lambda: {s["metric"]["step"] for s in query(
+        'intraday_forecast_step_seconds_count{workflow="forecast"} > 0')} >= {
+        "validate", "fetch", "forecast", "publish", "audit"} and True, timeout=30)
+    assert steps, query('intraday_forecast_step_seconds_count{workflow="forecast"}')
+    assert eventually(lambda: query('intraday_workflow_outcomes_total{workflow="forecast_workflow",'
+                                    'status="COMPLETED"} >= 3'), timeout=30)
+    # The actors that served them were activated, and the model came from a cache tier.
+    active = eventually(lambda: query('intraday_actors_active{actor_type="DeviceActor"} >= 3'), timeout=30)
+    assert active, query("intraday_actors_active")
+    assert query("sum(intraday_model_cache_lookups_total)")  # counted (0 under the baseline)
+    assert query('intraday_model_served{version="baseline"} == 1')  # no model promoted yet
+
+    # Sidecars report per-device paths under their pattern (pathMatching in
+    # components/config/): no series names a device.
+    def per_device() -> list[dict]:
+        return query('{__name__=~"dapr_http_(server|client)_.*", path=~".*hp-[0-9]+.*"}')
+
+    patterned = eventually(lambda: query(
+        'dapr_http_server_request_count{app_id="forecaster",'
+        'path="/v1.0/actors/DeviceActor/{id}/method/{method}"}'), timeout=30)
+    assert patterned and not per_device(), [s["metric"] for s in per_device()][:5]
+
+    # The telemetry service summarises staleness over the fleet.
+    assert eventually(lambda: query('intraday_fleet_devices > 0'), timeout=30)
+    quantiles = {s["metric"]["quantile"] for s in query("intraday_telemetry_staleness_seconds")}
+    assert quantiles == {"0.5", "0.9", "1"}

@@ -1,38 +1,148 @@
-"""Traces: `make up` runs a Zipkin server, and every sidecar reports its
-spans there (components/config/local.yaml), one trace per hop chain."""
+"""Traces: `make up` runs a Zipkin server; every sidecar and every app
+reports its spans there, one W3C trace per request: from the gateway
+through the sidecars, the workflow and its activities, the actors, the
+telemetry service and pub/sub to the trading decision. The audit rows name
+the trace that made them."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
 import httpx
 
-from tests.integration.conftest import eventually
+from tests.integration.conftest import eventually, topic_messages
 
 ZIPKIN = "http://127.0.0.1:9411"
+ACTOR_ROUTE = "put /actors/{actor_type_name}/{actor_id}/method/{method_name}"  # dapr-ext-fastapi's
 
 
-def test_a_forecast_request_is_one_trace_across_the_sidecars(gateway):
-    r = gateway.post("/forecast/intraday", params={"wait": "true"}, json={"device_id": "hp-0003"})
+def trace(trace_id: str) -> list[dict]:
+    r = httpx.get(f"{ZIPKIN}/api/v2/trace/{trace_id}", timeout=5)
+    return r.json() if r.status_code == 200 else []
+
+
+def complete_trace(trace_id: str, services: set[str], names: set[str]) -> list[dict]:
+    """The trace once Zipkin holds spans of `services` named `names`, and
+    the parent of every span but the root (sidecars and apps export in
+    batches, a few seconds apart)."""
+    def ready() -> list[dict]:
+        spans = trace(trace_id)
+        have = {s["localEndpoint"]["serviceName"] for s in spans}
+        ids = {s["id"] for s in spans}
+        orphans = [s for s in spans if s.get("parentId") and s["parentId"] not in ids]
+        return spans if services <= have and names <= {s.get("name") for s in spans} and not orphans \
+            else []
+
+    return eventually(ready, timeout=45) or trace(trace_id)
+
+
+class Tree:
+    def __init__(self, spans: list[dict]):
+        self.by_id = {s["id"]: s for s in spans}
+        self.spans = spans
+
+    def find(self, service: str, name: str, kind: str | None = None) -> list[dict]:
+        return [s for s in self.spans if s["localEndpoint"]["serviceName"] == service
+                and s.get("name") == name and (kind is None or s.get("kind") == kind)]
+
+    def ancestors(self, span: dict) -> list[dict]:
+        out = []
+        while (parent := self.by_id.get(span.get("parentId"))) is not None:
+            out.append(parent)
+            span = parent
+        return out
+
+    def descends(self, child: dict, parent: dict) -> bool:
+        return any(a["id"] == parent["id"] for a in self.ancestors(child))
+
+
+def test_a_price_move_is_one_trace_from_the_gateway_to_the_order(gateway, pg, rds):
+    price = 300.0 + uuid.uuid4().int % 1000  # far from any price before: a move
+    assert gateway.post("/prices", json={"price_eur_mwh": price, "at": datetime.now(UTC).isoformat()}) \
+        .status_code == 202
+    row = eventually(lambda: pg.execute(
+        "SELECT decision_id, trace_id, portfolio_forecast_id FROM trade_decisions WHERE price_eur_mwh = %s",
+        (price,)).fetchone(), timeout=60)
+    assert row is not None, "no decision for the price move"
+    decision_id, trace_id, fleet_id = row
+    assert trace_id and len(trace_id) == 32 and int(trace_id, 16)
+
+    # The audit rows of the fleet forecast behind the decision, and of the
+    # device forecasts it made, name the same trace.
+    assert pg.execute("SELECT trace_id FROM fleet_forecasts WHERE fleet_forecast_id = %s",
+                      (fleet_id,)).fetchone()[0] == trace_id
+    made = pg.execute("SELECT DISTINCT trace_id FROM forecast_requests WHERE fleet_forecast_id = %s",
+                      (fleet_id,)).fetchall()
+    assert [t for (t,) in made] in ([trace_id], [])  # [] when every device forecast existed before
+    order = eventually(lambda: [m for m in topic_messages(rds, "orders") if m["decision_id"] == decision_id])
+    assert order and order[0]["trace_id"] == trace_id
+
+    spans = complete_trace(trace_id, {"gateway", "trading", "forecaster", "telemetry"},
+                           {"post /windows", "activity: record_fleet", "/v1.0/publish/pubsub/orders"})
+    t = Tree(spans)
+    assert {s["traceId"] for s in spans} == {trace_id}
+    # The parent chain: gateway -> (pub/sub) -> trading -> its rule actor;
+    # trading -> (service invocation) -> forecaster -> workflow activities
+    # -> telemetry; trading -> `orders`.
+    root = t.find("gateway", "post /prices", "SERVER")
+    assert len(root) == 1 and not root[0].get("parentId"), [s.get("name") for s in spans
+                                                             if not s.get("parentId")]
+    (root,) = root
+    (trading,) = t.find("trading", "post /prices", "SERVER")
+    assert t.descends(trading, root)
+    actor = [s for s in t.find("trading", ACTOR_ROUTE, "SERVER") if t.descends(s, trading)]
+    assert len(actor) == 2  # Observe, then Decided
+    (fleet,) = t.find("forecaster", "post /fleet-forecasts", "SERVER")
+    assert t.descends(fleet, trading)
+    (shard,) = t.find("forecaster", "activity: forecast_shard")
+    (record,) = t.find("forecaster", "activity: record_fleet")
+    assert t.descends(shard, fleet) and t.descends(record, fleet)
+    (windows,) = t.find("telemetry", "post /windows", "SERVER")
+    assert t.descends(windows, shard)
+    (recorded,) = [s for s in spans if s["localEndpoint"]["serviceName"] == "trading"
+                   and "INSERT INTO trade_decisions" in s.get("tags", {}).get("db.statement", "")]
+    assert recorded["tags"]["db.system"] == "postgresql" and t.descends(recorded, trading)
+    (orders,) = t.find("trading", "/v1.0/publish/pubsub/orders")
+    assert t.descends(orders, trading)
+
+
+def test_a_forecast_names_its_trace_and_the_trace_holds_the_workflow_and_the_actor(gateway, pg):
+    # A horizon no other test asks for: a new forecast, made in this request's trace
+    # (one made before, by a fleet forecast say, names the trace that made it).
+    r = gateway.post("/forecast/intraday", params={"wait": "true"},
+                     json={"device_id": "hp-0003", "horizon_hours": 11.75})
     assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["created"]
+    trace_id = body["result"]["trace_id"]
+    # The audit row, and GET /forecast/{id} (served from it), name the same trace.
+    assert pg.execute("SELECT trace_id FROM forecast_requests WHERE request_id = %s",
+                      (body["forecast_id"],)).fetchone()[0] == trace_id
+    assert gateway.get(f"/forecast/{body['forecast_id']}").json()["result"]["trace_id"] == trace_id
 
-    services = eventually(lambda: {"gateway", "forecaster"} <= set(
-        httpx.get(f"{ZIPKIN}/api/v2/services", timeout=5).json()), timeout=30)
-    assert services, httpx.get(f"{ZIPKIN}/api/v2/services", timeout=5).json()
-
-    def invocation_traces() -> list[list[dict]]:
-        """Traces that hold the gateway's call to the forecaster."""
-        traces = httpx.get(f"{ZIPKIN}/api/v2/traces", timeout=5,
-                           params={"serviceName": "gateway", "limit": 100}).json()
-        return [t for t in traces if any("forecaster" in (s.get("name") or "") for s in t)
-                and {"gateway", "forecaster"} <= {s["localEndpoint"]["serviceName"] for s in t}]
-
-    traces = eventually(invocation_traces, timeout=45)  # sidecars export every few seconds
-    assert traces, "no trace of the gateway invoking the forecaster"
-    # The call crosses two sidecars in one trace: the gateway's (client)
-    # and the forecaster's (server), the latter a child of the former.
-    trace = max(traces, key=len)
-    by_service = {s["localEndpoint"]["serviceName"] for s in trace}
-    assert {"gateway", "forecaster"} <= by_service, by_service
-    ids = {s["id"] for s in trace}
-    forecaster_spans = [s for s in trace if s["localEndpoint"]["serviceName"] == "forecaster"]
-    assert any(s.get("parentId") in ids for s in forecaster_spans)
-    assert len({s["traceId"] for s in trace}) == 1
+    steps = {f"activity: {a}" for a in ("validate", "fetch", "forecast", "publish", "audit")}
+    spans = complete_trace(trace_id, {"gateway", "forecaster", "telemetry"}, steps)
+    t = Tree(spans)
+    (root,) = [s for s in spans if not s.get("parentId")]
+    assert root["localEndpoint"]["serviceName"] == "gateway" and root["name"] == "post /forecast/intraday"
+    # Each step of the workflow is a span under the forecaster's request
+    # (daprd carries the trace context from the workflow client's call).
+    # (A sidecar may retry the invocation under load: each attempt is a
+    # request span of the trace, and the workflow runs once.)
+    requests = t.find("forecaster", "post /forecasts", "SERVER")
+    assert requests and all(t.descends(r, root) for r in requests), \
+        [(s["localEndpoint"]["serviceName"], s.get("name"), s.get("parentId")) for s in spans]
+    for step in steps:
+        (span,) = t.find("forecaster", step)
+        assert any(t.descends(span, r) for r in requests), step
+    # The actor's methods run under the activities that call them.
+    actor_calls = t.find("forecaster", ACTOR_ROUTE, "SERVER")
+    (fetch,) = t.find("forecaster", "activity: fetch")
+    (forecast,) = t.find("forecaster", "activity: forecast")
+    assert any(t.descends(s, fetch) for s in actor_calls)
+    assert any(t.descends(s, forecast) for s in actor_calls)
+    # The audit step's PostgreSQL statements are spans of it.
+    (audit,) = t.find("forecaster", "activity: audit")
+    assert any(t.descends(s, audit) and s.get("kind") == "CLIENT" and s["name"] in ("insert", "create")
+               for s in spans)

@@ -25,7 +25,13 @@ def test_price_move_leads_to_a_trade_decision(gateway, pg, rds):
     assert row is not None, "no trade decision recorded"
     decision_id, n_forecasts, buy, sell, n_orders, quantile, portfolio_id, portfolio, orders = row
     assert n_forecasts == 24 and n_orders == 96
-    assert buy > 0 and sell == 0  # a flat position: the fleet's consumption is bought
+    # Each interval orders the gap between the target and the position that
+    # earlier decisions (of other tests) left; a flat position buys it all.
+    gaps = [o["target_mw"] - o["position_mw"] for o in orders]
+    assert [o["order_mw"] for o in orders] == pytest.approx(gaps, abs=2e-6)
+    assert buy == pytest.approx(sum(g for g in gaps if g > 0) / 4, abs=1e-4)
+    assert sell == pytest.approx(sum(-g for g in gaps if g < 0) / 4, abs=1e-4)
+    assert buy > 0 or all(o["position_mw"] > 0 for o in orders)
     # It bought the portfolio's median (symmetric imbalance costs), and the
     # portfolio's mean is the sum of the device means the forecasts audited.
     assert quantile == 0.5 and portfolio_id.startswith("fl-") and portfolio["devices"] == 24

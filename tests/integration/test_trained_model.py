@@ -4,7 +4,6 @@ cached in Redis, and `intraday warm`."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -13,14 +12,7 @@ import numpy as np
 import pytest
 
 from intraday.timeutil import floor_quarter_hour, isoformat_z
-from tests.integration.conftest import ROOT, topic_messages
-
-
-def intraday(env: dict, *args: str) -> str:
-    r = subprocess.run([str(ROOT / ".venv/bin/intraday"), *args], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, f"intraday {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
-    return r.stdout
+from tests.integration.conftest import intraday, topic_messages, train_and_promote
 
 
 def forecast(gateway, device: str, start: datetime) -> dict:
@@ -36,12 +28,7 @@ def test_a_promoted_model_serves_forecasts(stack, gateway, pg, rds, tmp_path):
     before = forecast(gateway, "hp-0005", start)
     assert before["model_version"] == "baseline"
 
-    data = tmp_path / "fleet.parquet"
-    intraday(env, "fleet", "generate", "--devices", "24", "--days", "14", "--faults", "none",
-             "--out", str(data))
-    out = intraday(env, "train", "--data", str(data), "--train-rows", "40000", "--trees", "30", "--promote")
-    version = out.split()[1].rstrip(":")
-    assert "promoted" in out
+    version = train_and_promote(env, tmp_path)
     try:
         time.sleep(1.5)  # the forecaster re-reads the pointer every second in this stack
         result = forecast(gateway, "hp-0005", start)

@@ -33,3 +33,18 @@ def test_messages_keep_iso_strings_as_strings():
     s = StateSerializer()
     msg = {"forecast_start": "2026-03-01T00:00:00Z", "n": 96}
     assert s.deserialize(s.serialize(msg)) == msg
+
+
+def test_a_window_until_a_time_keeps_the_intervals_before_it():
+    from datetime import UTC, datetime, timedelta
+
+    import numpy as np
+
+    from intraday.forecasting.types import TelemetryWindow
+
+    t0 = datetime(2026, 11, 30, tzinfo=UTC)
+    w = TelemetryWindow("hp-1", t0, np.arange(8.0))
+    assert w.until(t0 + timedelta(minutes=45)).values.tolist() == [0.0, 1.0, 2.0]
+    assert w.until(t0 + timedelta(minutes=44)).end == t0 + timedelta(minutes=30)  # partial: left out
+    assert w.until(t0 + timedelta(days=1)).values.tolist() == w.values.tolist()
+    assert w.until(t0 - timedelta(hours=1)).values.size == 0
