@@ -80,19 +80,24 @@ def _exporter(settings):
 
 def _setup_logging(service: str) -> None:
     from opentelemetry.instrumentation.logging import LoggingInstrumentor
+    from pythonjsonlogger.core import RESERVED_ATTRS
     from pythonjsonlogger.json import JsonFormatter
 
     # Puts the current span's ids on every log record (otelTraceID, otelSpanID).
-    LoggingInstrumentor().instrument(set_logging_format=False)
+    LoggingInstrumentor().instrument(set_logging_format=False, inject_trace_context=True)
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter(
         "%(asctime)s %(levelname)s %(name)s %(message)s %(otelTraceID)s %(otelSpanID)s",
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger",
                        "otelTraceID": "trace_id", "otelSpanID": "span_id"},
-        static_fields={"service": service}, timestamp=False))
+        static_fields={"service": service}, timestamp=False,
+        reserved_attrs=[*RESERVED_ATTRS, "otelTraceSampled", "otelServiceName"]))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    # The workflow engine logs every step of every instance at INFO, httpx every request.
+    for name in ("durabletask-worker", "durabletask-client", "WorkflowRuntime", "DaprWorkflowClient", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def instrument_app(app) -> None:

@@ -14,6 +14,7 @@ import dapr.ext.workflow as wf
 from dapr.actor.runtime.config import ActorRuntimeConfig
 from dapr.actor.runtime.runtime import ActorRuntime
 from dapr.ext.fastapi import DaprActor
+from dapr.ext.workflow.logger import LoggerOptions
 from fastapi import FastAPI, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -62,11 +63,13 @@ async def lifespan(app: FastAPI):
     )
     fleet.bind(asyncio.get_running_loop())
     tracing.instrument_workflow_client()  # before the runtime and client open their channels
-    runtime = wf.WorkflowRuntime(maximum_thread_pool_workers=16)
+    # Their records go to the root's JSON handler (services/tracing.py), not a handler of their own.
+    quiet = LoggerOptions(log_level=logging.WARNING, log_handler=logging.NullHandler())
+    runtime = wf.WorkflowRuntime(maximum_thread_pool_workers=16, logger_options=quiet)
     register(runtime)
     register_fleet(runtime)
     runtime.start()
-    client = wf.DaprWorkflowClient()
+    client = wf.DaprWorkflowClient(logger_options=quiet)
     batcher = Batcher(_run_single, _run_batch, _batch_group, max_size=settings.batch_max_size,
                       max_in_flight=settings.batch_max_in_flight,
                       max_wait=settings.batch_max_wait_ms / 1000)
