@@ -27,7 +27,10 @@ def test_the_prometheus_config_and_its_rules_are_valid():
 
 def test_the_sla_alerts_fire_when_they_should_and_only_then():
     """rules_test.yml: p99 over 30 s on a route pages after 2 minutes, fast
-    routes do not; one request in ten failing pages after 5 minutes."""
+    routes do not; one request in ten failing pages after 5 minutes; a
+    tenth of the fleet silent for an hour raises a ticket after 15 minutes;
+    the baseline served for 10 minutes does, a promoted model does not; a
+    queue growing past 100 pages, one draining does not."""
     r = promtool("test", "rules", "rules_test.yml")
     assert r.returncode == 0, r.stdout + r.stderr
 
