@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 import numpy as np
+
+
+def gateway_headers(data_dir: Path | None = None) -> dict[str, str]:
+    """The API key header for the gateway: INTRADAY_API_KEY, else the key
+    `make up` wrote into the stack's data directory."""
+    from intraday.config import Settings
+
+    key = (Settings(data_dir=data_dir) if data_dir else Settings()).client_api_key
+    return {"authorization": f"Bearer {key}"} if key else {}
 
 
 def machine() -> dict:

@@ -34,7 +34,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from common import machine, summary  # noqa: E402
+from common import gateway_headers, machine, summary  # noqa: E402
 
 from intraday.timeutil import floor_quarter_hour, isoformat_z  # noqa: E402
 
@@ -83,7 +83,7 @@ def run_series(name: str, bodies: list[dict], workers: int, new: bool = True,
                raw: list[float] | None = None) -> dict:
     print(f"{name}: {len(bodies)} forecasts, {workers} client(s) ...", flush=True)
     limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
-    with httpx.Client(base_url=GATEWAY, timeout=90, limits=limits) as client:
+    with httpx.Client(base_url=GATEWAY, timeout=90, limits=limits, headers=gateway_headers()) as client:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(workers) as pool:
             latencies = list(pool.map(lambda b: timed_forecast(client, b, new), bodies))
@@ -105,7 +105,8 @@ def stack(command: str, observability: str) -> None:
 def measure(args, sequential: list[float], full: bool) -> tuple[int, dict]:
     """Warm every device's actor, then the sequential series (its latencies
     added to `sequential`) and, if `full`, the concurrent and repeat ones."""
-    devices = [d["device_id"] for d in httpx.get(f"{GATEWAY}/devices", timeout=30).json()]
+    devices = [d["device_id"] for d in httpx.get(f"{GATEWAY}/devices", timeout=30,
+                                                 headers=gateway_headers()).json()]
     work = Workload(devices)
     run_series("warm-up (actor activation)", [work.next_body() for _ in devices], 4)
     results = {"sequential": run_series("sequential", [work.next_body() for _ in range(args.sequential)], 1,

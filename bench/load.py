@@ -40,11 +40,12 @@ import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from common import machine, summary  # noqa: E402
+from common import gateway_headers, machine, summary  # noqa: E402
 
 from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, isoformat_z  # noqa: E402
 
 GATEWAY = os.environ.get("INTRADAY_GATEWAY_URL", "http://127.0.0.1:8000")
+HEADERS: dict[str, str] = {}  # the API key, once the stack is up
 PG_DSN = os.environ.get("INTRADAY_PG_DSN", "postgresql://intraday@127.0.0.1:5432/intraday")
 SERVICES = ("gateway", "forecaster", "telemetry", "trading")
 AIMS = {"fleet_10000_s": 10.0, "price_to_decision_10000_s": 15.0, "concurrent_1000_last_s": 10.0,
@@ -222,7 +223,7 @@ def client(connections: int) -> aiohttp.ClientSession:
     """The load generator's client: aiohttp, whose pool stays cheap with
     hundreds of requests in flight (this client shares the 2 cores)."""
     return aiohttp.ClientSession(base_url=GATEWAY, connector=aiohttp.TCPConnector(limit=connections),
-                                 timeout=aiohttp.ClientTimeout(total=180))
+                                 timeout=aiohttp.ClientTimeout(total=180), headers=HEADERS)
 
 
 def report(name: str, latencies: list[float], errors: list[str], wall: float) -> dict:
@@ -308,7 +309,7 @@ def fleet_forecast(devices: list[str] | None, start: datetime) -> dict:
     t0 = time.perf_counter()
     with CpuProfile() as cpu:
         r = httpx.post(f"{GATEWAY}/forecast/fleet", params={"wait": "true", "timeout": 300}, json=body,
-                       timeout=330)
+                       timeout=330, headers=HEADERS)
     wall = time.perf_counter() - t0
     view = r.json()
     if r.status_code != 200:
@@ -334,7 +335,7 @@ def price_to_decision(pg: psycopg.Connection) -> dict:
     price = round((rule.get("reference_price") or 80.0) + 25.0 + random.random(), 3)
     t0 = time.perf_counter()
     r = httpx.post(f"{GATEWAY}/prices", json={"price_eur_mwh": price, "at": isoformat_z(datetime.now(UTC))},
-                   timeout=10)
+                   timeout=10, headers=HEADERS)
     r.raise_for_status()
     row = None
     while row is None and time.perf_counter() - t0 < 300:
@@ -381,11 +382,12 @@ def main() -> None:
     rss.start()
     results: dict = {}
     try:
-        fleet = [d["device_id"] for d in httpx.get(f"{GATEWAY}/devices", timeout=60).json()]
+        HEADERS.update(gateway_headers(Path(env["INTRADAY_DATA_DIR"]) if env else None))
+        fleet = [d["device_id"] for d in httpx.get(f"{GATEWAY}/devices", timeout=60, headers=HEADERS).json()]
         log("waiting for the services to be idle (startup catch-up) ...")
         results["settled_after_s"] = settle()
         log(f"fleet of {len(fleet):,} devices; warming the model ...")
-        httpx.post(f"{GATEWAY}/warm", json={"top": 0}, timeout=120).raise_for_status()
+        httpx.post(f"{GATEWAY}/warm", json={"top": 0}, timeout=120, headers=HEADERS).raise_for_status()
         pg = psycopg.connect(PG_DSN, autocommit=True)
         forecasts_before = pg.execute("SELECT count(*) FROM forecast_requests").fetchone()[0]
         results["redis_before"] = redis_figures()

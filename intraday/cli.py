@@ -5,6 +5,8 @@
   intraday prices [--count N] [--interval S] [--price P] [--step S] [--seed N]
   intraday devices
   intraday db migrate
+  intraday keys create NAME --scopes forecast:read,forecast:request,...|all [--out FILE]
+  intraday keys list [--json] | revoke KEY_ID_OR_NAME
   intraday fleet generate [--devices N] [--days D] [--seed S] [--end ISO] [--faults realistic|none]
                           [--out FILE.parquet] [--if-empty]
   intraday fleet demo [...]                 the 24-device fleet `make up` loads
@@ -19,8 +21,10 @@
   intraday warm [--top N] [--days D] [--device ID ...]
 
 Commands that reach the running system go through the gateway
-(INTRADAY_GATEWAY_URL); `db` and `fleet` work on the stores directly and are
-what `make up` runs before the services start.
+(INTRADAY_GATEWAY_URL) with an API key (INTRADAY_API_KEY, else the file
+INTRADAY_API_KEY_FILE, default .data/api-key, which `make up` writes); `db`,
+`keys` and `fleet` work on the stores directly and are what `make up` runs
+before the services start.
 """
 
 from __future__ import annotations
@@ -44,7 +48,12 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _gateway() -> httpx.Client:
-    return httpx.Client(base_url=get_settings().gateway_url, timeout=90)
+    """The gateway, with this user's API key (INTRADAY_API_KEY, else the
+    file `make up` writes: INTRADAY_API_KEY_FILE, default .data/api-key)."""
+    settings = get_settings()
+    key = settings.client_api_key
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=settings.gateway_url, timeout=90, headers=headers)
 
 
 def _http_error(r: httpx.Response) -> None:
@@ -146,6 +155,63 @@ def cmd_devices(_: argparse.Namespace) -> None:
     for d in r.json():
         print(f"{d['device_id']}  {d['location']:<12} {d['building_type']:<34} "
               f"{d['rated_power_kw']:5.1f} kW")
+
+
+def cmd_keys_create(args: argparse.Namespace) -> None:
+    from intraday import auth
+    from intraday.audit import db
+
+    settings = get_settings()
+    if args.if_missing and args.out and args.out.is_file():
+        with db.connect(settings.pg_dsn) as conn:
+            try:
+                held = auth.verify(conn, settings.api_key_pepper, args.out.read_text().strip())
+                print(f"the key in {args.out} ({held.name}, {held.key_id}) is valid", file=sys.stderr)
+                return
+            except auth.AuthError as e:
+                print(f"the key in {args.out} is not valid ({e}): making a new one", file=sys.stderr)
+    try:
+        scopes = auth.parse_scopes(args.scopes)
+        with db.connect(settings.pg_dsn) as conn:
+            key = auth.create_key(conn, settings.api_key_pepper, args.name, scopes)
+            conn.commit()
+    except ValueError as e:
+        _fail(str(e), 2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.touch(mode=0o600)
+        args.out.write_text(key + "\n")
+    print(f"key for {args.name}, scopes {', '.join(scopes)} (shown once; only its hash is stored):",
+          file=sys.stderr)
+    print(key)
+
+
+def cmd_keys_list(args: argparse.Namespace) -> None:
+    from intraday import auth
+    from intraday.audit import db
+
+    with db.connect(get_settings().pg_dsn) as conn:
+        keys = auth.list_keys(conn)
+    if args.json:
+        print(json.dumps(keys, default=str, indent=2))
+        return
+    for k in keys:
+        state = f"revoked {k['revoked_at']:%Y-%m-%d %H:%M}" if k["revoked_at"] else "active"
+        used = f"{k['last_used_at']:%Y-%m-%d %H:%M}" if k["last_used_at"] else "never"
+        print(f"{k['key_id']}  {k['name']:<20} {state:<24} used {used:<16} {','.join(k['scopes'])}")
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> None:
+    from intraday import auth
+    from intraday.audit import db
+
+    with db.connect(get_settings().pg_dsn) as conn:
+        revoked = auth.revoke(conn, args.key)
+        conn.commit()
+    if not revoked:
+        _fail(f"no active key with id or name {args.key!r}", 2)
+    print(f"revoked {', '.join(revoked)} (the gateway refuses them within "
+          f"{get_settings().api_key_cache_seconds:.0f} s)")
 
 
 def cmd_db_migrate(_: argparse.Namespace) -> None:
@@ -546,6 +612,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     dbp = sub.add_parser("db", help="audit database").add_subparsers(dest="db_command", required=True)
     dbp.add_parser("migrate", help="create or update the audit schema").set_defaults(func=cmd_db_migrate)
+
+    ks = sub.add_parser("keys", help="API keys of the gateway").add_subparsers(dest="keys_command",
+                                                                               required=True)
+    kc = ks.add_parser("create", help="a new key; printed alone on the last line, shown once")
+    kc.add_argument("name", help="who holds it (recorded as requested_by)")
+    kc.add_argument("--scopes", required=True,
+                    help="comma-separated: forecast:read, forecast:request, prices:publish, "
+                         "models:admin; or all")
+    kc.add_argument("--out", type=Path, help="also write the key to this file (mode 600)")
+    kc.add_argument("--if-missing", action="store_true",
+                    help="with --out: keep the key the file holds if it is still valid")
+    kc.set_defaults(func=cmd_keys_create)
+    kl = ks.add_parser("list", help="keys with their scopes, state and last use (never the secret)")
+    kl.add_argument("--json", action="store_true")
+    kl.set_defaults(func=cmd_keys_list)
+    kr = ks.add_parser("revoke", help="revoke a key by id, or every key of a name")
+    kr.add_argument("key", help="key id or name")
+    kr.set_defaults(func=cmd_keys_revoke)
 
     fl = sub.add_parser("fleet", help="fleet data").add_subparsers(dest="fleet_command", required=True)
     for name, help_text, devices, days in (

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_PG_DSN = "postgresql://intraday@127.0.0.1:5432/intraday"
+LOCAL_API_KEY_PEPPER = "intraday-local-pepper"  # refused in production
 
 
 class Settings(BaseSettings):
@@ -67,6 +68,16 @@ class Settings(BaseSettings):
     imbalance_cost_short_eur_mwh: float = 100.0
     imbalance_cost_long_eur_mwh: float = 100.0
 
+    # API keys (intraday/auth.py): the server-side pepper their hashes are
+    # keyed with (production must set its own, from a secret store), how long
+    # the gateway trusts a verified key before asking PostgreSQL again (a
+    # revoked key is refused within this time), and the key the CLI and the
+    # benchmarks present: INTRADAY_API_KEY, else the file `make up` writes.
+    api_key_pepper: str = LOCAL_API_KEY_PEPPER
+    api_key_cache_seconds: float = 10.0
+    api_key: str = ""
+    api_key_file: Path | None = None
+
     # Traces of the apps (the sidecars' own go where components/config/ says):
     # the local Zipkin server, an OpenTelemetry collector (OTLP, configured by
     # the standard OTEL_EXPORTER_OTLP_* variables), Cloud Trace, or nowhere.
@@ -77,6 +88,14 @@ class Settings(BaseSettings):
     @property
     def model_store_url(self) -> str:
         return self.model_store or str(self.data_dir)
+
+    @property
+    def client_api_key(self) -> str:
+        """The key this process presents to the gateway ('' if none)."""
+        if self.api_key:
+            return self.api_key
+        path = self.api_key_file or self.data_dir / "api-key"
+        return path.read_text().strip() if path.is_file() else ""
 
     @property
     def chdb_path(self) -> Path:
@@ -92,6 +111,9 @@ class Settings(BaseSettings):
     def _refuse_local_defaults_in_production(self) -> Settings:
         if self.environment == "production" and self.pg_dsn == LOCAL_PG_DSN:
             raise ValueError("INTRADAY_PG_DSN must be set in production")
+        if self.environment == "production" and (self.api_key_pepper == LOCAL_API_KEY_PEPPER
+                                                  or len(self.api_key_pepper) < 32):
+            raise ValueError("INTRADAY_API_KEY_PEPPER must be set in production (32 characters or more)")
         if self.imbalance_cost_short_eur_mwh <= 0 or self.imbalance_cost_long_eur_mwh <= 0:
             raise ValueError("INTRADAY_IMBALANCE_COST_SHORT_EUR_MWH and _LONG_ must be positive")
         return self

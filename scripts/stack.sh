@@ -180,6 +180,9 @@ up() {
   start_prometheus
   start_dapr_control_plane
   .venv/bin/intraday db migrate
+  # A key for the local user (all scopes): the CLI and the benchmarks read it.
+  .venv/bin/intraday keys create local --scopes all --out "$data/api-key" --if-missing >/dev/null
+  say "API key for the gateway in $data/api-key (the CLI reads it; curl: -H \"Authorization: Bearer \$(cat $data/api-key)\")"
   if ! alive apps; then .venv/bin/intraday fleet demo --if-empty; fi
   start_services
   say "up: gateway on http://127.0.0.1:8000"

@@ -96,7 +96,8 @@ def _setup_logging(service: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     # The workflow engine logs every step of every instance at INFO, httpx every request.
-    for name in ("durabletask-worker", "durabletask-client", "WorkflowRuntime", "DaprWorkflowClient", "httpx"):
+    for name in ("durabletask-worker", "durabletask-client", "WorkflowRuntime", "DaprWorkflowClient",
+                 "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -1,20 +1,88 @@
-"""Gateway: the public REST API. It validates requests, then reaches the
-forecaster and telemetry services by Dapr service invocation."""
+"""Gateway: the public REST API. It authenticates every caller by API key
+(`Authorization: Bearer <key>`, scopes per route: intraday/auth.py),
+validates requests, then reaches the forecaster and telemetry services by
+Dapr service invocation. The key's holder is what a forecast records as
+`requested_by`."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
+from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 
+from intraday import auth
+from intraday.config import get_settings
 from services import sidecar
 from services.http import install_common
 from workflows.contracts import ForecastRequest
 
-app = FastAPI(title="intraday gateway")
+pool: ConnectionPool
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI):
+    global pool
+    pool = ConnectionPool(get_settings().pg_dsn, min_size=1, max_size=4, open=True,
+                          kwargs={"autocommit": True})
+    yield
+    pool.close()
+
+
+app = FastAPI(title="intraday gateway", lifespan=lifespan)
 install_common(app, "gateway")
+_bearer = HTTPBearer(auto_error=False, description="an API key: `intraday keys create NAME --scopes ...`")
+_verified: dict[bytes, tuple[float, auth.Principal]] = {}  # sha256(key) -> (when, principal)
+
+
+def _principal(key: str) -> auth.Principal:
+    """The key's principal, from PostgreSQL at most every
+    `api_key_cache_seconds` per key (so a revoked key is refused within that)."""
+    settings = get_settings()
+    digest = hashlib.sha256(key.encode()).digest()
+    cached = _verified.get(digest)
+    if cached is not None and time.monotonic() - cached[0] < settings.api_key_cache_seconds:
+        return cached[1]
+    with pool.connection() as conn:
+        principal = auth.verify(conn, settings.api_key_pepper, key)
+        auth.touch(conn, [principal.key_id])
+    _verified[digest] = (time.monotonic(), principal)
+    return principal
+
+
+def scope(name: str):
+    """A dependency: the caller's principal, if its key holds scope `name`."""
+    async def caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) \
+            -> auth.Principal:
+        if credentials is None:
+            raise auth.AuthError("an API key is required: Authorization: Bearer <key>")
+        principal = await run_in_threadpool(_principal, credentials.credentials)
+        principal.require(name)
+        return principal
+    return caller
+
+
+ForecastRequester = Annotated[auth.Principal, Depends(scope("forecast:request"))]
+ForecastReader = Annotated[auth.Principal, Depends(scope("forecast:read"))]
+
+
+@app.exception_handler(auth.AuthError)
+async def _unauthenticated(_: Request, exc: auth.AuthError) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+@app.exception_handler(auth.Forbidden)
+async def _forbidden(_: Request, exc: auth.Forbidden) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=403)
 
 
 class PriceTick(BaseModel):
@@ -32,13 +100,15 @@ def _relay(r) -> Response:
 @app.post("/forecast/intraday")
 async def forecast_intraday(
     body: ForecastRequest,
+    caller: ForecastRequester,
     wait: bool = Query(False, description="wait for and return the finished forecast"),
     timeout: float = Query(60.0, gt=0, le=120),
 ) -> Response:
+    """A device's forecast; `requested_by` is the caller's key holder."""
     r = await sidecar.invoke(
         "forecaster", "POST", "forecasts",
         params={"wait": str(wait).lower(), "timeout": timeout},
-        content=body.model_dump_json(exclude_none=True),
+        content=body.model_copy(update={"requested_by": caller.name}).model_dump_json(exclude_none=True),
         headers={"content-type": "application/json"},
         timeout=timeout + 5,
     )
@@ -48,40 +118,48 @@ async def forecast_intraday(
 @app.post("/forecast/fleet")
 async def forecast_fleet(
     request: Request,
+    caller: ForecastRequester,
     wait: bool = Query(False, description="wait for and return the finished portfolio forecast"),
     timeout: float = Query(60.0, gt=0, le=300),
 ) -> Response:
     """The portfolio of many devices (body `{devices?, forecast_start?,
-    horizon_hours?, requested_by?}`; no devices: the whole fleet) as one
-    workflow; validated by the forecaster."""
+    horizon_hours?}`; no devices: the whole fleet) as one workflow;
+    validated by the forecaster; `requested_by` is the caller's key holder."""
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        return JSONResponse({"detail": "the body is not JSON"}, status_code=422)
+    if not isinstance(body, dict):
+        return JSONResponse({"detail": "the body must be a JSON object"}, status_code=422)
     r = await sidecar.invoke(
         "forecaster", "POST", "fleet-forecasts",
         params={"wait": str(wait).lower(), "timeout": timeout},
-        content=await request.body(), headers={"content-type": "application/json"},
+        json={**body, "requested_by": caller.name},
         timeout=timeout + 5,
     )
     return _relay(r)
 
 
 @app.get("/forecast/{forecast_id}")
-async def get_forecast(forecast_id: str) -> Response:
+async def get_forecast(forecast_id: str, _: ForecastReader) -> Response:
     return _relay(await sidecar.invoke("forecaster", "GET", f"forecasts/{forecast_id}"))
 
 
 @app.post("/warm")
-async def warm(request: Request) -> Response:
+async def warm(request: Request, _: Annotated[auth.Principal, Depends(scope("models:admin"))]) -> Response:
     """Load the served model and the most-traded devices' actors ahead of a burst."""
     return _relay(await sidecar.invoke("forecaster", "POST", "warm", content=await request.body(),
                                        headers={"content-type": "application/json"}, timeout=300))
 
 
 @app.get("/devices")
-async def devices() -> Response:
+async def devices(_: ForecastReader) -> Response:
     return _relay(await sidecar.invoke("telemetry", "GET", "devices"))
 
 
 @app.post("/prices", status_code=202)
-async def publish_price(tick: PriceTick) -> dict:
+async def publish_price(tick: PriceTick,
+                        _: Annotated[auth.Principal, Depends(scope("prices:publish"))]) -> dict:
     """Put a price tick on the `prices` topic (simulated feeds, feed adapters)."""
     await sidecar.publish_async("prices", tick.model_dump(mode="json", exclude_none=True))
     return {"published": True}

@@ -48,8 +48,10 @@ def stack() -> Iterator[dict]:
     data_dir.mkdir(parents=True)
     # Forecasters re-read the promoted model version every second, not 30 s;
     # the trading rule's debounce (unit-tested) is 1 s, so tests' moves trade.
+    # A verified API key is trusted for 1 s (a revocation test waits for it).
     env = {**os.environ, "INTRADAY_DATA_DIR": str(data_dir), "INTRADAY_MODEL_REFRESH_SECONDS": "1",
-           "INTRADAY_PRICE_DEBOUNCE_SECONDS": "1"}
+           "INTRADAY_PRICE_DEBOUNCE_SECONDS": "1", "INTRADAY_API_KEY_CACHE_SECONDS": "1"}
+    env.pop("INTRADAY_API_KEY", None)
     up = subprocess.run(["bash", "scripts/stack.sh", "up"], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
     try:
@@ -60,9 +62,16 @@ def stack() -> Iterator[dict]:
                        capture_output=True, text=True, timeout=120)
 
 
+def api_key(stack: dict) -> str:
+    """The all-scopes key `make up` made for the local user."""
+    return (stack["data_dir"] / "api-key").read_text().strip()
+
+
 @pytest.fixture(scope="session")
 def gateway(stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url="http://127.0.0.1:8000", timeout=90) as c:
+    """The gateway, as the local user (the key `make up` wrote)."""
+    with httpx.Client(base_url="http://127.0.0.1:8000", timeout=90,
+                      headers={"authorization": f"Bearer {api_key(stack)}"}) as c:
         yield c
 
 

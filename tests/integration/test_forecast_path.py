@@ -172,7 +172,7 @@ def test_a_burst_of_concurrent_requests_is_batched_and_each_forecast_made_once(g
     before = httpx.get("http://127.0.0.1:8001/batching").json()
     messages = len(topic_messages(rds, "forecasts"))
 
-    with httpx.Client(base_url="http://127.0.0.1:8000", timeout=120,
+    with httpx.Client(base_url="http://127.0.0.1:8000", timeout=120, headers=gateway.headers,
                       limits=httpx.Limits(max_connections=300)) as client, \
             ThreadPoolExecutor(300) as pool:
         responses = list(pool.map(
