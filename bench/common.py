@@ -18,6 +18,14 @@ def gateway_headers(data_dir: Path | None = None) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"} if key else {}
 
 
+def app_headers(data_dir: Path | None = None) -> dict[str, str]:
+    """The app API token header, for an app's own endpoints (/batching, /rule)."""
+    from intraday.config import Settings
+
+    token = (Settings(data_dir=data_dir) if data_dir else Settings()).app_api_token
+    return {"dapr-api-token": token} if token else {}
+
+
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor())

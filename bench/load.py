@@ -40,12 +40,13 @@ import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from common import gateway_headers, machine, summary  # noqa: E402
+from common import app_headers, gateway_headers, machine, summary  # noqa: E402
 
 from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, isoformat_z  # noqa: E402
 
 GATEWAY = os.environ.get("INTRADAY_GATEWAY_URL", "http://127.0.0.1:8000")
 HEADERS: dict[str, str] = {}  # the API key, once the stack is up
+APP_HEADERS: dict[str, str] = {}  # the app API token, to read the apps' own endpoints
 PG_DSN = os.environ.get("INTRADAY_PG_DSN", "postgresql://intraday@127.0.0.1:5432/intraday")
 SERVICES = ("gateway", "forecaster", "telemetry", "trading")
 AIMS = {"fleet_10000_s": 10.0, "price_to_decision_10000_s": 15.0, "concurrent_1000_last_s": 10.0,
@@ -324,7 +325,7 @@ def fleet_forecast(devices: list[str] | None, start: datetime) -> dict:
 
 
 def price_to_decision(pg: psycopg.Connection) -> dict:
-    rule = httpx.get("http://127.0.0.1:8003/rule", timeout=10).json()
+    rule = httpx.get("http://127.0.0.1:8003/rule", timeout=10, headers=APP_HEADERS).json()
     last = rule.get("last_trigger_at")
     debounce = float(os.environ.get("INTRADAY_PRICE_DEBOUNCE_SECONDS", "30"))
     if last:
@@ -382,7 +383,9 @@ def main() -> None:
     rss.start()
     results: dict = {}
     try:
-        HEADERS.update(gateway_headers(Path(env["INTRADAY_DATA_DIR"]) if env else None))
+        data_dir = Path(env["INTRADAY_DATA_DIR"]) if env else None
+        HEADERS.update(gateway_headers(data_dir))
+        APP_HEADERS.update(app_headers(data_dir))
         fleet = [d["device_id"] for d in httpx.get(f"{GATEWAY}/devices", timeout=60, headers=HEADERS).json()]
         log("waiting for the services to be idle (startup catch-up) ...")
         results["settled_after_s"] = settle()
@@ -391,7 +394,7 @@ def main() -> None:
         pg = psycopg.connect(PG_DSN, autocommit=True)
         forecasts_before = pg.execute("SELECT count(*) FROM forecast_requests").fetchone()[0]
         results["redis_before"] = redis_figures()
-        batching_before = httpx.get("http://127.0.0.1:8001/batching", timeout=10).json()
+        batching_before = httpx.get("http://127.0.0.1:8001/batching", timeout=10, headers=APP_HEADERS).json()
         work = Work(fleet, args.seed if args.seed is not None else random.SystemRandom().randrange(10**6))
 
         if args.only == "fleet":
@@ -411,7 +414,7 @@ def main() -> None:
         results["sustained"]["cpu_seconds"] = cpu.seconds
         results["idle_then_burst"] = asyncio.run(lone_then_burst(
             work, 30, args.idle_seconds, args.burst))
-        batching_after = httpx.get("http://127.0.0.1:8001/batching", timeout=10).json()
+        batching_after = httpx.get("http://127.0.0.1:8001/batching", timeout=10, headers=APP_HEADERS).json()
         results["batching"] = {k: batching_after[k] - batching_before.get(k, 0)
                                for k in ("requests", "shared", "batches", "singles")} \
             | {"largest": batching_after["largest"]}

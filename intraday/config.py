@@ -7,6 +7,7 @@ for credentials-bearing settings when INTRADAY_ENVIRONMENT=production.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -96,6 +97,14 @@ class Settings(BaseSettings):
             return self.api_key
         path = self.api_key_file or self.data_dir / "api-key"
         return path.read_text().strip() if path.is_file() else ""
+
+    @property
+    def app_api_token(self) -> str:
+        """The token the apps' sidecars present to them (APP_API_TOKEN, else
+        the local stack's file): what a direct caller of an app needs."""
+        token = os.environ.get("APP_API_TOKEN", "")
+        path = self.data_dir / "app-api-token"
+        return token or (path.read_text().strip() if path.is_file() else "")
 
     @property
     def chdb_path(self) -> Path:

@@ -146,6 +146,14 @@ run_file() {
   echo "$run/dapr-untraced.yaml"
 }
 
+token() {  # token NAME: a random secret kept in $data/NAME (mode 600), made once
+  local file="$data/$1"
+  if [[ ! -s "$file" ]]; then
+    (umask 077; head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$file")
+  fi
+  cat "$file"
+}
+
 start_services() {
   if alive apps; then say "services already running"; else
     for s in "${services[@]}"; do
@@ -153,6 +161,11 @@ start_services() {
       ! port_busy "$app_port" || die "port $app_port ($name) is in use by another process"
       ! port_busy "$dapr_port" || die "port $dapr_port ($name sidecar) is in use by another process"
     done
+    # Apps and sidecars authenticate each other: every daprd requires the
+    # Dapr API token from its app, and sends the app API token to it.
+    export DAPR_API_TOKEN APP_API_TOKEN
+    DAPR_API_TOKEN="$(token dapr-api-token)"
+    APP_API_TOKEN="$(token app-api-token)"
     local file; file="$(run_file)"
     [[ "$file" == dapr.yaml ]] || { export INTRADAY_TRACES_EXPORTER=none; say "observability off: $file"; }
     start_daemon apps "$dapr_bin/dapr" run -f "$file"

@@ -4,7 +4,9 @@ per route, server spans (OpenTelemetry) and JSON logs."""
 
 from __future__ import annotations
 
+import hmac
 import logging
+import os
 import time
 
 from fastapi import FastAPI, Request, Response
@@ -39,6 +41,8 @@ def install_common(app: FastAPI, service: str) -> None:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    if service != "gateway":  # the gateway's callers are people, with API keys
+        app.add_middleware(_FromSidecarOnly)
     app.add_middleware(_RequestMetrics, service=service)
     tracing.instrument_app(app)
 
@@ -70,6 +74,29 @@ class _RequestMetrics:
             if path != "/metrics":
                 REQUEST_SECONDS.labels(self.service, scope["method"], path, str(status["code"])) \
                     .observe(time.perf_counter() - t0)
+
+
+OPEN_PATHS = ("/health", "/metrics")  # probes and scrapes
+
+
+class _FromSidecarOnly:
+    """With APP_API_TOKEN set, the app answers only calls that carry it in
+    `dapr-api-token`, as its sidecar's do (it sends the token on every call
+    to the app): 401 otherwise. Probes and scrapes stay open."""
+
+    def __init__(self, app):
+        self.app = app
+        token = os.environ.get("APP_API_TOKEN")
+        self.token = token.encode() if token else None
+
+    async def __call__(self, scope, receive, send):
+        if self.token is None or scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        presented = dict(scope["headers"]).get(b"dapr-api-token", b"")
+        if hmac.compare_digest(presented, self.token):
+            return await self.app(scope, receive, send)
+        await JSONResponse({"detail": "only this app's Dapr sidecar may call it (app API token)"},
+                           status_code=401)(scope, receive, send)
 
 
 def serve(service: str, port: int) -> None:

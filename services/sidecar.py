@@ -33,6 +33,13 @@ def sidecar_url() -> str:
     return f"http://127.0.0.1:{os.environ.get('DAPR_HTTP_PORT', '3500')}"
 
 
+def token_headers() -> dict[str, str]:
+    """The Dapr API token this app presents to its sidecar (DAPR_API_TOKEN,
+    which the sidecar requires when it has one too)."""
+    token = os.environ.get("DAPR_API_TOKEN")
+    return {"dapr-api-token": token} if token else {}
+
+
 class SidecarError(RuntimeError):
     """The sidecar or the app behind it answered with an error."""
 
@@ -58,7 +65,8 @@ _sync: httpx.Client | None = None
 def sync_client() -> httpx.Client:
     global _sync
     if _sync is None:
-        _sync = httpx.Client(base_url=sidecar_url(), timeout=TIMEOUT, limits=_LIMITS)
+        _sync = httpx.Client(base_url=sidecar_url(), timeout=TIMEOUT, limits=_LIMITS,
+                             headers=token_headers())
     return _sync
 
 
@@ -97,6 +105,7 @@ async def _request(method: str, url: str, *, params: dict | None = None, json: A
     if _session is None or _session.closed:
         _session = aiohttp.ClientSession(
             base_url=sidecar_url(), connector=aiohttp.TCPConnector(limit=ASYNC_CONNECTIONS),
+            headers=token_headers(),
             timeout=aiohttp.ClientTimeout(total=TIMEOUT.read, sock_connect=TIMEOUT.connect))
     kwargs: dict[str, Any] = {}
     if params:

@@ -62,6 +62,17 @@ def stack() -> Iterator[dict]:
                        capture_output=True, text=True, timeout=120)
 
 
+def dapr_headers(stack: dict) -> dict[str, str]:
+    """What a client of a sidecar's API presents: its Dapr API token."""
+    return {"dapr-api-token": (stack["data_dir"] / "dapr-api-token").read_text().strip()}
+
+
+def app_headers(stack: dict) -> dict[str, str]:
+    """What a caller of an app other than the gateway presents, as its
+    sidecar does: the app API token."""
+    return {"dapr-api-token": (stack["data_dir"] / "app-api-token").read_text().strip()}
+
+
 def api_key(stack: dict) -> str:
     """The all-scopes key `make up` made for the local user."""
     return (stack["data_dir"] / "api-key").read_text().strip()

@@ -12,7 +12,15 @@ import uuid
 import httpx
 import pytest
 
-from tests.integration.conftest import ROOT, api_key, eventually, intraday, topic_messages
+from tests.integration.conftest import (
+    ROOT,
+    api_key,
+    app_headers,
+    dapr_headers,
+    eventually,
+    intraday,
+    topic_messages,
+)
 
 GATEWAY = "http://127.0.0.1:8000"
 PROTECTED = [("POST", "/forecast/intraday", {"device_id": "hp-0001"}), ("POST", "/forecast/fleet", {}),
@@ -104,3 +112,41 @@ def test_bad_key_commands_fail_with_a_message(stack):
         r = subprocess.run([str(ROOT / ".venv/bin/intraday"), "keys", *args], env=stack["env"],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_apps_and_sidecars_answer_only_each_other(stack):
+    """The Dapr API token: a sidecar serves only callers that present it
+    (its app does). The app API token: an app other than the gateway serves
+    only calls that carry it (its sidecar's); probes and scrapes stay open."""
+    for port in (3500, 3501, 3502, 3503):
+        assert httpx.get(f"http://127.0.0.1:{port}/v1.0/metadata", timeout=5).status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{port}/v1.0/metadata", headers=dapr_headers(stack),
+                         timeout=5).status_code == 200
+    for port, path in ((8001, "/batching"), (8002, "/devices"), (8003, "/rule")):
+        r = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10)
+        assert r.status_code == 401 and "sidecar" in r.json()["detail"], (port, r.text)
+        wrong = httpx.get(f"http://127.0.0.1:{port}{path}", headers={"dapr-api-token": "guess"}, timeout=10)
+        assert wrong.status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{port}{path}", headers=app_headers(stack),
+                         timeout=10).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 200
+    # Through the sidecars, with the token, everything works: a forecast end to end.
+    r = httpx.post(f"{GATEWAY}/forecast/intraday", params={"wait": "true"}, timeout=60,
+                   headers={"authorization": f"Bearer {api_key(stack)}"},
+                   json={"device_id": "hp-0011", "horizon_hours": 1.5})
+    assert r.status_code == 200, r.text
+
+
+def test_topics_are_scoped_to_their_publishers(stack, pg):
+    """Only the gateway publishes prices (they move the trading service),
+    only trading publishes orders (components/*/pubsub.yaml): any other
+    app's sidecar refuses, and nothing is traded."""
+    before = pg.execute("SELECT count(*) FROM trade_decisions").fetchone()[0]
+    for port, topic in ((3503, "prices"), (3501, "prices"), (3502, "prices"), (3501, "orders"),
+                        (3500, "orders"), (3503, "forecasts")):
+        r = httpx.post(f"http://127.0.0.1:{port}/v1.0/publish/pubsub/{topic}", headers=dapr_headers(stack),
+                       json={"price_eur_mwh": 9999.0}, timeout=10)
+        assert r.status_code == 403, (port, topic, r.status_code, r.text)
+    eventually(lambda: False, timeout=2)
+    assert pg.execute("SELECT count(*) FROM trade_decisions").fetchone()[0] == before

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from observability.dashboards import DASHBOARDS, OUT, panel_queries
-from tests.integration.conftest import eventually, train_and_promote
+from tests.integration.conftest import app_headers, eventually, train_and_promote
 
 PROMETHEUS = "http://127.0.0.1:9090"
 
@@ -36,14 +36,14 @@ def traffic(stack, gateway, tmp_path_factory):
         # Twice, a few scrapes apart: a series' first sample (a sidecar
         # creates it at its first observation) shows no rate; its next does.
         for n in range(2):
-            _drive(gateway, version, n)
+            _drive(gateway, version, n, app_headers(stack))
             time.sleep(6)
         yield
     finally:
         (stack["data_dir"] / "models" / "PROMOTED").unlink()
 
 
-def _drive(gateway, version: str, n: int) -> None:
+def _drive(gateway, version: str, n: int, headers: dict) -> None:
     """New forecasts (a horizon per round), a fleet forecast, an ingest
     batch with a bad row, a price move to a decision."""
     horizon = {"horizon_hours": 20 + n}
@@ -52,7 +52,7 @@ def _drive(gateway, version: str, n: int) -> None:
     assert gateway.post("/forecast/fleet", params={"wait": "true"},
                         json={"devices": ["hp-0007", "hp-0008"], **horizon}).status_code == 200
     now = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
-    r = httpx.post("http://127.0.0.1:8002/ingest", timeout=30, json={
+    r = httpx.post("http://127.0.0.1:8002/ingest", timeout=30, headers=headers, json={
         "batch_id": f"dashboards-{now:%H%M}-{n}",
         "readings": [{"device_id": "hp-0007", "timestamp": now.isoformat(), "power": 1.5},
                      {"device_id": "hp-0007", "timestamp": now.isoformat(), "power": -1}]})

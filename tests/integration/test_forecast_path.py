@@ -12,7 +12,7 @@ import pytest
 
 from actors.state import DeviceState, StateSerializer
 from intraday.timeutil import floor_quarter_hour, isoformat_z
-from tests.integration.conftest import topic_messages
+from tests.integration.conftest import app_headers, dapr_headers, topic_messages
 
 
 def audit_rows(pg, forecast_id: str) -> tuple[int, int]:
@@ -160,7 +160,7 @@ def test_unknown_forecast_id_is_404(gateway):
     assert r.status_code == 404
 
 
-def test_a_burst_of_concurrent_requests_is_batched_and_each_forecast_made_once(gateway, pg, rds):
+def test_a_burst_of_concurrent_requests_is_batched_and_each_forecast_made_once(stack, gateway, pg, rds):
     """300 requests at once (240 distinct forecasts, 60 repeats) all complete;
     the forecaster batches them; each forecast has one audit row and one
     message, and a batched forecast is what the device's actor computes."""
@@ -169,7 +169,7 @@ def test_a_burst_of_concurrent_requests_is_batched_and_each_forecast_made_once(g
     bodies = [{"device_id": d, "forecast_start": isoformat_z(base + timedelta(minutes=15 * k)),
                "requested_by": "burst"} for k in range(10) for d in devices]
     bodies += bodies[::4]  # repeats, asked at the same time
-    before = httpx.get("http://127.0.0.1:8001/batching").json()
+    before = httpx.get("http://127.0.0.1:8001/batching", headers=app_headers(stack)).json()
     messages = len(topic_messages(rds, "forecasts"))
 
     with httpx.Client(base_url="http://127.0.0.1:8000", timeout=120, headers=gateway.headers,
@@ -185,7 +185,7 @@ def test_a_burst_of_concurrent_requests_is_batched_and_each_forecast_made_once(g
     for body, view in zip(bodies, views, strict=True):
         assert view["result"]["device_id"] == body["device_id"]
         assert view["result"]["forecast_start"] == body["forecast_start"]
-    after = httpx.get("http://127.0.0.1:8001/batching").json()
+    after = httpx.get("http://127.0.0.1:8001/batching", headers=app_headers(stack)).json()
     assert after["batches"] > before["batches"] and after["largest"] > 1
 
     rows = pg.execute("SELECT count(*), count(DISTINCT request_id) FROM forecast_requests"
@@ -194,7 +194,8 @@ def test_a_burst_of_concurrent_requests_is_batched_and_each_forecast_made_once(g
     published = [m["forecast_id"] for m in topic_messages(rds, "forecasts")[messages:]]
     assert sorted(published) == sorted(ids)
 
-    sidecar = httpx.Client(base_url="http://127.0.0.1:3501", timeout=60)  # the forecaster's daprd
+    sidecar = httpx.Client(base_url="http://127.0.0.1:3501", timeout=60,
+                           headers=dapr_headers(stack))  # the forecaster's daprd
     view = next(v for v in views if v["result"]["device_id"] == "hp-0007")
     start = {"forecast_start": view["result"]["forecast_start"]}
     sidecar.post("/v1.0/actors/DeviceActor/hp-0007/method/Prepare", json=start).raise_for_status()

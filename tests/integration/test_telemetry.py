@@ -10,7 +10,7 @@ import pytest
 
 from actors.state import StateSerializer
 from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, isoformat_z
-from tests.integration.conftest import eventually
+from tests.integration.conftest import dapr_headers, eventually
 
 # The telemetry service through the gateway's sidecar: Dapr service invocation.
 INGEST = "http://127.0.0.1:3500/v1.0/invoke/telemetry/method/ingest"
@@ -20,7 +20,7 @@ TELEMETRY = "http://127.0.0.1:3500/v1.0/invoke/telemetry/method"
 
 @pytest.fixture(scope="module")
 def http(stack):
-    with httpx.Client(timeout=30) as c:
+    with httpx.Client(timeout=30, headers=dapr_headers(stack)) as c:
         yield c
 
 
@@ -113,7 +113,7 @@ def test_fleet_stored_before_the_services_started_reaches_the_actors(http, gatew
     telemetry service starts; the service's catch-up leaves actors that never
     held a window alone (10,000 activations would be minutes of CPU at
     startup), and an actor's first use loads its window from the store."""
-    sidecar = httpx.Client(base_url="http://127.0.0.1:3501", timeout=30)  # the forecaster's daprd
+    sidecar = httpx.Client(base_url="http://127.0.0.1:3501", timeout=30, headers=http.headers)  # forecaster's
     r = sidecar.post("/v1.0/actors/DeviceActor/it-never-loaded/method/ExtendWindow",
                      json={"start": isoformat_z(floor_quarter_hour(datetime.now(UTC))), "values": [1.0]})
     assert r.status_code == 200 and r.json() == {"window_end": None}

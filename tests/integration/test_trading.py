@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from tests.integration.conftest import eventually, restart_app, topic_messages
+from tests.integration.conftest import app_headers, dapr_headers, eventually, restart_app, topic_messages
 
 
 def test_price_move_leads_to_a_trade_decision(gateway, pg, rds):
@@ -71,11 +71,23 @@ def test_small_move_does_not_trade(gateway, pg):
     assert pg.execute("SELECT count(*) FROM trade_decisions").fetchone()[0] == before
 
 
+TOKENS: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _tokens(stack):
+    TOKENS.update(dapr=dapr_headers(stack)["dapr-api-token"], app=app_headers(stack)["dapr-api-token"])
+
+
+def rule_state() -> dict:
+    return httpx.get("http://127.0.0.1:8003/rule", headers={"dapr-api-token": TOKENS["app"]}).json()
+
+
 def publish_price(event_id: str, price: float, at: datetime) -> None:
     """A price message with a chosen CloudEvent id (what a redelivery repeats),
-    on the trading sidecar's pub/sub."""
-    r = httpx.post("http://127.0.0.1:3503/v1.0/publish/pubsub/prices",
-                   headers={"Content-Type": "application/cloudevents+json"},
+    published as the gateway does (the only app that may publish prices)."""
+    r = httpx.post("http://127.0.0.1:3500/v1.0/publish/pubsub/prices",
+                   headers={"Content-Type": "application/cloudevents+json", "dapr-api-token": TOKENS["dapr"]},
                    json={"specversion": "1.0", "id": event_id, "source": "tests", "type": "price",
                          "datacontenttype": "application/json",
                          "data": {"price_eur_mwh": price, "at": at.isoformat()}})
@@ -95,7 +107,7 @@ def test_a_restarted_trading_service_does_not_trade_a_move_twice(stack, pg, rds)
     decisions = "SELECT count(*) FROM trade_decisions WHERE decision_id = %s"
     publish_price(first, 240.0, t0)
     assert eventually(lambda: pg.execute(decisions, (decision_of(first),)).fetchone()[0] == 1, timeout=90)
-    rule = eventually(lambda: (r := httpx.get("http://127.0.0.1:8003/rule").json())
+    rule = eventually(lambda: (r := rule_state())
                       and decision_of(first) in r["decided"] and r, timeout=10)
     assert rule["reference_price"] == 240.0 and rule["pending"] == []
 
@@ -108,6 +120,6 @@ def test_a_restarted_trading_service_does_not_trade_a_move_twice(stack, pg, rds)
     eventually(lambda: False, timeout=2)
     assert pg.execute("SELECT count(*) FROM trade_decisions").fetchone()[0] == before + 1
     assert pg.execute(decisions, (decision_of(small),)).fetchone()[0] == 0
-    assert httpx.get("http://127.0.0.1:8003/rule").json()["reference_price"] == 260.0
+    assert rule_state()["reference_price"] == 260.0
     orders = [m["decision_id"] for m in topic_messages(rds, "orders")]
     assert orders.count(decision_of(first)) == 1 and orders.count(decision_of(big)) == 1

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from intraday.timeutil import floor_quarter_hour, isoformat_z
-from tests.integration.conftest import intraday, topic_messages, train_and_promote
+from tests.integration.conftest import dapr_headers, intraday, topic_messages, train_and_promote
 
 
 def forecast(gateway, device: str, start: datetime) -> dict:
@@ -51,12 +51,12 @@ def test_a_promoted_model_serves_forecasts(stack, gateway, pg, rds, tmp_path):
         warm = intraday(env, "warm", "--top", "3", "--device", "hp-0020")
         assert f"model {version}" in warm and f"{len(set(top) | {'hp-0020'})} device actors warm" in warm
         assert rds.hget("forecaster||DeviceActor||hp-0020||device", "data") is not None
-        fleet_forecast_equals_the_device_forecasts(gateway, pg, rds, start, version, result)
+        fleet_forecast_equals_the_device_forecasts(stack, gateway, pg, rds, start, version, result)
     finally:
         (data_dir / "models" / "PROMOTED").unlink()
 
 
-def fleet_forecast_equals_the_device_forecasts(gateway, pg, rds, start, version, single) -> None:
+def fleet_forecast_equals_the_device_forecasts(stack, gateway, pg, rds, start, version, single) -> None:
     """The whole fleet in one workflow: every device forecast is what the
     device's actor computes from the same window, keeps the single path's id
     (hp-0005's, made above, is reused, not made again), is audited and
@@ -81,7 +81,8 @@ def fleet_forecast_equals_the_device_forecasts(gateway, pg, rds, start, version,
     # workflow history, and are gone once the portfolio is recorded.
     assert list(rds.scan_iter("*fleet-partial*")) == []
 
-    sidecar = httpx.Client(base_url="http://127.0.0.1:3501", timeout=60)  # the forecaster's daprd
+    sidecar = httpx.Client(base_url="http://127.0.0.1:3501", timeout=60,
+                           headers=dapr_headers(stack))  # the forecaster's daprd
     device_means = np.zeros(96)
     for device, fid in ids.items():
         recorded = gateway.get(f"/forecast/{fid}").json()["result"]
