@@ -37,6 +37,33 @@ class Forbidden(Exception):
     """Valid credentials without the scope (403)."""
 
 
+class RateLimited(Exception):
+    """Over the key's request rate (429); retry after `retry_after` s."""
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimiter:
+    """A token bucket per key: `rate` requests a minute, bursts of up to a
+    minute's worth. In memory, per gateway replica (n replicas admit up to
+    n times the rate)."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}  # key id -> (tokens, at)
+
+    def take(self, key_id: str, rate_per_minute: float, now: float) -> None:
+        capacity, per_second = rate_per_minute, rate_per_minute / 60.0
+        tokens, at = self._buckets.get(key_id, (capacity, now))
+        tokens = min(capacity, tokens + (now - at) * per_second)
+        if tokens < 1.0:
+            self._buckets[key_id] = (tokens, now)
+            raise RateLimited(f"key {key_id} is over its rate of {rate_per_minute:g} requests a minute",
+                              (1.0 - tokens) / per_second)
+        self._buckets[key_id] = (tokens - 1.0, now)
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who called: the key's holder and what the key allows."""
@@ -44,6 +71,7 @@ class Principal:
     name: str
     key_id: str
     scopes: frozenset[str]
+    rate_per_minute: int | None = None  # None: the gateway's default
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
@@ -64,16 +92,21 @@ def _hash(pepper: str, secret: str) -> bytes:
     return hmac.new(pepper.encode(), secret.encode(), hashlib.sha256).digest()
 
 
-def create_key(conn: psycopg.Connection, pepper: str, name: str, scopes: list[str]) -> str:
-    """A new key for `name` with `scopes`; the only time its secret exists."""
+def create_key(conn: psycopg.Connection, pepper: str, name: str, scopes: list[str],
+               rate_per_minute: int | None = None) -> str:
+    """A new key for `name` with `scopes` (and its own rate limit, if
+    given); the only time its secret exists."""
+    if rate_per_minute is not None and rate_per_minute <= 0:
+        raise ValueError(f"a rate limit is a positive number of requests a minute, not {rate_per_minute}")
     if not _NAME.match(name):
         raise ValueError(f"invalid key name {name!r}: letters, digits and _.@- up to 64 characters")
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown or not scopes:
         raise ValueError(f"unknown scopes {unknown or scopes!r}")
     key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-    conn.execute("INSERT INTO api_keys (key_id, name, secret_hash, scopes) VALUES (%s, %s, %s, %s)",
-                 (key_id, name, _hash(pepper, secret), sorted(scopes)))
+    conn.execute("INSERT INTO api_keys (key_id, name, secret_hash, scopes, rate_per_minute)"
+                 " VALUES (%s, %s, %s, %s, %s)", (key_id, name, _hash(pepper, secret), sorted(scopes),
+                                                  rate_per_minute))
     return f"ik_{key_id}_{secret}"
 
 
@@ -84,15 +117,15 @@ def verify(conn: psycopg.Connection, pepper: str, key: str) -> Principal:
     if m is None:
         raise AuthError("malformed API key")
     key_id, secret = m.groups()
-    row = conn.execute("SELECT name, secret_hash, scopes, revoked_at FROM api_keys WHERE key_id = %s",
-                       (key_id,)).fetchone()
+    row = conn.execute("SELECT name, secret_hash, scopes, revoked_at, rate_per_minute FROM api_keys"
+                       " WHERE key_id = %s", (key_id,)).fetchone()
     # Compare even for an unknown id, so timing does not tell which ids exist.
     stored = bytes(row[1]) if row else b"\0" * 32
     if not hmac.compare_digest(stored, _hash(pepper, secret)) or row is None:
         raise AuthError("unknown API key")
     if row[3] is not None:
         raise AuthError(f"API key {key_id} was revoked")
-    return Principal(row[0], key_id, frozenset(row[2]))
+    return Principal(row[0], key_id, frozenset(row[2]), row[4])
 
 
 def touch(conn: psycopg.Connection, key_ids: list[str]) -> None:
@@ -101,9 +134,9 @@ def touch(conn: psycopg.Connection, key_ids: list[str]) -> None:
 
 
 def list_keys(conn: psycopg.Connection) -> list[dict]:
-    rows = conn.execute("SELECT key_id, name, scopes, created_at, revoked_at, last_used_at FROM api_keys"
-                        " ORDER BY created_at").fetchall()
-    names = ("key_id", "name", "scopes", "created_at", "revoked_at", "last_used_at")
+    rows = conn.execute("SELECT key_id, name, scopes, created_at, revoked_at, last_used_at, rate_per_minute"
+                        " FROM api_keys ORDER BY created_at").fetchall()
+    names = ("key_id", "name", "scopes", "created_at", "revoked_at", "last_used_at", "rate_per_minute")
     return [dict(zip(names, r, strict=True)) for r in rows]
 
 

@@ -173,7 +173,7 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
     try:
         scopes = auth.parse_scopes(args.scopes)
         with db.connect(settings.pg_dsn) as conn:
-            key = auth.create_key(conn, settings.api_key_pepper, args.name, scopes)
+            key = auth.create_key(conn, settings.api_key_pepper, args.name, scopes, args.rate)
             conn.commit()
     except ValueError as e:
         _fail(str(e), 2)
@@ -198,7 +198,9 @@ def cmd_keys_list(args: argparse.Namespace) -> None:
     for k in keys:
         state = f"revoked {k['revoked_at']:%Y-%m-%d %H:%M}" if k["revoked_at"] else "active"
         used = f"{k['last_used_at']:%Y-%m-%d %H:%M}" if k["last_used_at"] else "never"
-        print(f"{k['key_id']}  {k['name']:<20} {state:<24} used {used:<16} {','.join(k['scopes'])}")
+        rate = f"{k['rate_per_minute']}/min" if k["rate_per_minute"] else "default rate"
+        scopes = ",".join(k["scopes"])
+        print(f"{k['key_id']}  {k['name']:<20} {state:<24} used {used:<16} {rate:<14} {scopes}")
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> None:
@@ -625,6 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated: forecast:read, forecast:request, prices:publish, "
                          "models:admin; or all")
     kc.add_argument("--out", type=Path, help="also write the key to this file (mode 600)")
+    kc.add_argument("--rate", type=int, help="requests a minute this key may make (default: the gateway's)")
     kc.add_argument("--if-missing", action="store_true",
                     help="with --out: keep the key the file holds if it is still valid")
     kc.set_defaults(func=cmd_keys_create)

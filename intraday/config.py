@@ -8,6 +8,7 @@ for credentials-bearing settings when INTRADAY_ENVIRONMENT=production.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -76,6 +77,9 @@ class Settings(BaseSettings):
     # benchmarks present: INTRADAY_API_KEY, else the file `make up` writes.
     api_key_pepper: str = LOCAL_API_KEY_PEPPER
     api_key_cache_seconds: float = 10.0
+    # Requests a minute per key (bursts of up to a minute's worth) unless the
+    # key has its own (`intraday keys create --rate`).
+    api_rate_per_minute: int = Field(6000, gt=0)
     api_key: str = ""
     api_key_file: Path | None = None
 
@@ -116,13 +120,26 @@ class Settings(BaseSettings):
 
         return cost_optimal_quantile(self.imbalance_cost_short_eur_mwh, self.imbalance_cost_long_eur_mwh)
 
+    def _refuse_unsafe_production(self) -> None:
+        """Production runs with its own credentials, over TLS where data
+        leaves the pod, and exports traces somewhere other than localhost."""
+        if self.pg_dsn == LOCAL_PG_DSN:
+            raise ValueError("INTRADAY_PG_DSN must be set in production")
+        if not re.search(r"sslmode=(require|verify-ca|verify-full)", self.pg_dsn):
+            raise ValueError("INTRADAY_PG_DSN must ask for TLS in production (sslmode=require, verify-ca "
+                             "or verify-full)")
+        if self.api_key_pepper == LOCAL_API_KEY_PEPPER or len(self.api_key_pepper) < 32:
+            raise ValueError("INTRADAY_API_KEY_PEPPER must be set in production (32 characters or more)")
+        if self.telemetry_backend == "clickhouse" and not self.clickhouse_url.startswith("https://"):
+            raise ValueError("INTRADAY_CLICKHOUSE_URL must be https:// in production")
+        if self.traces_exporter == "zipkin" and "127.0.0.1" in self.zipkin_url:
+            raise ValueError("INTRADAY_TRACES_EXPORTER: production exports to otlp or gcp (or a remote "
+                             "Zipkin), not the local one")
+
     @model_validator(mode="after")
     def _refuse_local_defaults_in_production(self) -> Settings:
-        if self.environment == "production" and self.pg_dsn == LOCAL_PG_DSN:
-            raise ValueError("INTRADAY_PG_DSN must be set in production")
-        if self.environment == "production" and (self.api_key_pepper == LOCAL_API_KEY_PEPPER
-                                                  or len(self.api_key_pepper) < 32):
-            raise ValueError("INTRADAY_API_KEY_PEPPER must be set in production (32 characters or more)")
+        if self.environment == "production":
+            self._refuse_unsafe_production()
         if self.imbalance_cost_short_eur_mwh <= 0 or self.imbalance_cost_long_eur_mwh <= 0:
             raise ValueError("INTRADAY_IMBALANCE_COST_SHORT_EUR_MWH and _LONG_ must be positive")
         return self

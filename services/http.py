@@ -79,6 +79,43 @@ class _RequestMetrics:
 OPEN_PATHS = ("/health", "/metrics")  # probes and scrapes
 
 
+class BodyLimit:
+    """413 for a request body over `max_bytes`, announced (Content-Length)
+    or streamed, before the app reads it whole."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await self._refuse(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope, receive, send):
+        await JSONResponse({"detail": f"request body over {self.max_bytes:,} bytes"},
+                           status_code=413)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
 class _FromSidecarOnly:
     """With APP_API_TOKEN set, the app answers only calls that carry it in
     `dapr-api-token`, as its sidecar's do (it sends the token on every call

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -23,10 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from intraday import auth
 from intraday.config import get_settings
 from services import sidecar
-from services.http import install_common
+from services.http import BodyLimit, install_common
 from workflows.contracts import ForecastRequest
 
 pool: ConnectionPool
+# The largest body a caller may send: a fleet request naming 100,000
+# devices is about 1.5 MB.
+MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
 @asynccontextmanager
@@ -40,8 +44,10 @@ async def lifespan(_: FastAPI):
 
 app = FastAPI(title="intraday gateway", lifespan=lifespan)
 install_common(app, "gateway")
+app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 _bearer = HTTPBearer(auto_error=False, description="an API key: `intraday keys create NAME --scopes ...`")
 _verified: dict[bytes, tuple[float, auth.Principal]] = {}  # sha256(key) -> (when, principal)
+_limiter = auth.RateLimiter()
 
 
 def _principal(key: str) -> auth.Principal:
@@ -67,6 +73,8 @@ def scope(name: str):
             raise auth.AuthError("an API key is required: Authorization: Bearer <key>")
         principal = await run_in_threadpool(_principal, credentials.credentials)
         principal.require(name)
+        _limiter.take(principal.key_id, principal.rate_per_minute or get_settings().api_rate_per_minute,
+                      time.monotonic())
         return principal
     return caller
 
@@ -78,6 +86,12 @@ ForecastReader = Annotated[auth.Principal, Depends(scope("forecast:read"))]
 @app.exception_handler(auth.AuthError)
 async def _unauthenticated(_: Request, exc: auth.AuthError) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+@app.exception_handler(auth.RateLimited)
+async def _rate_limited(_: Request, exc: auth.RateLimited) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=429,
+                        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
 
 
 @app.exception_handler(auth.Forbidden)

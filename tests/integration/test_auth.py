@@ -150,3 +150,35 @@ def test_topics_are_scoped_to_their_publishers(stack, pg):
         assert r.status_code == 403, (port, topic, r.status_code, r.text)
     eventually(lambda: False, timeout=2)
     assert pg.execute("SELECT count(*) FROM trade_decisions").fetchone()[0] == before
+
+
+def test_a_key_over_its_rate_gets_429_with_retry_after_and_changes_nothing(stack, pg, rds):
+    # (No prices here: a price moves the trading service, and later tests
+    # count on the forecasts a move makes.)
+    other = new_key(stack, "busy-desk", "forecast:read")
+    out = intraday(stack["env"], "keys", "create", "slow-desk", "--scopes", "forecast:read,forecast:request",
+                   "--rate", "3")
+    limited = out.strip().splitlines()[-1]
+    assert "3/min" in intraday(stack["env"], "keys", "list")
+    answers = [call("GET", "/devices", None, limited) for _ in range(4)]
+    assert [r.status_code for r in answers] == [200, 200, 200, 429]
+    assert int(answers[3].headers["retry-after"]) == 20  # one request every 20 s at 3 a minute
+    assert "rate" in answers[3].json()["detail"]
+    before = counts(pg, rds)
+    r = call("POST", "/forecast/intraday?wait=true", {"device_id": "hp-0013", "horizon_hours": 2.75}, limited)
+    assert r.status_code == 429 and counts(pg, rds) == before  # refused before anything ran
+    assert call("GET", "/devices", None, other).status_code == 200  # other keys are not held back
+
+
+def test_an_oversized_body_is_refused_with_413_before_anything_runs(stack, pg):
+    mine = "SELECT count(*) FROM fleet_forecasts WHERE requested_by = 'local'"  # not trading's
+    before = pg.execute(mine).fetchone()[0]
+    big = {"devices": [f"hp-{k:07d}" for k in range(250_000)]}  # about 3.5 MB
+    r = call("POST", "/forecast/fleet", big, api_key(stack))
+    assert r.status_code == 413 and "bytes" in r.json()["detail"]
+    streamed = httpx.post(f"{GATEWAY}/forecast/fleet", timeout=30,
+                          headers={"authorization": f"Bearer {api_key(stack)}",
+                                   "content-type": "application/json"},
+                          content=iter([b'{"devices": [' + b'"hp-0001",' * 100_000] * 3 + [b'"hp-0001"]}']))
+    assert streamed.status_code == 413
+    assert pg.execute(mine).fetchone()[0] == before

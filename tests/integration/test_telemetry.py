@@ -79,9 +79,10 @@ def test_csv_body(http):
 
 
 def test_stream_batch_lands_once_and_refreshes_the_actor_window(http, gateway, rds):
-    # Activate hp-0005's actor with a forecast first.
+    # Activate hp-0005's actor with a forecast first (a horizon of its own:
+    # a forecast recorded before, by a fleet forecast say, would not reach it).
     assert gateway.post("/forecast/intraday", params={"wait": "true"},
-                        json={"device_id": "hp-0005"}).status_code == 200
+                        json={"device_id": "hp-0005", "horizon_hours": 23.25}).status_code == 200
     interval = floor_quarter_hour(datetime.now(UTC))  # after the demo data, never in the future
     t1, t2 = isoformat_z(interval), isoformat_z(interval + timedelta(seconds=1))
     data = {"batch_id": "it-stream-1", "readings": [
@@ -119,7 +120,8 @@ def test_fleet_stored_before_the_services_started_reaches_the_actors(http, gatew
     assert r.status_code == 200 and r.json() == {"window_end": None}
     assert not rds.exists("forecaster||DeviceActor||it-never-loaded||device")
     key = "forecaster||DeviceActor||hp-0019||device"
-    r = gateway.post("/forecast/intraday", params={"wait": "true"}, json={"device_id": "hp-0019"})
+    r = gateway.post("/forecast/intraday", params={"wait": "true"},
+                     json={"device_id": "hp-0019", "horizon_hours": 23.25})  # new: through its actor
     assert r.status_code == 200, r.text
     w = StateSerializer().deserialize(rds.hget(key, "data")).window
     day = w.end - timedelta(days=1)

@@ -1,0 +1,54 @@
+"""API keys' pure parts: scopes and the per-key rate limiter
+(intraday/auth.py; keys in PostgreSQL are tested in tests/integration)."""
+
+from __future__ import annotations
+
+import pytest
+
+from intraday.auth import SCOPES, Forbidden, Principal, RateLimited, RateLimiter, parse_scopes
+
+
+def test_scopes_are_parsed_and_checked():
+    assert parse_scopes("all") == sorted(SCOPES)
+    both = ["forecast:read", "prices:publish"]
+    assert parse_scopes(" forecast:read , forecast:read,prices:publish") == both
+    for bad in ("", "forecast:write", "all,forecast:read"):
+        with pytest.raises(ValueError):
+            parse_scopes(bad)
+    desk = Principal("desk", "0123456789ab", frozenset({"forecast:read"}))
+    desk.require("forecast:read")
+    with pytest.raises(Forbidden):
+        desk.require("prices:publish")
+
+
+def test_the_rate_limiter_admits_a_minutes_worth_then_refills_at_the_rate():
+    limiter = RateLimiter()
+    for _ in range(6):
+        limiter.take("k1", 6, now=100.0)  # a burst of a minute's worth
+    with pytest.raises(RateLimited) as refused:
+        limiter.take("k1", 6, now=100.0)
+    assert refused.value.retry_after == pytest.approx(10.0)  # one token every 10 s
+    limiter.take("k2", 6, now=100.0)  # other keys have their own bucket
+    with pytest.raises(RateLimited):
+        limiter.take("k1", 6, now=109.0)
+    limiter.take("k1", 6, now=110.5)
+    with pytest.raises(RateLimited):
+        limiter.take("k1", 6, now=110.5)
+
+
+def test_production_settings_refuse_local_credentials_and_plaintext():
+    from intraday.config import Settings
+
+    good = {"environment": "production", "api_key_pepper": "p" * 40, "traces_exporter": "otlp",
+            "pg_dsn": "postgresql://intraday@db.internal/intraday?sslmode=verify-full"}
+    Settings(**good)
+    local_dsn = "postgresql://intraday@127.0.0.1:5432/intraday"
+    for change, message in (({"pg_dsn": local_dsn}, "INTRADAY_PG_DSN"),
+                            ({"pg_dsn": "postgresql://intraday@db.internal/intraday"}, "TLS"),
+                            ({"api_key_pepper": "intraday-local-pepper"}, "PEPPER"),
+                            ({"api_key_pepper": "short"}, "PEPPER"),
+                            ({"telemetry_backend": "clickhouse", "clickhouse_url": "http://ch"}, "https"),
+                            ({"traces_exporter": "zipkin"}, "TRACES")):
+        with pytest.raises(ValueError, match=message):
+            Settings(**{**good, **change})
+    Settings()  # local defaults stay fine locally
