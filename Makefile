@@ -1,6 +1,6 @@
 # The two commands that matter: `make setup` (fresh machine -> everything
 # installed) and `make test` (the whole suite). See README.md.
-.PHONY: setup test unit integration up down status bench bench-load bench-telemetry bench-forecasting lint
+.PHONY: setup test unit integration up down status bench bench-load bench-telemetry bench-forecasting bench-fuzz lint
 
 PY := .venv/bin/python
 
@@ -38,6 +38,11 @@ bench-telemetry:
 
 bench-forecasting:
 	$(PY) bench/forecasting.py
+
+# The gateway fuzzed from its OpenAPI schema, 1,000 cases per operation, on a
+# stack of its own (stop `make up` first).
+bench-fuzz:
+	$(PY) bench/fuzz.py
 
 lint:
 	.venv/bin/ruff check .

@@ -99,7 +99,7 @@ async def _starting_lock(fid: str):
 
 def _view(fid: str, state: wf.WorkflowState | None) -> dict:
     if state is None:
-        return {"forecast_id": fid, "status": "NOT_FOUND"}
+        return {"forecast_id": fid, "status": "NOT_FOUND", "detail": f"no forecast {fid!r}"}
     status = state.runtime_status.name
     body: dict = {"forecast_id": fid, "status": status}
     if state.runtime_status == wf.WorkflowStatus.COMPLETED and state.serialized_output:
@@ -107,7 +107,8 @@ def _view(fid: str, state: wf.WorkflowState | None) -> dict:
 
         body["result"] = json.loads(state.serialized_output)
     if state.failure_details is not None:
-        body["error"] = state.failure_details.message
+        # `detail`, as every error answer has it; `error`, as results have it.
+        body["error"] = body["detail"] = state.failure_details.message
     return body
 
 
@@ -231,11 +232,11 @@ async def _run_batch(take: list[tuple[str, dict]]) -> dict[str, dict]:
                           "created": fid in new}
         elif job["device_id"] in failed:
             views[fid] = {"forecast_id": fid, "status": "FAILED", "error": failed[job["device_id"]],
-                          "created": False}
+                          "detail": failed[job["device_id"]], "created": False}
         else:  # the batch did not finish (or failed as a whole): say so per request
+            error = view.get("error", f"batch {bid}: {view['status']}")
             views[fid] = {"forecast_id": fid, "status": view["status"] if view["status"] != "COMPLETED"
-                          else "FAILED", "error": view.get("error", f"batch {bid}: {view['status']}"),
-                          "created": False}
+                          else "FAILED", "error": error, "detail": error, "created": False}
     return views
 
 
@@ -296,6 +297,11 @@ async def warm(request: WarmRequest) -> dict:
     the DeviceActors of the most-requested devices (and any named), so the
     next burst finds them warm."""
     started = time.monotonic()
+    known = await run_in_threadpool(fleet.fleet_devices)
+    unknown = [d for d in dict.fromkeys(request.devices) if d not in known]
+    if unknown:  # an actor for a device that is not in the fleet would be state about nothing
+        raise UnknownDevice(", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10
+                                                       else ""))
     model = await catalog.current()
     top = []
     if request.top:

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -42,7 +42,20 @@ async def lifespan(_: FastAPI):
     pool.close()
 
 
-app = FastAPI(title="intraday gateway", lifespan=lifespan)
+class Problem(BaseModel):
+    """Every error's body: the reason (a sentence; for a malformed request,
+    FastAPI's list of what is wrong where; for a rejected ingest, its report)."""
+
+    detail: str | list | dict
+
+
+# Declared on every route, so that the schema says what errors look like
+# (FastAPI would otherwise declare only its own 422 shape).
+ERRORS = {code: {"model": Problem, "description": what} for code, what in (
+    (401, "no valid API key"), (403, "the key lacks the route's scope"), (404, "unknown device or forecast"),
+    (413, "body too large"), (422, "invalid request, with the reason"),
+    (429, "over the key's rate; see Retry-After"), (502, "a service behind the gateway failed"))}
+app = FastAPI(title="intraday gateway", lifespan=lifespan, responses=ERRORS)
 install_common(app, "gateway")
 app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 _bearer = HTTPBearer(auto_error=False, description="an API key: `intraday keys create NAME --scopes ...`")
@@ -155,7 +168,11 @@ async def forecast_fleet(
 
 
 @app.get("/forecast/{forecast_id}")
-async def get_forecast(forecast_id: str, _: ForecastReader) -> Response:
+async def get_forecast(
+    _: ForecastReader,
+    forecast_id: str = Path(max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+                            description="fc-... (a device forecast) or fl-... (a fleet forecast)"),
+) -> Response:
     return _relay(await sidecar.invoke("forecaster", "GET", f"forecasts/{forecast_id}"))
 
 

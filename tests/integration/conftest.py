@@ -34,6 +34,10 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+    # The fuzzing runs last: what it is allowed to do (whole-fleet forecasts,
+    # prices that move the trading service) would be found by the tests that
+    # make those themselves.
+    items.sort(key=lambda item: item.fspath.basename == "test_fuzz.py")
 
 
 @pytest.fixture(scope="session")

@@ -155,6 +155,17 @@ def test_malformed_json_is_rejected(gateway):
     assert r.status_code == 422 and "JSON" in r.text
 
 
+def test_warming_a_device_outside_the_fleet_is_404_and_makes_no_actor(gateway, rds):
+    r = gateway.post("/warm", json={"top": 0, "devices": ["hp-0001", "zz-not-a-device"]})
+    assert r.status_code == 404 and "zz-not-a-device" in r.text
+    assert not list(rds.scan_iter("*zz-not-a-device*"))
+
+
+def test_a_malformed_forecast_id_is_422(gateway):
+    r = gateway.get("/forecast/%F1%9C%87%B0%0Et")  # control characters once made the gateway fail
+    assert r.status_code == 422
+
+
 def test_unknown_forecast_id_is_404(gateway):
     r = gateway.get("/forecast/fc-nothing-here")
     assert r.status_code == 404
