@@ -92,7 +92,7 @@ def test_a_price_move_is_one_trace_from_the_gateway_to_the_order(gateway, pg, rd
     (trading,) = t.find("trading", "post /prices", "SERVER")
     assert t.descends(trading, root)
     actor = [s for s in t.find("trading", ACTOR_ROUTE, "SERVER") if t.descends(s, trading)]
-    assert len(actor) == 2  # Observe, then Decided
+    assert len(actor) >= 2  # Observe, then Decided (a call the sidecar retried is one more)
     (fleet,) = t.find("forecaster", "post /fleet-forecasts", "SERVER")
     assert t.descends(fleet, trading)
     (shard,) = t.find("forecaster", "activity: forecast_shard")

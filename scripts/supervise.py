@@ -1,0 +1,123 @@
+"""The local stack's supervisor, as Kubernetes restarts a pod's containers:
+`stack.sh up` starts it once every app and sidecar is healthy. It records
+how each app process and each daprd was started (command line, working
+directory, environment) and, when one of them dies, starts it again the
+same way, backing off from 1 s doubling to 30 s while it keeps dying (reset
+after a minute up). Every death and restart is logged (one JSON line each,
+.data/logs/supervisor.log).
+
+    python scripts/supervise.py RUN_DIR      (stack.sh runs it; it stops with `stack.sh down`)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+SERVICES = ("telemetry", "forecaster", "trading", "gateway")
+POLL_SECONDS = 1.0
+BACKOFF_FIRST, BACKOFF_MAX, HEALTHY_RESET = 1.0, 30.0, 60.0
+
+
+@dataclass
+class Process:
+    """One supervised process and how to start it again."""
+
+    name: str
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+    log: Path
+    pid: int
+    started: float = field(default_factory=time.monotonic)
+    backoff: float = BACKOFF_FIRST
+    due: float | None = None  # when a restart is due, once it died
+    restarts: int = 0
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        try:  # a zombie (our own child that exited) is not alive
+            return Path(f"/proc/{self.pid}/stat").read_text().split(") ")[1][0] != "Z"
+        except (FileNotFoundError, IndexError):
+            return False
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            child = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pid, self.started, self.restarts = child.pid, time.monotonic(), self.restarts + 1
+
+
+def say(event: str, **fields) -> None:
+    print(json.dumps({"time": datetime.now(UTC).isoformat(), "event": event, **fields}), flush=True)
+
+
+def find(name: str, sidecar: bool) -> int | None:
+    """The pid of an app's process or of its daprd."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        line = " ".join(argv)
+        if sidecar and "daprd" in argv[0] and f"--app-id {name}" in line:
+            return int(pid)
+        if not sidecar and line.rstrip().endswith(f"-m services.{name}"):
+            return int(pid)
+    return None
+
+
+def record(name: str, sidecar: bool, logs: Path) -> Process:
+    pid = find(name, sidecar)
+    if pid is None:
+        raise SystemExit(f"supervisor: no {'daprd of ' if sidecar else ''}{name} running")
+    argv = [a for a in Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0") if a]
+    env = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+               if "=" in item)
+    label = f"daprd:{name}" if sidecar else name
+    return Process(label, argv, os.readlink(f"/proc/{pid}/cwd"), env,
+                   logs / f"{label.replace(':', '-')}-restarted.log", pid)
+
+
+def main(run_dir: Path) -> None:
+    logs = run_dir.parent / "logs"
+    procs = [record(name, sidecar, logs) for name in SERVICES for sidecar in (True, False)]
+    say("supervising", processes={p.name: p.pid for p in procs})
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopping:
+        now = time.monotonic()
+        for p in procs:
+            if p.alive():
+                if now - p.started > HEALTHY_RESET:
+                    p.backoff = BACKOFF_FIRST
+                continue
+            if p.due is None:  # just died
+                p.due = now + p.backoff
+                say("died", process=p.name, pid=p.pid, restart_in_s=p.backoff)
+            elif now >= p.due:
+                p.start()
+                say("restarted", process=p.name, pid=p.pid, restarts=p.restarts)
+                p.due, p.backoff = None, min(p.backoff * 2, BACKOFF_MAX)
+        time.sleep(POLL_SECONDS)
+    say("stopped")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
