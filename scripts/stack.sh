@@ -198,6 +198,9 @@ up() {
   say "API key for the gateway in $data/api-key (the CLI reads it; curl: -H \"Authorization: Bearer \$(cat $data/api-key)\")"
   if ! alive apps; then .venv/bin/intraday fleet demo --if-empty; fi
   start_services
+  # Restarts an app or sidecar that dies, with backoff, as Kubernetes would.
+  start_daemon supervisor .venv/bin/python scripts/supervise.py "$run"
+  say "supervisor: restarts what dies (log: $logs/supervisor.log)"
   say "up: gateway on http://127.0.0.1:8000"
 }
 
@@ -212,9 +215,10 @@ stop_pid() {  # stop_pid NAME: TERM the process group, KILL after 15 s
 }
 
 down() {
+  stop_pid supervisor  # first: it would restart what the next steps stop
   stop_pid apps
   # daprd and app processes that outlived their parent (e.g. after a crash)
-  pkill -f "daprd --app-id (telemetry|forecaster|trading|gateway)" 2>/dev/null || true
+  pkill -f "daprd .*--app-id (telemetry|forecaster|trading|gateway)( |$)" 2>/dev/null || true
   pkill -f "python -m services\.(telemetry|forecaster|trading|gateway)$" 2>/dev/null || true
   stop_pid scheduler
   stop_pid placement
@@ -234,7 +238,7 @@ down() {
 status() {
   local s name app_port dapr_port
   redis-cli -p "$redis_port" ping >/dev/null 2>&1 && say "redis: up" || say "redis: down"
-  for s in zipkin prometheus placement scheduler apps; do alive "$s" && say "$s: up" || say "$s: down"; done
+  for s in zipkin prometheus placement scheduler apps supervisor; do alive "$s" && say "$s: up" || say "$s: down"; done
   for s in "${services[@]}"; do
     IFS=: read -r name app_port dapr_port <<<"$s"
     http_ok "http://127.0.0.1:$app_port/health" && say "$name: healthy" || say "$name: not answering"

@@ -53,8 +53,9 @@ class Process:
 
     def start(self) -> None:
         with open(self.log, "ab") as out:
-            child = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+            child = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
         self.pid, self.started, self.restarts = child.pid, time.monotonic(), self.restarts + 1
 
 

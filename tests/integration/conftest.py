@@ -122,19 +122,22 @@ def eventually(check: Callable[[], object], timeout: float = 30.0) -> object:
 
 
 def restart_app(stack: dict, name: str, port: int) -> None:
-    """Kill a service's app process (SIGKILL: no shutdown hook runs) and
-    start it again as `dapr run` did, with the same environment, behind the
-    same sidecar; return once it answers its health check."""
+    """Kill a service's app process (SIGKILL: no shutdown hook runs); the
+    stack's supervisor starts it again as it was started, behind the same
+    sidecar; return once it answers its health check."""
     pid = int(subprocess.run(["pgrep", "-f", f"python -m services.{name}$"], capture_output=True,
                              text=True, check=True).stdout.split()[0])
-    env = dict(item.split("=", 1) for item in
-               Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in item)
     os.kill(pid, 9)
     eventually(lambda: not _busy(port), timeout=10)
-    log = open(stack["data_dir"] / "logs" / f"{name}-restarted.log", "ab")  # noqa: SIM115
-    subprocess.Popen([".venv/bin/python", "-m", f"services.{name}"], cwd=ROOT, env=env,
-                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    assert eventually(lambda: _healthy(port), timeout=60), f"{name} did not come back"
+    assert eventually(lambda: _healthy(port), timeout=90), f"{name} did not come back"
+
+
+def kill_sidecar(name: str) -> int:
+    """SIGKILL an app's daprd; its pid."""
+    pid = int(subprocess.run(["pgrep", "-f", f"daprd .*--app-id {name}( |$)"], capture_output=True,
+                             text=True, check=True).stdout.split()[0])
+    os.kill(pid, 9)
+    return pid
 
 
 def intraday(env: dict, *args: str) -> str:
