@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(items):
     # The fuzzing runs last: what it is allowed to do (whole-fleet forecasts,
     # prices that move the trading service) would be found by the tests that
     # make those themselves.
-    items.sort(key=lambda item: item.fspath.basename == "test_fuzz.py")
+    items.sort(key=lambda item: item.fspath.basename.startswith("test_fuzz"))
 
 
 @pytest.fixture(scope="session")
