@@ -283,6 +283,14 @@ def _start_once(fid: str, job: ForecastJob | dict, workflow: str = WORKFLOW_NAME
     return True
 
 
+def _require_in_fleet(devices: list[str], known: dict) -> None:
+    """UnknownDevice (404) naming the first ten devices not in the fleet."""
+    unknown = [d for d in dict.fromkeys(devices) if d not in known]
+    if unknown:
+        raise UnknownDevice(", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10
+                                                       else ""))
+
+
 class WarmRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -297,11 +305,8 @@ async def warm(request: WarmRequest) -> dict:
     the DeviceActors of the most-requested devices (and any named), so the
     next burst finds them warm."""
     started = time.monotonic()
-    known = await run_in_threadpool(fleet.fleet_devices)
-    unknown = [d for d in dict.fromkeys(request.devices) if d not in known]
-    if unknown:  # an actor for a device that is not in the fleet would be state about nothing
-        raise UnknownDevice(", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10
-                                                       else ""))
+    # An actor for a device that is not in the fleet would be state about nothing.
+    _require_in_fleet(request.devices, await run_in_threadpool(fleet.fleet_devices))
     model = await catalog.current()
     top = []
     if request.top:
@@ -364,10 +369,7 @@ async def start_fleet_forecast(
     horizon = horizon_intervals(request.horizon_hours, settings.max_horizon_hours)
     known = await run_in_threadpool(fleet.fleet_devices)
     devices = sorted(set(request.devices)) if request.devices else sorted(known)
-    unknown = [d for d in devices if d not in known]
-    if unknown:
-        raise UnknownDevice(", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10
-                                                       else ""))
+    _require_in_fleet(devices, known)
     if not devices:
         raise InvalidRequest("the fleet has no devices")
     version = engine.model_version(await catalog.current())

@@ -18,6 +18,8 @@ import psycopg
 import pytest
 import redis
 
+from intraday.config import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 PORTS = {"redis": 6379, "postgres": 5432, "placement": 50005, "scheduler": 50006, "zipkin": 9411,
          "prometheus": 9090,
@@ -67,14 +69,15 @@ def stack() -> Iterator[dict]:
 
 
 def dapr_headers(stack: dict) -> dict[str, str]:
-    """What a client of a sidecar's API presents: its Dapr API token."""
+    """What a client of a sidecar's API presents: its Dapr API token
+    (`make up` keeps it in the data directory)."""
     return {"dapr-api-token": (stack["data_dir"] / "dapr-api-token").read_text().strip()}
 
 
 def app_headers(stack: dict) -> dict[str, str]:
     """What a caller of an app other than the gateway presents, as its
-    sidecar does: the app API token."""
-    return {"dapr-api-token": (stack["data_dir"] / "app-api-token").read_text().strip()}
+    sidecar does: the app API token (read as the CLI reads it)."""
+    return {"dapr-api-token": Settings(data_dir=stack["data_dir"]).app_api_token}
 
 
 def api_key(stack: dict) -> str:

@@ -94,4 +94,3 @@ def test_small_differences_are_not_traded():
     total = portfolio([1010.0], [900.0], [1010.0], [1100.0])
     d = decide(total, np.array([1.0]), min_order_mw=0.1)
     assert d.order_mw[0] == 0.0 and d.buy_mwh == 0.0
-
