@@ -25,6 +25,9 @@ from intraday.timeutil import isoformat_z
 PUBSUB = "pubsub"  # component name, same locally and on GCP
 TIMEOUT = httpx.Timeout(10.0, connect=2.0)
 LONG_TIMEOUT = httpx.Timeout(60.0, connect=2.0)  # bulk calls: a shard's windows, messages, state
+# An actor call waits for the actor's turn, which a burst makes long. The
+# only timeout on actor calls: the sidecars set none (components/*/resiliency.yaml).
+ACTOR_TIMEOUT = httpx.Timeout(30.0, connect=2.0)
 _LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=64)
 ASYNC_CONNECTIONS = 512  # async calls to the sidecar at once (a burst's requests wait beyond)
 
@@ -194,7 +197,8 @@ def delete_states(keys: list[str]) -> None:
 # -- actors and pub/sub (sync: used from workflow activities) --------------
 
 def call_actor(actor_type: str, actor_id: str, method: str, body: dict) -> Any:
-    r = sync_client().post(f"/v1.0/actors/{actor_type}/{actor_id}/method/{method}", json=body)
+    r = sync_client().post(f"/v1.0/actors/{actor_type}/{actor_id}/method/{method}", json=body,
+                           timeout=ACTOR_TIMEOUT)
     return _raise_for(r).json()
 
 
@@ -235,5 +239,6 @@ async def publish_async(topic: str, data: dict) -> None:
 
 
 async def call_actor_async(actor_type: str, actor_id: str, method: str, body: dict) -> Any:
-    r = await _request("POST", f"/v1.0/actors/{actor_type}/{actor_id}/method/{method}", json=body)
+    r = await _request("POST", f"/v1.0/actors/{actor_type}/{actor_id}/method/{method}", json=body,
+                       timeout=ACTOR_TIMEOUT.read)
     return _raise_for(r).json()
