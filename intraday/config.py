@@ -7,7 +7,6 @@ for credentials-bearing settings when INTRADAY_ENVIRONMENT=production.
 
 from __future__ import annotations
 
-import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -82,6 +81,9 @@ class Settings(BaseSettings):
     api_rate_per_minute: int = Field(6000, gt=0)
     api_key: str = ""
     api_key_file: Path | None = None
+    # Where the fault suite arms failpoints (intraday/failpoints.py); empty:
+    # off. Refused in production.
+    failpoints_dir: str = ""
 
     # Traces of the apps (the sidecars' own go where components/config/ says):
     # the local Zipkin server, an OpenTelemetry collector (OTLP, configured by
@@ -135,6 +137,9 @@ class Settings(BaseSettings):
         if self.traces_exporter == "zipkin" and "127.0.0.1" in self.zipkin_url:
             raise ValueError("INTRADAY_TRACES_EXPORTER: production exports to otlp or gcp (or a remote "
                              "Zipkin), not the local one")
+        if self.failpoints_dir:
+            raise ValueError("INTRADAY_FAILPOINTS_DIR (the fault suite's failpoints) must not be set in "
+                             "production")
 
     @model_validator(mode="after")
     def _refuse_local_defaults_in_production(self) -> Settings:

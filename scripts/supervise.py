@@ -3,8 +3,13 @@
 how each app process and each daprd was started (command line, working
 directory, environment) and, when one of them dies, starts it again the
 same way, backing off from 1 s doubling to 30 s while it keeps dying (reset
-after a minute up). Every death and restart is logged (one JSON line each,
-.data/logs/supervisor.log).
+after a minute up). Dapr's placement and scheduler too (their pid files in
+RUN_DIR follow the restarted process, so `stack.sh down` stops it). Every
+death and restart is logged (one JSON line each, .data/logs/supervisor.log).
+
+A file RUN_DIR/hold/NAME (NAME as logged: `telemetry`, `daprd:telemetry`,
+`placement`) holds a dead process down until it is removed, as scaling a
+deployment to zero would: the fault suite keeps a service down that way.
 
     python scripts/supervise.py RUN_DIR      (stack.sh runs it; it stops with `stack.sh down`)
 """
@@ -22,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 SERVICES = ("telemetry", "forecaster", "trading", "gateway")
+CONTROL_PLANE = ("placement", "scheduler")  # started by stack.sh with a pid file each
 POLL_SECONDS = 1.0
 BACKOFF_FIRST, BACKOFF_MAX, HEALTHY_RESET = 1.0, 30.0, 60.0
 
@@ -40,6 +46,7 @@ class Process:
     backoff: float = BACKOFF_FIRST
     due: float | None = None  # when a restart is due, once it died
     restarts: int = 0
+    pidfile: Path | None = None  # kept up to date for stack.sh
 
     def alive(self) -> bool:
         try:
@@ -57,6 +64,8 @@ class Process:
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         self.pid, self.started, self.restarts = child.pid, time.monotonic(), self.restarts + 1
+        if self.pidfile is not None:
+            self.pidfile.write_text(f"{self.pid}\n")
 
 
 def say(event: str, **fields) -> None:
@@ -82,10 +91,26 @@ def record(name: str, sidecar: bool, logs: Path) -> Process:
     pid = find(name, sidecar)
     if pid is None:
         raise SystemExit(f"supervisor: no {'daprd of ' if sidecar else ''}{name} running")
+    label = f"daprd:{name}" if sidecar else name
+    return _recorded(label, pid, logs)
+
+
+def record_daemon(name: str, run_dir: Path, logs: Path) -> Process:
+    """A control-plane process stack.sh started with RUN_DIR/NAME.pid."""
+    pidfile = run_dir / f"{name}.pid"
+    try:
+        pid = int(pidfile.read_text())
+    except (FileNotFoundError, ValueError):
+        raise SystemExit(f"supervisor: no {name} running ({pidfile})") from None
+    process = _recorded(name, pid, logs)
+    process.pidfile = pidfile
+    return process
+
+
+def _recorded(label: str, pid: int, logs: Path) -> Process:
     argv = [a for a in Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0") if a]
     env = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
                if "=" in item)
-    label = f"daprd:{name}" if sidecar else name
     return Process(label, argv, os.readlink(f"/proc/{pid}/cwd"), env,
                    logs / f"{label.replace(':', '-')}-restarted.log", pid)
 
@@ -93,6 +118,8 @@ def record(name: str, sidecar: bool, logs: Path) -> Process:
 def main(run_dir: Path) -> None:
     logs = run_dir.parent / "logs"
     procs = [record(name, sidecar, logs) for name in SERVICES for sidecar in (True, False)]
+    procs += [record_daemon(name, run_dir, logs) for name in CONTROL_PLANE]
+    held: set[str] = set()
     say("supervising", processes={p.name: p.pid for p in procs})
     stopping = False
 
@@ -109,6 +136,15 @@ def main(run_dir: Path) -> None:
                 if now - p.started > HEALTHY_RESET:
                     p.backoff = BACKOFF_FIRST
                 continue
+            if (run_dir / "hold" / p.name).exists():
+                if p.name not in held:
+                    held.add(p.name)
+                    say("held", process=p.name)
+                p.due = None
+                continue
+            if p.name in held:
+                held.discard(p.name)
+                say("released", process=p.name)
             if p.due is None:  # just died
                 p.due = now + p.backoff
                 say("died", process=p.name, pid=p.pid, restart_in_s=p.backoff)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import dapr.ext.workflow as wf
 from psycopg_pool import ConnectionPool
 
+from intraday import failpoints
 from intraday.audit import db
 from intraday.config import get_settings
 from intraday.errors import InvalidRequest
@@ -129,6 +130,7 @@ def publish(ctx: wf.WorkflowActivityContext, result: dict) -> None:
     """Topic `forecasts`; consumers deduplicate on `forecast_id` (a retried
     publish after a lost acknowledgement sends the same id again)."""
     sidecar.publish("forecasts", result)
+    failpoints.reach(failpoints.FORECAST_AFTER_PUBLISH)
 
 
 @step("forecast")

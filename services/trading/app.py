@@ -24,6 +24,7 @@ from psycopg_pool import ConnectionPool
 
 from actors.state import StateSerializer
 from actors.trading_rule import ACTOR_TYPE, TradingRuleActor
+from intraday import failpoints
 from intraday.audit import db
 from intraday.config import get_settings
 from intraday.forecasting.types import PortfolioForecast
@@ -108,6 +109,7 @@ async def on_price(request: Request) -> dict:
     # the recorded decision single.
     with metrics.DECISION_SECONDS.time():
         await _decide(decision_id, price, verdict.get("reference_price"), at)
+    failpoints.reach(failpoints.TRADING_AFTER_DECISION)
     await sidecar.call_actor_async(ACTOR_TYPE, RULE_ID, "Decided", {"decision_id": decision_id})
     return {"status": "SUCCESS"}
 

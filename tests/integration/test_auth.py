@@ -12,7 +12,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.integration.conftest import (
+from tests.stack import (
     ROOT,
     api_key,
     app_headers,

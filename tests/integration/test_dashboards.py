@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from observability.dashboards import DASHBOARDS, OUT, panel_queries
-from tests.integration.conftest import app_headers, eventually, train_and_promote
+from tests.stack import app_headers, eventually, train_and_promote
 
 PROMETHEUS = "http://127.0.0.1:9090"
 

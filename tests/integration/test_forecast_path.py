@@ -12,7 +12,7 @@ import pytest
 
 from actors.state import DeviceState, StateSerializer
 from intraday.timeutil import floor_quarter_hour, isoformat_z
-from tests.integration.conftest import app_headers, dapr_headers, topic_messages
+from tests.stack import app_headers, dapr_headers, topic_messages
 
 
 def audit_rows(pg, forecast_id: str) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from services.gateway.app import app
-from tests.integration.conftest import intraday, topic_messages
+from tests.stack import intraday, topic_messages
 
 GATEWAY = "http://127.0.0.1:8000"
 EXAMPLES = int(os.environ.get("INTRADAY_FUZZ_EXAMPLES", "25"))

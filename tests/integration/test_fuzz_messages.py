@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.conftest import dapr_headers, eventually
+from tests.stack import dapr_headers, eventually
 
 SIDECAR = "http://127.0.0.1:3500"  # the gateway's, the one app allowed to publish both topics
 INGEST = f"{SIDECAR}/v1.0/invoke/telemetry/method/ingest"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.integration.conftest import eventually
+from tests.stack import eventually
 
 PROMETHEUS = "http://127.0.0.1:9090"
 

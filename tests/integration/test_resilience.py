@@ -9,7 +9,7 @@ import json
 import socket
 import threading
 
-from tests.integration.conftest import eventually, kill_sidecar, restart_app
+from tests.stack import eventually, kill_sidecar, restart_app
 
 
 def _listening(port: int) -> bool:

@@ -10,7 +10,7 @@ import pytest
 
 from actors.state import StateSerializer
 from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, isoformat_z
-from tests.integration.conftest import dapr_headers, eventually
+from tests.stack import dapr_headers, eventually
 
 # The telemetry service through the gateway's sidecar: Dapr service invocation.
 INGEST = "http://127.0.0.1:3500/v1.0/invoke/telemetry/method/ingest"

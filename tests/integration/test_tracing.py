@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from tests.integration.conftest import eventually, topic_messages
+from tests.stack import eventually, topic_messages
 
 ZIPKIN = "http://127.0.0.1:9411"
 ACTOR_ROUTE = "put /actors/{actor_type_name}/{actor_id}/method/{method_name}"  # dapr-ext-fastapi's

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from tests.integration.conftest import app_headers, dapr_headers, eventually, restart_app, topic_messages
+from tests.stack import app_headers, dapr_headers, eventually, restart_app, topic_messages
 
 
 def test_price_move_leads_to_a_trade_decision(gateway, pg, rds):

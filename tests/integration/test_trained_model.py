@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from intraday.timeutil import floor_quarter_hour, isoformat_z
-from tests.integration.conftest import dapr_headers, intraday, topic_messages, train_and_promote
+from tests.stack import dapr_headers, intraday, topic_messages, train_and_promote
 
 
 def forecast(gateway, device: str, start: datetime) -> dict:

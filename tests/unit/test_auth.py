@@ -48,7 +48,8 @@ def test_production_settings_refuse_local_credentials_and_plaintext():
                             ({"api_key_pepper": "intraday-local-pepper"}, "PEPPER"),
                             ({"api_key_pepper": "short"}, "PEPPER"),
                             ({"telemetry_backend": "clickhouse", "clickhouse_url": "http://ch"}, "https"),
-                            ({"traces_exporter": "zipkin"}, "TRACES")):
+                            ({"traces_exporter": "zipkin"}, "TRACES"),
+                            ({"failpoints_dir": "/tmp/failpoints"}, "FAILPOINTS")):
         with pytest.raises(ValueError, match=message):
             Settings(**{**good, **change})
     Settings()  # local defaults stay fine locally

@@ -20,7 +20,7 @@ import redis
 
 from intraday.config import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PORTS = {"redis": 6379, "postgres": 5432, "placement": 50005, "scheduler": 50006, "zipkin": 9411,
          "prometheus": 9090,
          "gateway": 8000, "forecaster": 8001, "telemetry": 8002, "trading": 8003}
@@ -36,10 +36,15 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
-    # The fuzzing runs last: what it is allowed to do (whole-fleet forecasts,
-    # prices that move the trading service) would be found by the tests that
-    # make those themselves.
-    items.sort(key=lambda item: item.fspath.basename.startswith("test_fuzz"))
+        if "faults" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.faults)
+    # The fuzzing runs after the other integration tests: what it is allowed
+    # to do (whole-fleet forecasts, prices that move the trading service)
+    # would be found by the tests that make those themselves. The fault
+    # suite last: what it breaks cannot disturb another test.
+    items.sort(key=lambda item: ("faults" in str(item.fspath),
+                                 item.fspath.basename.startswith("test_fuzz")))
 
 
 @pytest.fixture(scope="session")
@@ -56,13 +61,14 @@ def stack() -> Iterator[dict]:
     # the trading rule's debounce (unit-tested) is 1 s, so tests' moves trade.
     # A verified API key is trusted for 1 s (a revocation test waits for it).
     env = {**os.environ, "INTRADAY_DATA_DIR": str(data_dir), "INTRADAY_MODEL_REFRESH_SECONDS": "1",
-           "INTRADAY_PRICE_DEBOUNCE_SECONDS": "1", "INTRADAY_API_KEY_CACHE_SECONDS": "1"}
+           "INTRADAY_PRICE_DEBOUNCE_SECONDS": "1", "INTRADAY_API_KEY_CACHE_SECONDS": "1",
+           "INTRADAY_FAILPOINTS_DIR": str(data_dir / "failpoints")}
     env.pop("INTRADAY_API_KEY", None)
     up = subprocess.run(["bash", "scripts/stack.sh", "up"], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
     try:
         assert up.returncode == 0, f"stack did not come up:\n{up.stdout}\n{up.stderr}"
-        yield {"data_dir": data_dir, "env": env}
+        yield {"data_dir": data_dir, "env": env, "failpoints": data_dir / "failpoints"}
     finally:
         subprocess.run(["bash", "scripts/stack.sh", "down"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)

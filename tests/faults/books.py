@@ -1,0 +1,164 @@
+"""What the fault suite injects faults into and how it checks the books
+afterwards: a stream of single-device forecast requests through the
+gateway (each a new forecast id) and price ticks, and the invariants every
+fault must leave intact.
+
+Figures per fault (requests in flight, lost, duplicated, time to recover)
+go to the test stack's faults.json; `make bench-faults` copies them to
+bench/results/faults.json.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psycopg
+import redis
+
+from intraday.timeutil import floor_quarter_hour, isoformat_z
+from tests.stack import ROOT, topic_messages
+
+TERMINAL = ("COMPLETED", "FAILED")
+
+
+class Traffic:
+    """Forecast requests (wait=false: accepted, then followed to the end) at
+    about `rate` a second from a background thread, each a forecast id of
+    its own: devices in turn, starts `offset_days` out, stepping by 15 min."""
+
+    def __init__(self, client: httpx.Client, devices: list[str], offset_days: int, rate: float = 4.0):
+        self.client, self.devices, self.rate = client, devices, rate
+        self.base = floor_quarter_hour(datetime.now(UTC)) - timedelta(days=offset_days)
+        self.accepted: dict[str, dict] = {}  # forecast_id -> body
+        self.refused: list[tuple[int, str]] = []  # answers other than 202/200 while the fault lasts
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._n = 0
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            device = self.devices[self._n % len(self.devices)]
+            start = self.base + timedelta(minutes=15 * (self._n // len(self.devices)))
+            self._n += 1
+            body = {"device_id": device, "forecast_start": isoformat_z(start), "horizon_hours": 4,
+                    "requested_by": "faults"}
+            try:
+                r = self.client.post("/forecast/intraday", json=body, timeout=30)
+            except httpx.HTTPError as e:
+                self.refused.append((0, str(e)[:200]))
+            else:
+                if r.status_code in (200, 202):
+                    self.accepted[r.json()["forecast_id"]] = body
+                else:
+                    self.refused.append((r.status_code, r.text[:200]))
+            self._stop.wait(1.0 / self.rate)
+
+    def in_flight(self) -> int:
+        return len(self.accepted)
+
+    def settle(self, timeout: float = 180.0) -> dict[str, dict]:
+        """Every accepted forecast's final view, waiting until each one is
+        COMPLETED or FAILED (or the timeout: those stay as last seen)."""
+        views: dict[str, dict] = {}
+        deadline = time.monotonic() + timeout
+        pending = set(self.accepted)
+        while pending and time.monotonic() < deadline:
+            for fid in sorted(pending):
+                try:
+                    r = self.client.get(f"/forecast/{fid}", timeout=10)
+                except httpx.HTTPError:
+                    continue
+                if r.status_code in (200, 500) and r.json().get("status") in TERMINAL:
+                    views[fid] = r.json()
+                    pending.discard(fid)
+                elif r.status_code in (200, 202, 404, 500):
+                    views[fid] = r.json()
+            if pending:
+                time.sleep(1.0)
+        return views
+
+
+def check_forecast_books(views: dict[str, dict], accepted: dict[str, dict], pg: psycopg.Connection,
+                         rds: redis.Redis) -> dict:
+    """The invariants of the forecast path, whatever the fault:
+    every accepted request ended COMPLETED or FAILED with a reason; each
+    completed forecast has exactly one audit row with all its intervals and
+    is on `forecasts` (a repeat delivery carries the same numbers, so a
+    consumer deduplicating on forecast_id processes it once); a failed one
+    has no audit row and no half-written results. Returns the counts."""
+    ids = sorted(accepted)
+    unfinished = {fid: views.get(fid, {}).get("status") for fid in ids
+                  if views.get(fid, {}).get("status") not in TERMINAL}
+    assert not unfinished, f"accepted forecasts that never finished: {unfinished}"
+    failed = {fid: views[fid] for fid in ids if views[fid]["status"] == "FAILED"}
+    for fid, view in failed.items():
+        assert view.get("error"), f"{fid} FAILED without a reason: {view}"
+    completed = [fid for fid in ids if views[fid]["status"] == "COMPLETED"]
+
+    rows = dict(pg.execute(
+        "SELECT r.request_id, count(x.*) FROM forecast_requests r "
+        "LEFT JOIN forecast_results x USING (request_id) WHERE r.request_id = ANY(%s) "
+        "GROUP BY r.request_id", (ids,)).fetchall())
+    for fid in completed:
+        expected = round(accepted[fid]["horizon_hours"] * 4)
+        assert rows.get(fid) == expected, f"{fid}: {rows.get(fid)} audited intervals, not {expected}"
+    audited_failures = sorted(set(failed) & set(rows))
+    assert not audited_failures, f"FAILED forecasts with an audit row: {audited_failures}"
+
+    messages = [m for m in topic_messages(rds, "forecasts") if m.get("forecast_id") in accepted]
+    by_id: dict[str, list[dict]] = {}
+    for m in messages:
+        by_id.setdefault(m["forecast_id"], []).append(m)
+    missing = [fid for fid in completed if fid not in by_id]
+    assert not missing, f"completed forecasts never published: {missing}"
+    for fid, copies in by_id.items():
+        numbers = {json.dumps(c["intervals"], sort_keys=True) for c in copies}
+        assert len(numbers) == 1, f"{fid} published twice with different numbers"
+    repeats = Counter({fid: len(c) - 1 for fid, c in by_id.items() if len(c) > 1})
+    return {"accepted": len(ids), "completed": len(completed), "failed": len(failed),
+            "lost": 0, "duplicated_audit_rows": 0, "repeat_deliveries": sum(repeats.values()),
+            "failure_reasons": sorted({v["error"][:120] for v in failed.values()})}
+
+
+def check_trading_books(pg: psycopg.Connection) -> dict:
+    """Each decision one row, and the positions exactly the sum of every
+    decision's orders (a decision recorded twice, or its orders applied
+    twice, breaks the sum)."""
+    decisions = pg.execute("SELECT count(*), count(DISTINCT decision_id) FROM trade_decisions").fetchone()
+    assert decisions[0] == decisions[1]
+    drift = pg.execute(
+        """WITH ordered AS (
+               SELECT (o->>'interval_start')::timestamptz AS interval_start,
+                      sum((o->>'order_mw')::float8) AS total
+               FROM trade_decisions, jsonb_array_elements(orders) o GROUP BY 1)
+           SELECT count(*) FROM ordered FULL JOIN positions p USING (interval_start)
+           WHERE abs(coalesce(ordered.total, 0) - coalesce(p.position_mw, 0)) > 1e-4""").fetchone()[0]
+    assert drift == 0, f"{drift} delivery intervals whose position is not the sum of the decisions' orders"
+    return {"decisions": decisions[0]}
+
+
+def record_figures(stack: dict, fault: str, figures: dict) -> None:
+    """Add one fault's figures to the test stack's faults.json."""
+    path: Path = stack["data_dir"] / "faults.json"
+    table = json.loads(path.read_text()) if path.exists() else {}
+    table[fault] = figures
+    path.write_text(json.dumps(table, indent=2, sort_keys=True))
+    (ROOT / ".data").mkdir(exist_ok=True)
+    (ROOT / ".data" / "faults-last.json").write_text(path.read_text())
