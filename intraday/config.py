@@ -7,6 +7,7 @@ for credentials-bearing settings when INTRADAY_ENVIRONMENT=production.
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
