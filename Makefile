@@ -1,6 +1,6 @@
 # The two commands that matter: `make setup` (fresh machine -> everything
 # installed) and `make test` (the whole suite). See README.md.
-.PHONY: setup test unit integration up down status bench bench-load bench-telemetry bench-forecasting bench-fuzz lint
+.PHONY: setup test unit integration up down status bench bench-load bench-telemetry bench-forecasting bench-fuzz bench-faults lint
 
 PY := .venv/bin/python
 
@@ -41,6 +41,9 @@ bench-forecasting:
 
 # The gateway fuzzed from its OpenAPI schema, 1,000 cases per operation, on a
 # stack of its own (stop `make up` first).
+bench-faults:
+	$(PY) bench/faults.py
+
 bench-fuzz:
 	$(PY) bench/fuzz.py
 

@@ -1,0 +1,49 @@
+"""The fault suite's figures (`make bench-faults`): runs tests/faults on a
+fresh local stack (pytest starts and stops it), then writes what each fault
+did to the books to bench/results/faults.json and prints a table.
+
+    python bench/faults.py [pytest args...]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ROOT / ".data" / "faults-last.json"  # written by tests/faults/books.py
+OUT = ROOT / "bench" / "results" / "faults.json"
+COLUMNS = ("in_flight_at_fault", "accepted", "completed", "failed", "lost", "duplicated_audit_rows",
+           "repeat_deliveries", "seconds_to_recover")
+
+
+def main(args: list[str]) -> int:
+    FIGURES.unlink(missing_ok=True)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "tests/faults", *args], cwd=ROOT)
+    if not FIGURES.exists():
+        print("bench/faults.py: the fault suite recorded no figures", file=sys.stderr)
+        return run.returncode or 1
+    faults = json.loads(FIGURES.read_text())
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "suite_passed": run.returncode == 0,
+        "faults": faults,
+    }, indent=2, sort_keys=True) + "\n")
+    width = max(map(len, faults))
+    print(f"\n{'fault':<{width}}  " + "  ".join(c.replace("_", " ") for c in COLUMNS))
+    for name, figures in faults.items():
+        print(f"{name:<{width}}  " + "  ".join(f"{figures.get(c, '-')!s:>{len(c)}}" for c in COLUMNS))
+    print(f"\nwritten: {OUT.relative_to(ROOT)}")
+    return run.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
