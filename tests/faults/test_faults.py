@@ -168,7 +168,7 @@ def test_telemetry_killed_mid_ingest(stack, rds):
     stored, not doubled."""
     ingest = "http://127.0.0.1:3500/v1.0/invoke/telemetry/method/ingest"
     csv = "device_id,timestamp,power\n" + "".join(
-        f"hp-0003,2026-11-2{d}T0{h}:00:00Z,{1 + h / 10}\n" for d in range(5, 7) for h in range(4))
+        f"hp-0003,2026-02-2{d}T0{h}:00:00Z,{1 + h / 10}\n" for d in range(5, 7) for h in range(4))
     failpoints.arm(stack["failpoints"], failpoints.TELEMETRY_MID_INGEST)
     injected = time.monotonic()
     headers = {"content-type": "text/csv", **dapr_headers(stack)}
