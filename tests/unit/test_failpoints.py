@@ -1,0 +1,44 @@
+"""Failpoints (intraday/failpoints.py): an armed one kills the process that
+reaches it, once; an unarmed or disabled one does nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from intraday import failpoints
+
+REACH = ("from intraday import failpoints; "
+         f"failpoints.reach({failpoints.TRADING_AFTER_DECISION!r}); print('passed')")
+
+
+def _run(env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", REACH], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_an_armed_failpoint_kills_the_process_that_reaches_it_once(tmp_path):
+    env = {"INTRADAY_FAILPOINTS_DIR": str(tmp_path)}
+    armed = failpoints.arm(tmp_path, failpoints.TRADING_AFTER_DECISION)
+    first = _run(env)
+    assert first.returncode == -signal.SIGKILL and "passed" not in first.stdout
+    assert not armed.exists()
+    second = _run(env)  # the restarted process goes through
+    assert second.returncode == 0 and "passed" in second.stdout
+
+
+def test_a_failpoint_does_nothing_when_the_directory_is_not_set(tmp_path):
+    failpoints.arm(tmp_path, failpoints.TRADING_AFTER_DECISION)
+    r = _run({"INTRADAY_FAILPOINTS_DIR": ""})
+    assert r.returncode == 0 and "passed" in r.stdout
+    assert (tmp_path / failpoints.TRADING_AFTER_DECISION).exists()
+
+
+def test_arming_an_unknown_failpoint_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown failpoint"):
+        failpoints.arm(tmp_path, "trading.nowhere")
+    assert not list(tmp_path.iterdir())
