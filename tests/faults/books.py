@@ -131,8 +131,11 @@ def check_forecast_books(views: dict[str, dict], accepted: dict[str, dict], pg: 
         numbers = {json.dumps(c["intervals"], sort_keys=True) for c in copies}
         assert len(numbers) == 1, f"{fid} published twice with different numbers"
     repeats = Counter({fid: len(c) - 1 for fid, c in by_id.items() if len(c) > 1})
+    audit_rows = pg.execute("SELECT count(*) FROM forecast_requests WHERE request_id = ANY(%s)",
+                            (ids,)).fetchone()[0]
     return {"accepted": len(ids), "completed": len(completed), "failed": len(failed),
-            "lost": 0, "duplicated_audit_rows": 0, "repeat_deliveries": sum(repeats.values()),
+            "lost": len(ids) - len(completed) - len(failed),
+            "duplicated_audit_rows": audit_rows - len(rows), "repeat_deliveries": sum(repeats.values()),
             "failure_reasons": sorted({v["error"][:120] for v in failed.values()})}
 
 
