@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ROOT / ".data" / "faults-last.json"  # written by tests/faults/books.py
+FIGURES = ROOT / ".data" / "test-stack" / "faults.json"  # tests/faults/books.py, in the test stack
 OUT = ROOT / "bench" / "results" / "faults.json"
-COLUMNS = ("in_flight_at_fault", "accepted", "completed", "failed", "lost", "duplicated_audit_rows",
+COLUMNS = ("accepted_before_fault", "accepted", "completed", "failed", "lost", "duplicated_audit_rows",
            "repeat_deliveries", "seconds_to_recover")
 
 

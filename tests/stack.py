@@ -138,7 +138,7 @@ def restart_app(stack: dict, name: str, port: int) -> None:
                              text=True, check=True).stdout.split()[0])
     os.kill(pid, 9)
     eventually(lambda: not _busy(port), timeout=10)
-    assert eventually(lambda: _healthy(port), timeout=90), f"{name} did not come back"
+    assert eventually(lambda: healthy(port), timeout=90), f"{name} did not come back"
 
 
 def kill_sidecar(name: str) -> int:
@@ -168,7 +168,7 @@ def train_and_promote(env: dict, work: Path) -> str:
     return out.split()[1].rstrip(":")
 
 
-def _healthy(port: int) -> bool:
+def healthy(port: int) -> bool:
     try:
         return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
     except httpx.HTTPError:

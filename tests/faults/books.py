@@ -3,9 +3,9 @@ afterwards: a stream of single-device forecast requests through the
 gateway (each a new forecast id) and price ticks, and the invariants every
 fault must leave intact.
 
-Figures per fault (requests in flight, lost, duplicated, time to recover)
-go to the test stack's faults.json; `make bench-faults` copies them to
-bench/results/faults.json.
+Figures per fault (requests accepted before it, lost, duplicated, time to
+recover) go to the test stack's faults.json; `make bench-faults` copies
+them to bench/results/faults.json.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import psycopg
 import redis
 
 from intraday.timeutil import floor_quarter_hour, isoformat_z
-from tests.stack import ROOT, topic_messages
+from tests.stack import topic_messages
 
 TERMINAL = ("COMPLETED", "FAILED")
 
@@ -69,9 +69,6 @@ class Traffic:
                 else:
                     self.refused.append((r.status_code, r.text[:200]))
             self._stop.wait(1.0 / self.rate)
-
-    def in_flight(self) -> int:
-        return len(self.accepted)
 
     def settle(self, timeout: float = 180.0) -> dict[str, dict]:
         """Every accepted forecast's final view, waiting until each one is
@@ -162,5 +159,3 @@ def record_figures(stack: dict, fault: str, figures: dict) -> None:
     table = json.loads(path.read_text()) if path.exists() else {}
     table[fault] = figures
     path.write_text(json.dumps(table, indent=2, sort_keys=True))
-    (ROOT / ".data").mkdir(exist_ok=True)
-    (ROOT / ".data" / "faults-last.json").write_text(path.read_text())

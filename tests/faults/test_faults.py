@@ -1,12 +1,11 @@
 """Faults injected into the running local stack during a stream of
-forecast requests (and price ticks), then the books checked
+forecast requests (or, for trading, on a price move), then the books checked
 (tests/faults/books.py): nothing accepted is lost, nothing is recorded or
 moved twice, nothing is half-written. Each case records its figures."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -18,21 +17,18 @@ import pytest
 
 from intraday import failpoints
 from tests.faults.books import Traffic, check_forecast_books, check_trading_books, record_figures
-from tests.stack import PG_DSN, app_headers, dapr_headers, eventually, kill_sidecar, topic_messages
+from tests.stack import (
+    PG_DSN,
+    app_headers,
+    dapr_headers,
+    eventually,
+    healthy,
+    kill_sidecar,
+    restart_app,
+    topic_messages,
+)
 
 pytestmark = pytest.mark.timeout(420)
-
-
-def _pid(pattern: str) -> int:
-    return int(subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True,
-                              check=True).stdout.split()[0])
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _forecast_ok(gateway: httpx.Client) -> bool:
@@ -53,7 +49,7 @@ def _run_fault(stack, gateway, rds, devices, name: str, offset_days: int, inject
     over), traffic a few seconds more; then the books and the figures."""
     with Traffic(gateway, devices, offset_days) as traffic:
         time.sleep(4)
-        in_flight = traffic.in_flight()
+        accepted_before = len(traffic.accepted)
         injected = time.monotonic()
         inject()
         recovered = eventually(lambda: _forecast_ok(gateway), timeout=120)
@@ -64,7 +60,7 @@ def _run_fault(stack, gateway, rds, devices, name: str, offset_days: int, inject
     # A connection of its own: a fault may have taken the session's down.
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         figures = check_forecast_books(views, traffic.accepted, conn, rds)
-    figures.update(in_flight_at_fault=in_flight, seconds_to_recover=round(recover_s, 1),
+    figures.update(accepted_before_fault=accepted_before, seconds_to_recover=round(recover_s, 1),
                    refused_while_down=len(traffic.refused))
     record_figures(stack, name, figures)
     return figures
@@ -74,8 +70,7 @@ def test_forecaster_app_killed_mid_workflow(stack, gateway, rds, devices):
     """kill -9 of the forecaster app while forecasts are running: the
     workflows resume when it is back; each forecast audited once."""
     def inject():
-        os.kill(_pid(r"python -m services\.forecaster$"), signal.SIGKILL)
-        assert eventually(lambda: _healthy(8001), timeout=90)
+        restart_app(stack, "forecaster", 8001)  # kill -9; back when the supervisor restarted it
 
     figures = _run_fault(stack, gateway, rds, devices, "forecaster app kill -9", 6, inject)
     assert figures["completed"] >= figures["accepted"] - figures["failed"] > 0
@@ -89,7 +84,7 @@ def test_forecaster_killed_after_publish_before_audit(stack, gateway, rds, devic
         failpoints.arm(stack["failpoints"], failpoints.FORECAST_AFTER_PUBLISH)
         assert eventually(lambda: not (stack["failpoints"] / failpoints.FORECAST_AFTER_PUBLISH).exists(),
                           timeout=30), "no forecast reached the failpoint"
-        assert eventually(lambda: _healthy(8001), timeout=90)
+        assert eventually(lambda: healthy(8001), timeout=90)
 
     figures = _run_fault(stack, gateway, rds, devices, "forecaster kill -9 after publish", 5, inject)
     assert figures["failed"] == 0, figures
@@ -98,7 +93,7 @@ def test_forecaster_killed_after_publish_before_audit(stack, gateway, rds, devic
 def test_forecaster_sidecar_killed(stack, gateway, rds, devices):
     def inject():
         kill_sidecar("forecaster")
-        assert eventually(lambda: _healthy(8001) and _listening_dapr(3501), timeout=90)
+        assert eventually(lambda: healthy(8001) and _listening_dapr(3501), timeout=90)
 
     _run_fault(stack, gateway, rds, devices, "forecaster daprd kill -9", 4, inject)
 
@@ -138,12 +133,14 @@ def test_trading_killed_between_decision_and_acknowledgement(stack, gateway, rds
         before = conn.execute("SELECT count(*) FROM trade_decisions").fetchone()[0]
         failpoints.arm(stack["failpoints"], failpoints.TRADING_AFTER_DECISION)
         injected = time.monotonic()
-        price = 40.0 + (datetime.now(UTC).second % 7) * 15  # far from any earlier reference
+        reference = httpx.get("http://127.0.0.1:8003/rule", headers=app_headers(stack),
+                              timeout=5).json().get("reference_price")
+        price = (reference or 80.0) + 30.0  # a move past the rule's threshold
         assert gateway.post("/prices", json={"price_eur_mwh": price,
                                              "at": datetime.now(UTC).isoformat()}).status_code == 202
         assert eventually(lambda: not (stack["failpoints"] / failpoints.TRADING_AFTER_DECISION).exists(),
                           timeout=60), "the trading app never reached the failpoint"
-        assert eventually(lambda: _healthy(8003), timeout=90)
+        assert eventually(lambda: healthy(8003), timeout=90)
         rule = eventually(lambda: (r := httpx.get("http://127.0.0.1:8003/rule", headers=app_headers(stack),
                                                   timeout=5)).status_code == 200
                           and not r.json()["pending"] and r.json(), timeout=120)
@@ -178,7 +175,7 @@ def test_telemetry_killed_mid_ingest(stack, rds):
     except httpx.HTTPError:
         first = None
     assert not (stack["failpoints"] / failpoints.TELEMETRY_MID_INGEST).exists(), "failpoint not reached"
-    assert eventually(lambda: _healthy(8002), timeout=90)
+    assert eventually(lambda: healthy(8002), timeout=90)
     r = httpx.post(ingest, content=csv.encode(), params={"batch_id": "faults-mid-ingest"},
                    headers=headers, timeout=60)
     assert r.status_code == 200, r.text
