@@ -9,8 +9,10 @@ service hosts `DeviceActor`.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import numpy as np
 from dapr.actor import Actor, ActorInterface, actormethod
 
@@ -19,7 +21,7 @@ from intraday.config import get_settings
 from intraday.errors import InsufficientHistory
 from intraday.forecasting import baseline, engine
 from intraday.forecasting.types import TelemetryWindow
-from intraday.timeutil import INTERVALS_PER_DAY, floor_quarter_hour, isoformat_z
+from intraday.timeutil import INTERVALS_PER_DAY, QUARTER_HOUR, floor_quarter_hour, isoformat_z
 from services.forecaster.models import catalog
 from services.forecaster.weather import on_window
 from services.metrics import ACTOR_ACTIVATIONS, ACTOR_DEACTIVATIONS, ACTORS_ACTIVE
@@ -29,6 +31,11 @@ log = logging.getLogger("forecaster.actor")
 ACTOR_TYPE = "DeviceActor"
 STATE_KEY = "device"
 ATTRIBUTES_KEY = "attributes"
+
+
+class TelemetryUnavailable(RuntimeError):
+    """A first use of an actor (no window in its state) while the telemetry
+    service cannot give one: transient, the workflow retries it."""
 
 
 class DeviceActorInterface(ActorInterface):
@@ -48,6 +55,7 @@ class DeviceActorInterface(ActorInterface):
 class DeviceActor(Actor, DeviceActorInterface):
     _state: DeviceState | None = None
     _attributes: dict | None = None
+    _telemetry_down: datetime | None = None  # the window's end, when Prepare could not extend it
 
     async def _on_activate(self) -> None:
         ACTOR_ACTIVATIONS.labels(ACTOR_TYPE).inc()
@@ -71,7 +79,13 @@ class DeviceActor(Actor, DeviceActorInterface):
             return self._state
         settings = get_settings()
         end = floor_quarter_hour(datetime.now(UTC))
-        window = await fetch_window(self.id.id, end - timedelta(days=settings.history_days), end)
+        try:
+            window = await fetch_window(self.id.id, end - timedelta(days=settings.history_days), end)
+        except (SidecarError, aiohttp.ClientError, TimeoutError) as e:
+            if isinstance(e, SidecarError) and e.status_code < 500:
+                raise
+            raise TelemetryUnavailable(f"{self.id.id}: no window held and the telemetry service is "
+                                       f"unavailable ({str(e)[:200]})") from e
         await self._save(window)
         return self._state
 
@@ -96,10 +110,21 @@ class DeviceActor(Actor, DeviceActorInterface):
             floor_quarter_hour(datetime.fromisoformat(request["forecast_start"])),
             floor_quarter_hour(datetime.now(UTC)),
         )
+        self._telemetry_down = None
         if window.end < wanted_end:
-            tail = await fetch_window(self.id.id, window.end, wanted_end)
-            await self._save(window.merged(tail, self._keep_intervals()))
-            window = self._state.window
+            try:
+                tail = await fetch_window(self.id.id, window.end, wanted_end)
+            except (SidecarError, aiohttp.ClientError, TimeoutError) as e:
+                if isinstance(e, SidecarError) and e.status_code < 500:
+                    raise
+                # The telemetry service is down: forecast from the window held,
+                # its newest quarter-hours missing, and say so.
+                log.warning("%s: telemetry unavailable (%s); forecasting from the window to %s",
+                            self.id.id, str(e)[:200], isoformat_z(window.end))
+                self._telemetry_down = window.end
+            else:
+                await self._save(window.merged(tail, self._keep_intervals()))
+                window = self._state.window
         return {
             "device_id": self.id.id,
             "model_version": engine.model_version(await catalog.current()),
@@ -122,8 +147,17 @@ class DeviceActor(Actor, DeviceActorInterface):
         # Up to the current quarter-hour, as a fleet shard reads it: late
         # readings pushed to the actor (ExtendWindow) may have started the
         # current one, whose mean is not known yet.
-        window = self._state.window.until(min(floor_quarter_hour(start),
-                                              floor_quarter_hour(datetime.now(UTC))))
+        until = min(floor_quarter_hour(start), floor_quarter_hour(datetime.now(UTC)))
+        window = self._state.window
+        notes: tuple[str, ...] = ()
+        if window.end < until:  # nothing known since the window's end: missing readings
+            gap = TelemetryWindow(self.id.id, window.end,
+                                  np.full(int((until - window.end) / QUARTER_HOUR), np.nan))
+            window = window.merged(gap, len(window.values) + len(gap.values))
+            if self._telemetry_down is not None:
+                notes = (f"telemetry service unavailable: readings up to "
+                         f"{isoformat_z(self._telemetry_down)} only",)
+        window = window.until(until)
         try:
             temps = await self._temperatures(window, start, horizon) if model is not None else None
             result = engine.forecast(model, window, start, horizon, self._attributes, temps,
@@ -131,6 +165,8 @@ class DeviceActor(Actor, DeviceActorInterface):
         except InsufficientHistory as e:
             # A value, not an exception: retrying cannot create history.
             return {"error": str(e), "kind": "insufficient_history"}
+        if notes:
+            result = replace(result, notes=(*result.notes, *notes))
         return result.to_dict()
 
     async def _temperatures(

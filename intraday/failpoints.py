@@ -8,7 +8,9 @@ production refuses it, intraday.config). A failpoint fires once: arming it
 is creating a file named after it in that directory, and the process that
 reaches it removes the file, then kills itself with SIGKILL (no shutdown
 hook, no flush: a crash). The supervisor starts it again and the file is
-gone, so the redelivered work goes through.
+gone, so the redelivered work goes through. Armed with `hang=N` instead, it
+holds the thread that reaches it for N seconds and lets it go on (a call
+that hangs, as a dependency that stops answering makes it).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 
 from intraday.config import get_settings
@@ -26,7 +29,8 @@ log = logging.getLogger("intraday.failpoints")
 TRADING_AFTER_DECISION = "trading.after_decision"  # recorded and published, not acknowledged
 TELEMETRY_MID_INGEST = "telemetry.mid_ingest"  # a batch half written to the store
 FORECAST_AFTER_PUBLISH = "forecast.after_publish"  # published, not yet audited
-KNOWN = (TRADING_AFTER_DECISION, TELEMETRY_MID_INGEST, FORECAST_AFTER_PUBLISH)
+FORECAST_IN_FETCH = "forecast.in_fetch"  # the fetch activity, before it asks the actor
+KNOWN = (TRADING_AFTER_DECISION, TELEMETRY_MID_INGEST, FORECAST_AFTER_PUBLISH, FORECAST_IN_FETCH)
 
 
 def _directory() -> Path | None:
@@ -34,24 +38,34 @@ def _directory() -> Path | None:
     return Path(where) if where else None
 
 
-def arm(directory: Path, name: str) -> Path:
-    """Make the next process that reaches `name` die there (tests)."""
+def arm(directory: Path, name: str, hang: float | None = None) -> Path:
+    """Make the next process that reaches `name` die there, or with `hang`
+    hold it there that many seconds (tests)."""
     if name not in KNOWN:
         raise ValueError(f"unknown failpoint {name!r}; known: {', '.join(KNOWN)}")
+    if hang is not None and not hang > 0:
+        raise ValueError(f"hang must be a positive number of seconds, not {hang!r}")
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
-    path.touch()
+    path.write_text("" if hang is None else f"hang {hang}")
     return path
 
 
 def reach(name: str) -> None:
-    """Die here if `name` is armed; otherwise nothing (one stat call)."""
+    """Die (or hang) here if `name` is armed; otherwise nothing (one stat
+    call)."""
     directory = _directory()
     if directory is None:
         return
+    path = directory / name
     try:
-        (directory / name).unlink()
+        action = path.read_text().split()
+        path.unlink()
     except FileNotFoundError:
+        return
+    if action and action[0] == "hang":
+        log.warning("failpoint %s: hanging %s s", name, action[1])
+        time.sleep(float(action[1]))
         return
     log.warning("failpoint %s: killing this process", name)
     os.kill(os.getpid(), signal.SIGKILL)

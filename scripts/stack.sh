@@ -4,7 +4,8 @@
 # store is empty, then runs the services with `dapr run -f dapr.yaml` and
 # returns once every service and sidecar answers its health check.
 # `stack.sh down` stops everything and leaves the data on disk;
-# `stack.sh status` tells what runs.
+# `stack.sh status` tells what runs; `stack.sh start redis|postgres` starts one
+# backing store again, as `up` does (the fault suite restarts them).
 #
 # Zipkin (in memory) takes every sidecar's traces on 127.0.0.1:9411;
 # Prometheus scrapes every sidecar and app on 127.0.0.1:9090.
@@ -246,9 +247,22 @@ status() {
   done
 }
 
+start_stores() {  # start redis|postgres ...: one backing store again (after a fault), as `up` does
+  local s
+  mkdir -p "$run" "$logs"
+  for s in "$@"; do
+    case "$s" in
+      redis) start_redis ;;
+      postgres) start_postgres ;;
+      *) die "start: unknown store '$s' (redis or postgres)" ;;
+    esac
+  done
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  start) shift; [[ $# -gt 0 ]] || die "usage: $0 start redis|postgres ..."; start_stores "$@" ;;
+  *) echo "usage: $0 up|down|status|start redis|postgres" >&2; exit 2 ;;
 esac

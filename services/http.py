@@ -9,6 +9,11 @@ import logging
 import os
 import time
 
+import aiohttp
+import grpc
+import httpx
+import psycopg
+import psycopg_pool
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -32,6 +37,21 @@ def install_common(app: FastAPI, service: str) -> None:
     @app.exception_handler(ValueError)
     async def _value_error(_: Request, exc: ValueError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(httpx.HTTPError)
+    @app.exception_handler(aiohttp.ClientError)
+    @app.exception_handler(grpc.RpcError)
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(psycopg_pool.PoolTimeout)
+    async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # A dependency (a peer service, the sidecar, the workflow engine, the
+        # database) did not answer: nothing was done; the caller may retry.
+        details = getattr(exc, "details", None)
+        reason = (details() if callable(details) else str(exc)) or type(exc).__name__
+        logging.getLogger(service).warning("dependency unavailable: %s", reason[:300])
+        return JSONResponse({"detail": f"{service}: a dependency is unavailable ({reason[:300]}); "
+                                       "nothing was done, try again"},
+                            status_code=503, headers={"retry-after": "5"})
 
     @app.get("/health")
     async def health() -> dict:

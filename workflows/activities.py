@@ -8,11 +8,13 @@ workflow at once with its reason.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from datetime import UTC, datetime
 
 import dapr.ext.workflow as wf
+import httpx
 from psycopg_pool import ConnectionPool
 
 from intraday import failpoints
@@ -24,6 +26,7 @@ from services import sidecar, tracing
 from services.metrics import STEP_SECONDS
 from workflows.contracts import ForecastJob, StepError
 
+log = logging.getLogger(__name__)
 ACTOR_TYPE = "DeviceActor"  # actors.device_actor.ACTOR_TYPE, without importing the actor
 _DEVICE_TTL_S = 300.0
 _known_devices: dict[str, float] = {}
@@ -39,19 +42,32 @@ def _audit_pool() -> ConnectionPool:
 
 
 _FLEET_TTL_S = 60.0
+_FLEET_RETRY_S = 10.0  # after a failed refresh, the next try
+_FLEET_TIMEOUT = 5.0
 _fleet: tuple[float, dict[str, dict]] | None = None
 _fleet_lock = threading.Lock()
 
 
 def fleet_devices() -> dict[str, dict]:
     """The fleet's devices with their attributes, from the telemetry service
-    in one call (cached for a minute)."""
+    in one call (cached for a minute). While the telemetry service is down
+    or hangs, the last list it gave is served (logged), so forecasts for
+    known devices go on; with none yet, the failure is raised."""
     global _fleet
     with _fleet_lock:  # one refresh at a time, however many requests want it
         if _fleet is None or time.monotonic() - _fleet[0] > _FLEET_TTL_S:
-            r = sidecar.sync_client().get("/v1.0/invoke/telemetry/method/devices")
-            r.raise_for_status()
-            _fleet = (time.monotonic(), {d["device_id"]: d for d in r.json()})
+            try:
+                r = sidecar.sync_client().get("/v1.0/invoke/telemetry/method/devices",
+                                              timeout=_FLEET_TIMEOUT)
+                r.raise_for_status()
+            except httpx.HTTPError as e:
+                if _fleet is None:
+                    raise
+                log.warning("fleet list not refreshed (%s): serving the one from %.0f s ago",
+                            str(e)[:200], time.monotonic() - _fleet[0])
+                _fleet = (time.monotonic() - _FLEET_TTL_S + _FLEET_RETRY_S, _fleet[1])
+            else:
+                _fleet = (time.monotonic(), {d["device_id"]: d for d in r.json()})
         return _fleet[1]
 
 
@@ -103,6 +119,7 @@ def validate(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
 @step("forecast")
 def fetch(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
     """Make the device's actor bring its window up to forecast_start."""
+    failpoints.reach(failpoints.FORECAST_IN_FETCH)
     return sidecar.call_actor(
         ACTOR_TYPE, job.device_id, "Prepare", {"forecast_start": job.forecast_start}
     )

@@ -25,16 +25,19 @@ IO_RETRY = wf.RetryPolicy(
     max_number_of_attempts=6,
     retry_timeout=timedelta(seconds=40),
 )
-# The audit (PostgreSQL): a forecast already made and published is worth
-# waiting for, so its record is retried until the deadline (a database
-# restarting or failing over takes tens of seconds); the forecast is not
-# made again meanwhile, its result is in the workflow's history.
+# The audit (PostgreSQL) of a forecast already published: owed, whatever the
+# deadline. The message is out, so failing the forecast now would leave a
+# published forecast without its record (and an attempt still running could
+# write the record of a forecast the workflow had called failed). So the
+# audit is retried, backing off to 30 s, until it lands (a database
+# restarting or failing over), for up to an hour; the forecast is not made
+# again meanwhile, its result is in the workflow's history.
 AUDIT_RETRY = wf.RetryPolicy(
     first_retry_interval=timedelta(milliseconds=500),
     backoff_coefficient=2.0,
-    max_retry_interval=timedelta(seconds=5),
-    max_number_of_attempts=20,
-    retry_timeout=DEADLINE,
+    max_retry_interval=timedelta(seconds=30),
+    max_number_of_attempts=500,
+    retry_timeout=timedelta(hours=1),
 )
 
 
@@ -49,10 +52,11 @@ def _check(result: dict) -> dict:
 
 
 def forecast_workflow(ctx: wf.DaprWorkflowContext, job: dict):
-    # One durable timer for the whole deadline, raced against every step: a
-    # step that hangs (a sidecar call that never answers) fails the forecast
-    # when the timer fires, not when the step gives up. The timer is durable,
-    # so a forecaster that restarts meanwhile keeps the same deadline.
+    # One durable timer for the whole deadline, raced against every step up
+    # to the publish: a step that hangs (a sidecar call that never answers)
+    # fails the forecast when the timer fires, not when the step gives up.
+    # The timer is durable, so a forecaster that restarts meanwhile keeps the
+    # same deadline. Once published, the audit is owed (AUDIT_RETRY).
     deadline = ctx.create_timer(ctx.current_utc_datetime + DEADLINE)
 
     def step(name: str, activity, payload, retry_policy=None):
@@ -73,7 +77,8 @@ def forecast_workflow(ctx: wf.DaprWorkflowContext, job: dict):
         "requested_at": job["requested_at"],
     }
     yield from step("publish", activities.publish, result, IO_RETRY)
-    yield from step("audit", activities.audit, {"job": job, "forecast": result}, AUDIT_RETRY)
+    yield ctx.call_activity(activities.audit, input={"job": job, "forecast": result},
+                            retry_policy=AUDIT_RETRY)
     return result
 
 

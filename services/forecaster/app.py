@@ -99,7 +99,11 @@ async def _starting_lock(fid: str):
 
 def _view(fid: str, state: wf.WorkflowState | None) -> dict:
     if state is None:
-        return {"forecast_id": fid, "status": "NOT_FOUND", "detail": f"no forecast {fid!r}"}
+        # Never requested, or the state store lost its workflow before it was
+        # recorded: the same request again has the same id and is made once.
+        return {"forecast_id": fid, "status": "NOT_FOUND",
+                "detail": f"no forecast {fid!r} is running or recorded; if it was accepted, its "
+                          "workflow state was lost before it finished: request it again"}
     status = state.runtime_status.name
     body: dict = {"forecast_id": fid, "status": status}
     if state.runtime_status == wf.WorkflowStatus.COMPLETED and state.serialized_output:

@@ -30,11 +30,12 @@ TERMINAL = ("COMPLETED", "FAILED")
 class Traffic:
     """Forecast requests (wait=false: accepted, then followed to the end) at
     about `rate` a second from a background thread, each a forecast id of
-    its own: devices in turn, starts `offset_days` out, stepping by 15 min."""
+    its own: devices in turn, starts `offset_hours` back, stepping by 15 min
+    (each fault its own hours, so no two share a forecast id)."""
 
-    def __init__(self, client: httpx.Client, devices: list[str], offset_days: int, rate: float = 4.0):
+    def __init__(self, client: httpx.Client, devices: list[str], offset_hours: int, rate: float = 4.0):
         self.client, self.devices, self.rate = client, devices, rate
-        self.base = floor_quarter_hour(datetime.now(UTC)) - timedelta(days=offset_days)
+        self.base = floor_quarter_hour(datetime.now(UTC)) - timedelta(hours=offset_hours)
         self.accepted: dict[str, dict] = {}  # forecast_id -> body
         self.refused: list[tuple[int, str]] = []  # answers other than 202/200 while the fault lasts
         self._stop = threading.Event()
@@ -59,20 +60,25 @@ class Traffic:
             self._n += 1
             body = {"device_id": device, "forecast_start": isoformat_z(start), "horizon_hours": 4,
                     "requested_by": "faults"}
-            try:
-                r = self.client.post("/forecast/intraday", json=body, timeout=30)
-            except httpx.HTTPError as e:
-                self.refused.append((0, str(e)[:200]))
-            else:
-                if r.status_code in (200, 202):
-                    self.accepted[r.json()["forecast_id"]] = body
-                else:
-                    self.refused.append((r.status_code, r.text[:200]))
+            self.submit(body)
             self._stop.wait(1.0 / self.rate)
 
-    def settle(self, timeout: float = 180.0) -> dict[str, dict]:
+    def submit(self, body: dict) -> None:
+        try:
+            r = self.client.post("/forecast/intraday", json=body, timeout=30)
+        except httpx.HTTPError as e:
+            self.refused.append((0, str(e)[:200]))
+        else:
+            if r.status_code in (200, 202):
+                self.accepted[r.json()["forecast_id"]] = body
+            else:
+                self.refused.append((r.status_code, r.text[:200]))
+
+    def settle(self, timeout: float = 180.0, lost: bool = False) -> dict[str, dict]:
         """Every accepted forecast's final view, waiting until each one is
-        COMPLETED or FAILED (or the timeout: those stay as last seen)."""
+        COMPLETED or FAILED (or the timeout: those stay as last seen). With
+        `lost`, NOT_FOUND is final too (its workflow state is gone)."""
+        final = TERMINAL + (("NOT_FOUND",) if lost else ())
         views: dict[str, dict] = {}
         deadline = time.monotonic() + timeout
         pending = set(self.accepted)
@@ -82,7 +88,7 @@ class Traffic:
                     r = self.client.get(f"/forecast/{fid}", timeout=10)
                 except httpx.HTTPError:
                     continue
-                if r.status_code in (200, 500) and r.json().get("status") in TERMINAL:
+                if r.status_code in (200, 404, 500) and r.json().get("status") in final:
                     views[fid] = r.json()
                     pending.discard(fid)
                 elif r.status_code in (200, 202, 404, 500):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -16,9 +16,11 @@ import psycopg
 import pytest
 
 from intraday import failpoints
+from intraday.timeutil import floor_quarter_hour, isoformat_z
 from tests.faults.books import Traffic, check_forecast_books, check_trading_books, record_figures
 from tests.stack import (
     PG_DSN,
+    ROOT,
     app_headers,
     dapr_headers,
     eventually,
@@ -44,10 +46,14 @@ def devices(gateway) -> list[str]:
     return [d["device_id"] for d in gateway.get("/devices").json()]
 
 
-def _run_fault(stack, gateway, rds, devices, name: str, offset_days: int, inject) -> dict:
+def _run_fault(stack, gateway, rds, devices, name: str, offset_hours: int, inject,
+               lost: bool = False) -> dict:
     """Traffic for a few seconds, `inject()` (returns once the fault is
-    over), traffic a few seconds more; then the books and the figures."""
-    with Traffic(gateway, devices, offset_days) as traffic:
+    over), traffic a few seconds more; then the books and the figures. With
+    `lost` (the state store lost its data), a forecast whose workflow is
+    gone is asked for again, as its requester would, and must then be made
+    once like any other."""
+    with Traffic(gateway, devices, offset_hours) as traffic:
         time.sleep(4)
         accepted_before = len(traffic.accepted)
         injected = time.monotonic()
@@ -56,14 +62,27 @@ def _run_fault(stack, gateway, rds, devices, name: str, offset_days: int, inject
         recover_s = time.monotonic() - injected
         assert recovered, f"{name}: no forecast within 120 s of the fault"
         time.sleep(4)
-    views = traffic.settle()
+    views = traffic.settle(lost=lost)
+    gone = sorted(fid for fid, view in views.items() if view["status"] == "NOT_FOUND")
+    for fid in gone:
+        traffic.submit(traffic.accepted[fid])
+    if gone:
+        views = traffic.settle()
     # A connection of its own: a fault may have taken the session's down.
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         figures = check_forecast_books(views, traffic.accepted, conn, rds)
     figures.update(accepted_before_fault=accepted_before, seconds_to_recover=round(recover_s, 1),
                    refused_while_down=len(traffic.refused))
+    if lost:
+        figures["asked_again_after_state_lost"] = len(gone)
     record_figures(stack, name, figures)
     return figures
+
+
+def _stack_sh(stack: dict, *args: str) -> None:
+    r = subprocess.run(["bash", "scripts/stack.sh", *args], cwd=ROOT, env=stack["env"],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, f"stack.sh {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
 
 
 def test_forecaster_app_killed_mid_workflow(stack, gateway, rds, devices):
@@ -72,7 +91,7 @@ def test_forecaster_app_killed_mid_workflow(stack, gateway, rds, devices):
     def inject():
         restart_app(stack, "forecaster", 8001)  # kill -9; back when the supervisor restarted it
 
-    figures = _run_fault(stack, gateway, rds, devices, "forecaster app kill -9", 6, inject)
+    figures = _run_fault(stack, gateway, rds, devices, "forecaster app kill -9", 144, inject)
     assert figures["completed"] >= figures["accepted"] - figures["failed"] > 0
 
 
@@ -86,7 +105,7 @@ def test_forecaster_killed_after_publish_before_audit(stack, gateway, rds, devic
                           timeout=30), "no forecast reached the failpoint"
         assert eventually(lambda: healthy(8001), timeout=90)
 
-    figures = _run_fault(stack, gateway, rds, devices, "forecaster kill -9 after publish", 5, inject)
+    figures = _run_fault(stack, gateway, rds, devices, "forecaster kill -9 after publish", 120, inject)
     assert figures["failed"] == 0, figures
 
 
@@ -95,7 +114,7 @@ def test_forecaster_sidecar_killed(stack, gateway, rds, devices):
         kill_sidecar("forecaster")
         assert eventually(lambda: healthy(8001) and _listening_dapr(3501), timeout=90)
 
-    _run_fault(stack, gateway, rds, devices, "forecaster daprd kill -9", 4, inject)
+    _run_fault(stack, gateway, rds, devices, "forecaster daprd kill -9", 96, inject)
 
 
 def _listening_dapr(port: int) -> bool:
@@ -116,11 +135,9 @@ def test_postgres_down_30_s_during_a_stream(stack, gateway, rds, devices):
         subprocess.run([*as_pg, str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "stop"],
                        check=True, capture_output=True)
         time.sleep(30)
-        subprocess.run([*as_pg, str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-l",
-                        str(stack["data_dir"] / "logs" / "postgres.log"), "-w", "start"],
-                       check=True, capture_output=True)
+        _stack_sh(stack, "start", "postgres")
 
-    figures = _run_fault(stack, gateway, rds, devices, "postgresql down 30 s", 3, inject)
+    figures = _run_fault(stack, gateway, rds, devices, "postgresql down 30 s", 72, inject)
     assert figures["completed"] > 0, figures
 
 
@@ -187,3 +204,158 @@ def test_telemetry_killed_mid_ingest(stack, rds):
     record_figures(stack, "telemetry kill -9 mid-ingest", {
         "rows": 8, "inserted_on_retry": report["inserted"], "already_stored": report.get("already_stored"),
         "seconds_to_recover": round(time.monotonic() - injected, 1)})
+
+
+def _pid_of_app(name: str) -> int:
+    return int(subprocess.run(["pgrep", "-f", f"python -m services.{name}$"], capture_output=True,
+                              text=True, check=True).stdout.split()[0])
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).is_success
+    except httpx.HTTPError:
+        return False
+
+
+def _actor_keys(rds) -> int:
+    return sum(1 for _ in rds.scan_iter(match="forecaster||DeviceActor||*", count=1000))
+
+
+def test_redis_killed_and_restarted_from_its_append_only_file(stack, gateway, rds, devices):
+    """kill -9 of Redis (the actors' and workflows' state store; locally
+    also the pub/sub broker), started again 5 s later from its append-only
+    file: actors and workflows carry on where they were."""
+    before = _actor_keys(rds)
+    assert before > 0
+
+    def inject():
+        os.kill(int((stack["data_dir"] / "run" / "redis.pid").read_text()), 9)
+        time.sleep(5)
+        _stack_sh(stack, "start", "redis")
+        rds.connection_pool.disconnect()  # the old connections died with it
+
+    figures = _run_fault(stack, gateway, rds, devices, "redis kill -9, restarted from its AOF", 48, inject)
+    assert figures["failed"] == 0, figures
+    assert _actor_keys(rds) >= before  # the actors' state came back from the file
+
+
+def test_placement_and_scheduler_killed(stack, gateway, rds, devices):
+    """kill -9 of Dapr's placement (where actors live) and scheduler (the
+    workflows' timers and reminders, in its embedded etcd on disk); the
+    supervisor starts them again and the forecasts in flight finish."""
+    run = stack["data_dir"] / "run"
+
+    def inject():
+        for name in ("placement", "scheduler"):
+            os.kill(int((run / f"{name}.pid").read_text()), 9)
+        probes = [f"http://127.0.0.1:{port}/healthz" for port in (58081, 58082)]
+        back = eventually(lambda: all(_answers(url) for url in probes), timeout=120)
+        assert back, "placement or scheduler not back"
+
+    figures = _run_fault(stack, gateway, rds, devices, "placement and scheduler kill -9", 24, inject)
+    assert figures["completed"] > 0, figures
+
+
+def _forget_actor(stack, rds, device: str) -> None:
+    """The device's actor as on its first use: its state deleted from the
+    store and the forecaster (which holds active actors in memory) killed
+    and started again by the supervisor."""
+    for key in list(rds.scan_iter(match=f"forecaster||DeviceActor||{device}||*")):
+        rds.delete(key)
+    restart_app(stack, "forecaster", 8001)
+
+
+def _ask(gateway, device: str, timeout: float = 100) -> tuple[int, dict, float]:
+    t0 = time.monotonic()
+    r = gateway.post("/forecast/intraday", params={"wait": "true", "timeout": 90},
+                     json={"device_id": device, "horizon_hours": 4}, timeout=timeout)
+    return r.status_code, r.json(), time.monotonic() - t0
+
+
+def test_telemetry_down_warm_actors_serve_and_a_first_use_fails_clearly(stack, gateway, rds, pg):
+    """The telemetry service down (killed and held down, as a deployment
+    scaled to zero): devices whose actors hold a window are forecast from
+    it; a device whose actor holds nothing fails with the reason, nothing
+    audited; once telemetry is back it is forecast as usual."""
+    cold, warm = "hp-0024", ["hp-0001", "hp-0002", "hp-0003"]
+    _forget_actor(stack, rds, cold)
+    assert _forecast_ok(gateway)  # the restarted forecaster knows the fleet again
+    for device in warm:  # their actors active, holding a window
+        assert _ask(gateway, device)[0] == 200
+    hold = stack["data_dir"] / "run" / "hold" / "telemetry"
+    hold.parent.mkdir(parents=True, exist_ok=True)
+    hold.touch()
+    try:
+        os.kill(_pid_of_app("telemetry"), 9)
+        assert eventually(lambda: not healthy(8002), timeout=10)
+        served = [_ask(gateway, device) for device in warm]
+        code, failed, fail_s = _ask(gateway, cold)
+        still_down = not healthy(8002)
+    finally:
+        hold.unlink()
+    assert still_down, "the telemetry service came back while held"
+    for code_w, view, _ in served:
+        assert code_w == 200 and view["status"] == "COMPLETED", view
+    assert code >= 500 and failed["status"] == "FAILED", failed
+    assert "telemetry" in failed["error"] or "deadline" in failed["error"], failed
+    assert pg.execute("SELECT count(*) FROM forecast_requests WHERE request_id = %s",
+                      (failed["forecast_id"],)).fetchone()[0] == 0
+    assert eventually(lambda: healthy(8002), timeout=90), "telemetry not back once released"
+    back = eventually(lambda: (r := _ask(gateway, cold))[0] == 200 and r, timeout=60)
+    assert back, "the first-use device is not forecast once telemetry is back"
+    record_figures(stack, "telemetry down (held)", {
+        "warm_served": sum(c == 200 for c, _, _ in served), "warm_asked": len(served),
+        "warm_seconds_max": round(max(s for _, _, s in served), 1),
+        "warm_noting_telemetry_unavailable": sum(any("telemetry service unavailable" in n
+                                                     for n in v["result"].get("notes", ()))
+                                                 for _, v, _ in served),
+        "first_use_failed_in_s": round(fail_s, 1), "first_use_reason": failed["error"][:200]})
+
+
+def test_a_step_that_hangs_fails_the_forecast_at_the_durable_deadline(stack, gateway, pg, rds):
+    """The fetch step hangs past the 60 s deadline (a failpoint holds it
+    70 s, as a dependency that stops answering would): the durable timer
+    fails the forecast at 60 s with the step named, and when the step lets
+    go nothing is published or audited."""
+    start = floor_quarter_hour(datetime.now(UTC)) - timedelta(hours=30)
+    failpoints.arm(stack["failpoints"], failpoints.FORECAST_IN_FETCH, hang=70)
+    t0 = time.monotonic()
+    r = gateway.post("/forecast/intraday", json={"device_id": "hp-0005", "forecast_start": isoformat_z(start),
+                                                 "horizon_hours": 4})
+    assert r.status_code == 202, r.text
+    fid = r.json()["forecast_id"]
+
+    def final() -> dict | None:
+        view = gateway.get(f"/forecast/{fid}").json()
+        return view if view["status"] in ("COMPLETED", "FAILED") else None
+
+    view = eventually(final, timeout=120)
+    failed_s = time.monotonic() - t0
+    assert view and view["status"] == "FAILED", view
+    assert "deadline of 60 s passed during fetch" in view["error"], view
+    time.sleep(max(0.0, 75 - (time.monotonic() - t0)))  # the held step has let go
+    assert gateway.get(f"/forecast/{fid}").json()["status"] == "FAILED"
+    assert pg.execute("SELECT count(*) FROM forecast_requests WHERE request_id = %s",
+                      (fid,)).fetchone()[0] == 0
+    assert not [m for m in topic_messages(rds, "forecasts") if m.get("forecast_id") == fid]
+    record_figures(stack, "a step hangs past the deadline", {"failed_after_s": round(failed_s, 1),
+                                                             "reason": view["error"]})
+
+
+def test_redis_state_lost(stack, gateway, rds, devices):
+    """The state store loses every key (as a cache without persistence
+    failing over would), the streams kept (in production pub/sub is another
+    service): actors rebuild their windows from telemetry; a forecast whose
+    workflow state is gone answers NOT_FOUND with the reason, and asked
+    again is made once; nothing is published with other numbers."""
+    def inject():
+        lost = 0
+        for key in list(rds.scan_iter(count=1000)):
+            if rds.type(key) != b"stream":
+                lost += rds.delete(key)
+        assert lost > 0 and _actor_keys(rds) == 0
+
+    figures = _run_fault(stack, gateway, rds, devices, "redis state lost (streams kept)", 36, inject,
+                         lost=True)
+    assert figures["completed"] > 0 and _actor_keys(rds) > 0, figures

@@ -1,5 +1,6 @@
 """Failpoints (intraday/failpoints.py): an armed one kills the process that
-reaches it, once; an unarmed or disabled one does nothing."""
+reaches it (or holds it, armed to hang), once; an unarmed or disabled one
+does nothing."""
 
 from __future__ import annotations
 
@@ -42,3 +43,17 @@ def test_arming_an_unknown_failpoint_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown failpoint"):
         failpoints.arm(tmp_path, "trading.nowhere")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_failpoint_armed_to_hang_holds_the_thread_then_lets_it_go_on(tmp_path):
+    env = {"INTRADAY_FAILPOINTS_DIR": str(tmp_path)}
+    armed = failpoints.arm(tmp_path, failpoints.TRADING_AFTER_DECISION, hang=1.5)
+    timed = REACH.replace("failpoints.reach", "import time; t = time.monotonic(); failpoints.reach") \
+        .replace("print('passed')", "print('passed', time.monotonic() - t)")
+    r = subprocess.run([sys.executable, "-c", timed], env={**os.environ, **env}, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("passed"), r.stderr
+    assert float(r.stdout.split()[1]) >= 1.5  # held, not killed
+    assert not armed.exists()
+    with pytest.raises(ValueError, match="positive"):
+        failpoints.arm(tmp_path, failpoints.TRADING_AFTER_DECISION, hang=0)
