@@ -226,8 +226,9 @@ def test_redis_killed_and_restarted_from_its_append_only_file(stack, gateway, rd
     """kill -9 of Redis (the actors' and workflows' state store; locally
     also the pub/sub broker), started again 5 s later from its append-only
     file: actors and workflows carry on where they were."""
+    assert _forecast_ok(gateway)  # at least one actor holds its state
     before = _actor_keys(rds)
-    assert before > 0
+    assert before > 0, sorted(rds.scan_iter(count=1000))[:20]
 
     def inject():
         os.kill(int((stack["data_dir"] / "run" / "redis.pid").read_text()), 9)
@@ -266,10 +267,12 @@ def _forget_actor(stack, rds, device: str) -> None:
     restart_app(stack, "forecaster", 8001)
 
 
-def _ask(gateway, device: str, timeout: float = 100) -> tuple[int, dict, float]:
+def _ask(gateway, device: str, horizon_hours: int) -> tuple[int, dict, float]:
+    """A forecast from the next quarter-hour, waited for (a horizon of its
+    own per phase, so none is found made before)."""
     t0 = time.monotonic()
     r = gateway.post("/forecast/intraday", params={"wait": "true", "timeout": 90},
-                     json={"device_id": device, "horizon_hours": 4}, timeout=timeout)
+                     json={"device_id": device, "horizon_hours": horizon_hours}, timeout=100)
     return r.status_code, r.json(), time.monotonic() - t0
 
 
@@ -282,27 +285,27 @@ def test_telemetry_down_warm_actors_serve_and_a_first_use_fails_clearly(stack, g
     _forget_actor(stack, rds, cold)
     assert _forecast_ok(gateway)  # the restarted forecaster knows the fleet again
     for device in warm:  # their actors active, holding a window
-        assert _ask(gateway, device)[0] == 200
+        assert _ask(gateway, device, 3)[0] == 200
     hold = stack["data_dir"] / "run" / "hold" / "telemetry"
     hold.parent.mkdir(parents=True, exist_ok=True)
     hold.touch()
     try:
         os.kill(_pid_of_app("telemetry"), 9)
         assert eventually(lambda: not healthy(8002), timeout=10)
-        served = [_ask(gateway, device) for device in warm]
-        code, failed, fail_s = _ask(gateway, cold)
+        served = [_ask(gateway, device, 5) for device in warm]
+        code, failed, fail_s = _ask(gateway, cold, 5)
         still_down = not healthy(8002)
     finally:
         hold.unlink()
     assert still_down, "the telemetry service came back while held"
     for code_w, view, _ in served:
-        assert code_w == 200 and view["status"] == "COMPLETED", view
+        assert code_w == 200 and view["status"] == "COMPLETED" and view.get("created"), view
     assert code >= 500 and failed["status"] == "FAILED", failed
     assert "telemetry" in failed["error"] or "deadline" in failed["error"], failed
     assert pg.execute("SELECT count(*) FROM forecast_requests WHERE request_id = %s",
                       (failed["forecast_id"],)).fetchone()[0] == 0
     assert eventually(lambda: healthy(8002), timeout=90), "telemetry not back once released"
-    back = eventually(lambda: (r := _ask(gateway, cold))[0] == 200 and r, timeout=60)
+    back = eventually(lambda: (r := _ask(gateway, cold, 6))[0] == 200 and r, timeout=60)
     assert back, "the first-use device is not forecast once telemetry is back"
     record_figures(stack, "telemetry down (held)", {
         "warm_served": sum(c == 200 for c, _, _ in served), "warm_asked": len(served),
@@ -350,6 +353,10 @@ def test_redis_state_lost(stack, gateway, rds, devices):
     workflow state is gone answers NOT_FOUND with the reason, and asked
     again is made once; nothing is published with other numbers."""
     def inject():
+        # One forecast held in its fetch step while the keys go, so that a
+        # workflow is surely in flight (most finish in ~100 ms).
+        held = failpoints.arm(stack["failpoints"], failpoints.FORECAST_IN_FETCH, hang=10)
+        assert eventually(lambda: not held.exists(), timeout=30), "no forecast reached the failpoint"
         lost = 0
         for key in list(rds.scan_iter(count=1000)):
             if rds.type(key) != b"stream":
@@ -358,4 +365,5 @@ def test_redis_state_lost(stack, gateway, rds, devices):
 
     figures = _run_fault(stack, gateway, rds, devices, "redis state lost (streams kept)", 36, inject,
                          lost=True)
+    assert figures["asked_again_after_state_lost"] >= 1, figures  # the held one, at least
     assert figures["completed"] > 0 and _actor_keys(rds) > 0, figures
