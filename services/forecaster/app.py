@@ -174,6 +174,12 @@ async def start_forecast(
                          "created": created}, status_code=202)
 
 
+def _wait_seconds() -> int:
+    """How long a waiting request follows its workflow: past the deadline,
+    so that it sees the deadline's FAILED and its reason, not RUNNING."""
+    return int(get_settings().forecast_deadline_seconds) + 10
+
+
 def _waited(workflow: str, state: wf.WorkflowState | None) -> None:
     """Count the final status of an instance the forecaster waited for."""
     metrics.WORKFLOW_OUTCOMES.labels(workflow, state.runtime_status.name if state else "NOT_FOUND").inc()
@@ -187,7 +193,7 @@ async def _run_single(fid: str, job: dict) -> dict:
             created = await run_in_threadpool(_start_once, fid, ForecastJob(**job))
         state = await run_in_threadpool(
             _read_state, client.wait_for_workflow_completion, fid, fetch_payloads=True,
-            timeout_in_seconds=int(get_settings().forecast_deadline_seconds))
+            timeout_in_seconds=_wait_seconds())
     _waited(WORKFLOW_NAME, state)
     view = _view(fid, state)
     if view["status"] == "NOT_FOUND" and (recorded := await run_in_threadpool(_recorded, fid)):
@@ -221,7 +227,7 @@ async def _run_batch(take: list[tuple[str, dict]]) -> dict[str, dict]:
             await run_in_threadpool(_start_once, bid, payload, BATCH_WORKFLOW_NAME)
         state = await run_in_threadpool(
             _read_state, client.wait_for_workflow_completion, bid, fetch_payloads=True,
-            timeout_in_seconds=int(get_settings().forecast_deadline_seconds))
+            timeout_in_seconds=_wait_seconds())
     _waited(BATCH_WORKFLOW_NAME, state)
     view = _view(bid, state)
     outcome = view.get("result") or {}

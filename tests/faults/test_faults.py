@@ -276,7 +276,14 @@ def _ask(gateway, device: str, horizon_hours: int) -> tuple[int, dict, float]:
     return r.status_code, r.json(), time.monotonic() - t0
 
 
-def test_telemetry_down_warm_actors_serve_and_a_first_use_fails_clearly(stack, gateway, rds, pg):
+def _audited(fid: str) -> bool:
+    # A connection of its own: the session's died with the PostgreSQL fault.
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM forecast_requests WHERE request_id = %s",
+                            (fid,)).fetchone()[0] > 0
+
+
+def test_telemetry_down_warm_actors_serve_and_a_first_use_fails_clearly(stack, gateway, rds):
     """The telemetry service down (killed and held down, as a deployment
     scaled to zero): devices whose actors hold a window are forecast from
     it; a device whose actor holds nothing fails with the reason, nothing
@@ -302,8 +309,7 @@ def test_telemetry_down_warm_actors_serve_and_a_first_use_fails_clearly(stack, g
         assert code_w == 200 and view["status"] == "COMPLETED" and view.get("created"), view
     assert code >= 500 and failed["status"] == "FAILED", failed
     assert "telemetry" in failed["error"] or "deadline" in failed["error"], failed
-    assert pg.execute("SELECT count(*) FROM forecast_requests WHERE request_id = %s",
-                      (failed["forecast_id"],)).fetchone()[0] == 0
+    assert not _audited(failed["forecast_id"])
     assert eventually(lambda: healthy(8002), timeout=90), "telemetry not back once released"
     back = eventually(lambda: (r := _ask(gateway, cold, 6))[0] == 200 and r, timeout=60)
     assert back, "the first-use device is not forecast once telemetry is back"
@@ -316,7 +322,7 @@ def test_telemetry_down_warm_actors_serve_and_a_first_use_fails_clearly(stack, g
         "first_use_failed_in_s": round(fail_s, 1), "first_use_reason": failed["error"][:200]})
 
 
-def test_a_step_that_hangs_fails_the_forecast_at_the_durable_deadline(stack, gateway, pg, rds):
+def test_a_step_that_hangs_fails_the_forecast_at_the_durable_deadline(stack, gateway, rds):
     """The fetch step hangs past the 60 s deadline (a failpoint holds it
     70 s, as a dependency that stops answering would): the durable timer
     fails the forecast at 60 s with the step named, and when the step lets
@@ -339,8 +345,7 @@ def test_a_step_that_hangs_fails_the_forecast_at_the_durable_deadline(stack, gat
     assert "deadline of 60 s passed during fetch" in view["error"], view
     time.sleep(max(0.0, 75 - (time.monotonic() - t0)))  # the held step has let go
     assert gateway.get(f"/forecast/{fid}").json()["status"] == "FAILED"
-    assert pg.execute("SELECT count(*) FROM forecast_requests WHERE request_id = %s",
-                      (fid,)).fetchone()[0] == 0
+    assert not _audited(fid)
     assert not [m for m in topic_messages(rds, "forecasts") if m.get("forecast_id") == fid]
     record_figures(stack, "a step hangs past the deadline", {"failed_after_s": round(failed_s, 1),
                                                              "reason": view["error"]})
