@@ -10,7 +10,8 @@
 # Zipkin (in memory) takes every sidecar's traces on 127.0.0.1:9411;
 # Prometheus scrapes every sidecar and app on 127.0.0.1:9090.
 # Everything lives under INTRADAY_DATA_DIR (default ./.data): redis/,
-# postgres/, scheduler/, telemetry/ (chDB), logs/, run/ (pid files).
+# postgres/, scheduler/, certs/ (Sentry's root and issuer), telemetry/ (chDB),
+# logs/, run/ (pid files).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +25,7 @@ redis_port="${INTRADAY_REDIS_PORT:-6379}"
 pg_port="${INTRADAY_PG_PORT:-5432}"
 placement_port=50005
 scheduler_port=50006
+sentry_port=50001  # where `dapr run` points daprd when the configuration enables mTLS
 zipkin_port=9411
 prometheus_port=9090
 # name:app-port:sidecar-http-port, as in dapr.yaml
@@ -120,17 +122,39 @@ start_prometheus() {  # scrapes every sidecar, the control plane and the apps (o
   say "prometheus up on http://127.0.0.1:$prometheus_port"
 }
 
+# mTLS everywhere Dapr talks to Dapr: Sentry is the certificate authority
+# (a self-signed root and issuer made on first start in $data/certs), and
+# placement, scheduler and every daprd (components/config/local.yaml turns
+# mTLS on; `dapr run` then points daprd at Sentry on localhost:50001) get
+# their workload certificates from it. Service invocation is then allowed
+# per calling app's identity (accessControl in the same configuration).
+start_sentry() {
+  mkdir -p "$data/certs"
+  local fresh=0; [[ -s "$data/certs/ca.crt" ]] || fresh=1
+  start_daemon sentry "$dapr_bin/sentry" --issuer-credentials "$data/certs" --trust-domain localhost \
+    --port "$sentry_port" --listen-address 127.0.0.1 --healthz-port 58083 --metrics-port 59093 \
+    --config components/config/sentry.yaml --log-level warn
+  wait_for sentry 30 http_ok http://127.0.0.1:58083/healthz || die "sentry unhealthy (see $logs/sentry.log)"
+  # A new root makes Sentry reload its credentials once, two seconds later.
+  if ((fresh)); then sleep 3; wait_for sentry 30 http_ok http://127.0.0.1:58083/healthz || die "sentry unhealthy"; fi
+  [[ -s "$data/certs/ca.crt" ]] || die "sentry made no trust anchors in $data/certs (see $logs/sentry.log)"
+}
+
 start_dapr_control_plane() {
-  start_daemon placement "$dapr_bin/placement" --port "$placement_port" \
+  start_sentry
+  local tls=(--tls-enabled --sentry-address "localhost:$sentry_port" --trust-domain localhost
+             --trust-anchors-file "$data/certs/ca.crt")
+  start_daemon placement "$dapr_bin/placement" --port "$placement_port" "${tls[@]}" \
     --healthz-port 58081 --metrics-port 59091 --log-level warn
   mkdir -p "$data/scheduler"
-  start_daemon scheduler "$dapr_bin/scheduler" --port "$scheduler_port" \
+  start_daemon scheduler "$dapr_bin/scheduler" --port "$scheduler_port" "${tls[@]}" \
+    --identity-directory-write "$data/run/scheduler-identity" \
     --etcd-data-dir "$data/scheduler" --etcd-client-port 52379 \
     --override-broadcast-host-port "localhost:$scheduler_port" \
     --healthz-port 58082 --metrics-port 59092 --log-level warn
   wait_for placement 30 http_ok http://127.0.0.1:58081/healthz || die "placement unhealthy (see $logs/placement.log)"
   wait_for scheduler 60 http_ok http://127.0.0.1:58082/healthz || die "scheduler unhealthy (see $logs/scheduler.log)"
-  say "placement :$placement_port and scheduler :$scheduler_port up"
+  say "sentry :$sentry_port, placement :$placement_port and scheduler :$scheduler_port up (mTLS)"
 }
 
 # INTRADAY_OBSERVABILITY=off (bench/e2e_latency.py measures what tracing
@@ -164,9 +188,10 @@ start_services() {
     done
     # Apps and sidecars authenticate each other: every daprd requires the
     # Dapr API token from its app, and sends the app API token to it.
-    export DAPR_API_TOKEN APP_API_TOKEN
+    export DAPR_API_TOKEN APP_API_TOKEN DAPR_TRUST_ANCHORS
     DAPR_API_TOKEN="$(token dapr-api-token)"
     APP_API_TOKEN="$(token app-api-token)"
+    DAPR_TRUST_ANCHORS="$(cat "$data/certs/ca.crt")"  # daprd checks Sentry and its peers against it
     local file; file="$(run_file)"
     [[ "$file" == dapr.yaml ]] || { export INTRADAY_TRACES_EXPORTER=none; say "observability off: $file"; }
     start_daemon apps "$dapr_bin/dapr" run -f "$file"
@@ -224,6 +249,7 @@ down() {
   pkill -f "python -m services\.(telemetry|forecaster|trading|gateway)$" 2>/dev/null || true
   stop_pid scheduler
   stop_pid placement
+  stop_pid sentry
   stop_pid zipkin
   stop_pid prometheus
   local bin; bin="$(pg_bin)"
@@ -240,7 +266,7 @@ down() {
 status() {
   local s name app_port dapr_port
   redis-cli -p "$redis_port" ping >/dev/null 2>&1 && say "redis: up" || say "redis: down"
-  for s in zipkin prometheus placement scheduler apps supervisor; do alive "$s" && say "$s: up" || say "$s: down"; done
+  for s in zipkin prometheus sentry placement scheduler apps supervisor; do alive "$s" && say "$s: up" || say "$s: down"; done
   for s in "${services[@]}"; do
     IFS=: read -r name app_port dapr_port <<<"$s"
     http_ok "http://127.0.0.1:$app_port/health" && say "$name: healthy" || say "$name: not answering"

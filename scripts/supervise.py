@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 SERVICES = ("telemetry", "forecaster", "trading", "gateway")
-CONTROL_PLANE = ("placement", "scheduler")  # started by stack.sh with a pid file each
+CONTROL_PLANE = ("sentry", "placement", "scheduler")  # started by stack.sh with a pid file each
 POLL_SECONDS = 1.0
 BACKOFF_FIRST, BACKOFF_MAX, HEALTHY_RESET = 1.0, 30.0, 60.0
 

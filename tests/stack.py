@@ -21,7 +21,8 @@ import redis
 from intraday.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-PORTS = {"redis": 6379, "postgres": 5432, "placement": 50005, "scheduler": 50006, "zipkin": 9411,
+PORTS = {"redis": 6379, "postgres": 5432, "sentry": 50001, "placement": 50005, "scheduler": 50006,
+         "zipkin": 9411,
          "prometheus": 9090,
          "gateway": 8000, "forecaster": 8001, "telemetry": 8002, "trading": 8003}
 PG_DSN = "postgresql://intraday@127.0.0.1:5432/intraday"
