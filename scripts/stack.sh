@@ -135,8 +135,17 @@ start_sentry() {
     --port "$sentry_port" --listen-address 127.0.0.1 --healthz-port 58083 --metrics-port 59093 \
     --config components/config/sentry.yaml --log-level warn
   wait_for sentry 30 http_ok http://127.0.0.1:58083/healthz || die "sentry unhealthy (see $logs/sentry.log)"
-  # A new root makes Sentry reload its credentials once, two seconds later.
-  if ((fresh)); then sleep 3; wait_for sentry 30 http_ok http://127.0.0.1:58083/healthz || die "sentry unhealthy"; fi
+  # A new root makes Sentry reload its credentials, once per file it wrote,
+  # two seconds apart: wait until that settles.
+  if ((fresh)); then
+    local seen=-1 now
+    for _ in $(seq 30); do
+      now="$(grep -c reloading "$logs/sentry.log" || true)"
+      [[ "$now" == "$seen" ]] && break
+      seen="$now"; sleep 2.5
+    done
+    wait_for sentry 30 http_ok http://127.0.0.1:58083/healthz || die "sentry unhealthy"
+  fi
   [[ -s "$data/certs/ca.crt" ]] || die "sentry made no trust anchors in $data/certs (see $logs/sentry.log)"
 }
 
@@ -192,6 +201,13 @@ start_services() {
     DAPR_API_TOKEN="$(token dapr-api-token)"
     APP_API_TOKEN="$(token app-api-token)"
     DAPR_TRUST_ANCHORS="$(cat "$data/certs/ca.crt")"  # daprd checks Sentry and its peers against it
+    # The services read their secrets (the audit DSN, the keys' pepper) from
+    # the secret store (components/local/secretstore.yaml), a file made here
+    # from the settings, as production reads them from Secret Manager.
+    mkdir -p "$root/.data"
+    (umask 077; .venv/bin/python -c 'import json; from intraday.config import get_settings as g; s = g()
+print(json.dumps({"pg-dsn": s.pg_dsn, "api-key-pepper": s.api_key_pepper}))' >"$root/.data/secrets.json")
+    export INTRADAY_SECRET_STORE=secretstore
     local file; file="$(run_file)"
     [[ "$file" == dapr.yaml ]] || { export INTRADAY_TRACES_EXPORTER=none; say "observability off: $file"; }
     start_daemon apps "$dapr_bin/dapr" run -f "$file"

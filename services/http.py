@@ -157,11 +157,20 @@ class _FromSidecarOnly:
 
 
 def serve(service: str, port: int) -> None:
-    """Run `services.<service>.app:app`, its tracing and logging set up
+    """Run `services.<service>.app:app`: its secrets read from the secret
+    store first (they are settings), then tracing and logging set up
     before the app module is imported (so every client it makes is traced)."""
     import uvicorn
 
+    from intraday.config import get_settings
+    from services import secrets
+
+    loaded = secrets.load(service)
+    get_settings.cache_clear()
     tracing.setup(service)
+    if loaded:
+        logging.getLogger(service).info("settings %s from the secret store %s", ", ".join(loaded),
+                                        os.environ["INTRADAY_SECRET_STORE"])
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
     uvicorn.run(f"services.{service}.app:app", host="127.0.0.1", port=port, log_config=None,
                 access_log=False)
