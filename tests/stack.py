@@ -9,8 +9,10 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -65,14 +67,59 @@ def stack() -> Iterator[dict]:
            "INTRADAY_PRICE_DEBOUNCE_SECONDS": "1", "INTRADAY_API_KEY_CACHE_SECONDS": "1",
            "INTRADAY_FAILPOINTS_DIR": str(data_dir / "failpoints")}
     env.pop("INTRADAY_API_KEY", None)
+    # The gateway also takes tokens from an identity provider: a JWKS served
+    # here (the provider's part), the signing key in the stack's dict.
+    provider = IdentityProvider()
+    env.update(INTRADAY_JWT_JWKS_URL=provider.jwks_url, INTRADAY_JWT_ISSUER=provider.issuer,
+               INTRADAY_JWT_AUDIENCE=provider.audience)
     up = subprocess.run(["bash", "scripts/stack.sh", "up"], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
     try:
         assert up.returncode == 0, f"stack did not come up:\n{up.stdout}\n{up.stderr}"
-        yield {"data_dir": data_dir, "env": env, "failpoints": data_dir / "failpoints"}
+        yield {"data_dir": data_dir, "env": env, "failpoints": data_dir / "failpoints", "idp": provider}
     finally:
+        provider.close()
         subprocess.run(["bash", "scripts/stack.sh", "down"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
+
+
+class IdentityProvider:
+    """What the gateway needs of an identity provider: its signing keys
+    published as a JWKS over HTTP, and tokens signed with them."""
+
+    issuer, audience = "https://idp.intraday.test", "intraday"
+
+    def __init__(self) -> None:
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        self._jwt = jwt
+        self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private.public_key()))
+        body = json.dumps({"keys": [{**public, "kid": "test-1", "use": "sig", "alg": "RS256"}]}).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.jwks_url = f"http://127.0.0.1:{self._server.server_port}/.well-known/jwks.json"
+
+    def token(self, subject: str, scopes: str, ttl: int = 300, **claims) -> str:
+        now = int(time.time())
+        return self._jwt.encode({"iss": self.issuer, "aud": self.audience, "sub": subject, "iat": now,
+                                 "exp": now + ttl, "scope": scopes, **claims}, self.private,
+                                algorithm="RS256", headers={"kid": "test-1"})
+
+    def close(self) -> None:
+        self._server.shutdown()
 
 
 def dapr_headers(stack: dict) -> dict[str, str]:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.stack import (
     ROOT,
+    IdentityProvider,
     api_key,
     app_headers,
     dapr_headers,
@@ -182,3 +183,31 @@ def test_an_oversized_body_is_refused_with_413_before_anything_runs(stack, pg):
                           content=iter([b'{"devices": [' + b'"hp-0001",' * 100_000] * 3 + [b'"hp-0001"]}']))
     assert streamed.status_code == 413
     assert pg.execute(mine).fetchone()[0] == before
+
+
+def test_a_token_from_the_identity_provider_works_within_its_scopes(stack, pg, rds):
+    """The gateway takes the identity provider's JWTs beside its own keys:
+    the token's `scope` claim is what it may do, its subject (or email)
+    is who `requested_by` names; an expired token, or one signed by a key
+    the provider does not publish, is refused with nothing written."""
+    idp = stack["idp"]
+    reader = idp.token("desk-9", "forecast:read openid")
+    assert call("GET", "/devices", None, reader).status_code == 200
+    before = counts(pg, rds)
+    refused = call("POST", "/forecast/intraday", {"device_id": "hp-0001"}, reader)
+    assert refused.status_code == 403 and "forecast:request" in refused.json()["detail"]
+    assert call("GET", "/devices", None, idp.token("desk-9", "forecast:read", ttl=-120)).status_code == 401
+    impostor = IdentityProvider()  # same issuer, audience and key id; another key
+    try:
+        assert call("GET", "/devices", None, impostor.token("desk-9", "forecast:read")).status_code == 401
+    finally:
+        impostor.close()
+    assert counts(pg, rds) == before
+
+    trader = idp.token("u-4711", "forecast:request forecast:read", email="trader@desk9.example")
+    r = httpx.post(f"{GATEWAY}/forecast/intraday", params={"wait": "true"}, timeout=60,
+                   json={"device_id": "hp-0006", "horizon_hours": 2},
+                   headers={"authorization": f"Bearer {trader}"})
+    assert r.status_code == 200, r.text
+    assert pg.execute("SELECT requested_by FROM forecast_requests WHERE request_id = %s",
+                      (r.json()["forecast_id"],)).fetchone()[0] == "trader@desk9.example"
