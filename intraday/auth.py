@@ -110,6 +110,11 @@ def create_key(conn: psycopg.Connection, pepper: str, name: str, scopes: list[st
     return f"ik_{key_id}_{secret}"
 
 
+def is_api_key(credential: str) -> bool:
+    """One of ours by its form (anything else may be a provider's token)."""
+    return credential.startswith("ik_")
+
+
 def verify(conn: psycopg.Connection, pepper: str, key: str) -> Principal:
     """The principal a presented key stands for; AuthError if it is
     malformed, unknown, revoked or its secret does not match."""

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     api_rate_per_minute: int = Field(6000, gt=0)
     api_key: str = ""
     api_key_file: Path | None = None
+    # Tokens from an identity provider (intraday/tokens.py), accepted beside
+    # the API keys when a JWKS URL is set: the provider's published keys, the
+    # issuer and audience a token must name, the claim its scopes are in.
+    jwt_jwks_url: str = ""
+    jwt_issuer: str = ""
+    jwt_audience: str = "intraday"
+    jwt_scope_claim: str = "scope"
     # Where the fault suite arms failpoints (intraday/failpoints.py); empty:
     # off. Refused in production.
     failpoints_dir: str = ""
@@ -138,6 +145,8 @@ class Settings(BaseSettings):
         if self.traces_exporter == "zipkin" and "127.0.0.1" in self.zipkin_url:
             raise ValueError("INTRADAY_TRACES_EXPORTER: production exports to otlp or gcp (or a remote "
                              "Zipkin), not the local one")
+        if self.jwt_jwks_url and not (self.jwt_jwks_url.startswith("https://") and self.jwt_issuer):
+            raise ValueError("INTRADAY_JWT_JWKS_URL must be https:// in production, with INTRADAY_JWT_ISSUER")
         if self.failpoints_dir:
             raise ValueError("INTRADAY_FAILPOINTS_DIR (the fault suite's failpoints) must not be set in "
                              "production")

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from intraday import auth
 from intraday.config import get_settings
+from intraday.tokens import TokenKeysUnavailable, TokenVerifier
 from services import sidecar
 from services.http import BodyLimit, install_common
 from workflows.contracts import ForecastRequest
@@ -33,11 +34,17 @@ pool: ConnectionPool
 MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
+_tokens: TokenVerifier | None = None  # the identity provider's, when INTRADAY_JWT_JWKS_URL is set
+
+
 @asynccontextmanager
 async def lifespan(_: FastAPI):
-    global pool
-    pool = ConnectionPool(get_settings().pg_dsn, min_size=1, max_size=4, open=True,
-                          kwargs={"autocommit": True})
+    global pool, _tokens
+    settings = get_settings()
+    pool = ConnectionPool(settings.pg_dsn, min_size=1, max_size=4, open=True, kwargs={"autocommit": True})
+    if settings.jwt_jwks_url:
+        _tokens = TokenVerifier(settings.jwt_jwks_url, settings.jwt_issuer, settings.jwt_audience,
+                                settings.jwt_scope_claim)
     yield
     pool.close()
 
@@ -64,8 +71,11 @@ _limiter = auth.RateLimiter()
 
 
 def _principal(key: str) -> auth.Principal:
-    """The key's principal, from PostgreSQL at most every
-    `api_key_cache_seconds` per key (so a revoked key is refused within that)."""
+    """The caller's principal: an API key's, from PostgreSQL at most every
+    `api_key_cache_seconds` per key (so a revoked key is refused within
+    that); an identity provider's token's, from its claims."""
+    if _tokens is not None and not auth.is_api_key(key):
+        return _tokens.verify(key)
     settings = get_settings()
     digest = hashlib.sha256(key.encode()).digest()
     cached = _verified.get(digest)
@@ -83,7 +93,8 @@ def scope(name: str):
     async def caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) \
             -> auth.Principal:
         if credentials is None:
-            raise auth.AuthError("an API key is required: Authorization: Bearer <key>")
+            raise auth.AuthError("an API key (or an identity provider's token) is required: "
+                                 "Authorization: Bearer <key>")
         principal = await run_in_threadpool(_principal, credentials.credentials)
         principal.require(name)
         _limiter.take(principal.key_id, principal.rate_per_minute or get_settings().api_rate_per_minute,
@@ -105,6 +116,11 @@ async def _unauthenticated(_: Request, exc: auth.AuthError) -> JSONResponse:
 async def _rate_limited(_: Request, exc: auth.RateLimited) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=429,
                         headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
+
+
+@app.exception_handler(TokenKeysUnavailable)
+async def _keys_unavailable(_: Request, exc: TokenKeysUnavailable) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
 
 @app.exception_handler(auth.Forbidden)

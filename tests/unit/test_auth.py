@@ -49,7 +49,10 @@ def test_production_settings_refuse_local_credentials_and_plaintext():
                             ({"api_key_pepper": "short"}, "PEPPER"),
                             ({"telemetry_backend": "clickhouse", "clickhouse_url": "http://ch"}, "https"),
                             ({"traces_exporter": "zipkin"}, "TRACES"),
-                            ({"failpoints_dir": "/tmp/failpoints"}, "FAILPOINTS")):
+                            ({"failpoints_dir": "/tmp/failpoints"}, "FAILPOINTS"),
+                            ({"jwt_jwks_url": "http://idp.internal/jwks", "jwt_issuer": "https://idp"}, "JWKS"),
+                            ({"jwt_jwks_url": "https://idp.example/jwks"}, "JWT_ISSUER")):
         with pytest.raises(ValueError, match=message):
             Settings(**{**good, **change})
+    Settings(**good, jwt_jwks_url="https://idp.example/jwks", jwt_issuer="https://idp.example")
     Settings()  # local defaults stay fine locally
