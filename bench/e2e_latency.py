@@ -51,13 +51,18 @@ def gateway_up() -> bool:
 class Workload:
     """Distinct (device, forecast_start) pairs: quarter-hours of the coming days."""
 
+    _after: datetime | None = None  # the last start any workload of this run asked for
+
     def __init__(self, devices: list[str]):
         self.devices = devices
-        # A random day offset within the accepted week, so a second run in the
+        # A random offset within the accepted week, so a second run in the
         # same quarter-hour does not ask for the first run's forecasts again
-        # (those would be repeats); `timed_forecast` checks it.
-        offset = timedelta(minutes=15) * random.SystemRandom().randrange(0, 4 * 96)
+        # (those would be repeats; `timed_forecast` checks it); the workloads
+        # of one run (its rounds) follow each other.
+        offset = timedelta(minutes=15) * random.SystemRandom().randrange(0, 3 * 96)
         self.base = floor_quarter_hour(datetime.now(UTC)) + timedelta(minutes=15) + offset
+        if Workload._after is not None:
+            self.base = max(self.base, Workload._after)
         self.n = 0
 
     def next_body(self) -> dict:
@@ -65,6 +70,7 @@ class Workload:
         self.n += 1
         device = self.devices[i % len(self.devices)]
         start = self.base + timedelta(minutes=15) * (1 + i // len(self.devices))
+        Workload._after = max(start, Workload._after or start)
         return {"device_id": device, "forecast_start": isoformat_z(start), "requested_by": "bench"}
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / ".data" / "test-stack" / "faults.json"  # tests/faults/books.py, in the test stack
 OUT = ROOT / "bench" / "results" / "faults.json"
-COLUMNS = ("accepted_before_fault", "accepted", "completed", "failed", "lost", "duplicated_audit_rows",
-           "repeat_deliveries", "seconds_to_recover")
+COLUMNS = ("in_flight_at_fault", "accepted", "completed", "failed", "lost", "duplicated_audit_rows",
+           "repeat_deliveries", "price_ticks", "decisions", "seconds_to_recover")
 
 
 def main(args: list[str]) -> int:

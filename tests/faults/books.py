@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,17 +34,21 @@ class Traffic:
     its own: devices in turn, starts `offset_hours` back, stepping by 15 min
     (each fault its own hours, so no two share a forecast id)."""
 
-    def __init__(self, client: httpx.Client, devices: list[str], offset_hours: int, rate: float = 4.0):
-        self.client, self.devices, self.rate = client, devices, rate
+    def __init__(self, client: httpx.Client, devices: list[str], offset_hours: int, rate: float = 4.0,
+                 price_every: float = 3.0):
+        self.client, self.devices, self.rate, self.price_every = client, devices, rate, price_every
         self.base = floor_quarter_hour(datetime.now(UTC)) - timedelta(hours=offset_hours)
         self.accepted: dict[str, dict] = {}  # forecast_id -> body
         self.refused: list[tuple[int, str]] = []  # answers other than 202/200 while the fault lasts
+        self.prices: list[float] = []  # price ticks the gateway accepted
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._threads = [threading.Thread(target=self._run, daemon=True),
+                         threading.Thread(target=self._tick, daemon=True)]
         self._n = 0
 
     def __enter__(self) -> Traffic:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *_) -> None:
@@ -51,7 +56,26 @@ class Traffic:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=60)
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def _tick(self) -> None:
+        """Price ticks, each a move past the rule's threshold (the price
+        swings by 40 EUR/MWh): each one a fleet forecast and a decision."""
+        n = 0
+        while not self._stop.wait(self.price_every):
+            price = 100.0 + 40.0 * (n % 2) + n * 0.01  # distinct, so each decision names its tick
+            n += 1
+            try:
+                r = self.client.post("/prices", json={"price_eur_mwh": price,
+                                                      "at": datetime.now(UTC).isoformat()}, timeout=30)
+            except httpx.HTTPError as e:
+                self.refused.append((0, str(e)[:200]))
+                continue
+            if r.status_code == 202:
+                self.prices.append(price)
+            else:
+                self.refused.append((r.status_code, r.text[:200]))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -140,6 +164,18 @@ def check_forecast_books(views: dict[str, dict], accepted: dict[str, dict], pg: 
             "lost": len(ids) - len(completed) - len(failed),
             "duplicated_audit_rows": audit_rows - len(rows), "repeat_deliveries": sum(repeats.values()),
             "failure_reasons": sorted({v["error"][:120] for v in failed.values()})}
+
+
+def settle_trading(rule: Callable[[], dict | None], timeout: float = 180.0) -> dict:
+    """The trading rule once no decision is pending (every price tick taken
+    is decided or was not a move), or as last seen at the timeout."""
+    deadline, state = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        state = rule()
+        if state is not None and not state["pending"]:
+            return state
+        time.sleep(1.0)
+    return state or {}
 
 
 def check_trading_books(pg: psycopg.Connection) -> dict:

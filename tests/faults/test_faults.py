@@ -17,7 +17,13 @@ import pytest
 
 from intraday import failpoints
 from intraday.timeutil import floor_quarter_hour, isoformat_z
-from tests.faults.books import Traffic, check_forecast_books, check_trading_books, record_figures
+from tests.faults.books import (
+    Traffic,
+    check_forecast_books,
+    check_trading_books,
+    record_figures,
+    settle_trading,
+)
 from tests.stack import (
     PG_DSN,
     ROOT,
@@ -56,7 +62,7 @@ def _run_fault(stack, gateway, rds, devices, name: str, offset_hours: int, injec
     with Traffic(gateway, devices, offset_hours) as traffic:
         time.sleep(4)
         accepted_before = len(traffic.accepted)
-        injected = time.monotonic()
+        injected, injected_at = time.monotonic(), datetime.now(UTC)
         inject()
         recovered = eventually(lambda: _forecast_ok(gateway), timeout=120)
         recover_s = time.monotonic() - injected
@@ -68,15 +74,34 @@ def _run_fault(stack, gateway, rds, devices, name: str, offset_hours: int, injec
         traffic.submit(traffic.accepted[fid])
     if gone:
         views = traffic.settle()
+    rule = settle_trading(lambda: _rule(stack))
+    assert rule and not rule["pending"], f"{name}: price ticks still pending a decision: {rule}"
     # A connection of its own: a fault may have taken the session's down.
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         figures = check_forecast_books(views, traffic.accepted, conn, rds)
-    figures.update(accepted_before_fault=accepted_before, seconds_to_recover=round(recover_s, 1),
-                   refused_while_down=len(traffic.refused))
+        decided = conn.execute("SELECT count(*) FROM trade_decisions WHERE price_eur_mwh = ANY(%s)",
+                               (traffic.prices,)).fetchone()[0]
+        # In flight when the fault struck: requested before it, recorded after.
+        in_flight = conn.execute("SELECT count(*) FROM forecast_requests WHERE request_id = ANY(%s)"
+                                 " AND requested_at <= %s AND completed_at > %s",
+                                 (sorted(traffic.accepted), injected_at, injected_at)).fetchone()[0]
+        check_trading_books(conn)
+    figures.update(accepted_before_fault=accepted_before, in_flight_at_fault=in_flight,
+                   seconds_to_recover=round(recover_s, 1),
+                   refused_while_down=len(traffic.refused), price_ticks=len(traffic.prices),
+                   decisions=decided)
     if lost:
         figures["asked_again_after_state_lost"] = len(gone)
     record_figures(stack, name, figures)
     return figures
+
+
+def _rule(stack: dict) -> dict | None:
+    try:
+        r = httpx.get("http://127.0.0.1:8003/rule", headers=app_headers(stack), timeout=10)
+    except httpx.HTTPError:
+        return None
+    return r.json() if r.status_code == 200 else None
 
 
 def _stack_sh(stack: dict, *args: str) -> None:

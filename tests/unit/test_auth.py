@@ -50,7 +50,8 @@ def test_production_settings_refuse_local_credentials_and_plaintext():
                             ({"telemetry_backend": "clickhouse", "clickhouse_url": "http://ch"}, "https"),
                             ({"traces_exporter": "zipkin"}, "TRACES"),
                             ({"failpoints_dir": "/tmp/failpoints"}, "FAILPOINTS"),
-                            ({"jwt_jwks_url": "http://idp.internal/jwks", "jwt_issuer": "https://idp"}, "JWKS"),
+                            ({"jwt_jwks_url": "http://idp.internal/jwks", "jwt_issuer": "https://i"},
+                             "JWKS"),
                             ({"jwt_jwks_url": "https://idp.example/jwks"}, "JWT_ISSUER")):
         with pytest.raises(ValueError, match=message):
             Settings(**{**good, **change})
