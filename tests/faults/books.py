@@ -37,6 +37,7 @@ class Traffic:
     def __init__(self, client: httpx.Client, devices: list[str], offset_hours: int, rate: float = 4.0,
                  price_every: float = 3.0):
         self.client, self.devices, self.rate, self.price_every = client, devices, rate, price_every
+        self.price_base = 100.005 + offset_hours  # each fault's ticks their own prices
         self.base = floor_quarter_hour(datetime.now(UTC)) - timedelta(hours=offset_hours)
         self.accepted: dict[str, dict] = {}  # forecast_id -> body
         self.refused: list[tuple[int, str]] = []  # answers other than 202/200 while the fault lasts
@@ -64,7 +65,7 @@ class Traffic:
         swings by 40 EUR/MWh): each one a fleet forecast and a decision."""
         n = 0
         while not self._stop.wait(self.price_every):
-            price = 100.0 + 40.0 * (n % 2) + n * 0.01  # distinct, so each decision names its tick
+            price = round(self.price_base + 40.0 * (n % 2) + n * 0.01, 3)  # each decision names its tick
             n += 1
             try:
                 r = self.client.post("/prices", json={"price_eur_mwh": price,

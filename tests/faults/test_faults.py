@@ -86,6 +86,10 @@ def _run_fault(stack, gateway, rds, devices, name: str, offset_hours: int, injec
                                  " AND requested_at <= %s AND completed_at > %s",
                                  (sorted(traffic.accepted), injected_at, injected_at)).fetchone()[0]
         check_trading_books(conn)
+    # Every tick is a move past the threshold, so each one is decided once;
+    # a tick redelivered after a newer one was decided is rightly stale
+    # (the rule reads each tick's own time), so fewer is possible, more not.
+    assert 0 < decided <= len(traffic.prices), f"{name}: {decided} decisions for {len(traffic.prices)} ticks"
     figures.update(accepted_before_fault=accepted_before, in_flight_at_fault=in_flight,
                    seconds_to_recover=round(recover_s, 1),
                    refused_while_down=len(traffic.refused), price_ticks=len(traffic.prices),
