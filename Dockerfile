@@ -1,0 +1,68 @@
+# syntax=docker/dockerfile:1.7
+# One image for the four services (the role is the command:
+# `python -m services.gateway|forecaster|telemetry|trading`), built in stages:
+#   app         every service; no compiler
+#   forecaster  app + gcc and treelite/tl2cgen, which compile the served
+#               model's trees at load (intraday/forecasting/compiled.py)
+#   dapr        Dapr's daprd, sentry, placement and scheduler; daprd behind
+#               an entry that reads Sentry's trust anchors from a file (daprd
+#               takes them from its environment only)
+# Non-root (uid 10001); data under /data.
+ARG PYTHON_VERSION=3.11
+ARG DAPR_VERSION=1.18.2
+
+FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /venv
+WORKDIR /app
+# Dependencies first (cached while only the code changes), then the code.
+COPY pyproject.toml README.md ./
+RUN mkdir -p intraday services actors workflows && /venv/bin/pip install .
+COPY intraday intraday
+COPY services services
+COPY actors actors
+COPY workflows workflows
+COPY sql sql
+# Editable: the code runs from /app, where it finds sql/ beside it.
+RUN /venv/bin/pip install --no-deps -e .
+
+FROM build AS build-forecaster
+RUN /venv/bin/pip install "treelite>=4.3" "tl2cgen>=1.0"
+
+FROM python:${PYTHON_VERSION}-slim-bookworm AS app
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin intraday \
+    && mkdir -p /data && chown 10001 /data
+COPY --from=build /venv /venv
+COPY --from=build /app /app
+WORKDIR /app
+ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1 INTRADAY_DATA_DIR=/data
+USER 10001
+EXPOSE 8000
+CMD ["python", "-m", "services.gateway"]
+
+FROM app AS forecaster
+USER root
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build-forecaster /venv /venv
+USER 10001
+EXPOSE 8001
+CMD ["python", "-m", "services.forecaster"]
+
+FROM daprio/daprd:${DAPR_VERSION} AS daprd-release
+FROM daprio/sentry:${DAPR_VERSION} AS sentry-release
+FROM daprio/placement:${DAPR_VERSION} AS placement-release
+FROM daprio/scheduler:${DAPR_VERSION} AS scheduler-release
+
+# Dapr's binaries (the release images' own), on a base with a shell and curl
+# for the health checks; daprd behind the entry that reads the trust anchors.
+FROM debian:bookworm-slim AS dapr
+RUN apt-get update && apt-get install -y --no-install-recommends curl ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=daprd-release /daprd /usr/local/bin/daprd
+COPY --from=sentry-release /sentry /usr/local/bin/sentry
+COPY --from=placement-release /placement /usr/local/bin/placement
+COPY --from=scheduler-release /scheduler /usr/local/bin/scheduler
+COPY scripts/daprd-entry.sh /usr/local/bin/daprd-entry.sh
+USER 10001
+ENTRYPOINT ["/usr/local/bin/daprd-entry.sh"]
