@@ -58,7 +58,8 @@ FROM daprio/scheduler:${DAPR_VERSION} AS scheduler-release
 # for the health checks; daprd behind the entry that reads the trust anchors.
 FROM debian:bookworm-slim AS dapr
 RUN apt-get update && apt-get install -y --no-install-recommends curl ca-certificates \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && mkdir -p /certs /var/lib/dapr/scheduler && chown 10001 /certs /var/lib/dapr/scheduler
 COPY --from=daprd-release /daprd /usr/local/bin/daprd
 COPY --from=sentry-release /sentry /usr/local/bin/sentry
 COPY --from=placement-release /placement /usr/local/bin/placement
