@@ -13,6 +13,26 @@ from intraday.timeutil import QUARTER_HOUR, isoformat_z
 HOURS_PER_INTERVAL = QUARTER_HOUR / timedelta(hours=1)
 
 
+# A price tick is traded on only near its own time: one stamped in the
+# future would hold the rule's debounce shut until then (the rule compares
+# each tick's time with the last trigger's), one hours old is no longer
+# the market.
+TICK_FUTURE_SKEW = timedelta(minutes=1)  # clocks apart by more are a fault
+TICK_MAX_AGE = timedelta(hours=1)
+
+
+def check_tick_time(at: datetime, now: datetime) -> datetime:
+    """`at` if a tick stamped then may move the rule; ValueError with the
+    reason otherwise."""
+    if at > now + TICK_FUTURE_SKEW:
+        raise ValueError(f"price tick at {isoformat_z(at)} is more than {TICK_FUTURE_SKEW.seconds} s in the "
+                         f"future (now {isoformat_z(now)})")
+    if at < now - TICK_MAX_AGE:
+        raise ValueError(f"price tick at {isoformat_z(at)} is more than {TICK_MAX_AGE.seconds // 3600} hour "
+                         f"old (now {isoformat_z(now)})")
+    return at
+
+
 @dataclass
 class PriceMoveRule:
     """Ask for a forecast when the price has moved at least `threshold_eur_mwh`

@@ -11,7 +11,7 @@ import json
 import math
 import time
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
@@ -19,11 +19,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from intraday import auth
 from intraday.config import get_settings
 from intraday.tokens import TokenKeysUnavailable, TokenVerifier
+from intraday.trading.rules import check_tick_time
 from services import sidecar
 from services.http import BodyLimit, install_common
 from workflows.contracts import ForecastRequest
@@ -134,6 +135,16 @@ class PriceTick(BaseModel):
     price_eur_mwh: float = Field(allow_inf_nan=False)
     market: str = "DE-intraday"
     at: datetime | None = None
+
+    @field_validator("at")
+    @classmethod
+    def _near_now(cls, at: datetime | None) -> datetime | None:
+        """Within minutes of now (intraday.trading.rules.check_tick_time)."""
+        if at is None:
+            return None
+        if at.tzinfo is None:
+            raise ValueError("at needs a time zone (e.g. 2026-01-31T12:00:00Z)")
+        return check_tick_time(at.astimezone(UTC), datetime.now(UTC))
 
 
 def _relay(r) -> Response:

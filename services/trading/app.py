@@ -29,7 +29,7 @@ from intraday.audit import db
 from intraday.config import get_settings
 from intraday.forecasting.types import PortfolioForecast
 from intraday.timeutil import QUARTER_HOUR, isoformat_z, next_quarter_hour, to_utc
-from intraday.trading.rules import decide
+from intraday.trading.rules import check_tick_time, decide
 from services import metrics, sidecar, tracing
 from services.http import install_common
 
@@ -94,6 +94,7 @@ async def on_price(request: Request) -> dict:
         at = to_utc(datetime.fromisoformat(data["at"])) if data.get("at") else datetime.now(UTC)
         if not np.isfinite(price):
             raise ValueError("price is not finite")
+        check_tick_time(at, datetime.now(UTC))
     except (KeyError, TypeError, ValueError) as e:
         log.warning("dropping malformed price message %s: %s", event.get("id"), e)
         metrics.PRICE_TICKS.labels("malformed").inc()

@@ -4,6 +4,7 @@ in PostgreSQL and on `orders`."""
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -123,3 +124,33 @@ def test_a_restarted_trading_service_does_not_trade_a_move_twice(stack, pg, rds)
     assert rule_state()["reference_price"] == 260.0
     orders = [m["decision_id"] for m in topic_messages(rds, "orders")]
     assert orders.count(decision_of(first)) == 1 and orders.count(decision_of(big)) == 1
+
+
+def test_a_tick_stamped_far_from_now_is_refused_and_does_not_hold_the_rule(gateway, pg, rds):
+    """A price stamped a year ahead (or days old) is refused by the gateway
+    with the reason; one that reaches the topic anyway is dropped by
+    trading, so the rule's debounce, which reads each tick's own time, is
+    not held shut: the next real move still trades. (Message fuzzing found
+    a tick from the year 6379 that stopped all trading.)"""
+    published = len(topic_messages(rds, "prices"))
+    for at in (datetime.now(UTC) + timedelta(days=365), datetime.now(UTC) - timedelta(days=3)):
+        r = gateway.post("/prices", json={"price_eur_mwh": 500.0, "at": at.isoformat()})
+        assert r.status_code == 422 and "price tick at" in r.text, r.text
+    assert len(topic_messages(rds, "prices")) == published
+    far = f"far-{uuid.uuid4().hex[:8]}"
+    publish_price(far, 777.0, datetime(6379, 5, 28, 23, 45, tzinfo=UTC))
+    # Real moves, a few seconds apart (an earlier test's tick stamped up to
+    # a minute ahead may still hold the debounce): one of them trades.
+    moves: list[str] = []
+
+    def traded() -> bool:
+        moves.append(f"after-far-{uuid.uuid4().hex[:8]}")
+        publish_price(moves[-1], 701.25 + 10 * (len(moves) % 2), datetime.now(UTC))
+        time.sleep(3)
+        return pg.execute("SELECT count(*) FROM trade_decisions WHERE decision_id = ANY(%s)",
+                          ([decision_of(m) for m in moves],)).fetchone()[0] > 0
+
+    assert eventually(traded, timeout=120), "no move traded after the far-stamped tick"
+    assert pg.execute("SELECT count(*) FROM trade_decisions WHERE decision_id = %s",
+                      (decision_of(far),)).fetchone()[0] == 0
+    assert not rule_state()["pending"]

@@ -94,3 +94,15 @@ def test_small_differences_are_not_traded():
     total = portfolio([1010.0], [900.0], [1010.0], [1100.0])
     d = decide(total, np.array([1.0]), min_order_mw=0.1)
     assert d.order_mw[0] == 0.0 and d.buy_mwh == 0.0
+
+
+def test_a_tick_far_from_now_is_refused_with_the_reason():
+    from intraday.trading.rules import check_tick_time
+
+    now = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
+    assert check_tick_time(now - timedelta(minutes=59), now) == now - timedelta(minutes=59)
+    assert check_tick_time(now + timedelta(seconds=50), now) == now + timedelta(seconds=50)
+    with pytest.raises(ValueError, match="in the future"):
+        check_tick_time(now + timedelta(minutes=2), now)
+    with pytest.raises(ValueError, match="old"):
+        check_tick_time(now - timedelta(hours=2), now)
