@@ -38,6 +38,16 @@ class TelemetryUnavailable(RuntimeError):
     service cannot give one: transient, the workflow retries it."""
 
 
+# What a telemetry call raises when the service cannot answer (a sidecar's
+# 5xx, no connection, no answer in time); a 4xx is an answer.
+TELEMETRY_DOWN = (SidecarError, aiohttp.ClientError, TimeoutError)
+
+
+def _raise_unless_unavailable(e: Exception) -> None:
+    if isinstance(e, SidecarError) and e.status_code < 500:
+        raise e
+
+
 class DeviceActorInterface(ActorInterface):
     @actormethod(name="Prepare")
     async def prepare(self, request: dict) -> dict:
@@ -81,9 +91,8 @@ class DeviceActor(Actor, DeviceActorInterface):
         end = floor_quarter_hour(datetime.now(UTC))
         try:
             window = await fetch_window(self.id.id, end - timedelta(days=settings.history_days), end)
-        except (SidecarError, aiohttp.ClientError, TimeoutError) as e:
-            if isinstance(e, SidecarError) and e.status_code < 500:
-                raise
+        except TELEMETRY_DOWN as e:
+            _raise_unless_unavailable(e)
             raise TelemetryUnavailable(f"{self.id.id}: no window held and the telemetry service is "
                                        f"unavailable ({str(e)[:200]})") from e
         await self._save(window)
@@ -114,9 +123,8 @@ class DeviceActor(Actor, DeviceActorInterface):
         if window.end < wanted_end:
             try:
                 tail = await fetch_window(self.id.id, window.end, wanted_end)
-            except (SidecarError, aiohttp.ClientError, TimeoutError) as e:
-                if isinstance(e, SidecarError) and e.status_code < 500:
-                    raise
+            except TELEMETRY_DOWN as e:
+                _raise_unless_unavailable(e)
                 # The telemetry service is down: forecast from the window held,
                 # its newest quarter-hours missing, and say so.
                 log.warning("%s: telemetry unavailable (%s); forecasting from the window to %s",

@@ -112,11 +112,14 @@ class IdentityProvider:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.jwks_url = f"http://127.0.0.1:{self._server.server_port}/.well-known/jwks.json"
 
-    def token(self, subject: str, scopes: str, ttl: int = 300, **claims) -> str:
+    def token(self, subject: str | None, scopes: str, ttl: int = 300, kid: str = "test-1", **claims) -> str:
+        """A token signed with this provider's key; `claims` add to or
+        replace the standard ones (None leaves one out)."""
         now = int(time.time())
-        return self._jwt.encode({"iss": self.issuer, "aud": self.audience, "sub": subject, "iat": now,
-                                 "exp": now + ttl, "scope": scopes, **claims}, self.private,
-                                algorithm="RS256", headers={"kid": "test-1"})
+        body = {"iss": self.issuer, "aud": self.audience, "sub": subject, "iat": now, "exp": now + ttl,
+                "scope": scopes, **claims}
+        return self._jwt.encode({k: v for k, v in body.items() if v is not None}, self.private,
+                                algorithm="RS256", headers={"kid": kid})
 
     def close(self) -> None:
         self._server.shutdown()
@@ -178,13 +181,17 @@ def eventually(check: Callable[[], object], timeout: float = 30.0) -> object:
         time.sleep(0.2)
 
 
+def app_pid(name: str) -> int:
+    """The pid of a service's app process."""
+    return int(subprocess.run(["pgrep", "-f", f"python -m services.{name}$"], capture_output=True,
+                              text=True, check=True).stdout.split()[0])
+
+
 def restart_app(stack: dict, name: str, port: int) -> None:
     """Kill a service's app process (SIGKILL: no shutdown hook runs); the
     stack's supervisor starts it again as it was started, behind the same
     sidecar; return once it answers its health check."""
-    pid = int(subprocess.run(["pgrep", "-f", f"python -m services.{name}$"], capture_output=True,
-                             text=True, check=True).stdout.split()[0])
-    os.kill(pid, 9)
+    os.kill(app_pid(name), 9)
     eventually(lambda: not _busy(port), timeout=10)
     assert eventually(lambda: healthy(port), timeout=90), f"{name} did not come back"
 

@@ -28,6 +28,7 @@ from tests.stack import (
     PG_DSN,
     ROOT,
     app_headers,
+    app_pid,
     dapr_headers,
     eventually,
     healthy,
@@ -43,6 +44,13 @@ def _forecast_ok(gateway: httpx.Client) -> bool:
     try:
         return gateway.post("/forecast/intraday", params={"wait": "true"},
                             json={"device_id": "hp-0001", "horizon_hours": 1}, timeout=30).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).is_success
     except httpx.HTTPError:
         return False
 
@@ -141,16 +149,10 @@ def test_forecaster_killed_after_publish_before_audit(stack, gateway, rds, devic
 def test_forecaster_sidecar_killed(stack, gateway, rds, devices):
     def inject():
         kill_sidecar("forecaster")
-        assert eventually(lambda: healthy(8001) and _listening_dapr(3501), timeout=90)
+        sidecar = "http://127.0.0.1:3501/v1.0/healthz"
+        assert eventually(lambda: healthy(8001) and _answers(sidecar), timeout=90)
 
     _run_fault(stack, gateway, rds, devices, "forecaster daprd kill -9", 96, inject)
-
-
-def _listening_dapr(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/v1.0/healthz", timeout=2).status_code == 204
-    except httpx.HTTPError:
-        return False
 
 
 def test_postgres_down_30_s_during_a_stream(stack, gateway, rds, devices):
@@ -235,18 +237,6 @@ def test_telemetry_killed_mid_ingest(stack, rds):
         "seconds_to_recover": round(time.monotonic() - injected, 1)})
 
 
-def _pid_of_app(name: str) -> int:
-    return int(subprocess.run(["pgrep", "-f", f"python -m services.{name}$"], capture_output=True,
-                              text=True, check=True).stdout.split()[0])
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).is_success
-    except httpx.HTTPError:
-        return False
-
-
 def _actor_keys(rds) -> int:
     return sum(1 for _ in rds.scan_iter(match="forecaster||DeviceActor||*", count=1000))
 
@@ -326,7 +316,7 @@ def test_telemetry_down_warm_actors_serve_and_a_first_use_fails_clearly(stack, g
     hold.parent.mkdir(parents=True, exist_ok=True)
     hold.touch()
     try:
-        os.kill(_pid_of_app("telemetry"), 9)
+        os.kill(app_pid("telemetry"), 9)
         assert eventually(lambda: not healthy(8002), timeout=10)
         served = [_ask(gateway, device, 5) for device in warm]
         code, failed, fail_s = _ask(gateway, cold, 5)
