@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     # Audit database (forecast requests/results, trade decisions).
     pg_dsn: str = LOCAL_PG_DSN
 
+    # The address the services listen on: their own sidecar's (localhost)
+    # only, unless a pod's port must be reached from outside it (the
+    # gateway's clients, the kubelet's probes, scrapes: charts/).
+    http_host: str = "127.0.0.1"
+
     # Public entry point, used by the CLI and benchmarks.
     gateway_url: str = "http://127.0.0.1:8000"
     # The telemetry service, for `intraday ingest` while the service holds

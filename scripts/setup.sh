@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make setup`: from a fresh machine to everything the project needs —
 # Redis, PostgreSQL and Prometheus (Debian packages), the Python environment in .venv/
-# with the `intraday` console script, the Dapr runtime and CLI, and the
-# Zipkin server.
+# with the `intraday` console script, the Dapr runtime and CLI, the
+# Zipkin server, and helm.
 # Idempotent: each step checks what is there and a second run takes seconds.
 set -euo pipefail
 
@@ -78,5 +78,22 @@ else
   mvn -q dependency:copy "-Dartifact=io.zipkin:zipkin-server:$zipkin_version:jar:slim" \
     "-DoutputDirectory=$zipkin_dir"
 fi
+
+# 6. Helm (the chart's lint and render tests), built from its Go module into
+#    the same cache; and the module sources whose CRDs the rendered
+#    manifests are validated against (Dapr's, KEDA's), in Go's module cache.
+helm_version=v4.3.2
+keda_version=v2.17.2
+if ! command -v go >/dev/null 2>&1; then
+  say "Go not found: helm not built (the chart tests need it)"; exit 1
+elif ! [[ -x "$gcs_bin/helm" && -f "$gcs_bin/.helm-$helm_version" ]]; then
+  say "building helm $helm_version (Go module, about 2 minutes)"
+  (cd /tmp && GOBIN="$gcs_bin" go install "helm.sh/helm/v4/cmd/helm@$helm_version")
+  touch "$gcs_bin/.helm-$helm_version"
+else
+  say "helm $helm_version present"
+fi
+ln -sf "$gcs_bin/helm" .venv/bin/helm
+(cd /tmp && go mod download "github.com/kedacore/keda/v2@$keda_version")
 
 say "done in $(($(date +%s) - started)) s"

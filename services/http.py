@@ -172,5 +172,5 @@ def serve(service: str, port: int) -> None:
         logging.getLogger(service).info("settings %s from the secret store %s", ", ".join(loaded),
                                         os.environ["INTRADAY_SECRET_STORE"])
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
-    uvicorn.run(f"services.{service}.app:app", host="127.0.0.1", port=port, log_config=None,
+    uvicorn.run(f"services.{service}.app:app", host=get_settings().http_host, port=port, log_config=None,
                 access_log=False)
