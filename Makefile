@@ -7,8 +7,11 @@ PY := .venv/bin/python
 setup:
 	bash scripts/setup.sh
 
+# The whole suite, then the forecast path again on Google Cloud Pub/Sub
+# (its emulator) in a session and stack of its own (tests/gcp).
 test:
 	$(PY) -m pytest -q
+	INTRADAY_COMPONENTS=gcp-emulated $(PY) -m pytest -q tests/gcp
 
 unit:
 	$(PY) -m pytest -q -m "not integration"

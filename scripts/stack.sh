@@ -9,6 +9,11 @@
 #
 # Zipkin (in memory) takes every sidecar's traces on 127.0.0.1:9411;
 # Prometheus scrapes every sidecar and app on 127.0.0.1:9090.
+#
+# INTRADAY_COMPONENTS=gcp-emulated swaps pub/sub for Google Cloud Pub/Sub by
+# YAML only: components/gcp/pubsub.yaml pointed at the Pub/Sub emulator of
+# the Google Cloud CLI (127.0.0.1:8085, in memory), the other components
+# local (deploy/gcp_emulated.py).
 # Everything lives under INTRADAY_DATA_DIR (default ./.data): redis/,
 # postgres/, scheduler/, certs/ (Sentry's root and issuer), telemetry/ (chDB),
 # logs/, run/ (pid files).
@@ -28,6 +33,8 @@ scheduler_port=50006
 sentry_port=50001  # where `dapr run` points daprd when the configuration enables mTLS
 zipkin_port=9411
 prometheus_port=9090
+pubsub_emulator_port="${INTRADAY_PUBSUB_EMULATOR_PORT:-8085}"
+components="${INTRADAY_COMPONENTS:-local}"
 # name:app-port:sidecar-http-port, as in dapr.yaml
 services=(telemetry:8002:3502 forecaster:8001:3501 trading:8003:3503 gateway:8000:3500)
 health_timeout="${INTRADAY_UP_TIMEOUT:-120}"
@@ -110,6 +117,21 @@ start_zipkin() {  # traces from every sidecar (components/config/local.yaml), in
   say "zipkin up on http://127.0.0.1:$zipkin_port"
 }
 
+pubsub_emulator_ready() { [[ "$(curl -fsS --max-time 2 "http://127.0.0.1:$pubsub_emulator_port/" 2>/dev/null)" == Ok* ]]; }
+
+start_pubsub_emulator() {  # Google Cloud Pub/Sub, emulated (INTRADAY_COMPONENTS=gcp-emulated)
+  if pubsub_emulator_ready; then say "pubsub emulator already up on :$pubsub_emulator_port"; return; fi
+  command -v gcloud >/dev/null 2>&1 || die "INTRADAY_COMPONENTS=gcp-emulated needs the Google Cloud CLI (gcloud)"
+  local emulator
+  emulator="$(gcloud info --format='value(installation.sdk_root)' 2>/dev/null)/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+  [[ -x "$emulator" ]] || die "the Pub/Sub emulator is not installed: gcloud components install pubsub-emulator"
+  # The emulator itself, not `gcloud beta emulators pubsub start`: its Java
+  # process is then the one in the pid file's process group.
+  start_daemon pubsub-emulator "$emulator" --host=127.0.0.1 --port="$pubsub_emulator_port"
+  wait_for "pubsub emulator" 60 pubsub_emulator_ready || die "the Pub/Sub emulator did not start (see $logs/pubsub-emulator.log)"
+  say "pubsub emulator up on 127.0.0.1:$pubsub_emulator_port"
+}
+
 start_prometheus() {  # scrapes every sidecar, the control plane and the apps (observability/prometheus.yml)
   if http_ok "http://127.0.0.1:$prometheus_port/-/ready"; then say "prometheus already up on :$prometheus_port"; return; fi
   command -v prometheus >/dev/null 2>&1 || die "Prometheus is not installed: run make setup"
@@ -166,18 +188,31 @@ start_dapr_control_plane() {
   say "sentry :$sentry_port, placement :$placement_port and scheduler :$scheduler_port up (mTLS)"
 }
 
+# The run file `dapr run -f` gets: dapr.yaml, or one derived from it in $run.
 # INTRADAY_OBSERVABILITY=off (bench/e2e_latency.py measures what tracing
 # and metrics cost): the sidecars sample no trace and expose no metrics, the
-# apps export no spans. A derived run file and configuration in $run.
+# apps export no spans. INTRADAY_COMPONENTS=gcp-emulated: the components of
+# deploy/gcp_emulated.py.
 run_file() {
-  if [[ "${INTRADAY_OBSERVABILITY:-on}" != off ]]; then echo dapr.yaml; return; fi
-  sed -e 's/samplingRate: "1"/samplingRate: "0"/' \
-      -e '/^  metrics:/,/^    enabled:/s/enabled: true/enabled: false/' \
-      components/config/local.yaml >"$run/config-untraced.yaml"
-  sed -e "s|configFilePath: ./components/config/local.yaml|configFilePath: $run/config-untraced.yaml|" \
-      -e "s|resourcesPath: ./components/local|resourcesPath: $root/components/local|" \
-      -e "s|appDirPath: \.$|appDirPath: $root|" dapr.yaml >"$run/dapr-untraced.yaml"
-  echo "$run/dapr-untraced.yaml"
+  # Absolute paths: `dapr run` reads a run file's paths from its own directory.
+  local config="$root/components/config/local.yaml" resources="$root/components/local"
+  if [[ "${INTRADAY_OBSERVABILITY:-on}" == off ]]; then
+    sed -e 's/samplingRate: "1"/samplingRate: "0"/' \
+        -e '/^  metrics:/,/^    enabled:/s/enabled: true/enabled: false/' \
+        components/config/local.yaml >"$run/config-untraced.yaml"
+    config="$run/config-untraced.yaml"
+  fi
+  if [[ "$components" == gcp-emulated ]]; then
+    resources="$run/components-gcp-emulated"
+    .venv/bin/python -m deploy.gcp_emulated "$resources" --endpoint "127.0.0.1:$pubsub_emulator_port" >/dev/null
+  fi
+  if [[ "$config" == "$root/components/config/local.yaml" && "$resources" == "$root/components/local" ]]; then
+    echo dapr.yaml; return
+  fi
+  sed -e "s|configFilePath: ./components/config/local.yaml|configFilePath: $config|" \
+      -e "s|resourcesPath: ./components/local|resourcesPath: $resources|" \
+      -e "s|appDirPath: \.$|appDirPath: $root|" dapr.yaml >"$run/dapr-run.yaml"
+  echo "$run/dapr-run.yaml"
 }
 
 token() {  # token NAME: a random secret kept in $data/NAME (mode 600), made once
@@ -209,7 +244,10 @@ start_services() {
 print(json.dumps({"pg-dsn": s.pg_dsn, "api-key-pepper": s.api_key_pepper}))' >"$root/.data/secrets.json")
     export INTRADAY_SECRET_STORE=secretstore
     local file; file="$(run_file)"
-    [[ "$file" == dapr.yaml ]] || { export INTRADAY_TRACES_EXPORTER=none; say "observability off: $file"; }
+    if [[ "${INTRADAY_OBSERVABILITY:-on}" == off ]]; then
+      export INTRADAY_TRACES_EXPORTER=none; say "observability off: $file"
+    fi
+    [[ "$components" == local ]] || say "components: $components ($file)"
     start_daemon apps "$dapr_bin/dapr" run -f "$file"
   fi
   local s name app_port dapr_port
@@ -229,6 +267,11 @@ up() {
   mkdir -p "$run" "$logs"
   chmod 755 "$data"
   [[ -x "$dapr_bin/daprd" && -x .venv/bin/intraday ]] || die "not set up: run make setup"
+  case "$components" in
+    local) ;;
+    gcp-emulated) start_pubsub_emulator ;;
+    *) die "INTRADAY_COMPONENTS=$components: local or gcp-emulated" ;;
+  esac
   start_redis
   start_postgres
   start_zipkin
@@ -268,6 +311,7 @@ down() {
   stop_pid sentry
   stop_pid zipkin
   stop_pid prometheus
+  stop_pid pubsub-emulator
   local bin; bin="$(pg_bin)"
   if [[ -n "$bin" && -s "$data/postgres/PG_VERSION" ]] && as_pg "$bin/pg_ctl" -D "$data/postgres" status >/dev/null 2>&1; then
     as_pg "$bin/pg_ctl" -D "$data/postgres" -m fast -w stop >/dev/null && say "postgres stopped"
@@ -282,7 +326,7 @@ down() {
 status() {
   local s name app_port dapr_port
   redis-cli -p "$redis_port" ping >/dev/null 2>&1 && say "redis: up" || say "redis: down"
-  for s in zipkin prometheus sentry placement scheduler apps supervisor; do alive "$s" && say "$s: up" || say "$s: down"; done
+  for s in zipkin prometheus pubsub-emulator sentry placement scheduler apps supervisor; do alive "$s" && say "$s: up" || say "$s: down"; done
   for s in "${services[@]}"; do
     IFS=: read -r name app_port dapr_port <<<"$s"
     http_ok "http://127.0.0.1:$app_port/health" && say "$name: healthy" || say "$name: not answering"

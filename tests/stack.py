@@ -35,8 +35,22 @@ def _busy(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def pytest_collection_modifyitems(items):
+def _on_gcp_emulators(item) -> bool:
+    return Path(str(item.fspath)).parent.name == "gcp"
+
+
+def pytest_collection_modifyitems(config, items):
+    # tests/gcp runs in a session of its own, on a stack with Google Cloud's
+    # emulators (INTRADAY_COMPONENTS=gcp-emulated); that session runs
+    # nothing else, the others not it.
+    emulated = os.environ.get("INTRADAY_COMPONENTS") == "gcp-emulated"
+    deselected = [item for item in items if _on_gcp_emulators(item) != emulated]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if _on_gcp_emulators(item) == emulated]
     for item in items:
+        if _on_gcp_emulators(item):
+            item.add_marker(pytest.mark.integration)
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
         if "faults" in str(item.fspath):
