@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     telemetry_backend: Literal["chdb", "clickhouse"] = "chdb"
     clickhouse_url: str = "http://127.0.0.1:8123"
     clickhouse_database: str = "intraday"
+    # A ClickHouse cluster's name (its remote_servers entry): the schema is
+    # then sql/clickhouse-cluster (replicated tables per shard, Distributed
+    # tables of the same names) and inserts wait for the shards.
+    clickhouse_cluster: str = ""
 
     # Audit database (forecast requests/results, trade decisions).
     pg_dsn: str = LOCAL_PG_DSN

@@ -28,6 +28,15 @@ from intraday.forecasting.types import FleetWindow, TelemetryWindow
 from intraday.timeutil import QUARTER_HOUR, to_utc
 
 SQL_DIR = REPO_ROOT / "sql" / "clickhouse"
+CLUSTER_SQL_DIR = REPO_ROOT / "sql" / "clickhouse-cluster"
+# On a cluster (sql/clickhouse-cluster/README.md): an insert returns once
+# the shards have it (not queued on the writer's disk), a block retried is
+# dropped by the replicated tables' deduplication down to the 15-minute
+# view's, and a subquery on a Distributed table inside a query on another
+# runs once and is sent to the shards (ClickHouse refuses it by default).
+CLUSTER_SETTINGS = {"distributed_foreground_insert": 1,
+                    "deduplicate_blocks_in_dependent_materialized_views": 1,
+                    "distributed_product_mode": "global"}
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 READING_COLUMNS = ["device_id", "timestamp", "power", "heating_electricity", "dhw_electricity"]
 DEVICE_COLUMNS = [
@@ -133,10 +142,10 @@ def _chdb_param(value: Any) -> Any:
 class ClickHouseBackend:
     """A ClickHouse server through clickhouse-connect (production)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, settings: dict[str, Any] | None = None):
         import clickhouse_connect
 
-        self._client = clickhouse_connect.get_client(dsn=url)
+        self._client = clickhouse_connect.get_client(dsn=url, settings=settings or {})
 
     def command(self, sql: str) -> None:
         self._client.command(sql)
@@ -173,17 +182,23 @@ FAST_INSERT = {"optimize_on_insert": 0, "parallel_view_processing": 1, "max_bloc
 
 
 class TelemetryStore:
-    def __init__(self, backend: Backend, database: str = "intraday"):
+    def __init__(self, backend: Backend, database: str = "intraday", cluster: str = ""):
         self._backend = backend
         self.db = database
+        self.cluster = cluster
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TelemetryStore:
+        cluster = settings.clickhouse_cluster
         if settings.telemetry_backend == "clickhouse":
-            backend: Backend = ClickHouseBackend(settings.clickhouse_url)
+            backend: Backend = ClickHouseBackend(settings.clickhouse_url,
+                                                 CLUSTER_SETTINGS if cluster else None)
+        elif cluster:
+            raise ValueError("INTRADAY_CLICKHOUSE_CLUSTER needs a ClickHouse server "
+                             "(INTRADAY_TELEMETRY_BACKEND=clickhouse), not chDB")
         else:
             backend = ChdbBackend(settings.chdb_path)
-        return cls(backend, settings.clickhouse_database)
+        return cls(backend, settings.clickhouse_database, cluster)
 
     def close(self) -> None:
         self._backend.close()
@@ -195,12 +210,14 @@ class TelemetryStore:
     # -- schema -----------------------------------------------------------
 
     def migrate(self) -> list[str]:
-        """Apply the numbered files in sql/clickhouse/ that have not run yet,
+        """Apply the numbered files in sql/clickhouse/ (on a cluster:
+        sql/clickhouse-cluster/) that have not run yet,
         in order, and record each with its checksum. Every statement is
         itself re-runnable, so a migration cut short by a crash is simply run
         again. Returns the names applied now."""
-        self._backend.command(f"CREATE DATABASE IF NOT EXISTS {self.db}")
-        files = sorted(SQL_DIR.glob("[0-9][0-9][0-9]_*.sql"))
+        on_cluster = f" ON CLUSTER '{self.cluster}'" if self.cluster else ""
+        self._backend.command(f"CREATE DATABASE IF NOT EXISTS {self.db}{on_cluster}")
+        files = sorted((CLUSTER_SQL_DIR if self.cluster else SQL_DIR).glob("[0-9][0-9][0-9]_*.sql"))
         self._run_sql_file(files[0])  # 000: the ledger itself
         applied = {
             r["version"]: r["sha256"]
@@ -226,7 +243,8 @@ class TelemetryStore:
         return done
 
     def _run_sql_file(self, path: Path) -> None:
-        text = re.sub(r"--[^\n]*", "", path.read_text()).replace("{db}", self.db)
+        text = re.sub(r"--[^\n]*", "", path.read_text())
+        text = text.replace("{db}", self.db).replace("{cluster}", self.cluster)
         for statement in (s.strip() for s in text.split(";")):
             if statement:
                 self._backend.command(statement)

@@ -362,3 +362,19 @@ def test_network_policies_deny_by_default_and_open_only_what_is_used():
     assert gateway["podSelector"]["matchLabels"].items() <= pods["gateway"].items()
     assert gateway["ingress"][0]["ports"] == [{"port": 8000, "protocol": "TCP"}]
     assert gateway["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.129.0.0/23"}}]
+
+
+def test_telemetry_is_pointed_at_a_clickhouse_server_or_cluster():
+    def env(docs) -> dict:
+        container = _kind(docs, "Deployment")["telemetry"]["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e for e in container["env"]}
+
+    one = env(_render("gke"))
+    assert one["INTRADAY_TELEMETRY_BACKEND"]["value"] == "clickhouse"
+    assert one["INTRADAY_CLICKHOUSE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "clickhouse", "key": "url"}
+    assert "INTRADAY_CLICKHOUSE_CLUSTER" not in one
+    cluster = env(_render("gke", "--set", "clickhouse.cluster=intraday"))
+    assert cluster["INTRADAY_CLICKHOUSE_CLUSTER"]["value"] == "intraday"
+    for app in ("gateway", "forecaster", "trading"):  # only telemetry opens the store
+        container = _kind(_render("gke"), "Deployment")[app]["spec"]["template"]["spec"]["containers"][0]
+        assert not any(e["name"].startswith("INTRADAY_CLICKHOUSE") for e in container["env"])
