@@ -378,3 +378,15 @@ def test_telemetry_is_pointed_at_a_clickhouse_server_or_cluster():
     for app in ("gateway", "forecaster", "trading"):  # only telemetry opens the store
         container = _kind(_render("gke"), "Deployment")[app]["spec"]["template"]["spec"]["containers"][0]
         assert not any(e["name"].startswith("INTRADAY_CLICKHOUSE") for e in container["env"])
+
+
+def test_every_sidecar_annotation_is_one_the_dapr_injector_reads():
+    """The injector ignores an annotation it does not know: each one the
+    chart sets is in Dapr 1.18's list (its source, from the Go module)."""
+    source = (_module_dir(DAPR_MODULE) / "pkg" / "injector" / "annotations" / "annotations.go").read_text()
+    known = set(re.findall(r'"(dapr\.io/[a-z0-9-]+)"', source))
+    assert len(known) > 50
+    for values in sorted(VALUES):
+        for d in _kind(_render(values), "Deployment").values():
+            used = {k for k in d["spec"]["template"]["metadata"]["annotations"] if k.startswith("dapr.io/")}
+            assert used <= known, (values, used - known)
