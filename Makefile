@@ -8,10 +8,11 @@ setup:
 	bash scripts/setup.sh
 
 # The whole suite, then the forecast path again on Google Cloud Pub/Sub
-# (its emulator) in a session and stack of its own (tests/gcp).
+# (its emulator) in a session and stack of its own (tests/gcp), started as a
+# first `make up` is: it trains and serves a model first.
 test:
 	$(PY) -m pytest -q
-	INTRADAY_COMPONENTS=gcp-emulated $(PY) -m pytest -q tests/gcp
+	INTRADAY_COMPONENTS=gcp-emulated INTRADAY_FIRST_MODEL=on $(PY) -m pytest -q tests/gcp
 
 unit:
 	$(PY) -m pytest -q -m "not integration"

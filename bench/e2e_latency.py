@@ -103,7 +103,8 @@ def run_series(name: str, bodies: list[dict], workers: int, new: bool = True,
 
 
 def stack(command: str, observability: str) -> None:
-    env = {**os.environ, "INTRADAY_OBSERVABILITY": observability}
+    # On the seasonal baseline, as the recorded figures are.
+    env = {**os.environ, "INTRADAY_OBSERVABILITY": observability, "INTRADAY_FIRST_MODEL": "off"}
     subprocess.run(["bash", "scripts/stack.sh", command], cwd=ROOT, check=command == "up", env=env,
                    stdout=subprocess.DEVNULL)
 

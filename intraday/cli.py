@@ -466,6 +466,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     from intraday.forecasting.features import SERVING_STEP_MINUTES
     from intraday.forecasting.model import fit
 
+    if args.if_none_promoted:
+        served = modelstore.default_store().promoted()
+        if served:
+            print(f"model {served} is served already: nothing trained")
+            return
     if args.data:
         data = _load_backtest_data(args)
         source = {"file": args.data, "sha256": _file_sha256(Path(args.data)), "weather": args.weather,
@@ -670,6 +675,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(tr, required=False)
     tr.add_argument("--days", type=int, default=30, help="without --data: the last D days of the store")
     tr.add_argument("--promote", action="store_true", help="serve it right away")
+    tr.add_argument("--if-none-promoted", action="store_true",
+                    help="only when no version is served yet (what the first `make up` runs)")
     tr.set_defaults(func=cmd_train)
 
     mo = sub.add_parser("models", help="the model store").add_subparsers(dest="models_command", required=True)

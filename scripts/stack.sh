@@ -281,13 +281,37 @@ up() {
   # A key for the local user (all scopes): the CLI and the benchmarks read it.
   .venv/bin/intraday keys create local --scopes all --out "$data/api-key" --if-missing >/dev/null
   say "API key for the gateway in $data/api-key (the CLI reads it; curl: -H \"Authorization: Bearer \$(cat $data/api-key)\")"
-  if ! alive apps; then .venv/bin/intraday fleet demo --if-empty; fi
+  if ! alive apps; then
+    .venv/bin/intraday fleet demo --if-empty
+    first_model
+  fi
   start_services
   # Restarts an app or sidecar that dies, with backoff, as Kubernetes would.
   rm -rf "$run/hold"  # nothing is held down by an earlier run
   start_daemon supervisor .venv/bin/python scripts/supervise.py "$run"
   say "supervisor: restarts what dies (log: $logs/supervisor.log)"
   say "up: gateway on http://127.0.0.1:8000"
+}
+
+# A first start serves a trained model, not only the seasonal fallback: with
+# no version promoted yet, train one on the store's fleet (the demo fleet:
+# 200,000 sampled rows, about 20 s here) and promote it before the services
+# start (the telemetry service then holds the store). Later starts keep the
+# one they find. INTRADAY_FIRST_MODEL=off skips it (the test stack, whose
+# tests train their own).
+first_model() {
+  [[ "${INTRADAY_FIRST_MODEL:-on}" != off ]] || return 0
+  if .venv/bin/intraday models list --json 2>/dev/null \
+    | .venv/bin/python -c 'import json, sys; sys.exit(0 if json.load(sys.stdin)["promoted"] else 1)'; then
+    return 0
+  fi
+  say "no model is served yet: training one on the fleet in the store (about 20 s) ..."
+  local out
+  if out="$(.venv/bin/intraday train --promote --if-none-promoted --train-rows 200000 2>"$logs/first-model.log")"; then
+    say "${out%%$'\n'*}"
+  else
+    say "no model trained (see $logs/first-model.log); forecasts come from the seasonal fallback"
+  fi
 }
 
 stop_pid() {  # stop_pid NAME: TERM the process group, KILL after 15 s

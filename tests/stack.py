@@ -79,7 +79,11 @@ def stack() -> Iterator[dict]:
     # A verified API key is trusted for 1 s (a revocation test waits for it).
     env = {**os.environ, "INTRADAY_DATA_DIR": str(data_dir), "INTRADAY_MODEL_REFRESH_SECONDS": "1",
            "INTRADAY_PRICE_DEBOUNCE_SECONDS": "1", "INTRADAY_API_KEY_CACHE_SECONDS": "1",
-           "INTRADAY_FAILPOINTS_DIR": str(data_dir / "failpoints")}
+           "INTRADAY_FAILPOINTS_DIR": str(data_dir / "failpoints"),
+           # The tests start on the seasonal fallback and train their own
+           # models; the session on the GCP emulators starts as a first
+           # `make up` does (Makefile).
+           "INTRADAY_FIRST_MODEL": os.environ.get("INTRADAY_FIRST_MODEL", "off")}
     env.pop("INTRADAY_API_KEY", None)
     # The gateway also takes tokens from an identity provider: a JWKS served
     # here (the provider's part), the signing key in the stack's dict.
@@ -90,7 +94,8 @@ def stack() -> Iterator[dict]:
                         capture_output=True, text=True, timeout=600)
     try:
         assert up.returncode == 0, f"stack did not come up:\n{up.stdout}\n{up.stderr}"
-        yield {"data_dir": data_dir, "env": env, "failpoints": data_dir / "failpoints", "idp": provider}
+        yield {"data_dir": data_dir, "env": env, "failpoints": data_dir / "failpoints", "idp": provider,
+               "up_output": up.stdout}
     finally:
         provider.close()
         subprocess.run(["bash", "scripts/stack.sh", "down"], cwd=ROOT, env=env,

@@ -23,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.stack import dapr_headers, eventually
+from tests.stack import dapr_headers, eventually, intraday
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "intraday-local"
@@ -115,3 +115,15 @@ def test_a_price_tick_becomes_a_decision_and_its_orders_message(emulated, gatewa
     published = eventually(lambda: [m for m in orders.pull() if m["decision_id"] == decision_id], timeout=30)
     assert len(published) == 1 and published[0]["buy_mwh"] == pytest.approx(buy, abs=1e-9)
     assert not rds.exists("prices") and not rds.exists("orders"), "a message went through Redis"
+
+
+def test_the_first_start_serves_a_trained_model(emulated, gateway):
+    """This stack started as a newcomer's first `make up` does: with no
+    model yet, it trained one on the demo fleet and promoted it before the
+    services came up, and forecasts come from it."""
+    assert "no model is served yet: training one" in emulated["up_output"]
+    served = json.loads(intraday(emulated["env"], "models", "list", "--json"))["promoted"]
+    assert served and f"model {served}: trained" in emulated["up_output"]
+    r = gateway.post("/forecast/intraday", params={"wait": "true"}, json={"device_id": "hp-0005"})
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["model_version"] == served != "baseline"

@@ -256,6 +256,17 @@ def test_train_stores_a_version_that_can_be_listed_and_promoted(fleet_file, data
     assert json.loads(_run(capsys, ["models", "list", "--json"]))["promoted"] == version
 
 
+def test_train_if_none_promoted_trains_the_first_model_only(fleet_file, data_dir, capsys):
+    out = _run(capsys, ["train", "--data", str(fleet_file), *SMALL, "--promote", "--if-none-promoted"])
+    first = out.split()[1].rstrip(":")
+    assert "promoted" in out
+    assert json.loads(_run(capsys, ["models", "list", "--json"]))["promoted"] == first
+    again = _run(capsys, ["train", "--data", str(fleet_file), *SMALL, "--promote", "--if-none-promoted"])
+    assert again.strip() == f"model {first} is served already: nothing trained"
+    listing = json.loads(_run(capsys, ["models", "list", "--json"]))
+    assert listing["promoted"] == first and len(listing["models"]) == 1
+
+
 def _run(capsys, argv: list[str]) -> str:
     cli.main(argv)
     return capsys.readouterr().out
