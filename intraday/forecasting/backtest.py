@@ -416,22 +416,25 @@ def run(data: BacktestData, *, horizon: int | None = None, origins: int = 14, is
     return BacktestResult(report, forecasts, cube, actual, model, portfolio_frame, totals)
 
 
-def portfolio_forecasts(cube: dict[str, np.ndarray], actual: np.ndarray, model: QuantileModel,
-                        locations: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def portfolio_forecasts(cube: dict[str, np.ndarray], actual: np.ndarray, model: QuantileModel | None,
+                        locations: np.ndarray, members: np.ndarray | None = None,
+                        ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per method, (4, origins, steps) P10, P50, P90 and mean of the total
     of the portfolio's members in each cell, "actual" (origins, steps) their
     summed readings, and the members (devices, origins, steps): the devices
     with a reading and an engine forecast there. The engine's band comes
     from its portfolio calibration; the other methods' totals are their
     device values summed, a device's missing value taken from the seasonal
-    fallback (a cell a method still cannot fill is NaN for it)."""
+    fallback (a cell a method still cannot fill is NaN for it). `members`
+    given: those devices instead (to score two models on the same cells)."""
     engine = cube["engine"]
-    members = ~np.isnan(actual) & ~np.isnan(engine[3])
+    if members is None:
+        members = ~np.isnan(actual) & ~np.isnan(engine[3])
     present = members.any(axis=0)
     out = {"actual": np.where(present, np.where(members, actual, 0.0).sum(axis=0), np.nan)}
     fallback = cube.get("seasonal_quantiles")
     for name, c in cube.items():
-        if name == "engine" and model.portfolio is not None:
+        if name == "engine" and model is not None and model.portfolio is not None:
             total = np.empty((4, *present.shape))
             for o in range(present.shape[0]):
                 masked = [np.where(members[:, o], c[k, :, o], np.nan) for k in range(4)]

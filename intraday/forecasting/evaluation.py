@@ -1,0 +1,135 @@
+"""Champion and challenger: train a candidate on the data before a held-out
+span, score it and the served model on the same held-out cells, and decide.
+
+What is judged is what the trader buys: the **portfolio** (the total of the
+devices with a reading in each cell), by the mean of its P10/P50/P90 pinball
+losses. Device scores are recorded beside it, not decided on.
+
+The held-out span is the last `holdout_days` daily forecasts (at
+`ISSUE_TIME`, a day ahead each) of the training window. The candidate learns
+only from data before the first of them, and that model is what is
+promoted, so tomorrow's challenger is scored on days today's champion never
+saw. A champion trained on some of the held-out days (one trained on a whole
+window, by `intraday train`) is scored only on the days after its data where
+there are any; where there are none its score is in-sample, which favours
+it, and the record says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from intraday.errors import InvalidRequest
+from intraday.forecasting import backtest, baseline, metrics
+from intraday.forecasting.features import Rows
+from intraday.forecasting.model import QuantileModel, TrainingConfig, device_locations, fit
+from intraday.timeutil import isoformat_z
+
+HOLDOUT_DAYS = 7
+ISSUE_TIME = "10:00"
+DECIDED_ON = "portfolio pinball_mean"  # lower is better
+
+
+def holdout_origins(data: backtest.BacktestData, days: int, horizon: int) -> list[int]:
+    """Grid indices of the held-out forecasts: the last `days` days' at
+    ISSUE_TIME whose horizon ends inside the data."""
+    return backtest.origin_indices(data.panel, days, horizon, ISSUE_TIME)
+
+
+def train_candidate(data: backtest.BacktestData, config: TrainingConfig, holdout_days: int,
+                    progress=None) -> tuple[QuantileModel, list[int]]:
+    """A model trained on the data before the held-out span (on all of it
+    with `holdout_days` 0), and the held-out origins."""
+    origins = holdout_origins(data, holdout_days, config.horizon) if holdout_days else []
+    end = origins[0] if origins else data.panel.intervals
+    model = fit(backtest._truncated(data.panel, end), data.temperature, config, progress)
+    if origins:
+        model.manifest["training"]["holdout"] = {
+            "days": holdout_days, "first_forecast_start": isoformat_z(data.panel.timestamp(origins[0])),
+            "last_forecast_start": isoformat_z(data.panel.timestamp(origins[-1]))}
+    return model, origins
+
+
+def _cube(model: QuantileModel | None, data: backtest.BacktestData, origins: list[int], horizon: int) -> np.ndarray:
+    """(4, devices, origins, horizon) P10, P50, P90, mean; the seasonal
+    fallback's for no model (what is served when none is promoted)."""
+    panel = data.panel
+    D, O = len(panel.device_ids), len(origins)
+    if model is None:
+        cube = np.empty((4, D, O, horizon))
+        for k, o in enumerate(origins):
+            cube[:, :, k, :] = baseline.seasonal_quantile_matrix(panel.power, o, horizon,
+                                                                 per_day=panel.per_day)[0]
+        return cube
+    rows = Rows.grid(np.repeat(np.arange(D), O), np.tile(np.array(origins), D), horizon)
+    pred = model.predict_rows(panel, rows, data.temperature)
+    return np.stack([pred.p10, pred.p50, pred.p90, pred.mean]).reshape(4, D, O, horizon)
+
+
+def _trained_until(model: QuantileModel | None) -> datetime | None:
+    end = (model.manifest.get("training", {}).get("data_end") if model is not None else None)
+    return datetime.fromisoformat(end.replace("Z", "+00:00")) if end else None
+
+
+@dataclass
+class Evaluation:
+    origins: list[str]  # the held-out forecast starts both were scored at
+    candidate: dict  # {"portfolio": scores, "devices": scores}
+    champion: dict
+    champion_in_sample: bool  # the champion had seen every held-out day in training
+
+    def to_dict(self) -> dict:
+        return {"decided_on": DECIDED_ON, "origins": self.origins, "candidate": self.candidate,
+                "champion": self.champion, "champion_in_sample": self.champion_in_sample}
+
+
+def evaluate(candidate: QuantileModel, champion: QuantileModel | None, data: backtest.BacktestData,
+             origins: list[int], horizon: int) -> Evaluation:
+    """Both models on the same held-out cells: those with a reading and a
+    forecast of each (the champion's days restricted as the module says)."""
+    if not origins:
+        raise InvalidRequest("no held-out days to evaluate on")
+    panel = data.panel
+    until = _trained_until(champion)
+    fresh = [o for o in origins if until is None or panel.timestamp(o) >= until]
+    in_sample = not fresh
+    use = fresh or origins
+    target = Rows.grid(np.repeat(np.arange(len(panel.device_ids)), len(use)),
+                       np.tile(np.array(use), len(panel.device_ids)), horizon)
+    shape = (len(panel.device_ids), len(use), horizon)
+    actual = data.actual[target.device.reshape(shape), target.target.reshape(shape)]
+    cand = _cube(candidate, data, use, horizon)
+    champ = _cube(champion, data, use, horizon)
+    members = ~np.isnan(actual) & ~np.isnan(cand[3]) & ~np.isnan(champ[3])
+    locations = device_locations(panel)
+
+    def scored(cube: np.ndarray, model: QuantileModel | None) -> dict:
+        totals, _ = backtest.portfolio_forecasts({"engine": cube}, actual, model, locations, members)
+        y, t = totals["actual"], totals["engine"]
+        ok = ~np.isnan(y) & ~np.isnan(t).any(axis=0)
+        return {"portfolio": metrics.portfolio_scores(y[ok], *(t[k][ok] for k in range(4))),
+                "devices": metrics.scores(actual[members], *(cube[k][members] for k in range(4)))}
+
+    return Evaluation([isoformat_z(panel.timestamp(o)) for o in use], scored(cand, candidate),
+                      scored(champ, champion), in_sample)
+
+
+def decide(evaluation: Evaluation, force: bool = False) -> tuple[bool, str]:
+    """(promote?, why): only a strictly lower portfolio pinball loss wins;
+    `force` promotes whatever the scores."""
+    new = evaluation.candidate["portfolio"].get("pinball_mean")
+    old = evaluation.champion["portfolio"].get("pinball_mean")
+    if new is None or old is None:
+        verdict, better = "no held-out cell could be scored", False
+    else:
+        change = new / old - 1.0 if old else float("inf")
+        better = new < old
+        verdict = (f"portfolio pinball {new:.3f} vs {old:.3f} kW ({change:+.1%}) on "
+                   f"{len(evaluation.origins)} held-out day(s)"
+                   + (", the champion in-sample" if evaluation.champion_in_sample else ""))
+    if force:
+        return True, f"forced; {verdict}"
+    return better, ("better: " if better else "not better: ") + verdict

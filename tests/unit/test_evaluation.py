@@ -1,0 +1,100 @@
+"""Champion and challenger (intraday/forecasting/evaluation.py): the
+candidate never learns from the held-out days, both are scored on the same
+cells, and only a better portfolio forecast is promoted."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from intraday.forecasting import backtest, evaluation
+from intraday.forecasting.features import Panel
+from intraday.forecasting.model import fit
+
+from .conftest import SMALL
+
+HOLDOUT = 3
+
+
+def _scaled(data: backtest.BacktestData, factor: float) -> backtest.BacktestData:
+    """The same fleet with every reading times `factor`: a model trained on
+    it forecasts the real fleet badly."""
+    p = data.panel
+    panel = Panel(p.device_ids, p.start, p.power * factor, p.outdoor_temp, p.attributes, p.countries,
+                  p.step_minutes)
+    return replace(data, panel=panel, observed=None)
+
+
+@pytest.fixture(scope="module")
+def candidate(data):
+    return evaluation.train_candidate(data, SMALL, HOLDOUT)
+
+
+@pytest.fixture(scope="module")
+def worse(data, candidate):
+    _, origins = candidate
+    return fit(backtest._truncated(_scaled(data, 2.5).panel, origins[0]), data.temperature, SMALL)
+
+
+def test_the_candidate_learns_only_from_data_before_the_held_out_days(data, candidate):
+    model, origins = candidate
+    assert len(origins) == HOLDOUT and origins == sorted(origins)
+    first = data.panel.timestamp(origins[0])
+    assert model.manifest["training"]["data_end"] == first.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert model.manifest["training"]["holdout"]["days"] == HOLDOUT
+    # The whole held-out horizon lies inside the data, one day ahead each.
+    assert origins[-1] + data.panel.per_day <= data.panel.intervals
+
+
+def test_a_worse_candidate_is_not_promoted_and_a_better_one_is(data, candidate, worse):
+    model, origins = candidate
+    H = data.panel.per_day
+    kept = evaluation.evaluate(worse, model, data, origins, H)
+    assert kept.candidate["portfolio"]["pinball_mean"] > kept.champion["portfolio"]["pinball_mean"]
+    promote, why = evaluation.decide(kept)
+    assert not promote and why.startswith("not better: portfolio pinball")
+    # The roles swapped: the same two models, the same cells.
+    won = evaluation.evaluate(model, worse, data, origins, H)
+    assert won.candidate["portfolio"] == kept.champion["portfolio"]
+    assert won.origins == kept.origins and not won.champion_in_sample
+    promote, why = evaluation.decide(won)
+    assert promote and why.startswith("better: portfolio pinball")
+    assert evaluation.decide(kept, force=True)[0] is True
+
+
+def test_an_equal_candidate_is_not_better(data, candidate):
+    model, origins = candidate
+    tie = evaluation.evaluate(model, model, data, origins, data.panel.per_day)
+    assert tie.candidate == tie.champion
+    assert evaluation.decide(tie)[0] is False
+    promote, why = evaluation.decide(tie, force=True)
+    assert promote and why.startswith("forced; portfolio pinball")
+
+
+def test_with_no_champion_the_candidate_meets_the_seasonal_fallback(data, candidate):
+    model, origins = candidate
+    e = evaluation.evaluate(model, None, data, origins, data.panel.per_day)
+    assert e.champion["portfolio"]["rows"] == e.candidate["portfolio"]["rows"] > 0
+    # The engine beats the fallback it replaces on this fleet (backtests show it in every season).
+    assert evaluation.decide(e)[0], e.to_dict()
+
+
+def test_a_champion_that_saw_the_held_out_days_is_scored_after_its_data_or_flagged(data, candidate, model):
+    cand, origins = candidate
+    # `model` learned from the whole window: every held-out day is in its data.
+    e = evaluation.evaluate(cand, model, data, origins, data.panel.per_day)
+    assert e.champion_in_sample and len(e.origins) == HOLDOUT
+    assert "the champion in-sample" in evaluation.decide(e)[1]
+    # A champion that ends after the first held-out day is scored on the later days only.
+    _, fewer = evaluation.train_candidate(data, SMALL, HOLDOUT - 1)
+    late = fit(backtest._truncated(data.panel, fewer[0]), data.temperature, SMALL)
+    e = evaluation.evaluate(cand, late, data, origins, data.panel.per_day)
+    assert not e.champion_in_sample and len(e.origins) == HOLDOUT - 1
+
+
+def test_no_held_out_day_is_refused(data, candidate):
+    model, _ = candidate
+    with pytest.raises(Exception, match="no held-out days"):
+        evaluation.evaluate(model, None, data, [], data.panel.per_day)
+    assert np.isfinite(evaluation.evaluate(model, None, data, candidate[1][-1:], data.panel.per_day)
+                       .candidate["portfolio"]["pinball_mean"])
