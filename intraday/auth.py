@@ -22,7 +22,7 @@ SCOPES = {
     "forecast:read": "read forecasts and the fleet's devices",
     "forecast:request": "request device and fleet forecasts",
     "prices:publish": "publish prices (they move the trading service)",
-    "models:admin": "warm the served model and device actors",
+    "models:admin": "warm the served model and device actors; train and promote models",
 }
 ALL = "all"
 _KEY = re.compile(r"^ik_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")

@@ -463,14 +463,25 @@ def cmd_backtest(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from intraday.forecasting import modelstore
-    from intraday.forecasting.features import SERVING_STEP_MINUTES
-    from intraday.forecasting.model import fit
 
+    if args.data is None and not args.local and _train_via_gateway(args):
+        return
     if args.if_none_promoted:
         served = modelstore.default_store().promoted()
         if served:
             print(f"model {served} is served already: nothing trained")
             return
+    _train_here(args)
+
+
+def _train_here(args: argparse.Namespace) -> None:
+    """Train on a file or the telemetry store opened here (the stack
+    stopped): with --holdout-days, scored against the served model on those
+    days, promoted only if better (or --force), the decision recorded."""
+    from intraday.forecasting import evaluation, modelstore
+    from intraday.forecasting.features import SERVING_STEP_MINUTES
+    from intraday.forecasting.model import QuantileModel
+
     if args.data:
         data = _load_backtest_data(args)
         source = {"file": args.data, "sha256": _file_sha256(Path(args.data)), "weather": args.weather,
@@ -478,35 +489,135 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         if args.freq and args.freq not in ("15min", "15m", "15T"):
             _fail(f"--freq {args.freq}: the telemetry store holds quarter-hours; --freq applies to --data", 2)
-        data, source = _store_training_data(args.days)
-    if args.promote and data.panel.step_minutes != SERVING_STEP_MINUTES:
+        data, source = _store_training_data(args.days, args.end)
+    promote = args.promote or args.force
+    if promote and data.panel.step_minutes != SERVING_STEP_MINUTES:
         _fail(f"--promote: the service forecasts {SERVING_STEP_MINUTES}-min intervals and this data is "
               f"on a {data.panel.step_minutes}-min grid; the model is for backtests only "
               "(train without --promote)", 2)
-    config = _training_config(args, _horizon(args, data.panel))
+    horizon = _horizon(args, data.panel)
+    config = _training_config(args, horizon)
     store = modelstore.default_store()
     started = time.monotonic()
-    model = fit(data.panel, data.temperature, config, _stderr)
+    holdout = args.holdout_days or 0
+    if not 0 <= holdout <= 30:
+        _fail(f"--holdout-days {holdout}: must be 0..30", 2)
+    from intraday.errors import InvalidRequest
+
+    try:
+        model, origins = evaluation.train_candidate(data, config, holdout, _stderr)
+    except InvalidRequest as e:
+        _fail(str(e), 2)
     # Where the training data came from (the window and its hash are in "training").
     model.manifest["data"] = source
     artifact = model.to_bytes()
-    manifest = model.manifest
-    version = store.save(artifact, manifest)
+    version = store.save(artifact, model.manifest)
     line = f"model {version}: trained in {time.monotonic() - started:.0f} s, {len(artifact) / 1e6:.1f} MB"
-    if args.promote:
+    decision = None
+    if holdout:
+        served = store.promoted()
+        champion = QuantileModel.from_bytes(store.artifact(served)) if served else None
+        scored = evaluation.evaluate(model, champion, data, origins, horizon)
+        better, reason = evaluation.decide(scored, args.force)
+        promote = promote and better
+        decision = _record_local_training(version, served, promote, args.force, reason, scored, data)
+    if promote:
         store.promote(version)
         line += ", promoted"
-    v = manifest["validation"]["full_history"]
+    v = model.manifest["validation"]["full_history"]
     print(f"{line}\n  validation: WAPE {v['wape']:.1%}, P10-P90 coverage {v['coverage_p10_p90']:.1%}"
           f"\n  store: {store.objects.url}")
+    if decision is not None:
+        print_training(decision)
 
 
-def _store_training_data(days: int):
+def _record_local_training(version, served, promoted, forced, reason, scored, data) -> dict:
+    """The decision as the training workflow records it (trigger `cli`);
+    printed, and written to the audit database when it is reachable."""
+    import uuid
+
+    from intraday.audit import db
+    from intraday.forecasting import baseline
+    from intraday.timeutil import isoformat_z
+
+    now = isoformat_z(datetime.now(UTC))
+    row = {"training_id": f"train-cli-{uuid.uuid4().hex[:16]}", "trigger": "cli",
+           "requested_by": "cli", "requested_at": now, "finished_at": now,
+           "data_start": isoformat_z(data.panel.timestamp(0)),
+           "data_end": isoformat_z(data.panel.timestamp(data.panel.intervals)),
+           "devices": int(len(data.panel.device_ids)), "candidate_version": version,
+           "champion_version": served or baseline.MODEL_VERSION, "promoted": promoted, "forced": forced,
+           "reason": reason, "evaluation": scored.to_dict(), "trace_id": None}
+    try:
+        with db.connect(get_settings().pg_dsn) as conn:
+            db.record_training(conn, row)
+    except Exception as e:  # no audit database here: the decision is still printed
+        _stderr(f"the decision is not recorded in the audit database: {str(e).splitlines()[0]}")
+    return row
+
+
+def print_training(t: dict) -> None:
+    """A training's decision: what was promoted or kept, why, and both scores."""
+    verdict = "promoted" if t["promoted"] else "kept the champion"
+    print(f"training {t['training_id']} ({t['trigger']}): {verdict}")
+    print(f"  candidate {t['candidate_version']}  champion {t['champion_version']}")
+    print(f"  {t['reason']}")
+    e = t["evaluation"]
+    print(f"  {'':<10} {'pinball':>8} {'WAPE':>7} {'bias':>7} {'P10-P90':>8}  "
+          f"portfolio of {t['devices']:,} devices")
+    for role in ("candidate", "champion"):
+        p = e[role]["portfolio"]
+        cov = p.get("coverage_p10_p90")
+        print(f"  {role:<10} {p.get('pinball_mean', float('nan')):8.3f} {p.get('wape', float('nan')):7.1%} "
+              f"{p.get('bias', float('nan')):+7.1%} {cov if cov is None else f'{cov:.1%}':>8}")
+
+
+def _train_via_gateway(args: argparse.Namespace) -> bool:
+    """The training workflow of the running stack, followed until it has
+    decided; False when no gateway answers (then the store is trained on
+    here)."""
+    with _gateway() as gw:
+        try:
+            gw.get("/health", timeout=2)
+        except httpx.TransportError:
+            return False
+        if args.if_none_promoted:
+            r = gw.get("/models", params={"limit": 1})
+            if r.status_code >= 400:
+                _http_error(r)
+            if r.json()["promoted"]:
+                print(f"model {r.json()['promoted']} is served already: nothing trained")
+                return True
+        body = {"days": args.days, "holdout_days": args.holdout_days or 7, "train_rows": args.train_rows,
+                "trees": args.trees, "force": args.force}
+        if args.end:
+            body["end"] = args.end
+        r = gw.post("/models/train", json=body)
+        if r.status_code >= 400:
+            _http_error(r)
+        view = r.json()
+        tid = view["training_id"]
+        _stderr(f"training {tid} on the running stack ({view['status'].lower()}); following it")
+        started = time.monotonic()
+        while view["status"] not in ("COMPLETED", "FAILED", "TERMINATED", "NOT_FOUND"):
+            time.sleep(2)
+            r = gw.get(f"/models/trainings/{tid}")
+            if r.status_code >= 400 and r.status_code != 404:
+                _http_error(r)
+            view = r.json()
+            _stderr(f"  {view['status'].lower()} after {time.monotonic() - started:.0f} s")
+    if view["status"] != "COMPLETED":
+        _fail(f"training {tid}: {view['status']}: {view.get('detail', '')}")
+    print_training(view["result"])
+    return True
+
+
+def _store_training_data(days: int, until: str | None = None):
     from intraday.errors import InvalidRequest
     from intraday.forecasting import backtest
     from intraday.timeutil import floor_quarter_hour
 
-    end = floor_quarter_hour(datetime.now(UTC))
+    end = floor_quarter_hour(datetime.fromisoformat(until) if until else datetime.now(UTC))
     start = end - timedelta(days=days)
     store = _open_store()
     try:
@@ -530,17 +641,39 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def cmd_models_list(args: argparse.Namespace) -> None:
+def _models_listing(limit: int = 20) -> dict:
+    """{promoted, models, trainings}: from the running stack, else from the
+    model store and the audit database here (trainings empty without one)."""
+    from intraday.audit import db
     from intraday.forecasting import modelstore
 
+    with _gateway() as gw:
+        try:
+            r = gw.get("/models", params={"limit": limit})
+        except httpx.TransportError:
+            r = None
+    if r is not None:
+        if r.status_code >= 400:
+            _http_error(r)
+        return r.json()
     store = modelstore.default_store()
-    versions = store.versions()
-    promoted = store.promoted()
+    listing = {"promoted": store.promoted(), "models": store.versions(), "trainings": []}
+    try:
+        with db.connect(get_settings().pg_dsn) as conn:
+            listing["trainings"] = db.read_trainings(conn, limit)
+    except Exception as e:  # no audit database here: versions only
+        _stderr(f"no training history (audit database: {str(e).splitlines()[0]})")
+    return listing
+
+
+def cmd_models_list(args: argparse.Namespace) -> None:
+    listing = _models_listing(args.history)
+    versions, promoted = listing["models"], listing["promoted"]
     if args.json:
-        print(json.dumps({"promoted": promoted, "models": versions}, indent=2))
+        print(json.dumps(listing, indent=2))
         return
     if not versions:
-        print(f"no models in {store.objects.url}; train one with `intraday train --data FILE`")
+        print("no models stored; train one with `intraday train` (or --data FILE)")
         return
     print(f"{'':2}{'version':<32} {'devices':>8} {'data':<35} {'WAPE':>6} {'P10-P90':>8}")
     for m in versions:
@@ -550,6 +683,16 @@ def cmd_models_list(args: argparse.Namespace) -> None:
               f"{t.get('data_start', '')[:16]}..{t.get('data_end', '')[:16]:<17} "
               f"{v.get('wape', float('nan')):6.1%} {v.get('coverage_p10_p90', float('nan')):8.1%}")
     print("(* promoted: what the forecaster serves)")
+    if listing["trainings"]:
+        print("\ntrainings, newest first: challenger vs champion on the same held-out days "
+              "(portfolio pinball, kW)")
+        for t in listing["trainings"]:
+            e = t["evaluation"]
+            new, old = (e[role]["portfolio"].get("pinball_mean", float("nan"))
+                        for role in ("candidate", "champion"))
+            verdict = "promoted" if t["promoted"] else "kept"
+            print(f"  {t['finished_at'][:16]} {t['trigger']:<8} {t['candidate_version']:<32} {new:8.3f}  vs  "
+                  f"{t['champion_version']:<32} {old:8.3f}  {verdict}{' (forced)' if t['forced'] else ''}")
 
 
 def cmd_models_promote(args: argparse.Namespace) -> None:
@@ -674,14 +817,25 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a model and store it as a new version")
     _data_args(tr, required=False)
     tr.add_argument("--days", type=int, default=30, help="without --data: the last D days of the store")
-    tr.add_argument("--promote", action="store_true", help="serve it right away")
+    tr.add_argument("--end", help="without --data: the window's end (UTC ISO time; default: now)")
+    tr.add_argument("--promote", action="store_true",
+                    help="serve it: at once, or with --holdout-days only if it beats the served model "
+                         "(the running stack's training always decides so)")
+    tr.add_argument("--force", action="store_true", help="promote it whatever its held-out scores")
+    tr.add_argument("--holdout-days", type=int,
+                    help="train before the last N days, score it and the served model there "
+                         "(default: 7 on the running stack, none here)")
+    tr.add_argument("--local", action="store_true",
+                    help="train here on the store or --data even if the stack runs (a remote store)")
     tr.add_argument("--if-none-promoted", action="store_true",
                     help="only when no version is served yet (what the first `make up` runs)")
     tr.set_defaults(func=cmd_train)
 
     mo = sub.add_parser("models", help="the model store").add_subparsers(dest="models_command", required=True)
-    ml = mo.add_parser("list", help="stored versions, the promoted one marked")
+    ml = mo.add_parser("list", help="stored versions, the promoted one marked, and the trainings' "
+                                    "champion/challenger decisions")
     ml.add_argument("--json", action="store_true")
+    ml.add_argument("--history", type=int, default=20, help="the latest N trainings")
     ml.set_defaults(func=cmd_models_list)
     mp = mo.add_parser("promote", help="serve this version")
     mp.add_argument("version")

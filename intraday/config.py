@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     # directory (default: data_dir) or gs://bucket[/prefix].
     model_store: str = ""
     model_refresh_seconds: float = 30.0  # how often a forecaster re-reads which version is promoted
+    # The daily training workflow's Dapr job: a six-field cron (seconds
+    # first) or "@every 24h"; "" schedules none.
+    training_schedule: str = "0 0 3 * * *"
+    training_days: int = 30  # the scheduled training's window
+    training_rows: int = 1_500_000  # and its training rows
     compiled_trees: bool = True  # serve with treelite/tl2cgen-compiled trees (same numbers, ~2x faster)
     history_days: int = 30  # telemetry window a DeviceActor keeps
     baseline_days: int = 14  # days the seasonal baseline draws quantiles from

@@ -295,9 +295,12 @@ up() {
 
 # A first start serves a trained model, not only the seasonal fallback: with
 # no version promoted yet, train one on the store's fleet (the demo fleet:
-# 200,000 sampled rows, about 20 s here) and promote it before the services
-# start (the telemetry service then holds the store). Later starts keep the
-# one they find. INTRADAY_FIRST_MODEL=off skips it (the test stack, whose
+# 200,000 sampled rows, about 20 s here) before the services start (the
+# telemetry service then holds the store). As the training workflow does, it
+# learns from the data before the last 7 days, is scored there against the
+# seasonal fallback and promoted only if better; so the daily training's
+# challengers are scored on days it never saw. Later starts keep the one
+# they find. INTRADAY_FIRST_MODEL=off skips it (the test stack, whose
 # tests train their own).
 first_model() {
   [[ "${INTRADAY_FIRST_MODEL:-on}" != off ]] || return 0
@@ -307,7 +310,8 @@ first_model() {
   fi
   say "no model is served yet: training one on the fleet in the store (about 20 s) ..."
   local out
-  if out="$(.venv/bin/intraday train --promote --if-none-promoted --train-rows 200000 2>"$logs/first-model.log")"; then
+  if out="$(.venv/bin/intraday train --local --promote --if-none-promoted --holdout-days 7 --train-rows 200000 \
+      2>"$logs/first-model.log")"; then
     say "${out%%$'\n'*}"
   else
     say "no model trained (see $logs/first-model.log); forecasts come from the seasonal fallback"

@@ -41,3 +41,19 @@ class ForecastRequest(BaseModel):
     )
     horizon_hours: float = Field(24.0, description="multiple of 0.25, at most 48")
     requested_by: str = Field("api", max_length=64)
+
+
+class TrainingRequest(BaseModel):
+    """Body of POST /models/train (gateway) and POST /trainings (forecaster):
+    a training of the served model's successor. Unknown fields are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    days: int = Field(30, ge=10, le=400, description="the training window: the last D days of telemetry")
+    end: datetime | None = Field(None, description="the window's end, a UTC quarter-hour in the past; "
+                                                   "default: the last quarter-hour")
+    holdout_days: int = Field(7, ge=1, le=30, description="days held out to score candidate and champion")
+    train_rows: int = Field(1_500_000, ge=10_000, le=20_000_000, description="training rows sampled")
+    trees: int = Field(60, ge=10, le=2_000, description="boosting rounds of the P50 model (P10/P90: half)")
+    force: bool = Field(False, description="promote the candidate whatever its scores")
+    requested_by: str = Field("api", max_length=64)

@@ -270,3 +270,34 @@ def read_decision(conn: psycopg.Connection, decision_id: str) -> dict[str, Any] 
             "reference_price": reference, "forecast_start": isoformat_z(start),
             "portfolio_forecast_id": pf_id, "model_version": version, "target_quantile": quantile,
             "buy_mwh": buy, "sell_mwh": sell, "orders": orders, "trace_id": trace_id}
+
+
+_TRAINING_COLUMNS = ("training_id", "trigger", "requested_by", "requested_at", "data_start", "data_end",
+                     "devices", "candidate_version", "champion_version", "promoted", "forced", "reason",
+                     "evaluation", "trace_id")
+
+
+def record_training(conn: psycopg.Connection, row: dict[str, Any]) -> bool:
+    """A training's decision (sql/postgres/007_model_trainings.sql); False
+    if this training id was already recorded (a retried step)."""
+    values = [Jsonb(row[c]) if c == "evaluation" else row.get(c) for c in _TRAINING_COLUMNS]
+    cur = conn.execute(
+        f"INSERT INTO model_trainings ({', '.join(_TRAINING_COLUMNS)}) "
+        f"VALUES ({', '.join(['%s'] * len(values))}) ON CONFLICT (training_id) DO NOTHING", values)
+    return cur.rowcount == 1
+
+
+def read_trainings(conn: psycopg.Connection, limit: int = 50,
+                   training_id: str | None = None) -> list[dict[str, Any]]:
+    """The latest trainings' decisions, newest first (or the one with that id)."""
+    where, params = ("WHERE training_id = %s", [training_id]) if training_id else ("", [])
+    rows = conn.execute(
+        f"SELECT {', '.join(_TRAINING_COLUMNS)}, finished_at FROM model_trainings {where} "
+        "ORDER BY finished_at DESC LIMIT %s", [*params, limit]).fetchall()
+    out = []
+    for row in rows:
+        item = dict(zip((*_TRAINING_COLUMNS, "finished_at"), row, strict=True))
+        for c in ("requested_at", "data_start", "data_end", "finished_at"):
+            item[c] = isoformat_z(item[c])
+        out.append(item)
+    return out

@@ -53,20 +53,21 @@ def train_candidate(data: backtest.BacktestData, config: TrainingConfig, holdout
     return model, origins
 
 
-def _cube(model: QuantileModel | None, data: backtest.BacktestData, origins: list[int], horizon: int) -> np.ndarray:
+def _cube(model: QuantileModel | None, data: backtest.BacktestData, origins: list[int],
+          horizon: int) -> np.ndarray:
     """(4, devices, origins, horizon) P10, P50, P90, mean; the seasonal
     fallback's for no model (what is served when none is promoted)."""
     panel = data.panel
-    D, O = len(panel.device_ids), len(origins)
+    D, n = len(panel.device_ids), len(origins)
     if model is None:
-        cube = np.empty((4, D, O, horizon))
+        cube = np.empty((4, D, n, horizon))
         for k, o in enumerate(origins):
             cube[:, :, k, :] = baseline.seasonal_quantile_matrix(panel.power, o, horizon,
                                                                  per_day=panel.per_day)[0]
         return cube
-    rows = Rows.grid(np.repeat(np.arange(D), O), np.tile(np.array(origins), D), horizon)
+    rows = Rows.grid(np.repeat(np.arange(D), n), np.tile(np.array(origins), D), horizon)
     pred = model.predict_rows(panel, rows, data.temperature)
-    return np.stack([pred.p10, pred.p50, pred.p90, pred.mean]).reshape(4, D, O, horizon)
+    return np.stack([pred.p10, pred.p50, pred.p90, pred.mean]).reshape(4, D, n, horizon)
 
 
 def _trained_until(model: QuantileModel | None) -> datetime | None:

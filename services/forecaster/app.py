@@ -26,7 +26,7 @@ from actors.state import StateSerializer
 from intraday.audit import db as audit_db
 from intraday.config import get_settings
 from intraday.errors import InvalidRequest, UnknownDevice
-from intraday.forecasting import engine
+from intraday.forecasting import baseline, engine
 from intraday.forecasting.request import check_forecast_start, forecast_id, horizon_intervals
 from intraday.timeutil import floor_quarter_hour, isoformat_z, next_quarter_hour
 from services import metrics, tracing
@@ -35,11 +35,14 @@ from services.forecaster.batching import Batcher
 from services.forecaster.models import catalog
 from services.http import install_common
 from services.sidecar import SidecarError, call_actor_async
+from services.sidecar import _request as sidecar_request
 from workflows import activities
-from workflows.contracts import ForecastJob, ForecastRequest
+from workflows.contracts import ForecastJob, ForecastRequest, TrainingRequest
 from workflows.fleet import BATCH_WORKFLOW_NAME, FLEET_WORKFLOW_NAME
 from workflows.fleet import register as register_fleet
 from workflows.forecast import WORKFLOW_NAME, register
+from workflows.training import TRAINING_WORKFLOW_NAME
+from workflows.training import register as register_training
 
 log = logging.getLogger("forecaster")
 TERMINAL_RERUN = {wf.WorkflowStatus.FAILED, wf.WorkflowStatus.TERMINATED}
@@ -68,13 +71,16 @@ async def lifespan(app: FastAPI):
     runtime = wf.WorkflowRuntime(maximum_thread_pool_workers=16, logger_options=quiet)
     register(runtime)
     register_fleet(runtime)
+    register_training(runtime)
     runtime.start()
     client = wf.DaprWorkflowClient(logger_options=quiet)
     batcher = Batcher(_run_single, _run_batch, _batch_group, max_size=settings.batch_max_size,
                       max_in_flight=settings.batch_max_in_flight,
                       max_wait=settings.batch_max_wait_ms / 1000)
     metrics.QUEUE_DEPTH.set_function(batcher.queued)
+    scheduling = asyncio.create_task(_schedule_training(settings.training_schedule))
     yield
+    scheduling.cancel()
     runtime.shutdown()
 
 
@@ -441,3 +447,133 @@ async def get_forecast(
 async def batching() -> dict:
     """What the dynamic batcher has done: requests, batches and their sizes."""
     return {**batcher.stats.to_dict(), "queued": batcher.queued()}
+
+
+# -- training: champion and challenger (workflows/training.py) ---------------
+
+TRAINING_JOB = "intraday-training"  # the Dapr job that starts the daily training
+
+
+def training_id(end: datetime, request: TrainingRequest, champion: str) -> str:
+    """The same window, settings and champion give the same id, so a
+    repeated request finds the training it started."""
+    key = "/".join(str(x) for x in (request.days, request.holdout_days, request.train_rows, request.trees,
+                                    request.force, champion))
+    return f"train-{end:%Y%m%dT%H%MZ}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def _training_job(tid: str, end: datetime, request: TrainingRequest, trigger: str) -> dict:
+    return {"training_id": tid, "end": isoformat_z(end), "days": request.days,
+            "holdout_days": request.holdout_days, "train_rows": request.train_rows, "trees": request.trees,
+            "force": request.force, "requested_by": request.requested_by,
+            "requested_at": isoformat_z(datetime.now(UTC)), "trigger": trigger}
+
+
+def _recorded_training(tid: str) -> dict | None:
+    with activities._audit_pool().connection() as conn:
+        found = audit_db.read_trainings(conn, 1, tid)
+    return found[0] if found else None
+
+
+def _training_view(tid: str, state: wf.WorkflowState | None) -> dict:
+    view = _view(tid, state)
+    view["training_id"] = view.pop("forecast_id")
+    if view["status"] == "NOT_FOUND":
+        view["detail"] = f"no training {tid!r} is running or recorded"
+    return view
+
+
+async def _run_training(tid: str, job: dict, wait: bool, timeout: float) -> JSONResponse:
+    recorded = await run_in_threadpool(_recorded_training, tid)
+    if recorded is not None:
+        return JSONResponse({"training_id": tid, "status": "COMPLETED", "result": recorded,
+                             "created": False})
+    async with _starting_lock(tid):
+        created = await run_in_threadpool(_start_once, tid, job, TRAINING_WORKFLOW_NAME)
+    view: dict = {"training_id": tid, "status": "SCHEDULED" if created else "EXISTS"}
+    if wait:
+        state = await run_in_threadpool(_read_state, client.wait_for_workflow_completion, tid,
+                                        fetch_payloads=True, timeout_in_seconds=int(timeout))
+        _waited(TRAINING_WORKFLOW_NAME, state)
+        view = _training_view(tid, state)
+    view["created"] = created
+    return JSONResponse(view, status_code=_status_code(view) if wait else 202)
+
+
+@app.post("/trainings")
+async def start_training(
+    request: TrainingRequest,
+    wait: bool = Query(False, description="return the finished training's decision"),
+    timeout: float = Query(900.0, gt=0, le=3600),
+) -> JSONResponse:
+    """Train a candidate on the telemetry window, score it against the
+    served model on the same held-out days, promote it if better (or
+    `force`), and record the decision."""
+    now = datetime.now(UTC)
+    end = floor_quarter_hour(now)
+    if request.end is not None:
+        end = request.end.astimezone(UTC) if request.end.tzinfo else None
+        if end is None or end != floor_quarter_hour(end) or end > now:
+            raise InvalidRequest("end must be a quarter-hour in the past with a time zone "
+                                 "(e.g. 2026-01-31T12:00:00Z)")
+    champion = await asyncio.to_thread(catalog.store.promoted) or baseline.MODEL_VERSION
+    tid = training_id(end, request, champion)
+    return await _run_training(tid, _training_job(tid, end, request, "request"), wait, timeout)
+
+
+@app.get("/trainings/{tid}")
+async def get_training(tid: str) -> JSONResponse:
+    recorded = await run_in_threadpool(_recorded_training, tid)
+    if recorded is not None:
+        return JSONResponse({"training_id": tid, "status": "COMPLETED", "result": recorded})
+    view = _training_view(tid, await run_in_threadpool(_read_state, client.get_workflow_state, tid,
+                                                       fetch_payloads=True))
+    return JSONResponse(view, status_code=_status_code(view))
+
+
+@app.get("/models")
+async def models(limit: int = Query(20, ge=1, le=500)) -> dict:
+    """The stored versions (oldest first), the promoted one, and the latest
+    trainings' decisions (newest first)."""
+    store = catalog.store
+    versions, promoted = await asyncio.gather(asyncio.to_thread(store.versions),
+                                              asyncio.to_thread(store.promoted))
+
+    def history() -> list[dict]:
+        with activities._audit_pool().connection() as conn:
+            return audit_db.read_trainings(conn, limit)
+    return {"promoted": promoted, "models": versions, "trainings": await run_in_threadpool(history)}
+
+
+@app.post(f"/job/{TRAINING_JOB}")
+async def scheduled_training() -> dict:
+    """The daily job's trigger (Dapr's scheduler calls this): one training a
+    day, whichever replica it reaches and however often it is delivered."""
+    settings = get_settings()
+    now = datetime.now(UTC)
+    request = TrainingRequest(days=settings.training_days, train_rows=settings.training_rows,
+                              requested_by="scheduler")
+    tid = f"train-daily-{now:%Y%m%d}"
+    async with _starting_lock(tid):
+        created = await run_in_threadpool(_start_once, tid, _training_job(tid, floor_quarter_hour(now),
+                                                                          request, "schedule"),
+                                          TRAINING_WORKFLOW_NAME)
+    log.info("scheduled training %s: %s", tid, "started" if created else "already started")
+    return {"training_id": tid, "created": created}
+
+
+async def _schedule_training(schedule: str) -> None:
+    """Register (or, with no schedule, remove) the daily training's Dapr
+    job, retrying until the sidecar and its scheduler answer."""
+    path = f"/v1.0-alpha1/jobs/{TRAINING_JOB}"
+    while True:
+        try:
+            r = await (sidecar_request("POST", path, json={"schedule": schedule, "overwrite": True})
+                       if schedule else sidecar_request("DELETE", path))
+            if r.is_success or (not schedule and r.status_code in (404, 500)):
+                log.info("training job %s: %s", TRAINING_JOB, schedule or "none")
+                return
+            log.warning("scheduling the training job: %s %s", r.status_code, r.text[:300])
+        except Exception as e:  # the sidecar is not up yet
+            log.info("scheduling the training job: %s", str(e)[:200])
+        await asyncio.sleep(5)

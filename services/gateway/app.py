@@ -27,7 +27,7 @@ from intraday.tokens import TokenKeysUnavailable, TokenVerifier
 from intraday.trading.rules import check_tick_time
 from services import sidecar
 from services.http import BodyLimit, install_common
-from workflows.contracts import ForecastRequest
+from workflows.contracts import ForecastRequest, TrainingRequest
 
 pool: ConnectionPool
 # The largest body a caller may send: a fleet request naming 100,000
@@ -208,6 +208,41 @@ async def warm(request: Request, _: Annotated[auth.Principal, Depends(scope("mod
     """Load the served model and the most-traded devices' actors ahead of a burst."""
     return _relay(await sidecar.invoke("forecaster", "POST", "warm", content=await request.body(),
                                        headers={"content-type": "application/json"}, timeout=300))
+
+
+ModelsAdmin = Annotated[auth.Principal, Depends(scope("models:admin"))]
+
+
+@app.post("/models/train")
+async def train(
+    body: TrainingRequest,
+    caller: ModelsAdmin,
+    wait: bool = Query(False, description="wait for and return the training's decision"),
+    timeout: float = Query(900.0, gt=0, le=3600),
+) -> Response:
+    """Train a candidate on the telemetry window, score it and the served
+    model on the same held-out days, promote it only if better (or `force`),
+    and record the decision; `requested_by` is the caller's key holder."""
+    r = await sidecar.invoke(
+        "forecaster", "POST", "trainings", params={"wait": str(wait).lower(), "timeout": timeout},
+        content=body.model_copy(update={"requested_by": caller.name}).model_dump_json(exclude_none=True),
+        headers={"content-type": "application/json"}, timeout=timeout + 5)
+    return _relay(r)
+
+
+@app.get("/models/trainings/{training_id}")
+async def get_training(
+    _: ForecastReader,
+    training_id: str = Path(max_length=200, pattern=r"^train-[A-Za-z0-9_.:-]+$"),
+) -> Response:
+    return _relay(await sidecar.invoke("forecaster", "GET", f"trainings/{training_id}"))
+
+
+@app.get("/models")
+async def models(_: ForecastReader, limit: int = Query(20, ge=1, le=500)) -> Response:
+    """Stored versions, the promoted one, and the latest trainings' decisions
+    (champion and challenger, both sets of metrics)."""
+    return _relay(await sidecar.invoke("forecaster", "GET", "models", params={"limit": limit}))
 
 
 @app.get("/devices")

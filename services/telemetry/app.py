@@ -194,6 +194,28 @@ async def weather(location: str, start: datetime = Query(...), end: datetime = Q
             "values": [None if math.isnan(v) else v for v in temps[0].tolist()]}
 
 
+class WeatherForecastsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    locations: list[str] = Field(min_length=1, max_length=MAX_BATCH_DEVICES)
+    start: datetime
+    end: datetime
+
+
+@app.post("/weather-forecasts")
+async def weather_forecasts(request: WeatherForecastsRequest) -> Response:
+    """Every temperature forecast issued in [start, end) for the locations,
+    as Parquet (location, issued_at, timestamp, outdoor_temp): what a
+    training reads forecasts from, as they were issued."""
+    start, end = to_utc(request.start), to_utc(request.end)
+    if not start < end or end - start > MAX_WINDOW:
+        raise HTTPException(422, f"need start < end and at most {MAX_WINDOW.days} days")
+    df = await run_in_threadpool(store.weather_forecasts, request.locations, start, end)
+    out = io.BytesIO()
+    df.to_parquet(out, index=False)
+    return Response(out.getvalue(), media_type="application/vnd.apache.parquet")
+
+
 @app.get("/devices/{device_id}/readings")
 async def raw_readings(
     device_id: str, start: datetime = Query(...), end: datetime = Query(...)

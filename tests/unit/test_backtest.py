@@ -108,6 +108,9 @@ def fleet_file(tmp_path_factory):
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("INTRADAY_DATA_DIR", str(tmp_path))
+    # No gateway there: `train` and `models list` work on the stores here,
+    # whatever stack runs beside the tests.
+    monkeypatch.setenv("INTRADAY_GATEWAY_URL", "http://127.0.0.1:9")
     get_settings.cache_clear()
     yield tmp_path
     get_settings.cache_clear()
@@ -298,3 +301,26 @@ def test_train_reads_the_telemetry_store_when_no_file_is_given(data_dir, capsys)
     [m] = listing["models"]
     assert m["data"] == {"telemetry_store": "chdb", "days": 12}
     assert m["training"]["devices"] == 4 and m["training"]["data_end"][:16] == end.isoformat()[:16]
+
+
+def test_train_with_held_out_days_promotes_only_a_better_model(fleet_file, data_dir, capsys):
+    """What `make up` runs first and the training workflow does: the model
+    learns before the held-out days, meets the served one there, and is
+    promoted only if its portfolio forecast is better, or when forced."""
+    args = ["train", "--data", str(fleet_file), *SMALL, "--holdout-days", "2", "--promote"]
+    first = _run(capsys, args)
+    assert "kept the champion" not in first and ": promoted" in first
+    version = first.split()[1].rstrip(":")
+    assert "champion baseline" in first and "better: portfolio pinball" in first
+    listing = json.loads(_run(capsys, ["models", "list", "--json"]))
+    assert listing["promoted"] == version
+    [m] = listing["models"]
+    assert m["training"]["holdout"]["days"] == 2
+    assert m["training"]["data_end"] == m["training"]["holdout"]["first_forecast_start"]
+    # The same data again: the same model, so no better than the champion.
+    again = _run(capsys, args)
+    assert "kept the champion" in again and "not better: portfolio pinball" in again
+    assert json.loads(_run(capsys, ["models", "list", "--json"]))["promoted"] == version
+    forced = _run(capsys, [*args, "--force"])
+    assert "training" in forced and "forced; portfolio pinball" in forced
+    assert json.loads(_run(capsys, ["models", "list", "--json"]))["promoted"] == forced.split()[1].rstrip(":")
