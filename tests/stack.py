@@ -80,6 +80,8 @@ def stack() -> Iterator[dict]:
     env = {**os.environ, "INTRADAY_DATA_DIR": str(data_dir), "INTRADAY_MODEL_REFRESH_SECONDS": "1",
            "INTRADAY_PRICE_DEBOUNCE_SECONDS": "1", "INTRADAY_API_KEY_CACHE_SECONDS": "1",
            "INTRADAY_FAILPOINTS_DIR": str(data_dir / "failpoints"),
+           # The daily training (tests/integration/test_training.py triggers it): small.
+           "INTRADAY_TRAINING_ROWS": "50000",
            # The tests start on the seasonal fallback and train their own
            # models; the session on the GCP emulators starts as a first
            # `make up` does (Makefile).

@@ -568,7 +568,9 @@ async def _schedule_training(schedule: str) -> None:
     path = f"/v1.0-alpha1/jobs/{TRAINING_JOB}"
     while True:
         try:
-            r = await (sidecar_request("POST", path, json={"schedule": schedule, "overwrite": True})
+            # With data: daprd 1.18 cannot answer a GET of a job without it.
+            job = {"schedule": schedule, "overwrite": True, "data": {"workflow": TRAINING_WORKFLOW_NAME}}
+            r = await (sidecar_request("POST", path, json=job)
                        if schedule else sidecar_request("DELETE", path))
             if r.is_success or (not schedule and r.status_code in (404, 500)):
                 log.info("training job %s: %s", TRAINING_JOB, schedule or "none")
