@@ -127,6 +127,7 @@ def test_the_chart_lints_strictly(values):
     (["--set", "services.forecaster.autoscaling.maxReplicas=0"],
      "/services/forecaster/autoscaling/maxReplicas"),
     (["--set", "gcp.projectId="], "gcp.projectId is required"),
+    (["--set", "training.schedule=daily at three"], "/training/schedule"),
 ])
 def test_bad_values_are_refused_with_the_reason(bad, reason):
     r = _helm("template", "intraday", str(CHART), *VALUES["gke"], *bad)
@@ -378,6 +379,18 @@ def test_telemetry_is_pointed_at_a_clickhouse_server_or_cluster():
     for app in ("gateway", "forecaster", "trading"):  # only telemetry opens the store
         container = _kind(_render("gke"), "Deployment")[app]["spec"]["template"]["spec"]["containers"][0]
         assert not any(e["name"].startswith("INTRADAY_CLICKHOUSE") for e in container["env"])
+
+
+def test_the_forecaster_schedules_the_daily_training_as_configured():
+    def env(docs, app="forecaster") -> dict:
+        container = _kind(docs, "Deployment")[app]["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    default = env(_render("gke"))
+    assert default["INTRADAY_TRAINING_SCHEDULE"] == "0 0 3 * * *"
+    assert (default["INTRADAY_TRAINING_DAYS"], default["INTRADAY_TRAINING_ROWS"]) == ("30", "1500000")
+    assert env(_render("gke", "--set", "training.schedule="))["INTRADAY_TRAINING_SCHEDULE"] == ""
+    assert "INTRADAY_TRAINING_SCHEDULE" not in env(_render("gke"), "gateway")
 
 
 def test_every_sidecar_annotation_is_one_the_dapr_injector_reads():
