@@ -131,8 +131,11 @@ def test_a_worse_candidate_is_not_promoted_unless_forced(champion, gateway, stac
     again = gateway.post("/models/train", json=weak).json()
     assert again["training_id"] == kept["training_id"] and again["created"] is False
 
-    forced = gateway.post("/models/train", params={"wait": "true", "timeout": 300},
-                          json={**weak, "force": True}).json()["result"]
+    # `intraday train` on the running stack: through the gateway, followed to its decision.
+    out = intraday(stack["env"], "train", "--end", SMALL["end"], "--train-rows", "10000", "--trees", "10",
+                   "--force")
+    assert out.startswith("training train-") and "(request): promoted" in out and "forced; " in out, out
+    forced = gateway.get(f"/models/trainings/{out.split()[1]}").json()["result"]
     assert forced["promoted"] and forced["forced"] and forced["reason"].startswith("forced; ")
     assert gateway.get("/models").json()["promoted"] == forced["candidate_version"]
     # `intraday models list` shows the champion/challenger history, newest first.
