@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make setup`: from a fresh machine to everything the project needs —
-# Redis, PostgreSQL and Prometheus (Debian packages), the Python environment in .venv/
+# Redis, PostgreSQL, Prometheus and Chromium (Debian packages), the Python environment in .venv/
 # with the `intraday` console script, the Dapr runtime and CLI, the
 # Zipkin server, and helm.
 # Idempotent: each step checks what is there and a second run takes seconds.
@@ -11,11 +11,14 @@ cd "$root"
 say() { printf '[setup] %s\n' "$*"; }
 started=$(date +%s)
 
-# 1. Servers from Debian's packages (Prometheus with promtool).
+# 1. Servers from Debian's packages (Prometheus with promtool), and Chromium
+#    with its WebDriver for the dashboard's browser tests.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if ((${#missing[@]})); then
   say "installing ${missing[*]} (apt)"
   sudo_cmd=(); [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
@@ -26,7 +29,7 @@ if ((${#missing[@]})); then
   "${sudo_cmd[@]}" service postgresql stop >/dev/null 2>&1 || true
   "${sudo_cmd[@]}" service prometheus stop >/dev/null 2>&1 || true
 else
-  say "redis-server, postgresql and prometheus already installed"
+  say "redis-server, postgresql, prometheus and chromium already installed"
 fi
 
 # 2. Python environment; reinstalled only when pyproject.toml changes.

@@ -301,3 +301,13 @@ def read_trainings(conn: psycopg.Connection, limit: int = 50,
             item[c] = isoformat_z(item[c])
         out.append(item)
     return out
+
+
+def record_tick(conn: psycopg.Connection, tick_id: str, at: datetime, price_eur_mwh: float, market: str,
+                verdict: str) -> bool:
+    """A price tick and the rule's verdict on it (sql/postgres/008_price_ticks.sql);
+    a redelivered message keeps its first row."""
+    cur = conn.execute(
+        "INSERT INTO price_ticks (tick_id, at, price_eur_mwh, market, verdict) VALUES (%s, %s, %s, %s, %s)"
+        " ON CONFLICT (tick_id) DO NOTHING", (tick_id, at, price_eur_mwh, market, verdict))
+    return cur.rowcount == 1

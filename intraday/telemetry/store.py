@@ -462,6 +462,31 @@ class TelemetryStore:
             _sum_split_cells(values, chunks)
         return FleetWindow(rows, start, values.reshape(len(rows), n))
 
+    def portfolio_actuals(self, start: datetime, end: datetime) -> tuple[np.ndarray, np.ndarray]:
+        """The fleet's measured total per quarter-hour in [start, end): the
+        sum of the devices' mean power (kW) and how many devices reported,
+        each of length (end - start) / 15 min; NaN and 0 where none did."""
+        start, end = to_utc(start), to_utc(end)
+        n = int((end - start) / QUARTER_HOUR)
+        if n <= 0:
+            raise ValueError(f"empty window: start {start} is not before end {end}")
+        table = self.query(
+            "SELECT toUInt32((toUnixTimestamp(t) - {start:Int64}) / 900) AS i, sum(mean) AS total,"
+            "       count() AS devices"
+            " FROM (SELECT device_id, interval_start AS t, sum(power_sum) / sum(samples) AS mean"
+            "       FROM {db}.power_consumption_15min"
+            "       WHERE interval_start >= toDateTime({start:Int64}, 'UTC')"
+            "         AND interval_start < toDateTime({end:Int64}, 'UTC')"
+            "       GROUP BY device_id, t)"
+            " GROUP BY i",
+            {"start": int(start.timestamp()), "end": int(end.timestamp())},
+        )
+        total, devices = np.full(n, np.nan), np.zeros(n, dtype=np.int64)
+        idx = table.column("i").to_numpy()
+        total[idx] = table.column("total").to_numpy()
+        devices[idx] = table.column("devices").to_numpy()
+        return total, devices
+
     def weather_forecasts(self, locations: list[str], start: datetime, end: datetime) -> pd.DataFrame:
         """Every temperature forecast issued in [start, end) for `locations`:
         location, issued_at, timestamp, outdoor_temp (the training data of a

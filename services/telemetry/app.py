@@ -194,6 +194,22 @@ async def weather(location: str, start: datetime = Query(...), end: datetime = Q
             "values": [None if math.isnan(v) else v for v in temps[0].tolist()]}
 
 
+@app.get("/portfolio/actuals")
+async def portfolio_actuals(start: datetime = Query(...), end: datetime = Query(...)) -> dict:
+    """The fleet's measured total per quarter-hour in [start, end) (kW, the
+    sum of the devices' means) and how many devices it holds; null where no
+    device reported yet."""
+    start, end = to_utc(start), to_utc(end)
+    if not (is_quarter_hour(start) and is_quarter_hour(end)):
+        raise HTTPException(422, "start and end must be on quarter-hour boundaries")
+    if not start < end or end - start > MAX_WINDOW:
+        raise HTTPException(422, f"need start < end and at most {MAX_WINDOW.days} days")
+    total, devices = await run_in_threadpool(store.portfolio_actuals, start, end)
+    return {"start": isoformat_z(start), "freq": "15min",
+            "total_kw": [None if math.isnan(v) else round(v, 3) for v in total.tolist()],
+            "devices": devices.tolist()}
+
+
 class WeatherForecastsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

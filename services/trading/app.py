@@ -102,7 +102,10 @@ async def on_price(request: Request) -> dict:
     decision_id = "td-" + hashlib.sha256(str(event.get("id", at.isoformat())).encode()).hexdigest()[:16]
     verdict = await sidecar.call_actor_async(ACTOR_TYPE, RULE_ID, "Observe", {
         "decision_id": decision_id, "price_eur_mwh": price, "at": isoformat_z(at)})
-    metrics.PRICE_TICKS.labels("move" if verdict["trade"] else verdict.get("state", "no_move")).inc()
+    outcome = "move" if verdict["trade"] else verdict.get("state", "no_move")
+    metrics.PRICE_TICKS.labels(outcome).inc()
+    await run_in_threadpool(_record_tick, decision_id, at, price, str(data.get("market") or "DE-intraday"),
+                            outcome)
     if not verdict["trade"]:
         return {"status": "SUCCESS"}
     # Decide before acknowledging: if this process dies mid-way, the message is
@@ -113,6 +116,13 @@ async def on_price(request: Request) -> dict:
     failpoints.reach(failpoints.TRADING_AFTER_DECISION)
     await sidecar.call_actor_async(ACTOR_TYPE, RULE_ID, "Decided", {"decision_id": decision_id})
     return {"status": "SUCCESS"}
+
+
+def _record_tick(tick_id: str, at: datetime, price: float, market: str, verdict: str) -> None:
+    """The feed as it came, for the dashboard and the audit: a failure here
+    fails the message, which is redelivered (the row is written once)."""
+    with pool.connection() as conn:
+        db.record_tick(conn, tick_id, at, price, market[:64], verdict)
 
 
 async def _decide(decision_id: str, price: float, reference: float | None, at: datetime) -> None:

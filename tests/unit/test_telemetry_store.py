@@ -114,6 +114,25 @@ def test_fleet_window_is_one_matrix_with_explicit_gaps(store):
     np.testing.assert_array_equal(everyone.values[2], w.values[1], strict=True)
 
 
+def test_portfolio_actuals_are_the_sum_of_the_fleet_window(store):
+    """What the dashboard draws against the portfolio forecast: per
+    quarter-hour the sum of the devices that reported, and how many did."""
+    ts = pd.date_range(T0, periods=8, freq="5min", tz="UTC")  # finer readings: two quarter-hours and a bit
+    ingest_batch(store, pd.DataFrame({"device_id": "hp-0005", "timestamp": ts, "power": np.arange(8.0)}),
+                 source="test", batch_id="pa-5")
+    start, end = T0 - timedelta(hours=1), T0 + timedelta(days=1)
+    total, devices = store.portfolio_actuals(start, end)
+    w = store.fleet_window(start, end)
+    assert total.shape == devices.shape == (w.values.shape[1],)
+    reported = ~np.isnan(w.values)
+    np.testing.assert_array_equal(devices, reported.sum(axis=0))
+    np.testing.assert_allclose(total[devices > 0], np.nansum(w.values, axis=0)[devices > 0])
+    assert np.isnan(total[devices == 0]).all() and devices[:4].sum() == 0
+    assert devices[4] >= 3 and total[4] == pytest.approx(np.nansum(w.values[:, 4]))
+    with pytest.raises(ValueError, match="empty window"):
+        store.portfolio_actuals(end, start)
+
+
 def test_fleet_window_gives_unregistered_devices_rows_too(store):
     """Raw inserts bypass ingest's device check; their readings must not be
     dropped from the fleet's matrix."""
