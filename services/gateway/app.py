@@ -26,6 +26,7 @@ from intraday.config import get_settings
 from intraday.tokens import TokenKeysUnavailable, TokenVerifier
 from intraday.trading.rules import check_tick_time
 from services import sidecar
+from services.gateway import dashboard
 from services.http import BodyLimit, install_common
 from workflows.contracts import ForecastRequest, TrainingRequest
 
@@ -106,6 +107,7 @@ def scope(name: str):
 
 ForecastRequester = Annotated[auth.Principal, Depends(scope("forecast:request"))]
 ForecastReader = Annotated[auth.Principal, Depends(scope("forecast:read"))]
+app.include_router(dashboard.router(scope("forecast:read"), lambda: pool))
 
 
 @app.exception_handler(auth.AuthError)
