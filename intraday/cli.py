@@ -1,43 +1,39 @@
-"""`intraday`: the operator's command line.
-
-  intraday forecast DEVICE_ID [--start ISO] [--horizon-hours H] [--no-wait] [--json]
-  intraday forecast --fleet [--devices ID,ID,...] [--start ISO] [--horizon-hours H] [--no-wait] [--json]
-  intraday prices [--count N] [--interval S] [--price P] [--step S] [--seed N]
-  intraday devices
-  intraday db migrate
-  intraday keys create NAME --scopes forecast:read,forecast:request,...|all [--out FILE]
-  intraday keys list [--json] | revoke KEY_ID_OR_NAME
-  intraday fleet generate [--devices N] [--days D] [--seed S] [--end ISO] [--faults realistic|none]
-                          [--out FILE.parquet] [--if-empty]
-  intraday fleet demo [...]                 the 24-device fleet `make up` loads
-  intraday ingest FILE [--batch-id ID] [--url URL] [--json]
-                          exit 0 all stored, 2 rejected, 3 stored with rows quarantined
-  intraday backtest --data FILE [--weather FILE] [--devices FILE] --out report.json
-                    [--forecasts-out FILE.parquet] [--portfolio-out FILE.parquet] [--plot FILE.png]
-                    [--freq 15min|30min|60min|...] [--horizon STEPS]
-                    [--origins 14] [--issue-time HH:MM] [--no-peer]
-  intraday train [--data FILE [--weather FILE] [--devices FILE] | --days 30] [--promote]
-  intraday models list [--json] | promote VERSION
-  intraday warm [--top N] [--days D] [--device ID ...]
+"""`intraday`: the operator's command line (Typer, with Rich tables and
+progress; `intraday --install-completion` adds shell completion).
 
 Commands that reach the running system go through the gateway
 (INTRADAY_GATEWAY_URL) with an API key (INTRADAY_API_KEY, else the file
-INTRADAY_API_KEY_FILE, default .data/api-key, which `make up` writes); `db`,
-`keys` and `fleet` work on the stores directly and are what `make up` runs
-before the services start.
+INTRADAY_API_KEY_FILE, default .data/api-key, which `make up` writes):
+forecast, prices, devices, status, warm, and train and models when the
+stack runs. `db`, `keys` and `fleet` work on the stores directly and are
+what `make up` runs before the services start; `backtest` works on files.
+
+\b
+Exit codes (every error is one line on stderr):
+  0    done
+  1    failed: a service answered an error, or did not answer
+  2    refused input: a wrong option or value, unusable data; nothing was changed
+  3    ingest: stored, with rows quarantined (the report says which and why)
+  130  interrupted (Ctrl-C)
+  141  the output was closed early (`intraday devices | head`)
 """
 
 from __future__ import annotations
 
 import argparse
+import enum
 import json
 import sys
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Annotated
 
 import httpx
 import numpy as np
+import typer
+from typer.exceptions import TyperException
 
 from intraday.config import get_settings
 
@@ -45,6 +41,31 @@ from intraday.config import get_settings
 def _fail(message: str, code: int = 1) -> None:
     print(f"intraday: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def _console(stderr: bool = False):
+    """Rich's console: colour and the terminal's width on a terminal; plain,
+    wide lines into a pipe or a file (so a table is not folded to 80 columns)."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(file=stream, highlight=False, width=None if stream.isatty() else 250,
+                   no_color=not stream.isatty())
+
+
+def _table(columns: list[str], rows: list[list], title: str | None = None,
+           right: tuple[int, ...] = ()) -> None:
+    """A table on stdout; `right` are the indexes of numeric columns."""
+    from rich import box
+    from rich.table import Table
+
+    t = Table(*columns, title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+              header_style="bold")
+    for k in right:
+        t.columns[k].justify = "right"
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    _console().print(t)
 
 
 def _gateway() -> httpx.Client:
@@ -102,10 +123,10 @@ def print_fleet_forecast(result: dict) -> None:
           + (f"  ({len(result['failed'])} not forecast: see --json)" if result["failed"] else ""))
     for note in pf.get("notes", []):
         print(f"  note: {note}")
-    print(f"  {'interval (UTC)':<17} {'P10':>9} {'P50':>9} {'P90':>9} {'mean':>9}  kW of the total")
-    for i in pf["intervals"][::4]:  # hourly rows; every interval is in --json
-        print(f"  {i['interval_start'][:16]:<17} {i['p10']:9.1f} {i['p50']:9.1f} {i['p90']:9.1f} "
-              f"{i['mean']:9.1f}")
+    _table(["interval (UTC)", "P10 kW", "P50 kW", "P90 kW", "mean kW"],
+           [[i["interval_start"][:16], f"{i['p10']:.1f}", f"{i['p50']:.1f}", f"{i['p90']:.1f}",
+             f"{i['mean']:.1f}"] for i in pf["intervals"][::4]],  # hourly rows; every interval is in --json
+           title="the portfolio's total, hourly", right=(1, 2, 3, 4))
 
 
 def print_forecast(result: dict) -> None:
@@ -117,13 +138,15 @@ def print_forecast(result: dict) -> None:
           + (f"  ({result['history_days']:.1f} days of history)" if result.get("history_days") else ""))
     for note in result.get("notes", []):
         print(f"  note: {note}")
-    print(f"  {'interval (UTC)':<17} {'P10':>7} {'P50':>7} {'P90':>7} {'mean':>7}  kW")
     width = 40
+    rows = []
     for i in intervals[::4]:  # hourly rows; the full 96 intervals are in --json
         lo, mid, hi = (int(round(i[q] / p90_max * width)) for q in ("p10", "p50", "p90"))
         bar = " " * lo + "-" * max(mid - lo, 0) + "|" + "-" * max(hi - mid - 1, 0)
-        print(f"  {i['interval_start'][:16]:<17} {i['p10']:7.3f} {i['p50']:7.3f} {i['p90']:7.3f} "
-              f"{i['mean']:7.3f}  {bar}")
+        rows.append([i["interval_start"][:16], f"{i['p10']:.3f}", f"{i['p50']:.3f}", f"{i['p90']:.3f}",
+                     f"{i['mean']:.3f}", bar])
+    _table(["interval (UTC)", "P10 kW", "P50 kW", "P90 kW", "mean kW", "P10 - P50 | - P90"], rows,
+           right=(1, 2, 3, 4))
 
 
 def cmd_prices(args: argparse.Namespace) -> None:
@@ -152,9 +175,9 @@ def cmd_devices(_: argparse.Namespace) -> None:
         r = gw.get("/devices")
     if r.status_code >= 400:
         _http_error(r)
-    for d in r.json():
-        print(f"{d['device_id']}  {d['location']:<12} {d['building_type']:<34} "
-              f"{d['rated_power_kw']:5.1f} kW")
+    _table(["device", "location", "building", "heat pump", "rated kW"],
+           [[d["device_id"], d["location"], d["building_type"], d.get("heat_pump_type", ""),
+             f"{d['rated_power_kw']:.1f}"] for d in r.json()], right=(4,))
 
 
 def cmd_keys_create(args: argparse.Namespace) -> None:
@@ -195,12 +218,13 @@ def cmd_keys_list(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(keys, default=str, indent=2))
         return
+    rows = []
     for k in keys:
         state = f"revoked {k['revoked_at']:%Y-%m-%d %H:%M}" if k["revoked_at"] else "active"
         used = f"{k['last_used_at']:%Y-%m-%d %H:%M}" if k["last_used_at"] else "never"
-        rate = f"{k['rate_per_minute']}/min" if k["rate_per_minute"] else "default rate"
-        scopes = ",".join(k["scopes"])
-        print(f"{k['key_id']}  {k['name']:<20} {state:<24} used {used:<16} {rate:<14} {scopes}")
+        rate = f"{k['rate_per_minute']}/min" if k["rate_per_minute"] else "default"
+        rows.append([k["key_id"], k["name"], state, used, rate, ",".join(k["scopes"])])
+    _table(["key id", "holder", "state", "last used", "rate", "scopes"], rows)
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> None:
@@ -239,8 +263,39 @@ def _open_store(required: bool = True):
     return store
 
 
+_live = None  # (Progress, task id) while a long command runs on a terminal
+
+
 def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    """A progress or status line: on a terminal, the spinner's text (with the
+    elapsed time); into a pipe or a log, a line of its own."""
+    if _live is not None:
+        from rich.markup import escape
+
+        progress, task = _live
+        progress.update(task, description=escape(line.strip()))
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _working(label: str):
+    """Rich's spinner and elapsed time on stderr for a long step, when stderr
+    is a terminal; lines otherwise."""
+    global _live
+    if not sys.stderr.isatty():
+        _stderr(label)
+        yield
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
+                  console=_console(stderr=True), transient=True) as progress:
+        _live = (progress, progress.add_task(label, total=None))
+        try:
+            yield
+        finally:
+            _live = None
 
 
 def _fleet_args(args: argparse.Namespace):
@@ -264,7 +319,8 @@ def cmd_fleet_generate(args: argparse.Namespace) -> None:
             f"({start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC), seed {args.seed}, "
             f"faults {args.faults}")
     if args.out:
-        summary = write_fleet(Path(args.out), args.devices, start, end, args.seed, faults, _stderr)
+        with _working("generating"):
+            summary = write_fleet(Path(args.out), args.devices, start, end, args.seed, faults, _stderr)
         print(f"wrote {summary.readings:,} readings of {summary.devices:,} devices in "
               f"{summary.seconds:.1f} s: {', '.join(summary.files)}")
     else:
@@ -273,7 +329,8 @@ def cmd_fleet_generate(args: argparse.Namespace) -> None:
             if args.if_empty and store.device_count() > 0:
                 print(f"telemetry store has {store.device_count()} devices; fleet not loaded")
                 return
-            summary = load_fleet(store, args.devices, start, end, args.seed, faults, _stderr)
+            with _working("generating and storing"):
+                summary = load_fleet(store, args.devices, start, end, args.seed, faults, _stderr)
         finally:
             store.close()
         r = summary.ingest
@@ -298,10 +355,11 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 
     store = None if args.url else _open_store(required=False)
     try:
-        if store is not None:
-            report = ingest_file(store, path, batch_id=args.batch_id, progress=progress).to_dict()
-        else:
-            report = _ingest_via_service(path, args, progress)
+        with _working(f"ingesting {path}"):
+            if store is not None:
+                report = ingest_file(store, path, batch_id=args.batch_id, progress=progress).to_dict()
+            else:
+                report = _ingest_via_service(path, args, progress)
     except (InvalidRequest, BatchConflict) as e:
         _fail(str(e), 2)
     finally:
@@ -419,9 +477,10 @@ def cmd_backtest(args: argparse.Namespace) -> None:
     data = _load_backtest_data(args)
     horizon = _horizon(args, data.panel)
     try:
-        result = backtest.run(data, horizon=horizon, origins=args.origins, issue_time=args.issue_time,
-                              config=_training_config(args, horizon), peer=not args.no_peer,
-                              progress=_stderr, source={"file": args.data, "weather": args.weather})
+        with _working("backtesting"):
+            result = backtest.run(data, horizon=horizon, origins=args.origins, issue_time=args.issue_time,
+                                  config=_training_config(args, horizon), peer=not args.no_peer,
+                                  progress=_stderr, source={"file": args.data, "weather": args.weather})
     except InvalidRequest as e:
         _fail(str(e), 2)
     out = Path(args.out)
@@ -440,22 +499,24 @@ def cmd_backtest(args: argparse.Namespace) -> None:
     print(f"{r['cells']['scored']:,} of {r['cells']['total']:,} device-intervals scored over "
           f"{len(r['setup']['origins'])} origins ({r['setup']['origins'][0][:10]} .. "
           f"{r['setup']['origins'][-1][:10]} at {args.issue_time} UTC)")
-    print(f"  {'method':<22} {'WAPE':>7} {'MAE kW':>8} {'RMSE kW':>8} {'pinball':>8} {'P10-P90':>8} "
-          f"{'width kW':>9}")
+    rows = []
     for name, m in r["methods"].items():
         o = m["overall"]
         cov = f"{o['coverage_p10_p90']:.1%}" if o["coverage_p10_p90"] is not None else "-"
         width = f"{o['mean_band_width_kw']:.3f}" if o["mean_band_width_kw"] is not None else "-"
-        print(f"  {name:<22} {o['wape']:7.1%} {o['mae']:8.3f} {o['rmse']:8.3f} {o['pinball_mean']:8.4f} "
-              f"{cov:>8} {width:>9}")
+        rows.append([name, f"{o['wape']:.1%}", f"{o['mae']:.3f}", f"{o['rmse']:.3f}",
+                     f"{o['pinball_mean']:.4f}", cov, width])
+    _table(["method", "WAPE", "MAE kW", "RMSE kW", "pinball", "P10-P90", "width kW"], rows,
+           title="devices", right=(1, 2, 3, 4, 5, 6))
     pf = r["portfolio"]
-    print(f"portfolio: the total of {pf['devices']:,} devices, {pf['cells']['scored']:,} intervals scored "
-          "(WAPE and bias of the mean)")
-    print(f"  {'method':<22} {'WAPE':>7} {'bias':>7} {'pinball':>9} {'P10-P90':>8} {'width kW':>9}")
+    rows = []
     for name, o in pf["methods"].items():
         cov = f"{o['coverage_p10_p90']:.1%}" if o["coverage_p10_p90"] is not None else "-"
         width = f"{o['mean_band_width_kw']:.1f}" if o["mean_band_width_kw"] is not None else "-"
-        print(f"  {name:<22} {o['wape']:7.1%} {o['bias']:+7.1%} {o['pinball_mean']:9.3f} {cov:>8} {width:>9}")
+        rows.append([name, f"{o['wape']:.1%}", f"{o['bias']:+.1%}", f"{o['pinball_mean']:.3f}", cov, width])
+    _table(["method", "WAPE", "bias", "pinball", "P10-P90", "width kW"], rows, right=(1, 2, 3, 4, 5),
+           title=f"portfolio: the total of {pf['devices']:,} devices, {pf['cells']['scored']:,} intervals "
+                 "scored (WAPE and bias of the mean)")
     print(f"report: {out}" + (f"; forecasts: {args.forecasts_out}" if args.forecasts_out else "")
           + (f"; portfolio: {args.portfolio_out}" if args.portfolio_out else "")
           + (f"; plot: {args.plot}" if args.plot else ""))
@@ -505,7 +566,8 @@ def _train_here(args: argparse.Namespace) -> None:
     from intraday.errors import InvalidRequest
 
     try:
-        model, origins = evaluation.train_candidate(data, config, holdout, _stderr)
+        with _working("training"):
+            model, origins = evaluation.train_candidate(data, config, holdout, _stderr)
     except InvalidRequest as e:
         _fail(str(e), 2)
     # Where the training data came from (the window and its hash are in "training").
@@ -562,14 +624,14 @@ def print_training(t: dict) -> None:
     print(f"training {t['training_id']} ({t['trigger']}): {verdict}")
     print(f"  candidate {t['candidate_version']}  champion {t['champion_version']}")
     print(f"  {t['reason']}")
-    e = t["evaluation"]
-    print(f"  {'':<10} {'pinball':>8} {'WAPE':>7} {'bias':>7} {'P10-P90':>8}  "
-          f"portfolio of {t['devices']:,} devices")
+    rows = []
     for role in ("candidate", "champion"):
-        p = e[role]["portfolio"]
+        p = t["evaluation"][role]["portfolio"]
         cov = p.get("coverage_p10_p90")
-        print(f"  {role:<10} {p.get('pinball_mean', float('nan')):8.3f} {p.get('wape', float('nan')):7.1%} "
-              f"{p.get('bias', float('nan')):+7.1%} {cov if cov is None else f'{cov:.1%}':>8}")
+        rows.append([role, f"{p.get('pinball_mean', float('nan')):.3f}", f"{p.get('wape', float('nan')):.1%}",
+                     f"{p.get('bias', float('nan')):+.1%}", "-" if cov is None else f"{cov:.1%}"])
+    _table(["", "pinball kW", "WAPE", "bias", "P10-P90"], rows, right=(1, 2, 3, 4),
+           title=f"the portfolio of {t['devices']:,} devices on the held-out days")
 
 
 def _train_via_gateway(args: argparse.Namespace) -> bool:
@@ -597,15 +659,15 @@ def _train_via_gateway(args: argparse.Namespace) -> bool:
             _http_error(r)
         view = r.json()
         tid = view["training_id"]
-        _stderr(f"training {tid} on the running stack ({view['status'].lower()}); following it")
         started = time.monotonic()
-        while view["status"] not in ("COMPLETED", "FAILED", "TERMINATED", "NOT_FOUND"):
-            time.sleep(2)
-            r = gw.get(f"/models/trainings/{tid}")
-            if r.status_code >= 400 and r.status_code != 404:
-                _http_error(r)
-            view = r.json()
-            _stderr(f"  {view['status'].lower()} after {time.monotonic() - started:.0f} s")
+        with _working(f"training {tid} on the running stack ({view['status'].lower()}); following it"):
+            while view["status"] not in ("COMPLETED", "FAILED", "TERMINATED", "NOT_FOUND"):
+                time.sleep(2)
+                r = gw.get(f"/models/trainings/{tid}")
+                if r.status_code >= 400 and r.status_code != 404:
+                    _http_error(r)
+                view = r.json()
+                _stderr(f"training {tid}: {view['status'].lower()} after {time.monotonic() - started:.0f} s")
     if view["status"] != "COMPLETED":
         _fail(f"training {tid}: {view['status']}: {view.get('detail', '')}")
     print_training(view["result"])
@@ -675,24 +737,27 @@ def cmd_models_list(args: argparse.Namespace) -> None:
     if not versions:
         print("no models stored; train one with `intraday train` (or --data FILE)")
         return
-    print(f"{'':2}{'version':<32} {'devices':>8} {'data':<35} {'WAPE':>6} {'P10-P90':>8}")
+    rows = []
     for m in versions:
         t, v = m.get("training", {}), m.get("validation", {}).get("full_history", {})
-        mark = "* " if m["version"] == promoted else "  "
-        print(f"{mark}{m['version']:<32} {t.get('devices', 0):>8,} "
-              f"{t.get('data_start', '')[:16]}..{t.get('data_end', '')[:16]:<17} "
-              f"{v.get('wape', float('nan')):6.1%} {v.get('coverage_p10_p90', float('nan')):8.1%}")
-    print("(* promoted: what the forecaster serves)")
+        rows.append(["*" if m["version"] == promoted else "", m["version"], f"{t.get('devices', 0):,}",
+                     f"{t.get('data_start', '')[:16]} .. {t.get('data_end', '')[:16]}",
+                     f"{v.get('wape', float('nan')):.1%}", f"{v.get('coverage_p10_p90', float('nan')):.1%}"])
+    _table(["", "version", "devices", "data (UTC)", "WAPE", "P10-P90"], rows,
+           title="models (* promoted: what the forecaster serves)", right=(2, 4, 5))
     if listing["trainings"]:
-        print("\ntrainings, newest first: challenger vs champion on the same held-out days "
-              "(portfolio pinball, kW)")
+        rows = []
         for t in listing["trainings"]:
             e = t["evaluation"]
             new, old = (e[role]["portfolio"].get("pinball_mean", float("nan"))
                         for role in ("candidate", "champion"))
-            verdict = "promoted" if t["promoted"] else "kept"
-            print(f"  {t['finished_at'][:16]} {t['trigger']:<8} {t['candidate_version']:<32} {new:8.3f}  vs  "
-                  f"{t['champion_version']:<32} {old:8.3f}  {verdict}{' (forced)' if t['forced'] else ''}")
+            rows.append([t["finished_at"][:16], t["trigger"], t["candidate_version"], f"{new:.3f}",
+                         t["champion_version"], f"{old:.3f}",
+                         ("promoted (forced)" if t["forced"] else "promoted") if t["promoted"] else "kept"])
+        _table(["finished (UTC)", "trigger", "challenger", "pinball", "champion", "pinball", "decision"],
+               rows,
+               title="trainings, newest first: challenger vs champion on the same held-out days "
+                     "(portfolio pinball, kW)", right=(3, 5))
 
 
 def cmd_models_promote(args: argparse.Namespace) -> None:
@@ -723,142 +788,377 @@ def cmd_warm(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
-def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--data", required=required,
-                   help="CSV or Parquet: device_id, timestamp (UTC), power (kW)"
-                        + ("" if required else "; default: the telemetry store"))
-    p.add_argument("--weather", help="temperature forecasts: timestamp, outdoor_temp [, location, issued_at]")
-    p.add_argument("--devices", help="device attributes (device_id, location, country, ...); "
-                                     "default: <stem>.devices.parquet beside --data if present")
-    p.add_argument("--freq", help="grid step: 5min, 10min, 15min, 20min, 30min or 60min; finer readings "
-                                  "are averaged to it (default: the data's own step, quarter-hours for "
-                                  "finer data)")
-    p.add_argument("--horizon", type=int, help="steps of that grid ahead (default: one day of them)")
-    p.add_argument("--train-rows", type=int, default=1_500_000, help="training rows sampled")
-    p.add_argument("--trees", type=int, default=60, help="boosting rounds of the P50 model (P10/P90: half)")
+def _local_apps() -> list[tuple[str, int, int]]:
+    """(app id, app port, sidecar HTTP port) of the local stack, from dapr.yaml."""
+    import yaml
+
+    from intraday.config import REPO_ROOT
+
+    try:
+        run = yaml.safe_load((REPO_ROOT / "dapr.yaml").read_text())
+        return [(a["appID"], a["appPort"], a["daprHTTPPort"]) for a in run["apps"]]
+    except (OSError, KeyError, TypeError):
+        return []
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="intraday", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+def _scrape(url: str) -> dict[str, float]:
+    """A Prometheus text page as {'name{labels}': value}; empty when it does not answer."""
+    try:
+        r = httpx.get(url, timeout=2)
+    except httpx.TransportError:
+        return {}
+    out = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+    return out
 
-    f = sub.add_parser("forecast", help="forecast one device, or the fleet's portfolio, through the gateway")
-    f.add_argument("device_id", nargs="?")
-    f.add_argument("--fleet", action="store_true", help="the portfolio of the fleet (or of --devices)")
-    f.add_argument("--devices", help="with --fleet: comma-separated device ids (default: every device)")
-    f.add_argument("--start", help="forecast start, UTC quarter-hour (default: next quarter-hour)")
-    f.add_argument("--horizon-hours", type=float, default=24.0)
-    f.add_argument("--no-wait", action="store_true", help="return the forecast id at once")
-    f.add_argument("--json", action="store_true", help="print the full JSON")
-    f.set_defaults(func=cmd_forecast)
 
-    pr = sub.add_parser("prices", help="publish a simulated price feed")
-    pr.add_argument("--count", type=int, default=20)
-    pr.add_argument("--interval", type=float, default=1.0, help="seconds between ticks")
-    pr.add_argument("--price", type=float, default=90.0, help="starting price, EUR/MWh")
-    pr.add_argument("--step", type=float, default=3.0, help="random-walk step, EUR/MWh")
-    pr.add_argument("--seed", type=int, default=None)
-    pr.set_defaults(func=cmd_prices)
+def cmd_status(args: argparse.Namespace) -> None:
+    """What runs (each app and its sidecar), the served model, the fleet's
+    staleness and the last decisions; exit 1 when the gateway does not answer."""
+    apps = []
+    for name, port, sidecar in _local_apps():
+        checks = {}
+        for what, url in (("app_state", f"http://127.0.0.1:{port}/health"),
+                          ("sidecar", f"http://127.0.0.1:{sidecar}/v1.0/healthz")):
+            try:
+                checks[what] = "up" if httpx.get(url, timeout=2).is_success else "unhealthy"
+            except httpx.TransportError:
+                checks[what] = "down"
+        apps.append({"app": name, "port": port, **checks})
+    telemetry = next((a for a in apps if a["app"] == "telemetry"), None)
+    scraped = _scrape(f"http://127.0.0.1:{telemetry['port']}/metrics") if telemetry else {}
+    fleet = {"devices": scraped.get("intraday_fleet_devices"),
+             "staleness_p50_s": scraped.get('intraday_telemetry_staleness_seconds{quantile="0.5"}'),
+             "staleness_max_s": scraped.get('intraday_telemetry_staleness_seconds{quantile="1"}'),
+             "stale_1h": scraped.get('intraday_telemetry_stale_devices{threshold="1h"}')}
+    overview = None
+    with _gateway() as gw:
+        try:
+            r = gw.get("/ui/api/overview")
+            overview = r.json() if r.status_code == 200 else {"error": f"{r.status_code}: {r.text[:200]}"}
+        except httpx.TransportError as e:
+            overview = {"error": f"gateway not reachable at {get_settings().gateway_url}: {e}"}
+    if args.json:
+        print(json.dumps({"apps": apps, "fleet": fleet, "overview": overview}, indent=2))
+    else:
+        _print_status(apps, fleet, overview)
+    if "error" in (overview or {}):
+        raise SystemExit(1)
 
-    d = sub.add_parser("devices", help="list the fleet")
-    d.set_defaults(func=cmd_devices)
 
-    dbp = sub.add_parser("db", help="audit database").add_subparsers(dest="db_command", required=True)
-    dbp.add_parser("migrate", help="create or update the audit schema").set_defaults(func=cmd_db_migrate)
+def _print_status(apps: list[dict], fleet: dict, overview: dict) -> None:
+    out = _console()
+    if apps:
+        _table(["app", "port", "health", "sidecar"],
+               [[a["app"], a["port"], a["app_state"], a["sidecar"]] for a in apps], title="the local stack")
+    if "error" in overview:
+        out.print(f"[red]gateway:[/] {overview['error']}")
+        return
+    m = overview["model"]
+    served = m.get("served")
+    out.print(f"[bold]model[/] {served['version']}, {served['devices']} devices, data to "
+              f"{served['data_end']}" if served
+              else "[bold]model[/] none promoted: forecasts come from the seasonal fallback")
+    last = (m.get("trainings") or [None])[0]
+    if last:
+        out.print(f"  last training {last['training_id']} ({last['trigger']}, {last['finished_at'][:16]}): "
+                  f"{'promoted' if last['promoted'] else 'kept the champion'}; {last['reason']}")
+    if fleet["devices"] is not None:
+        median, worst = fleet["staleness_p50_s"], fleet["staleness_max_s"]
+        ages = (f"; newest reading {median / 60:.0f} min old at the median, {worst / 60:.0f} min at worst; "
+                f"{fleet['stale_1h']:.0f} quiet for over an hour"
+                if median is not None and np.isfinite(median) and np.isfinite(worst) else "")
+        out.print(f"[bold]fleet[/] {fleet['devices']:.0f} devices{ages}")
+    pf = overview.get("portfolio")
+    out.print(f"[bold]portfolio[/] {pf['forecast_id']} ({pf['devices']} devices, made "
+              f"{pf['completed_at'][:16]})" if pf else "[bold]portfolio[/] no fleet forecast yet")
+    if overview["decisions"]:
+        _table(["decided (UTC)", "price EUR/MWh", "buy MWh", "sell MWh", "quantile", "model"],
+               [[d["decided_at"][:19], f"{d['price_eur_mwh']:.2f}", f"{d['buy_mwh']:.3f}",
+                 f"{d['sell_mwh']:.3f}", f"P{round(100 * d['target_quantile'])}", d["model_version"]]
+                for d in overview["decisions"][:5]],
+               title="the last decisions", right=(1, 2, 3))
+    else:
+        out.print("[bold]decisions[/] none yet")
 
-    ks = sub.add_parser("keys", help="API keys of the gateway").add_subparsers(dest="keys_command",
-                                                                               required=True)
-    kc = ks.add_parser("create", help="a new key; printed alone on the last line, shown once")
-    kc.add_argument("name", help="who holds it (recorded as requested_by)")
-    kc.add_argument("--scopes", required=True,
-                    help="comma-separated: forecast:read, forecast:request, prices:publish, "
-                         "models:admin; or all")
-    kc.add_argument("--out", type=Path, help="also write the key to this file (mode 600)")
-    kc.add_argument("--rate", type=int, help="requests a minute this key may make (default: the gateway's)")
-    kc.add_argument("--if-missing", action="store_true",
-                    help="with --out: keep the key the file holds if it is still valid")
-    kc.set_defaults(func=cmd_keys_create)
-    kl = ks.add_parser("list", help="keys with their scopes, state and last use (never the secret)")
-    kl.add_argument("--json", action="store_true")
-    kl.set_defaults(func=cmd_keys_list)
-    kr = ks.add_parser("revoke", help="revoke a key by id, or every key of a name")
-    kr.add_argument("key", help="key id or name")
-    kr.set_defaults(func=cmd_keys_revoke)
 
-    fl = sub.add_parser("fleet", help="fleet data").add_subparsers(dest="fleet_command", required=True)
-    for name, help_text, devices, days in (
-        ("generate", "generate a realistic heat-pump fleet into the store or a Parquet file", 100, 30),
-        ("demo", "the small demo fleet `make up` loads (24 devices, 35 days)", 24, 35),
-    ):
-        g = fl.add_parser(name, help=help_text)
-        g.add_argument("--devices", type=int, default=devices)
-        g.add_argument("--days", type=int, default=days)
-        g.add_argument("--seed", type=int, default=7)
-        g.add_argument("--end", type=datetime.fromisoformat,
-                       help="end of the data, ISO time (default: now, to the quarter-hour)")
-        g.add_argument("--faults", choices=["realistic", "none"], default="realistic",
-                       help="telemetry faults: gaps, stuck sensors, duplicates, late arrivals")
-        g.add_argument("--out", help="write FILE.parquet (backtest input format) instead of the store")
-        g.add_argument("--if-empty", action="store_true", help="only when the store has no devices")
-        g.set_defaults(func=cmd_fleet_generate)
+# -- the command line (Typer): each command gathers its options into the
+# namespace the cmd_* function above takes --------------------------------
 
-    bt = sub.add_parser("backtest", help="rolling-origin backtest of the engine against baselines")
-    _data_args(bt)
-    bt.add_argument("--out", required=True, help="report.json")
-    bt.add_argument("--forecasts-out", help="the engine's forecasts as Parquet")
-    bt.add_argument("--portfolio-out", help="the engine's forecast of the total of all devices as Parquet")
-    bt.add_argument("--plot", help="PNG of the portfolio's and a few devices' forecasts against actuals")
-    bt.add_argument("--origins", type=int, default=14, help="forecast days at the end of the data")
-    bt.add_argument("--issue-time", default="10:00", help="forecast start each day, HH:MM UTC")
-    bt.add_argument("--no-peer", action="store_true", help="skip mlforecast")
-    bt.set_defaults(func=cmd_backtest)
+app = typer.Typer(
+    name="intraday", help=__doc__.replace("`intraday`: the", "The", 1), no_args_is_help=True,
+    add_completion=True,
+    rich_markup_mode=None, pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+db_app = typer.Typer(help="audit database", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of the gateway", no_args_is_help=True)
+fleet_app = typer.Typer(help="fleet data", no_args_is_help=True)
+models_app = typer.Typer(help="the model store", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.add_typer(fleet_app, name="fleet")
+app.add_typer(models_app, name="models")
 
-    tr = sub.add_parser("train", help="train a model and store it as a new version")
-    _data_args(tr, required=False)
-    tr.add_argument("--days", type=int, default=30, help="without --data: the last D days of the store")
-    tr.add_argument("--end", help="without --data: the window's end (UTC ISO time; default: now)")
-    tr.add_argument("--promote", action="store_true",
-                    help="serve it: at once, or with --holdout-days only if it beats the served model "
-                         "(the running stack's training always decides so)")
-    tr.add_argument("--force", action="store_true", help="promote it whatever its held-out scores")
-    tr.add_argument("--holdout-days", type=int,
-                    help="train before the last N days, score it and the served model there "
-                         "(default: 7 on the running stack, none here)")
-    tr.add_argument("--local", action="store_true",
-                    help="train here on the store or --data even if the stack runs (a remote store)")
-    tr.add_argument("--if-none-promoted", action="store_true",
-                    help="only when no version is served yet (what the first `make up` runs)")
-    tr.set_defaults(func=cmd_train)
+Json = Annotated[bool, typer.Option("--json", help="print the full JSON")]
+Data = Annotated[str | None, typer.Option(help="CSV or Parquet: device_id, timestamp (UTC), power (kW)")]
+Weather = Annotated[str | None, typer.Option(
+    help="temperature forecasts: timestamp, outdoor_temp [, location, issued_at]")]
+DeviceFile = Annotated[str | None, typer.Option(
+    "--devices", help="device attributes (device_id, location, country, ...); default: "
+                      "<stem>.devices.parquet beside --data if present")]
+Freq = Annotated[str | None, typer.Option(
+    help="grid step: 5min, 10min, 15min, 20min, 30min or 60min; finer readings are averaged to it "
+         "(default: the data's own step, quarter-hours for finer data)")]
+Horizon = Annotated[int | None, typer.Option(help="steps of that grid ahead (default: one day of them)")]
+TrainRows = Annotated[int, typer.Option(help="training rows sampled")]
+Trees = Annotated[int, typer.Option(help="boosting rounds of the P50 model (P10/P90: half)")]
 
-    mo = sub.add_parser("models", help="the model store").add_subparsers(dest="models_command", required=True)
-    ml = mo.add_parser("list", help="stored versions, the promoted one marked, and the trainings' "
-                                    "champion/challenger decisions")
-    ml.add_argument("--json", action="store_true")
-    ml.add_argument("--history", type=int, default=20, help="the latest N trainings")
-    ml.set_defaults(func=cmd_models_list)
-    mp = mo.add_parser("promote", help="serve this version")
-    mp.add_argument("version")
-    mp.set_defaults(func=cmd_models_promote)
 
-    wa = sub.add_parser("warm", help="load the served model and the most-traded devices' actors")
-    wa.add_argument("--top", type=int, default=100, help="most-requested devices of the last --days")
-    wa.add_argument("--days", type=int, default=7)
-    wa.add_argument("--device", action="append", help="also this device (repeatable)")
-    wa.set_defaults(func=cmd_warm)
+def _run(func, **options) -> None:
+    func(argparse.Namespace(**options))
 
-    ing = sub.add_parser("ingest", help="ingest a CSV or Parquet file of readings")
-    ing.add_argument("file")
-    ing.add_argument("--batch-id", help="batch id (default: derived from the file's content)")
-    ing.add_argument("--url", help="send to this telemetry service instead of opening the store")
-    ing.add_argument("--json", action="store_true", help="print the full report as JSON")
-    ing.set_defaults(func=cmd_ingest)
-    return p
+
+@app.command()
+def forecast(
+    device_id: Annotated[str | None, typer.Argument(help="the device (or --fleet)")] = None,
+    fleet: Annotated[bool, typer.Option(
+        "--fleet", help="the portfolio of the fleet (or of --devices)")] = False,
+    devices: Annotated[str | None, typer.Option(
+        help="with --fleet: comma-separated device ids (default: every device)")] = None,
+    start: Annotated[str | None, typer.Option(
+        help="forecast start, UTC quarter-hour (default: next quarter-hour)")] = None,
+    horizon_hours: Annotated[float, typer.Option(help="hours ahead, multiples of 0.25")] = 24.0,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="return the forecast id at once")] = False,
+    json_: Json = False,
+) -> None:
+    """Forecast one device, or the fleet's portfolio, through the gateway."""
+    _run(cmd_forecast, device_id=device_id, fleet=fleet, devices=devices, start=start,
+         horizon_hours=horizon_hours, no_wait=no_wait, json=json_)
+
+
+@app.command()
+def prices(
+    count: Annotated[int, typer.Option(help="ticks to publish")] = 20,
+    interval: Annotated[float, typer.Option(help="seconds between ticks")] = 1.0,
+    price: Annotated[float, typer.Option(help="starting price, EUR/MWh")] = 90.0,
+    step: Annotated[float, typer.Option(help="random-walk step, EUR/MWh")] = 3.0,
+    seed: Annotated[int | None, typer.Option(help="random seed (default: a new walk each time)")] = None,
+) -> None:
+    """Publish a simulated price feed."""
+    _run(cmd_prices, count=count, interval=interval, price=price, step=step, seed=seed)
+
+
+@app.command("devices")
+def devices_cmd() -> None:
+    """List the fleet."""
+    _run(cmd_devices)
+
+
+@app.command()
+def status(json_: Json = False) -> None:
+    """What runs, the served model, the fleet's staleness and the last decisions."""
+    _run(cmd_status, json=json_)
+
+
+@db_app.command()
+def migrate() -> None:
+    """Create or update the audit schema."""
+    _run(cmd_db_migrate)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="who holds it (recorded as requested_by)")],
+    scopes: Annotated[str, typer.Option(
+        help="comma-separated: forecast:read, forecast:request, prices:publish, models:admin; or all")],
+    out: Annotated[Path | None, typer.Option(help="also write the key to this file (mode 600)")] = None,
+    rate: Annotated[int | None, typer.Option(
+        help="requests a minute this key may make (default: the gateway's)")] = None,
+    if_missing: Annotated[bool, typer.Option("--if-missing", 
+        help="with --out: keep the key the file holds if it is still valid")] = False,
+) -> None:
+    """A new key; printed alone on the last line, shown once."""
+    _run(cmd_keys_create, name=name, scopes=scopes, out=out, rate=rate, if_missing=if_missing)
+
+
+@keys_app.command("list")
+def keys_list(json_: Json = False) -> None:
+    """Keys with their scopes, state and last use (never the secret)."""
+    _run(cmd_keys_list, json=json_)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="key id or name")]) -> None:
+    """Revoke a key by id, or every key of a name."""
+    _run(cmd_keys_revoke, key=key)
+
+
+class Faults(enum.StrEnum):
+    realistic = "realistic"
+    none = "none"
+
+
+def _fleet_command(name: str, doc: str, default_devices: int, default_days: int) -> None:
+    def command(
+        devices: Annotated[int, typer.Option(help="heat pumps")] = default_devices,
+        days: Annotated[int, typer.Option(help="days of readings")] = default_days,
+        seed: Annotated[int, typer.Option(help="random seed")] = 7,
+        end: Annotated[datetime | None, typer.Option(
+            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S"],
+            help="end of the data, ISO time, UTC (default: now, to the quarter-hour)")] = None,
+        faults: Annotated[Faults, typer.Option(
+            help="telemetry faults: gaps, stuck sensors, duplicates, late arrivals")] = Faults.realistic,
+        out: Annotated[str | None, typer.Option(
+            help="write FILE.parquet (backtest input format) instead of the store")] = None,
+        if_empty: Annotated[bool, typer.Option(
+            "--if-empty", help="only when the store has no devices")] = False,
+    ) -> None:
+        _run(cmd_fleet_generate, devices=devices, days=days, seed=seed,
+             end=end.replace(tzinfo=UTC) if end and end.tzinfo is None else end, faults=faults.value, out=out,
+             if_empty=if_empty)
+    command.__doc__ = doc
+    fleet_app.command(name)(command)
+
+
+_fleet_command("generate", "Generate a realistic heat-pump fleet into the store or a Parquet file.", 100, 30)
+_fleet_command("demo", "The small demo fleet `make up` loads (24 devices, 35 days).", 24, 35)
+
+
+@app.command()
+def backtest(
+    data: Annotated[str, typer.Option(help="CSV or Parquet: device_id, timestamp (UTC), power (kW)")],
+    out: Annotated[str, typer.Option(help="report.json")],
+    weather: Weather = None, devices: DeviceFile = None, freq: Freq = None, horizon: Horizon = None,
+    train_rows: TrainRows = 1_500_000, trees: Trees = 60,
+    forecasts_out: Annotated[str | None, typer.Option(help="the engine's forecasts as Parquet")] = None,
+    portfolio_out: Annotated[str | None, typer.Option(
+        help="the engine's forecast of the total of all devices as Parquet")] = None,
+    plot: Annotated[str | None, typer.Option(
+        help="PNG of the portfolio's and a few devices' forecasts against actuals")] = None,
+    origins: Annotated[int, typer.Option(help="forecast days at the end of the data")] = 14,
+    issue_time: Annotated[str, typer.Option(help="forecast start each day, HH:MM UTC")] = "10:00",
+    no_peer: Annotated[bool, typer.Option("--no-peer", help="skip mlforecast")] = False,
+) -> None:
+    """Rolling-origin backtest of the engine against baselines."""
+    _run(cmd_backtest, data=data, out=out, weather=weather, devices=devices, freq=freq, horizon=horizon,
+         train_rows=train_rows, trees=trees, forecasts_out=forecasts_out, portfolio_out=portfolio_out,
+         plot=plot, origins=origins, issue_time=issue_time, no_peer=no_peer)
+
+
+@app.command()
+def train(
+    data: Data = None, weather: Weather = None, devices: DeviceFile = None, freq: Freq = None,
+    horizon: Horizon = None, train_rows: TrainRows = 1_500_000, trees: Trees = 60,
+    days: Annotated[int, typer.Option(help="without --data: the last D days of the store")] = 30,
+    end: Annotated[str | None, typer.Option(
+        help="without --data: the window's end (UTC ISO time; default: now)")] = None,
+    promote: Annotated[bool, typer.Option("--promote", 
+        help="serve it: at once, or with --holdout-days only if it beats the served model "
+             "(the running stack's training always decides so)")] = False,
+    force: Annotated[bool, typer.Option("--force", help="promote it whatever its held-out scores")] = False,
+    holdout_days: Annotated[int | None, typer.Option(
+        help="train before the last N days, score it and the served model there "
+             "(default: 7 on the running stack, none here)")] = None,
+    local: Annotated[bool, typer.Option("--local", 
+        help="train here on the store or --data even if the stack runs (a remote store)")] = False,
+    if_none_promoted: Annotated[bool, typer.Option("--if-none-promoted", 
+        help="only when no version is served yet (what the first `make up` runs)")] = False,
+) -> None:
+    """Train a model and store it as a new version (on the running stack: its training workflow)."""
+    _run(cmd_train, data=data, weather=weather, devices=devices, freq=freq, horizon=horizon,
+         train_rows=train_rows, trees=trees, days=days, end=end, promote=promote, force=force,
+         holdout_days=holdout_days, local=local, if_none_promoted=if_none_promoted)
+
+
+@models_app.command("list")
+def models_list(json_: Json = False,
+                history: Annotated[int, typer.Option(help="the latest N trainings")] = 20) -> None:
+    """Stored versions, the promoted one marked, and the trainings' champion/challenger decisions."""
+    _run(cmd_models_list, json=json_, history=history)
+
+
+@models_app.command("promote")
+def models_promote(version: Annotated[str, typer.Argument(help="a stored version")]) -> None:
+    """Serve this version."""
+    _run(cmd_models_promote, version=version)
+
+
+@app.command()
+def warm(
+    top: Annotated[int, typer.Option(help="most-requested devices of the last --days")] = 100,
+    days: Annotated[int, typer.Option(help="days of requests counted")] = 7,
+    device: Annotated[list[str] | None, typer.Option(help="also this device (repeatable)")] = None,
+) -> None:
+    """Load the served model and the most-traded devices' actors."""
+    _run(cmd_warm, top=top, days=days, device=device)
+
+
+@app.command()
+def ingest(
+    file: Annotated[str, typer.Argument(help="a CSV or Parquet file of readings")],
+    batch_id: Annotated[str | None, typer.Option(
+        help="batch id (default: derived from the file's content)")] = None,
+    url: Annotated[str | None, typer.Option(
+        help="send to this telemetry service instead of opening the store")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="print the full report as JSON")] = False,
+) -> None:
+    """Ingest a CSV or Parquet file of readings (exit 0 all stored, 2 rejected, 3 rows quarantined)."""
+    _run(cmd_ingest, file=file, batch_id=batch_id, url=url, json=json_)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    args.func(args)
+    """The console script: the command, with every ending an exit code and
+    at most one line on stderr (README: exit codes). INTRADAY_DEBUG=1
+    shows the traceback of an unexpected error."""
+    import os
+
+    try:
+        code = app(args=argv, prog_name="intraday", standalone_mode=False)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
+    except typer.Exit as e:
+        code = e.exit_code
+    except TyperException as e:  # Click's errors (Typer ships its own Click): a usage error is 2
+        code = e.exit_code
+        if type(e).__name__ == "NoArgsIsHelpError":  # a group without its command: its help
+            print(e.format_message(), file=sys.stderr)
+        else:
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if code == 2 and ctx is not None else ""
+            print(f"intraday: {e.format_message()}{hint}", file=sys.stderr)
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    except BrokenPipeError:
+        # The reader went away (`intraday devices | head`): say nothing, and
+        # keep the interpreter's final flush from raising again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            os.dup2(devnull, stream.fileno())
+        code = 141
+    except httpx.TransportError as e:
+        print(f"intraday: {get_settings().gateway_url} or a service behind it did not answer: {e}",
+              file=sys.stderr)
+        code = 1
+    except SystemExit as e:
+        # Click's answer to a closed pipe: exit 1 with the streams quietened.
+        if e.code == 1 and "Pacify" in type(sys.stdout).__name__:
+            raise SystemExit(141) from None
+        raise
+    except Exception as e:
+        if os.environ.get("INTRADAY_DEBUG"):
+            raise
+        print(f"intraday: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              "(INTRADAY_DEBUG=1 shows where)", file=sys.stderr)
+        code = 1
+    if code == 130:  # Ctrl-C (Typer reports it as an exit code)
+        print("\nintraday: interrupted", file=sys.stderr)
+    if code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -140,9 +140,9 @@ def test_a_worse_candidate_is_not_promoted_unless_forced(champion, gateway, stac
     assert gateway.get("/models").json()["promoted"] == forced["candidate_version"]
     # `intraday models list` shows the champion/challenger history, newest first.
     listing = intraday(stack["env"], "models", "list")
-    rows = [line for line in listing.splitlines() if line.startswith("  20") and " vs " in line]
-    assert [r.split()[-1] for r in rows[:3]] == ["(forced)", "kept", "promoted"], listing
-    assert forced["candidate_version"] in rows[0] and served in rows[1]
+    rows = [line.split() for line in listing.splitlines() if " request " in line]
+    assert [r[-1] for r in rows[:3]] == ["(forced)", "kept", "promoted"], listing
+    assert rows[0][2] == forced["candidate_version"] and rows[1][4] == served, listing
 
 
 def test_unusable_training_requests_are_refused(gateway):
