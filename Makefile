@@ -1,6 +1,6 @@
 # The two commands that matter: `make setup` (fresh machine -> everything
 # installed) and `make test` (the whole suite). See README.md.
-.PHONY: setup test unit integration up down status bench bench-load bench-telemetry bench-forecasting bench-fuzz bench-faults lint
+.PHONY: setup test unit integration up down status bench bench-load bench-dashboard bench-telemetry bench-forecasting bench-fuzz bench-faults lint
 
 PY := .venv/bin/python
 
@@ -36,6 +36,9 @@ bench:
 # .data/load unless one is running; about 15 minutes).
 bench-load:
 	$(PY) bench/load.py
+
+bench-dashboard:
+	$(PY) bench/dashboard.py
 
 bench-telemetry:
 	$(PY) bench/telemetry.py

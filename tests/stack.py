@@ -56,12 +56,15 @@ def pytest_collection_modifyitems(config, items):
         if "faults" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
             item.add_marker(pytest.mark.faults)
-    # The fuzzing runs after the other integration tests: what it is allowed
-    # to do (whole-fleet forecasts, prices that move the trading service)
-    # would be found by the tests that make those themselves. The fault
+    # The dashboard's tests, then the fuzzing, run after the other
+    # integration tests: what they do (whole-fleet forecasts, prices that
+    # move the trading service) would be found by the tests that make those
+    # themselves (a fleet forecast is made once per start and model, so a
+    # later price move in the same quarter-hour would reuse it). The fault
     # suite last: what it breaks cannot disturb another test.
     items.sort(key=lambda item: ("faults" in str(item.fspath),
-                                 item.fspath.basename.startswith("test_fuzz")))
+                                 item.fspath.basename.startswith("test_fuzz"),
+                                 item.fspath.basename == "test_dashboard.py"))
 
 
 @pytest.fixture(scope="session")

@@ -39,10 +39,30 @@ def holdout_origins(data: backtest.BacktestData, days: int, horizon: int) -> lis
     return backtest.origin_indices(data.panel, days, horizon, ISSUE_TIME)
 
 
+MIN_TRAINING_DAYS = 10  # a week of lags for the features, two days to train on, one to calibrate
+
+
+def check_coverage(data: backtest.BacktestData, holdout_days: int) -> None:
+    """InvalidRequest, with the reason, when the window holds readings on too
+    few days to train on and hold `holdout_days` out (a window before the
+    fleet's data, or one the telemetry has gaps through)."""
+    panel = data.panel
+    days = panel.intervals // panel.per_day
+    seen = ~np.isnan(panel.power[:, : days * panel.per_day]).all(axis=0)
+    covered = int(seen.reshape(days, panel.per_day).any(axis=1).sum()) if days else 0
+    need = MIN_TRAINING_DAYS + holdout_days
+    if covered < need:
+        raise InvalidRequest(
+            f"the training window {isoformat_z(panel.timestamp(0))} .. "
+            f"{isoformat_z(panel.timestamp(panel.intervals))} has readings on {covered} of the window's "
+            f"{days} days; training needs at least {need} ({MIN_TRAINING_DAYS} + {holdout_days} held out)")
+
+
 def train_candidate(data: backtest.BacktestData, config: TrainingConfig, holdout_days: int,
                     progress=None) -> tuple[QuantileModel, list[int]]:
     """A model trained on the data before the held-out span (on all of it
     with `holdout_days` 0), and the held-out origins."""
+    check_coverage(data, holdout_days)
     origins = holdout_origins(data, holdout_days, config.horizon) if holdout_days else []
     end = origins[0] if origins else data.panel.intervals
     model = fit(backtest._truncated(data.panel, end), data.temperature, config, progress)

@@ -117,6 +117,8 @@ def run_training(job: dict) -> dict:
 
 @step("training")
 def train_and_evaluate(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
+    from lightgbm.basic import LightGBMError
+
     from intraday.errors import InvalidRequest
 
     spawn = multiprocessing.get_context("spawn")
@@ -125,6 +127,8 @@ def train_and_evaluate(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
             return child.submit(run_training, job).result()
         except InvalidRequest as e:  # too little data, no device: not worth retrying
             return {"error": str(e), "kind": "invalid_request"}
+        except LightGBMError as e:  # the data cannot be fit: the same again would not be either
+            return {"error": f"the training data could not be fit: {e}", "kind": "invalid_request"}
 
 
 @step("training")

@@ -150,8 +150,10 @@ def test_unusable_training_requests_are_refused(gateway):
                          ({"end": "2999-01-01T00:00:00Z"}, "quarter-hour in the past"),
                          ({"end": "2026-01-01T00:07:00Z"}, "quarter-hour in the past"),
                          ({"holdout_days": 0}, "greater than or equal to 1"),
-                         ({"epochs": 3}, "extra")):
-        r = gateway.post("/models/train", json=body)
+                         ({"epochs": 3}, "extra"),
+                         ({"end": "2001-01-01T00:00:00Z", "train_rows": 10_000, "trees": 10},
+                          "readings on 0 of the window's 30 days")):
+        r = gateway.post("/models/train", params={"wait": "true", "timeout": 120}, json=body)
         assert r.status_code == 422 and reason in r.text, (body, r.text)
 
 

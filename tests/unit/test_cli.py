@@ -28,8 +28,8 @@ COMMANDS = {
     "keys revoke": [],
     "fleet generate": ["--devices", "--days", "--seed", "--end", "--faults", "--out", "--if-empty"],
     "fleet demo": ["--devices", "--days", "--seed", "--end", "--faults", "--out", "--if-empty"],
-    "backtest": ["--data", "--weather", "--devices", "--freq", "--horizon", "--train-rows", "--trees", "--out",
-                 "--forecasts-out", "--portfolio-out", "--plot", "--origins", "--issue-time", "--no-peer"],
+    "backtest": ["--data", "--weather", "--devices", "--freq", "--horizon", "--train-rows", "--trees",
+                 "--out", "--forecasts-out", "--portfolio-out", "--plot", "--origins", "--issue-time", "--no-peer"],
     "train": ["--data", "--weather", "--devices", "--freq", "--horizon", "--train-rows", "--trees", "--days",
               "--promote", "--if-none-promoted", "--force", "--holdout-days", "--end", "--local"],
     "models list": ["--json", "--history"],
@@ -111,7 +111,8 @@ def test_shell_completion_offers_commands_and_subcommands():
 @pytest.mark.skipif(sys.platform != "linux", reason="a pseudo-terminal for Rich's live progress")
 def test_on_a_terminal_progress_is_live_and_tables_are_drawn(tmp_path):
     r = subprocess.run(["script", "-qec", f"{INTRADAY} fleet generate --devices 200 --days 3 --out "
-                        f"{tmp_path / 'f.parquet'}", "/dev/null"], capture_output=True, text=True, timeout=120)
+                        f"{tmp_path / 'f.parquet'}", "/dev/null"],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout
     assert "\x1b[" in r.stdout and "0:00:0" in r.stdout  # the spinner's elapsed time, redrawn in place
     assert "wrote " in r.stdout

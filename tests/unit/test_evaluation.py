@@ -98,3 +98,15 @@ def test_no_held_out_day_is_refused(data, candidate):
         evaluation.evaluate(model, None, data, [], data.panel.per_day)
     assert np.isfinite(evaluation.evaluate(model, None, data, candidate[1][-1:], data.panel.per_day)
                        .candidate["portfolio"]["pinball_mean"])
+
+
+def test_a_window_with_too_few_days_of_readings_is_refused_with_the_reason(data):
+    p = data.panel
+    power = p.power.copy()
+    power[:, : 8 * p.per_day] = np.nan  # the first 8 of 16 days without a reading
+    gappy = replace(data, panel=Panel(p.device_ids, p.start, power, p.outdoor_temp, p.attributes, p.countries,
+                                      p.step_minutes))
+    with pytest.raises(Exception, match=r"has readings on 8 of the window's 16 days; training needs at "
+                                        r"least 13 \(10 \+ 3 held out\)"):
+        evaluation.train_candidate(gappy, SMALL, HOLDOUT)
+    evaluation.check_coverage(data, HOLDOUT)  # the whole window: enough
