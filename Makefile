@@ -1,6 +1,6 @@
 # The two commands that matter: `make setup` (fresh machine -> everything
 # installed) and `make test` (the whole suite). See README.md.
-.PHONY: setup test unit integration up down status bench bench-load bench-dashboard bench-telemetry bench-forecasting bench-fuzz bench-faults lint
+.PHONY: setup test unit integration up down status bench bench-load bench-dashboard bench-training bench-telemetry bench-forecasting bench-fuzz bench-faults lint
 
 PY := .venv/bin/python
 
@@ -39,6 +39,9 @@ bench-load:
 
 bench-dashboard:
 	$(PY) bench/dashboard.py
+
+bench-training:
+	$(PY) bench/training.py
 
 bench-telemetry:
 	$(PY) bench/telemetry.py

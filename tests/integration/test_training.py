@@ -35,10 +35,7 @@ def champion(stack, gateway, pg):
     what they saw, and its decision. The model it promotes is unpromoted
     at the end (other tests start on the seasonal fallback)."""
     assert gateway.get("/models").json()["promoted"] is None
-    r = gateway.post("/models/train", json=SMALL)
-    assert r.status_code == 202, r.text
-    tid = r.json()["training_id"]
-    served: list[tuple[str, dict]] = []
+    served: list[tuple[str, dict]] = []  # (kind, result) in the order the requests were sent
     errors: list[str] = []
     done = threading.Event()
     start = floor_quarter_hour(datetime.now(UTC)) + timedelta(hours=1)
@@ -47,6 +44,7 @@ def champion(stack, gateway, pg):
         k = 0
         while not done.is_set():
             k += 1
+            sent = time.monotonic()
             try:
                 if k % 4 == 0:
                     r = gateway.post("/forecast/fleet", params={"wait": "true"},
@@ -60,7 +58,7 @@ def champion(stack, gateway, pg):
                 if r.status_code != 200:
                     errors.append(f"{kind} {r.status_code}: {r.text[:300]}")
                 else:
-                    served.append((kind, r.json()["result"]))
+                    served.append((sent, kind, r.json()["result"]))
             except httpx.HTTPError as e:
                 errors.append(repr(e))
 
@@ -68,12 +66,19 @@ def champion(stack, gateway, pg):
     for t in threads:
         t.start()
     try:
-        decision = _finished(gateway, tid)
-        time.sleep(3)  # forecasters re-read the promoted version every second here
+        # Forecasts are served before the training starts, while it runs, and
+        # after its model is promoted (forecasters re-read the version every second here).
+        assert eventually(lambda: len(served) >= 4, timeout=120), errors
+        r = gateway.post("/models/train", json=SMALL)
+        assert r.status_code == 202, r.text
+        decision = _finished(gateway, r.json()["training_id"])
+        new = decision["candidate_version"]
+        eventually(lambda: sum(res["model_version"] == new for _, _, res in served) >= 4, timeout=60)
     finally:
         done.set()
         for t in threads:
             t.join(timeout=120)
+    served = [(kind, result) for _, kind, result in sorted(served, key=lambda s: s[0])]
     yield {"decision": decision, "served": served, "errors": errors}
     promoted = stack["data_dir"] / "models" / "PROMOTED"
     promoted.unlink(missing_ok=True)
@@ -89,6 +94,8 @@ def test_a_training_while_forecasts_are_served_disturbs_none(champion, pg):
     versions = [r["model_version"] for _, r in served]
     # Forecasts went on across the promotion: the fallback's, then the new model's.
     assert versions[0] == "baseline" and versions[-1] == new and set(versions) == {"baseline", new}
+    # In the order they were asked for: the fallback's until the switch, the new model's after it.
+    assert set(versions[versions.index(new):]) == {new}, versions
     # No forecast mixes models: a fleet forecast and every device forecast in it share one version.
     fleets = [r for kind, r in served if kind == "fleet"]
     assert fleets
