@@ -35,6 +35,16 @@ def champion(stack, gateway, pg):
     what they saw, and its decision. The model it promotes is unpromoted
     at the end (other tests start on the seasonal fallback)."""
     assert gateway.get("/models").json()["promoted"] is None
+    # Forecasters re-read the promoted version every second here: a model an
+    # earlier test has just unpromoted may still serve for up to that long.
+    probe = floor_quarter_hour(datetime.now(UTC)) + timedelta(hours=5)
+
+    def on_the_fallback() -> bool:
+        r = gateway.post("/forecast/intraday", params={"wait": "true"},
+                         json={"device_id": "hp-0001", "forecast_start": isoformat_z(probe),
+                               "horizon_hours": 1})
+        return r.status_code == 200 and r.json()["result"]["model_version"] == "baseline"
+    assert eventually(on_the_fallback, timeout=30)
     served: list[tuple[str, dict]] = []  # (kind, result) in the order the requests were sent
     errors: list[str] = []
     done = threading.Event()
