@@ -53,11 +53,11 @@ class Requests(threading.Thread):
         self.latencies: list[float] = []
         self.errors: list[str] = []
         self.versions: dict[str, int] = {}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._rng = random.SystemRandom()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             began = time.perf_counter()
             start = floor_quarter_hour(datetime.now(UTC)) + QUARTER_HOUR * self._rng.randrange(4, 4 * 48)
             try:
@@ -72,10 +72,10 @@ class Requests(threading.Thread):
                     self.errors.append(f"{r.status_code}: {r.text[:200]}")
             except httpx.HTTPError as e:
                 self.errors.append(repr(e))
-            self._stop.wait(max(0.0, 1 / self.rate - (time.perf_counter() - began)))
+            self._halt.wait(max(0.0, 1 / self.rate - (time.perf_counter() - began)))
 
     def stop(self) -> dict:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=120)
         wall = max(sum(self.latencies), 1e-9)
         return {**(summary(self.latencies, wall) if self.latencies else {"requests": 0}),
