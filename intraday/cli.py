@@ -650,8 +650,9 @@ def _train_via_gateway(args: argparse.Namespace) -> bool:
             if r.json()["promoted"]:
                 print(f"model {r.json()['promoted']} is served already: nothing trained")
                 return True
-        body = {"days": args.days, "holdout_days": args.holdout_days or 7, "train_rows": args.train_rows,
-                "trees": args.trees, "force": args.force}
+        body = {"days": args.days, "train_rows": args.train_rows, "trees": args.trees, "force": args.force}
+        if args.holdout_days is not None:  # else the service's default (TrainingRequest)
+            body["holdout_days"] = args.holdout_days
         if args.end:
             body["end"] = args.end
         r = gw.post("/models/train", json=body)

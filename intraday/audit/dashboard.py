@@ -88,7 +88,3 @@ def latest_device_forecast(conn: psycopg.Connection, device_id: str) -> dict[str
     row = conn.execute("SELECT request_id FROM forecast_requests WHERE device_id = %s"
                        " ORDER BY completed_at DESC LIMIT 1", (device_id,)).fetchone()
     return db.read_forecast(conn, row[0]) if row else None
-
-
-def trainings(conn: psycopg.Connection, limit: int = 5) -> list[dict[str, Any]]:
-    return db.read_trainings(conn, limit)

@@ -28,7 +28,6 @@ from intraday.forecasting.features import Rows
 from intraday.forecasting.model import QuantileModel, TrainingConfig, device_locations, fit
 from intraday.timeutil import isoformat_z
 
-HOLDOUT_DAYS = 7
 ISSUE_TIME = "10:00"
 DECIDED_ON = "portfolio pinball_mean"  # lower is better
 

@@ -119,6 +119,15 @@ app = FastAPI(title="intraday telemetry", lifespan=lifespan)
 install_common(app, "telemetry")
 
 
+def _check_span(start: datetime, end: datetime, quarter_hours: bool = True) -> None:
+    """422 with the reason unless [start, end) is a span a query may ask
+    for: start before end, at most MAX_WINDOW, on quarter-hours."""
+    if quarter_hours and not (is_quarter_hour(start) and is_quarter_hour(end)):
+        raise HTTPException(422, "start and end must be on quarter-hour boundaries")
+    if not start < end or end - start > MAX_WINDOW:
+        raise HTTPException(422, f"need start < end and at most {MAX_WINDOW.days} days")
+
+
 @app.get("/devices")
 async def devices() -> list[dict]:
     return await run_in_threadpool(store.devices)
@@ -136,10 +145,7 @@ async def device(device_id: str) -> dict:
 async def window(device_id: str, start: datetime = Query(...), end: datetime = Query(...)) -> dict:
     """Mean power (kW) per quarter-hour in [start, end); null marks a gap."""
     start, end = to_utc(start), to_utc(end)
-    if not (is_quarter_hour(start) and is_quarter_hour(end)):
-        raise HTTPException(422, "start and end must be on quarter-hour boundaries")
-    if not start < end or end - start > MAX_WINDOW:
-        raise HTTPException(422, f"need start < end and at most {MAX_WINDOW.days} days")
+    _check_span(start, end)
     w = await run_in_threadpool(store.window, device_id, start, end)
     return {
         "device_id": device_id,
@@ -164,10 +170,7 @@ async def windows(request: WindowsRequest) -> Response:
     in the order asked, NaN for gaps (binary: 23 KB per device-month, a
     tenth of the JSON and no parsing)."""
     start, end = to_utc(request.start), to_utc(request.end)
-    if not (is_quarter_hour(start) and is_quarter_hour(end)):
-        raise HTTPException(422, "start and end must be on quarter-hour boundaries")
-    if not start < end or end - start > MAX_WINDOW:
-        raise HTTPException(422, f"need start < end and at most {MAX_WINDOW.days} days")
+    _check_span(start, end)
     try:
         ids = [check_device_id(d) for d in request.device_ids]
     except ValueError as e:
@@ -185,10 +188,7 @@ async def weather(location: str, start: datetime = Query(...), end: datetime = Q
     at `as_of`: observed where measured by then, else the latest forecast
     issued by then; null where neither exists."""
     start, end, as_of = to_utc(start), to_utc(end), to_utc(as_of)
-    if not (is_quarter_hour(start) and is_quarter_hour(end)):
-        raise HTTPException(422, "start and end must be on quarter-hour boundaries")
-    if not start < end or end - start > MAX_WINDOW:
-        raise HTTPException(422, f"need start < end and at most {MAX_WINDOW.days} days")
+    _check_span(start, end)
     temps = await run_in_threadpool(store.weather_window, [location], start, end, as_of)
     return {"location": location, "start": isoformat_z(start), "freq": "15min",
             "values": [None if math.isnan(v) else v for v in temps[0].tolist()]}
@@ -200,10 +200,7 @@ async def portfolio_actuals(start: datetime = Query(...), end: datetime = Query(
     sum of the devices' means) and how many devices it holds; null where no
     device reported yet."""
     start, end = to_utc(start), to_utc(end)
-    if not (is_quarter_hour(start) and is_quarter_hour(end)):
-        raise HTTPException(422, "start and end must be on quarter-hour boundaries")
-    if not start < end or end - start > MAX_WINDOW:
-        raise HTTPException(422, f"need start < end and at most {MAX_WINDOW.days} days")
+    _check_span(start, end)
     total, devices = await run_in_threadpool(store.portfolio_actuals, start, end)
     return {"start": isoformat_z(start), "freq": "15min",
             "total_kw": [None if math.isnan(v) else round(v, 3) for v in total.tolist()],
@@ -224,8 +221,7 @@ async def weather_forecasts(request: WeatherForecastsRequest) -> Response:
     as Parquet (location, issued_at, timestamp, outdoor_temp): what a
     training reads forecasts from, as they were issued."""
     start, end = to_utc(request.start), to_utc(request.end)
-    if not start < end or end - start > MAX_WINDOW:
-        raise HTTPException(422, f"need start < end and at most {MAX_WINDOW.days} days")
+    _check_span(start, end, quarter_hours=False)
     df = await run_in_threadpool(store.weather_forecasts, request.locations, start, end)
     out = io.BytesIO()
     df.to_parquet(out, index=False)
