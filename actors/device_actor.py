@@ -26,6 +26,7 @@ from services.forecaster.models import catalog
 from services.forecaster.weather import on_window
 from services.metrics import ACTOR_ACTIVATIONS, ACTOR_DEACTIVATIONS, ACTORS_ACTIVE
 from services.sidecar import SidecarError, fetch_device, fetch_window
+from workflows.activities import listed_device
 
 log = logging.getLogger("forecaster.actor")
 ACTOR_TYPE = "DeviceActor"
@@ -193,6 +194,14 @@ class DeviceActor(Actor, DeviceActorInterface):
             return None
 
     async def _device_attributes(self) -> dict | None:
+        """The device's registry entry: as the forecaster's fleet list has
+        it when it lists the device (so an update reaches the actor within
+        the list's few seconds), else as first fetched and kept."""
+        listed = listed_device(self.id.id)
+        if listed is not None and listed != self._attributes:
+            self._attributes = listed
+            await self._state_manager.set_state(ATTRIBUTES_KEY, self._attributes)
+            await self._state_manager.save_state()
         if self._attributes is None:
             try:
                 self._attributes = await fetch_device(self.id.id)

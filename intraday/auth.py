@@ -23,6 +23,9 @@ SCOPES = {
     "forecast:request": "request device and fleet forecasts",
     "prices:publish": "publish prices (they move the trading service)",
     "models:admin": "warm the served model and device actors; train and promote models",
+    "fleet:admin": "add, update and retire devices in the registry",
+    "readings:write": "send meter readings",
+    "weather:write": "send weather observations and issued temperature forecasts",
 }
 ALL = "all"
 _KEY = re.compile(r"^ik_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")

@@ -4,9 +4,10 @@ progress; `intraday --install-completion` adds shell completion).
 Commands that reach the running system go through the gateway
 (INTRADAY_GATEWAY_URL) with an API key (INTRADAY_API_KEY, else the file
 INTRADAY_API_KEY_FILE, default .data/api-key, which `make up` writes):
-forecast, prices, devices, status, warm, and train and models when the
-stack runs. `db`, `keys` and `fleet` work on the stores directly and are
-what `make up` runs before the services start; `backtest` works on files.
+forecast, prices, devices, status, warm, and train, models, weather and
+import when the stack runs. `db`, `keys` and `fleet` work on the stores
+directly and are what `make up` runs before the services start;
+`backtest` works on files.
 
 \b
 Exit codes (every error is one line on stderr):
@@ -168,16 +169,6 @@ def cmd_prices(args: argparse.Namespace) -> None:
                   flush=True)
             if n + 1 < args.count:
                 time.sleep(args.interval)
-
-
-def cmd_devices(_: argparse.Namespace) -> None:
-    with _gateway() as gw:
-        r = gw.get("/devices")
-    if r.status_code >= 400:
-        _http_error(r)
-    _table(["device", "location", "building", "heat pump", "rated kW"],
-           [[d["device_id"], d["location"], d["building_type"], d.get("heat_pump_type", ""),
-             f"{d['rated_power_kw']:.1f}"] for d in r.json()], right=(4,))
 
 
 def cmd_keys_create(args: argparse.Namespace) -> None:
@@ -955,12 +946,6 @@ def prices(
     _run(cmd_prices, count=count, interval=interval, price=price, step=step, seed=seed)
 
 
-@app.command("devices")
-def devices_cmd() -> None:
-    """List the fleet."""
-    _run(cmd_devices)
-
-
 @app.command()
 def status(json_: Json = False) -> None:
     """What runs, the served model, the fleet's staleness and the last decisions."""
@@ -977,7 +962,8 @@ def migrate() -> None:
 def keys_create(
     name: Annotated[str, typer.Argument(help="who holds it (recorded as requested_by)")],
     scopes: Annotated[str, typer.Option(
-        help="comma-separated: forecast:read, forecast:request, prices:publish, models:admin; or all")],
+        help="comma-separated: forecast:read, forecast:request, prices:publish, models:admin, "
+             "fleet:admin, readings:write, weather:write; or all")],
     out: Annotated[Path | None, typer.Option(help="also write the key to this file (mode 600)")] = None,
     rate: Annotated[int | None, typer.Option(
         help="requests a minute this key may make (default: the gateway's)")] = None,
@@ -1111,6 +1097,17 @@ def ingest(
 ) -> None:
     """Ingest a CSV or Parquet file of readings (exit 0 all stored, 2 rejected, 3 rows quarantined)."""
     _run(cmd_ingest, file=file, batch_id=batch_id, url=url, json=json_)
+
+
+def _register_onboarding() -> None:
+    # `devices`, `weather` and `import` (intraday/cli_onboarding.py), which
+    # use this module's helpers.
+    from intraday import cli_onboarding
+
+    cli_onboarding.register(app)
+
+
+_register_onboarding()
 
 
 def main(argv: list[str] | None = None) -> None:

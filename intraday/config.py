@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     training_rows: int = 1_500_000  # and its training rows
     compiled_trees: bool = True  # serve with treelite/tl2cgen-compiled trees (same numbers, ~2x faster)
     history_days: int = 30  # telemetry window a DeviceActor keeps
+    # A location whose newest temperature forecast is older than this has
+    # no fresh forecast: a note on its devices' forecasts and a metric.
+    weather_forecast_max_age_hours: float = 18.0
     baseline_days: int = 14  # days the seasonal baseline draws quantiles from
     max_horizon_hours: int = 48
     forecast_deadline_seconds: float = 60.0

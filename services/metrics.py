@@ -57,6 +57,13 @@ STALENESS = Gauge(
 STALE_DEVICES = Gauge("intraday_telemetry_stale_devices",
                       "Devices whose newest reading is older than the threshold", ["threshold"])
 FLEET_DEVICES = Gauge("intraday_fleet_devices", "Devices in the fleet")
+WEATHER_ROWS = Counter("intraday_weather_rows", "Weather rows stored, by kind (observed, forecast)", ["kind"])
+WEATHER_STALE_LOCATIONS = Gauge(
+    "intraday_weather_stale_locations",
+    "Locations of the fleet's devices without a temperature forecast issued within the threshold "
+    "(INTRADAY_WEATHER_FORECAST_MAX_AGE_HOURS)")
+REGISTRY_CHANGES = Counter("intraday_registry_devices_written",
+                           "Devices the registry's changes wrote, by outcome", ["outcome"])
 
 # -- trading -------------------------------------------------------------------
 PRICE_TICKS = Counter("intraday_price_ticks", "Price messages received, by what the rule made of them",
@@ -113,6 +120,10 @@ def _initialise() -> None:
         IN_FLIGHT.labels(kind)
     for outcome in ("inserted", "duplicates", "already_stored", "quarantined", "rejected"):
         INGEST_ROWS.labels(outcome)
+    for kind in ("observed", "forecast"):
+        WEATHER_ROWS.labels(kind)
+    for outcome in ("added", "updated", "reactivated", "retired"):
+        REGISTRY_CHANGES.labels(outcome)
     for verdict in ("move", "no_move", "decided", "malformed"):
         PRICE_TICKS.labels(verdict)
     for result in ("new", "repeat"):

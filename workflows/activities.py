@@ -41,25 +41,33 @@ def _audit_pool() -> ConnectionPool:
     return _pool
 
 
-_FLEET_TTL_S = 60.0
+# The list is re-validated every few seconds: a conditional request (its
+# ETag) that the telemetry service answers 304 while the registry is
+# unchanged, so devices added, updated or retired reach the forecasts
+# within seconds and without a restart.
+_FLEET_TTL_S = 5.0
 _FLEET_RETRY_S = 10.0  # after a failed refresh, the next try
 _FLEET_TIMEOUT = 5.0
 _fleet: tuple[float, dict[str, dict]] | None = None
+_fleet_etag: str | None = None
 _fleet_lock = threading.Lock()
 
 
 def fleet_devices() -> dict[str, dict]:
-    """The fleet's devices with their attributes, from the telemetry service
-    in one call (cached for a minute). While the telemetry service is down
-    or hangs, the last list it gave is served (logged), so forecasts for
-    known devices go on; with none yet, the failure is raised."""
-    global _fleet
+    """The fleet's devices (those not retired) with their attributes, from
+    the telemetry service in one call, re-validated every `_FLEET_TTL_S`.
+    While the telemetry service is down or hangs, the last list it gave is
+    served (logged), so forecasts for known devices go on; with none yet,
+    the failure is raised."""
+    global _fleet, _fleet_etag
     with _fleet_lock:  # one refresh at a time, however many requests want it
         if _fleet is None or time.monotonic() - _fleet[0] > _FLEET_TTL_S:
+            headers = {"if-none-match": _fleet_etag} if _fleet is not None and _fleet_etag else {}
             try:
                 r = sidecar.sync_client().get("/v1.0/invoke/telemetry/method/devices",
-                                              timeout=_FLEET_TIMEOUT)
-                r.raise_for_status()
+                                              timeout=_FLEET_TIMEOUT, headers=headers)
+                if r.status_code != 304:
+                    r.raise_for_status()
             except httpx.HTTPError as e:
                 if _fleet is None:
                     raise
@@ -67,14 +75,27 @@ def fleet_devices() -> dict[str, dict]:
                             str(e)[:200], time.monotonic() - _fleet[0])
                 _fleet = (time.monotonic() - _FLEET_TTL_S + _FLEET_RETRY_S, _fleet[1])
             else:
-                _fleet = (time.monotonic(), {d["device_id"]: d for d in r.json()})
+                if r.status_code == 304 and _fleet is not None:
+                    _fleet = (time.monotonic(), _fleet[1])
+                else:
+                    _fleet = (time.monotonic(), {d["device_id"]: d for d in r.json()})
+                    _fleet_etag = r.headers.get("etag")
+                    _known_devices.clear()  # a device seen since may have been retired
         return _fleet[1]
 
 
+def listed_device(device_id: str) -> dict | None:
+    """A device's entry in the fleet list as last read, without asking
+    (None when it is not listed or no list was read yet): the attributes a
+    DeviceActor checks its own copy against."""
+    fleet = _fleet
+    return None if fleet is None else fleet[1].get(device_id)
+
+
 def device_exists(device_id: str) -> bool:
-    """In the fleet list (one call a minute for every request), else asked
-    of the telemetry service (a device registered since; cached for a few
-    minutes once seen)."""
+    """In the fleet list (re-validated every few seconds), else asked of
+    the telemetry service (a device registered since; cached for a few
+    minutes once seen). A retired device is not in the fleet."""
     if device_id in fleet_devices():
         return True
     seen = _known_devices.get(device_id)
@@ -84,6 +105,9 @@ def device_exists(device_id: str) -> bool:
     if r.status_code == 404:
         return False
     r.raise_for_status()
+    retired = r.json().get("retired_at")
+    if retired and datetime.fromisoformat(retired) <= datetime.now(UTC):
+        return False
     _known_devices[device_id] = time.monotonic()
     return True
 

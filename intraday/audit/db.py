@@ -311,3 +311,36 @@ def record_tick(conn: psycopg.Connection, tick_id: str, at: datetime, price_eur_
         "INSERT INTO price_ticks (tick_id, at, price_eur_mwh, market, verdict) VALUES (%s, %s, %s, %s, %s)"
         " ON CONFLICT (tick_id) DO NOTHING", (tick_id, at, price_eur_mwh, market, verdict))
     return cur.rowcount == 1
+
+
+def record_device_change(conn: psycopg.Connection, change: dict[str, Any]) -> bool:
+    """A registry change (`intraday.telemetry.registry.Change.to_dict()`:
+    sql/postgres/009_device_changes.sql); a retried record keeps the first."""
+    written = sum(len(change[k]) for k in ("added", "updated", "reactivated", "retired"))
+    cur = conn.execute(
+        "INSERT INTO device_changes (change_id, action, changed_by, changed_at, devices, written, report)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (change_id) DO NOTHING",
+        (change["change_id"], change["action"], change["changed_by"], change["at"], change["devices"],
+         written, Jsonb(change)))
+    return cur.rowcount == 1
+
+
+def read_device_changes(conn: psycopg.Connection, device_id: str | None = None,
+                        limit: int = 50) -> list[dict[str, Any]]:
+    """The latest registry changes, newest first; with `device_id`, those
+    that changed it, each with that device's fields only."""
+    where, params = "", []
+    if device_id is not None:
+        where, params = "WHERE report -> 'changes' @> %s", [Jsonb([{"device_id": device_id}])]
+    rows = conn.execute(
+        "SELECT change_id, action, changed_by, changed_at, devices, written, report FROM device_changes"
+        f" {where} ORDER BY changed_at DESC LIMIT %s", [*params, limit]).fetchall()
+    out = []
+    for change_id, action, changed_by, changed_at, devices, written, report in rows:
+        changes = report.get("changes", [])
+        if device_id is not None:
+            changes = [c for c in changes if c["device_id"] == device_id]
+        out.append({"change_id": change_id, "action": action, "changed_by": changed_by,
+                    "changed_at": isoformat_z(changed_at), "devices": devices, "written": written,
+                    "changes": changes})
+    return out

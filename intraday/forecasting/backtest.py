@@ -32,12 +32,15 @@ from intraday.forecasting import baseline, metrics, portfolio
 from intraday.forecasting.features import (
     SERVING_STEP_MINUTES,
     STEPS_MINUTES,
+    WEATHER_HOLD,
+    WEATHER_MAX_GAP,
     IssuedForecasts,
     Panel,
     Rows,
     TemperatureSeries,
     TemperatureSource,
     drop_stuck,
+    fill_gaps,
     stuck_min_run,
 )
 from intraday.forecasting.model import QuantileModel, TrainingConfig, device_locations, fit
@@ -265,14 +268,21 @@ def temperature_source(w: pd.DataFrame, panel: Panel) -> TemperatureSource:
         values = np.full((len(locations), span), np.nan)
         ok = (i >= 0) & (i < span)
         values[loc[ok], i[ok]] = w["outdoor_temp"].to_numpy()[ok]
-        return TemperatureSeries(device_loc, values)
+        return TemperatureSeries(device_loc, fill_gaps(values, _steps(WEATHER_MAX_GAP, panel),
+                                                       _steps(WEATHER_HOLD, panel)))
     r_idx = np.ceil((w["issued_at"] - pd.Timestamp(panel.start)) / grid).to_numpy().astype(np.int64)
     runs, run = np.unique(r_idx, return_inverse=True)
     lead = i - r_idx
     ok = lead >= 0
     values = np.full((len(locations), len(runs), int(lead.max(initial=0)) + 1), np.nan)
     values[loc[ok], run[ok], lead[ok]] = w["outdoor_temp"].to_numpy()[ok]
-    return IssuedForecasts(device_loc, runs, values)
+    return IssuedForecasts(device_loc, runs, fill_gaps(values, _steps(WEATHER_MAX_GAP, panel),
+                                                       _steps(WEATHER_HOLD, panel)))
+
+
+def _steps(quarter_hours: int, panel: Panel) -> int:
+    """Quarter-hours as steps of the panel's grid."""
+    return max(quarter_hours * 15 // panel.step_minutes, 0)
 
 
 def from_store(store, start: datetime, end: datetime) -> BacktestData:

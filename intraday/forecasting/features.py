@@ -493,6 +493,34 @@ def _start_features(
     return out, scale, fc24
 
 
+WEATHER_MAX_GAP = 12  # quarter-hours: values up to 3 h apart are interpolated (hourly and 3-hourly feeds)
+WEATHER_HOLD = 3  # ... and the last one held for the rest of its hour
+
+
+def fill_gaps(values: np.ndarray, max_gap: int = WEATHER_MAX_GAP, hold: int = WEATHER_HOLD) -> np.ndarray:
+    """Along the last axis: NaN between two values at most `max_gap` steps
+    apart filled linearly, and up to `hold` steps after a value before a
+    longer gap (or the end) held.
+    An hourly temperature becomes a quarter-hourly one; a longer gap stays
+    a gap. Nothing is extrapolated before the first value."""
+    out = np.array(values, dtype=np.float64)
+    rows = out.reshape(-1, out.shape[-1])
+    n = rows.shape[1]
+    idx = np.arange(n)
+    for row in rows:
+        ok = ~np.isnan(row)
+        if ok.all() or not ok.any():
+            continue
+        prev = np.maximum.accumulate(np.where(ok, idx, -1))
+        nxt = np.minimum.accumulate(np.where(ok, idx, n)[::-1])[::-1]
+        inside = ~ok & (prev >= 0) & (nxt < n) & (nxt - prev <= max_gap)
+        if inside.any():
+            row[inside] = np.interp(idx[inside], idx[ok], row[ok])
+        held = ~ok & ~inside & (prev >= 0) & (idx - prev <= hold)
+        row[held] = row[prev[held]]
+    return out
+
+
 class TemperatureSource:
     """Outdoor temperature forecasts as known at a forecast's start."""
 

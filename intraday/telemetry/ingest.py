@@ -66,6 +66,7 @@ REASONS = {
     "bad_timestamp": "timestamp is missing or not an ISO 8601 time",
     "timestamp_too_old": f"timestamp is before {EARLIEST.date()}",
     "future_timestamp": f"timestamp is more than {FUTURE_TOLERANCE} in the future",
+    "retired_device": "the device was retired before this timestamp",
     "non_numeric": "a value is not a number",
     "not_finite": "a value is infinite",
     "missing_power": "power is empty",
@@ -129,11 +130,18 @@ class DeviceRegistry:
     def __init__(self, store: TelemetryStore, ttl: timedelta = timedelta(seconds=60)):
         self._store, self._ttl = store, ttl
         self._ids: set[str] = set()
+        self._retired: dict[str, int] = {}
         self._read_at: datetime | None = None
 
     def _refresh(self) -> None:
         self._ids = self._store.known_devices()
+        self._retired = {d: int(t.timestamp() * 1000) for d, t in self._store.retirements().items()}
         self._read_at = datetime.now(UTC)
+
+    def retired_from(self, device_ids: np.ndarray) -> np.ndarray:
+        """Per device, when it was retired (epoch ms; int64 max if it is not)."""
+        never = np.iinfo(np.int64).max
+        return np.fromiter((self._retired.get(d, never) for d in device_ids), np.int64, len(device_ids))
 
     def known(self, device_ids: np.ndarray) -> np.ndarray:
         if self._read_at is None or datetime.now(UTC) - self._read_at > self._ttl:
@@ -411,6 +419,10 @@ def _validate(
     flag(~missing_ts & (ts_ms < EARLIEST.value // 1_000_000), "timestamp_too_old")
     flag(~missing_ts & (ts_ms > int((pd.Timestamp(now) + FUTURE_TOLERANCE).value // 1_000_000)),
          "future_timestamp")
+    if len(uniq):
+        retired = registry.retired_from(stripped)
+        flag(~missing_ts & (codes >= 0) & (ts_ms >= retired[np.maximum(codes, 0)]), "retired_device",
+             lambda m: [f"device {d!r} was retired before this reading" for d in stripped[codes[m]]])
 
     values = {}
     for name in VALUE_COLUMNS:
@@ -602,26 +614,40 @@ def ingest_file(
     number, so it is not hashed again."""
     digest = file_digest(path)
     batch_id = batch_id or f"file:{digest[:32]}"
-    total = IngestReport(batch_id=batch_id, source="file", status="duplicate_batch")
+    chunks = ((f"{batch_id}/{n:05d}", hashlib.sha256(f"{digest}:{chunk_rows}:{n}".encode()).hexdigest(),
+               chunk) for n, chunk in enumerate(read_chunks(path, chunk_rows)))
+    total = ingest_chunks(store, chunks, batch_id=batch_id, source="file", progress=progress)
+    if total.rows == 0:
+        raise InvalidRequest(f"{path}: the file has no rows")
+    return total
+
+
+def ingest_chunks(
+    store: TelemetryStore,
+    chunks: Iterator[tuple[str, str, pd.DataFrame]],
+    *,
+    batch_id: str,
+    source: str,
+    progress: Any = None,
+) -> IngestReport:
+    """Ingest (batch id, content digest, frame) chunks in order, one report
+    for them all. Chunk n+1 is read and prepared in a second thread while
+    chunk n commits (chDB releases the GIL while it inserts); commits stay
+    in order, one at a time."""
+    total = IngestReport(batch_id=batch_id, source=source, status="duplicate_batch")
     registry = DeviceRegistry(store)
 
     def prepared() -> Iterator[Prepared]:
         offset = 0
-        for n, chunk in enumerate(read_chunks(path, chunk_rows)):
-            yield prepare_batch(store, chunk, source="file", batch_id=f"{batch_id}/{n:05d}",
-                                registry=registry, row_offset=offset,
-                                digest=hashlib.sha256(f"{digest}:{chunk_rows}:{n}".encode()).hexdigest())
+        for chunk_id, digest, chunk in chunks:
+            yield prepare_batch(store, chunk, source=source, batch_id=chunk_id, registry=registry,
+                                row_offset=offset, digest=digest)
             offset += len(chunk)
 
-    # Chunk n+1 is read and prepared in a second thread while chunk n
-    # commits (chDB releases the GIL while it inserts); commits stay in
-    # file order, one at a time.
     for part in _ahead(prepared()):
         total.add(commit_batch(store, part))
         if progress:
             progress(total)
-    if total.rows == 0:
-        raise InvalidRequest(f"{path}: the file has no rows")
     return total
 
 

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from intraday.config import REPO_ROOT, Settings
 from intraday.errors import StoreInUse
+from intraday.forecasting.features import WEATHER_MAX_GAP, fill_gaps
 from intraday.forecasting.types import FleetWindow, TelemetryWindow
 from intraday.timeutil import QUARTER_HOUR, to_utc
 
@@ -43,9 +44,13 @@ DEVICE_COLUMNS = [
     "device_id", "location", "country", "building_type", "heat_pump_type", "rated_power_kw",
     "heated_area_m2", "setpoint_c", "installed_date",
 ]
+# What the registry holds beyond the generator's attributes (sql/clickhouse/007).
+REGISTRY_COLUMNS = [*DEVICE_COLUMNS, "latitude", "longitude", "tariff", "retired_at"]
 DEVICE_SELECT = ", ".join(
-    "toString(installed_date) AS installed_date" if c == "installed_date" else c for c in DEVICE_COLUMNS
+    "toString(installed_date) AS installed_date" if c == "installed_date" else c for c in REGISTRY_COLUMNS
 )
+# A device is in the fleet until its retirement.
+ACTIVE = "(retired_at IS NULL OR retired_at > now64(3))"
 WEATHER_COLUMNS = ["location", "kind", "timestamp", "issued_at", "outdoor_temp_c"]
 QUARANTINE_COLUMNS = [
     "batch_id", "row", "reason", "detail", "device_id", "timestamp", "power",
@@ -265,6 +270,32 @@ class TelemetryStore:
         self._backend.insert(f"{self.db}.devices", _as_arrow(devices, cols))
         return len(devices)
 
+    def write_registry(self, devices: pd.DataFrame, now: datetime, changed_by: str, change_id: str) -> int:
+        """Write whole registry rows (every attribute, None for unknown) as
+        one insert, versioned `now`: `intraday.telemetry.registry` is the
+        way in that validates and merges."""
+        n = len(devices)
+        text = {c: pa.array([v if isinstance(v, str) else "" for v in devices[c]], pa.string())
+                for c in ("location", "country", "building_type", "heat_pump_type", "tariff")}
+        numbers = {c: pa.array([None if v is None or v != v else float(v) for v in devices[c]], pa.float64())
+                   for c in ("latitude", "longitude", "rated_power_kw", "heated_area_m2", "setpoint_c")}
+        table = pa.table({
+            "device_id": pa.array(devices["device_id"].astype(str), pa.string()),
+            **text, **numbers,
+            "installed_date": pa.array(list(devices["installed_date"]), pa.date32()),
+            "retired_at": pa.array([None if v is None or v is pd.NaT else to_utc(v)
+                                    for v in devices["retired_at"]], pa.timestamp("ms", tz="UTC")),
+            "changed_by": pa.array([changed_by] * n, pa.string()),
+            "change_id": pa.array([change_id] * n, pa.string()),
+            "updated_at": pa.array([to_utc(now)] * n, pa.timestamp("ms", tz="UTC")),
+        })
+        # Not-null float columns take NaN for unknown (a NULL would be 0).
+        for c in ("rated_power_kw", "heated_area_m2", "setpoint_c"):
+            i = table.schema.get_field_index(c)
+            table = table.set_column(i, c, pc.fill_null(table.column(c), float("nan")))
+        self._backend.insert(f"{self.db}.devices", table)
+        return n
+
     def insert_weather(self, weather: pd.DataFrame | pa.Table) -> int:
         table = _as_arrow(weather, WEATHER_COLUMNS)
         self._backend.insert(f"{self.db}.weather", table, FAST_INSERT)
@@ -339,7 +370,21 @@ class TelemetryStore:
         return {r["device_id"]: datetime.fromtimestamp(r["last"], UTC) for r in rows}
 
     def known_devices(self) -> set[str]:
+        """Every registered device, retired ones too (their history stays)."""
         return set(self.query("SELECT device_id FROM {db}.devices FINAL").column(0).to_pylist())
+
+    def retirements(self) -> dict[str, datetime]:
+        """Retired devices and when they left the fleet."""
+        rows = self.query("SELECT device_id, retired_at FROM {db}.devices FINAL"
+                          " WHERE retired_at IS NOT NULL").to_pylist()
+        return {r["device_id"]: r["retired_at"] for r in rows}
+
+    def registry_version(self) -> str:
+        """Changes whenever the fleet list does: a device written, or a
+        retirement's time passed."""
+        row = self.query("SELECT count() AS n, toString(max(updated_at)) AS last,"
+                         f" countIf({ACTIVE}) AS active FROM {{db}}.devices FINAL").to_pylist()[0]
+        return f"{row['n']}-{row['active']}-{row['last']}"
 
     def stored_readings(self, device_ids: list[str], first: datetime, last: datetime) -> pd.DataFrame:
         """Raw readings of these devices with first <= timestamp <= last."""
@@ -387,15 +432,32 @@ class TelemetryStore:
 
     # -- reads ------------------------------------------------------------
 
-    def devices(self) -> list[dict[str, Any]]:
-        return self.query(f"SELECT {DEVICE_SELECT} FROM {{db}}.devices FINAL ORDER BY device_id").to_pylist()
+    def devices(self, include_retired: bool = False) -> list[dict[str, Any]]:
+        """The fleet's devices (by default those not retired) as JSON-ready
+        dicts: unknown values None, times ISO 8601."""
+        where = "" if include_retired else f" WHERE {ACTIVE}"
+        return _json_rows(self.query(
+            f"SELECT {DEVICE_SELECT} FROM {{db}}.devices FINAL{where} ORDER BY device_id").to_pylist())
 
     def device(self, device_id: str) -> dict[str, Any] | None:
+        """A registered device, retired or not (`retired_at` says)."""
         rows = self.query(
             f"SELECT {DEVICE_SELECT} FROM {{db}}.devices FINAL WHERE device_id = {{device_id:String}}",
             {"device_id": check_device_id(device_id)},
         ).to_pylist()
-        return rows[0] if rows else None
+        return _json_rows(rows)[0] if rows else None
+
+    def registry_rows(self, device_ids: list[str]) -> list[dict[str, Any]]:
+        """Stored registry rows of these devices (retired too), with Python
+        values: what a change merges into."""
+        rows = self.query(
+            f"SELECT {', '.join(REGISTRY_COLUMNS)} FROM {{db}}.devices FINAL"
+            " WHERE device_id IN {ids:Array(String)}", {"ids": list(device_ids)}).to_pylist()
+        for r in rows:
+            for k, v in r.items():
+                if isinstance(v, float) and v != v:
+                    r[k] = None
+        return rows
 
     def device_count(self) -> int:
         return int(self.query("SELECT count() AS n FROM {db}.devices FINAL").column(0)[0].as_py())
@@ -513,7 +575,11 @@ class TelemetryStore:
         by then, otherwise the latest forecast issued by then; NaN where
         neither exists. Shape (locations, intervals)."""
         start, end, as_of = to_utc(start), to_utc(end), to_utc(as_of)
+        # Values just outside the span too: an hourly feed's quarter-hours
+        # at its edges lie between a value inside and one outside.
+        pad = WEATHER_MAX_GAP
         n = int((end - start) / QUARTER_HOUR)
+        start, end = start - pad * QUARTER_HOUR, end + pad * QUARTER_HOUR
         table = self.query(
             "SELECT location, toUInt32((toUnixTimestamp(timestamp) - {start:Int64}) / 900) AS i,"
             "       argMax(outdoor_temp_c, (kind = 'observed', issued_at)) AS temp"
@@ -526,11 +592,22 @@ class TelemetryStore:
             {"locs": list(locations), "start": int(start.timestamp()),
              "end": int(end.timestamp()), "as_of": int(as_of.timestamp())},
         )
-        out = np.full((len(locations), n), np.nan)
+        out = np.full((len(locations), n + 2 * pad), np.nan)
         row = {loc: k for k, loc in enumerate(locations)}
         r = np.array([row[x] for x in table.column("location").to_pylist()], dtype=np.int64)
         out[r, table.column("i").to_numpy()] = table.column("temp").to_numpy()
-        return out
+        return fill_gaps(out)[:, pad : pad + n]  # hourly feeds: the quarter-hours between their values
+
+
+def _json_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """NaN (an unknown number) as None, times as ISO 8601 with a Z."""
+    for r in rows:
+        for k, v in r.items():
+            if isinstance(v, float) and v != v:
+                r[k] = None
+            elif isinstance(v, datetime):
+                r[k] = to_utc(v).isoformat().replace("+00:00", "Z")
+    return rows
 
 
 def _cells(ids: pa.ChunkedArray, idx: pa.ChunkedArray, rows: np.ndarray, n: int) -> list[np.ndarray]:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated
 
+import psycopg
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -22,7 +24,10 @@ from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from intraday import auth
+from intraday.audit import db
 from intraday.config import get_settings
+from intraday.errors import InvalidRequest
+from intraday.telemetry.registry import new_change_id
 from intraday.tokens import TokenKeysUnavailable, TokenVerifier
 from intraday.trading.rules import check_tick_time
 from services import sidecar
@@ -30,6 +35,7 @@ from services.gateway import dashboard
 from services.http import BodyLimit, install_common
 from workflows.contracts import ForecastRequest, TrainingRequest
 
+log = logging.getLogger(__name__)
 pool: ConnectionPool
 # The largest body a caller may send: a fleet request naming 100,000
 # devices is about 1.5 MB.
@@ -248,8 +254,129 @@ async def models(_: ForecastReader, limit: int = Query(20, ge=1, le=500)) -> Res
 
 
 @app.get("/devices")
-async def devices(_: ForecastReader) -> Response:
-    return _relay(await sidecar.invoke("telemetry", "GET", "devices"))
+async def devices(_: ForecastReader, include_retired: bool = Query(False)) -> Response:
+    """The fleet's devices with their registry entries (retired ones too
+    with `include_retired`)."""
+    return _relay(await sidecar.invoke("telemetry", "GET", "devices",
+                                       params={"include_retired": str(include_retired).lower()}))
+
+
+FleetAdmin = Annotated[auth.Principal, Depends(scope("fleet:admin"))]
+_SEND_KINDS = ("application/json", "text/csv", "application/vnd.apache.parquet", "application/x-parquet")
+
+
+def _content_type(request: Request) -> str:
+    kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if kind not in _SEND_KINDS:
+        raise InvalidRequest(f"content-type {kind!r}: send application/json, text/csv or "
+                             "application/vnd.apache.parquet")
+    return kind
+
+
+async def _registry_change(path: str, request: Request, caller: auth.Principal) -> Response:
+    """Send a registry change to the telemetry service under a new change id
+    and the caller's name, then record it in the audit store."""
+    kind, change_id = _content_type(request), new_change_id()
+    body, params = await request.body(), {"changed_by": caller.name, "change_id": change_id}
+    if kind == "application/json":
+        try:
+            doc = json.loads(body or b"{}")
+        except ValueError:
+            return JSONResponse({"detail": "the body is not JSON"}, status_code=422)
+        if not isinstance(doc, dict):
+            return JSONResponse({"detail": "the body must be a JSON object"}, status_code=422)
+        body = json.dumps({**doc, **params}).encode()
+    r = await sidecar.invoke("telemetry", "POST", path, content=body, params=params,
+                             headers={"content-type": kind}, timeout=120)
+    if r.status_code == 200:
+        change = r.json()
+        try:
+            await run_in_threadpool(_record_change, change)
+        except psycopg.Error as e:  # applied: the rows carry the change id and who made it
+            log.error("registry change %s applied, not recorded in the audit store: %s", change_id, e)
+            change["audit"] = f"not recorded: {e}"
+        return JSONResponse(change)
+    return _relay(r)
+
+
+def _record_change(change: dict) -> None:
+    with pool.connection() as conn:
+        db.record_device_change(conn, change)
+
+
+@app.post("/devices")
+async def register_devices(request: Request, caller: FleetAdmin) -> Response:
+    """Add or update devices: `{"devices": [{device_id, location, latitude,
+    longitude, country, building_type, heat_pump_type, rated_power_kw,
+    heated_area_m2, setpoint_c, installed_date, tariff}]}`, or the same
+    columns as CSV or Parquet. Absent values keep what is stored. Every row
+    valid, or 422 naming each bad row, and nothing written."""
+    return await _registry_change("devices", request, caller)
+
+
+@app.post("/devices/retire")
+async def retire_devices(request: Request, caller: FleetAdmin) -> Response:
+    """`{"device_ids": [...], "at"?: time}`: they leave the fleet (and the
+    portfolio) from `at` (default now); their history stays."""
+    return await _registry_change("devices/retire", request, caller)
+
+
+@app.get("/devices/changes")
+async def device_changes(_: ForecastReader, device_id: str | None = Query(None, max_length=64),
+                         limit: int = Query(50, ge=1, le=1000)) -> list[dict]:
+    """Who changed the registry, when and what: the latest changes, or
+    those of one device."""
+    def read() -> list[dict]:
+        with pool.connection() as conn:
+            return db.read_device_changes(conn, device_id, limit)
+    return await run_in_threadpool(read)
+
+
+@app.post("/readings")
+async def send_readings(request: Request, _: Annotated[auth.Principal, Depends(scope("readings:write"))],
+                        batch_id: str | None = Query(None, max_length=200)) -> Response:
+    """Meter readings into the telemetry store: `{"batch_id"?, "readings":
+    [{device_id, timestamp, power, ...}]}`, or CSV or Parquet; the batch
+    report (rows quarantined with their reasons), 422 when it is refused."""
+    params = {"batch_id": batch_id} if batch_id else {}
+    return _relay(await sidecar.invoke("telemetry", "POST", "ingest", content=await request.body(),
+                                       params=params, headers={"content-type": _content_type(request)},
+                                       timeout=120))
+
+
+WeatherWriter = Annotated[auth.Principal, Depends(scope("weather:write"))]
+
+
+async def _weather(request: Request, kind: str) -> Response:
+    content = _content_type(request)
+    body = await request.body()
+    if content == "application/json":
+        try:
+            doc = json.loads(body or b"{}")
+        except ValueError:
+            return JSONResponse({"detail": "the body is not JSON"}, status_code=422)
+        key = "observations" if kind == "observed" else "forecasts"
+        if not isinstance(doc, dict) or set(doc) - {key}:
+            return JSONResponse({"detail": f'expected {{"{key}": [...]}}'}, status_code=422)
+    return _relay(await sidecar.invoke("telemetry", "POST", "ingest/weather", content=body,
+                                       params={"kind": kind}, headers={"content-type": content},
+                                       timeout=120))
+
+
+@app.post("/weather")
+async def send_weather(request: Request, _: WeatherWriter) -> Response:
+    """Observed temperatures: `{"observations": [{location (or latitude and
+    longitude), timestamp, outdoor_temp_c}]}`, or CSV or Parquet."""
+    return await _weather(request, "observed")
+
+
+@app.post("/weather-forecasts")
+async def send_weather_forecasts(request: Request, _: WeatherWriter) -> Response:
+    """Issued temperature forecasts: `{"forecasts": [{location (or latitude
+    and longitude), issued_at, timestamp, outdoor_temp_c}]}`, or CSV or
+    Parquet. A forecast for T issued at I is used only by forecasts that
+    start after I."""
+    return await _weather(request, "forecast")
 
 
 @app.post("/prices", status_code=202)

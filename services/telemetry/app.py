@@ -16,6 +16,7 @@ directly then) are caught up at start and every 30 s after.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import logging
@@ -41,7 +42,10 @@ from intraday.telemetry.ingest import (
     record_unreadable,
     records_frame,
 )
+from intraday.telemetry.registry import Refused, new_change_id, parse_devices, retire, upsert
 from intraday.telemetry.store import TelemetryStore, check_device_id
+from intraday.telemetry.weather import parse_weather
+from intraday.telemetry.weather import records_frame as weather_frame
 from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, is_quarter_hour, isoformat_z, to_utc
 from services import metrics, sidecar
 from services.http import install_common
@@ -55,8 +59,10 @@ ACTOR_REFRESH_CONCURRENCY = 16
 CATCH_UP_SECONDS = 30.0
 store: TelemetryStore
 registry: DeviceRegistry
-# Check-then-insert must not interleave between two batches.
+# Check-then-insert must not interleave between two batches, nor
+# read-merge-write between two registry changes.
 ingest_lock = threading.Lock()
+registry_lock = threading.Lock()
 
 
 @asynccontextmanager
@@ -92,7 +98,7 @@ class Freshness:
         metrics.FLEET_DEVICES.set_function(lambda: len(self.devices))
 
     def seed(self, store: TelemetryStore) -> None:
-        self.devices = store.known_devices()
+        self.devices = {d["device_id"] for d in store.devices()}
         since = datetime.now(UTC) - timedelta(days=self.SEED_DAYS)
         self.latest = {d: (t + QUARTER_HOUR).timestamp() for d, t in store.latest_intervals(since).items()}
 
@@ -128,9 +134,87 @@ def _check_span(start: datetime, end: datetime, quarter_hours: bool = True) -> N
         raise HTTPException(422, f"need start < end and at most {MAX_WINDOW.days} days")
 
 
+@app.exception_handler(Refused)
+async def _refused(_: Request, exc: Refused) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail()}, status_code=422)
+
+
 @app.get("/devices")
-async def devices() -> list[dict]:
-    return await run_in_threadpool(store.devices)
+async def devices(request: Request, include_retired: bool = Query(False)) -> Response:
+    """The fleet's devices (retired ones too with `include_retired`). The
+    ETag follows the registry: a request with `If-None-Match` gets 304 while
+    nothing changed (the forecaster re-validates its list every few seconds)."""
+    version = await run_in_threadpool(store.registry_version)
+    etag = '"' + hashlib.sha256(f"{version}/{include_retired}".encode()).hexdigest()[:24] + '"'
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"etag": etag})
+    rows = await run_in_threadpool(store.devices, include_retired)
+    return JSONResponse(rows, headers={"etag": etag})
+
+
+class RetireRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device_ids: list[str] = Field(min_length=1, max_length=100_000)
+    at: datetime | None = Field(None, description="when they leave the fleet (default now)")
+    changed_by: str = Field("telemetry", max_length=200)
+    change_id: str = Field("", max_length=200)
+
+
+def _change_meta(request: Request, doc: dict | None = None) -> tuple[str, str]:
+    doc = doc or {}
+    changed_by = str(doc.get("changed_by") or request.query_params.get("changed_by") or "telemetry")[:200]
+    change_id = str(doc.get("change_id") or request.query_params.get("change_id") or "")[:200]
+    return changed_by, change_id or new_change_id()
+
+
+def _fleet_changed() -> None:
+    """What follows the registry in this process: the ingest's device
+    check and the staleness metrics' fleet."""
+    registry._refresh()
+    freshness.devices = {d["device_id"] for d in store.devices()}
+
+
+def _apply(change, *args):
+    with registry_lock:
+        result = change(store, *args)
+    if result.written:
+        _fleet_changed()
+    log.info("registry change %s by %s: %d written, %d unchanged", result.change_id, result.changed_by,
+             result.written, result.unchanged)
+    return result
+
+
+@app.post("/devices")
+async def register_devices(request: Request) -> dict:
+    """Add or update devices: a JSON body `{"devices": [{device_id, ...}],
+    "changed_by", "change_id"}`, or a CSV or Parquet body (`?changed_by=`).
+    All rows valid, or 422 naming every bad row and nothing written."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    doc = None
+    if kind in ("application/json", ""):
+        try:
+            doc = json.loads(await request.body())
+        except ValueError as e:
+            raise InvalidRequest(f"body is not JSON: {e}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("devices"), list) \
+                or not all(isinstance(d, dict) for d in doc["devices"]):
+            raise InvalidRequest('expected {"devices": [{"device_id": "...", ...}, ...]}')
+        df = pd.DataFrame.from_records(doc["devices"]).astype(object)
+    else:
+        df, _ = await _frame_from_request(request)
+    changed_by, change_id = _change_meta(request, doc)
+    rows = parse_devices(df)
+    return (await run_in_threadpool(_apply, upsert, rows, changed_by, change_id)).to_dict()
+
+
+@app.post("/devices/retire")
+async def retire_devices(body: RetireRequest, request: Request) -> dict:
+    """Retire devices from `at` (default now): they leave the fleet list and
+    the portfolio then, their history stays. Unknown ids: 422, nothing done."""
+    changed_by, change_id = _change_meta(request, body.model_dump())
+    at = to_utc(body.at) if body.at else None
+    return (await run_in_threadpool(_apply, retire, body.device_ids, changed_by, change_id, at)).to_dict()
 
 
 @app.get("/devices/{device_id}")
@@ -328,9 +412,73 @@ async def ingest_report(batch_id: str) -> dict:
             "actors_refreshed_at": isoformat_z(refreshed) if refreshed else None}
 
 
+# -- weather ------------------------------------------------------------------
+
+WEATHER_BATCH_KEYS = {"observed": "observations", "forecast": "forecasts"}
+
+
+def _store_weather(frames: dict[str, pd.DataFrame]) -> dict:
+    """Check every batch first, then store them: all or nothing."""
+    parsed = {kind: parse_weather(df, kind) for kind, df in frames.items()}
+    stored = {}
+    for kind, rows in parsed.items():
+        store.insert_weather(rows)
+        metrics.WEATHER_ROWS.labels(kind).inc(len(rows))
+        stored[WEATHER_BATCH_KEYS[kind]] = len(rows)
+    locations = sorted({loc for rows in parsed.values() for loc in rows["location"].unique()})
+    return {"stored": stored, "locations": locations,
+            "dropped_copies": sum(len(frames[k]) - len(parsed[k]) for k in frames)}
+
+
+def _weather_frames(doc: object) -> dict[str, pd.DataFrame]:
+    if not isinstance(doc, dict) or not set(doc) & set(WEATHER_BATCH_KEYS.values()):
+        raise InvalidRequest('expected {"observations": [...]} and/or {"forecasts": [...]}')
+    return {kind: weather_frame(doc[key]) for kind, key in WEATHER_BATCH_KEYS.items() if key in doc}
+
+
+@app.post("/ingest/weather")
+async def ingest_weather(request: Request,
+                         kind: str | None = Query(None, pattern="^(observed|forecast)$")) -> dict:
+    """Weather observations and issued forecasts: a JSON body
+    `{"observations": [...], "forecasts": [...]}`, or a CSV or Parquet body
+    of one `kind`. Every row valid, or 422 naming the bad rows and nothing
+    written; a row sent again replaces its copy."""
+    content = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content in ("application/json", ""):
+        try:
+            doc = json.loads(await request.body())
+        except ValueError as e:
+            raise InvalidRequest(f"body is not JSON: {e}") from None
+        frames = _weather_frames(doc)
+    else:
+        if kind is None:
+            raise InvalidRequest("a CSV or Parquet body needs ?kind=observed or ?kind=forecast")
+        frames = {kind: (await _frame_from_request(request))[0]}
+    return await run_in_threadpool(_store_weather, frames)
+
+
 @app.get("/dapr/subscribe")
 async def subscriptions() -> list[dict]:
-    return [{"pubsubname": sidecar.PUBSUB, "topic": "telemetry", "route": "/telemetry"}]
+    return [{"pubsubname": sidecar.PUBSUB, "topic": "telemetry", "route": "/telemetry"},
+            {"pubsubname": sidecar.PUBSUB, "topic": "weather", "route": "/weather-events"}]
+
+
+@app.post("/weather-events")
+async def on_weather(request: Request) -> dict:
+    """A batch from the `weather` topic (`{"observations": [...],
+    "forecasts": [...]}` as the CloudEvent's data). SUCCESS when stored,
+    DROP (kept in the ingest ledger with its payload and reason) when it can
+    never be, RETRY when the store failed."""
+    event = await request.json()
+    try:
+        result = await run_in_threadpool(_store_weather, _weather_frames(event.get("data")))
+    except InvalidRequest as e:
+        await run_in_threadpool(record_unreadable, store, f"weather-invalid:{event.get('id', 'unknown')}",
+                                "weather-stream", str(e), json.dumps(event))
+        log.warning("dropped weather message %s: %s", event.get("id"), e)
+        return {"status": "DROP"}
+    log.info("weather message %s: %s", event.get("id"), result["stored"])
+    return {"status": "SUCCESS"}
 
 
 @app.post("/telemetry")
