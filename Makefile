@@ -1,6 +1,6 @@
 # The two commands that matter: `make setup` (fresh machine -> everything
 # installed) and `make test` (the whole suite). See README.md.
-.PHONY: setup test unit integration up down status bench bench-load bench-dashboard bench-training bench-telemetry bench-forecasting bench-fuzz bench-faults lint
+.PHONY: setup test unit integration up down up-swiss down-swiss status bench bench-load bench-dashboard bench-training bench-telemetry bench-forecasting bench-fuzz bench-faults lint
 
 PY := .venv/bin/python
 
@@ -9,10 +9,13 @@ setup:
 
 # The whole suite, then the forecast path again on Google Cloud Pub/Sub
 # (its emulator) in a session and stack of its own (tests/gcp), started as a
-# first `make up` is: it trains and serves a model first.
+# first `make up` is: it trains and serves a model first; then a user's own
+# fleet (tests/own_fleet: the registry, weather, the Swiss heat pumps live)
+# on a stack without the demo fleet.
 test:
 	$(PY) -m pytest -q
 	INTRADAY_COMPONENTS=gcp-emulated INTRADAY_FIRST_MODEL=on $(PY) -m pytest -q tests/gcp
+	INTRADAY_DEMO_FLEET=off $(PY) -m pytest -q tests/own_fleet
 
 unit:
 	$(PY) -m pytest -q -m "not integration"
@@ -25,6 +28,14 @@ up:
 
 down:
 	bash scripts/stack.sh down
+
+# The real Swiss heat pumps instead of the demo fleet (../shared/data), in
+# .data/swiss: imported as a replay ending now, a model trained on them.
+up-swiss:
+	bash scripts/up_swiss.sh
+
+down-swiss:
+	INTRADAY_DATA_DIR=$(CURDIR)/.data/swiss bash scripts/stack.sh down
 
 status:
 	bash scripts/stack.sh status

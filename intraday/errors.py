@@ -13,8 +13,9 @@ class InvalidRequest(IntradayError):
 class UnknownDevice(IntradayError):
     """No device with this id in the fleet (HTTP 404)."""
 
-    def __init__(self, device_id: str):
-        super().__init__(f"unknown device {device_id!r}")
+    def __init__(self, device_id: str, retired_at: str | None = None):
+        super().__init__(f"device {device_id!r} was retired at {retired_at}: it is no longer in the fleet"
+                         if retired_at else f"unknown device {device_id!r}")
         self.device_id = device_id
 
 

@@ -282,7 +282,9 @@ up() {
   .venv/bin/intraday keys create local --scopes all --out "$data/api-key" --if-missing >/dev/null
   say "API key for the gateway in $data/api-key (the CLI reads it; curl: -H \"Authorization: Bearer \$(cat $data/api-key)\")"
   if ! alive apps; then
-    .venv/bin/intraday fleet demo --if-empty
+    # INTRADAY_DEMO_FLEET=off: an empty store, for a fleet of the user's own
+    # (`intraday import`; make up-swiss).
+    [[ "${INTRADAY_DEMO_FLEET:-on}" == off ]] || .venv/bin/intraday fleet demo --if-empty
     first_model
   fi
   start_services

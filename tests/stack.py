@@ -35,21 +35,27 @@ def _busy(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _on_gcp_emulators(item) -> bool:
-    return Path(str(item.fspath)).parent.name == "gcp"
+# Suites that run in a session of their own, on a stack started for them:
+# tests/gcp with Google Cloud's emulators (INTRADAY_COMPONENTS=gcp-emulated),
+# tests/own_fleet without the demo fleet (INTRADAY_DEMO_FLEET=off), the
+# user's fleet imported into it. Such a session runs nothing else, the
+# others not them.
+SESSIONS = {"gcp": ("INTRADAY_COMPONENTS", "gcp-emulated"), "own_fleet": ("INTRADAY_DEMO_FLEET", "off")}
+
+
+def _session_of(item) -> str | None:
+    folder = Path(str(item.fspath)).parent.name
+    return folder if folder in SESSIONS else None
 
 
 def pytest_collection_modifyitems(config, items):
-    # tests/gcp runs in a session of its own, on a stack with Google Cloud's
-    # emulators (INTRADAY_COMPONENTS=gcp-emulated); that session runs
-    # nothing else, the others not it.
-    emulated = os.environ.get("INTRADAY_COMPONENTS") == "gcp-emulated"
-    deselected = [item for item in items if _on_gcp_emulators(item) != emulated]
+    session = next((name for name, (var, value) in SESSIONS.items() if os.environ.get(var) == value), None)
+    deselected = [item for item in items if _session_of(item) != session]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if _on_gcp_emulators(item) == emulated]
+        items[:] = [item for item in items if _session_of(item) == session]
     for item in items:
-        if _on_gcp_emulators(item):
+        if _session_of(item):
             item.add_marker(pytest.mark.integration)
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)

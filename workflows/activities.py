@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 from intraday import failpoints
 from intraday.audit import db
 from intraday.config import get_settings
-from intraday.errors import InvalidRequest
+from intraday.errors import InvalidRequest, UnknownDevice
 from intraday.forecasting.request import check_forecast_start
 from services import sidecar, tracing
 from services.metrics import STEP_SECONDS
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 ACTOR_TYPE = "DeviceActor"  # actors.device_actor.ACTOR_TYPE, without importing the actor
 _DEVICE_TTL_S = 300.0
 _known_devices: dict[str, float] = {}
+retired_devices: dict[str, str] = {}  # device -> when it was retired, as the telemetry service said
 _pool: ConnectionPool | None = None
 
 
@@ -107,6 +108,7 @@ def device_exists(device_id: str) -> bool:
     r.raise_for_status()
     retired = r.json().get("retired_at")
     if retired and datetime.fromisoformat(retired) <= datetime.now(UTC):
+        retired_devices[device_id] = retired
         return False
     _known_devices[device_id] = time.monotonic()
     return True
@@ -136,7 +138,8 @@ def validate(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
     except InvalidRequest as e:
         return StepError(error=str(e), kind="invalid_request").model_dump()
     if not device_exists(job.device_id):
-        return StepError(error=f"unknown device {job.device_id!r}", kind="unknown_device").model_dump()
+        error = UnknownDevice(job.device_id, retired_devices.get(job.device_id))
+        return StepError(error=str(error), kind="unknown_device").model_dump()
     return {"ok": True}
 
 

@@ -129,8 +129,15 @@ def _batch(model: QuantileModel, windows: list[TelemetryWindow], forecast_start:
         if history < SHORT_HISTORY_DAYS:
             notes += (f"short history: {history:.1f} days of readings; the band is calibrated on "
                       "forecasts with short histories and is wider",)
-        if temp is None or np.isnan(temp[d, origin : origin + horizon_intervals]).all():
+        ahead = None if temp is None else temp[d, origin : origin + horizon_intervals]
+        if ahead is None or np.isnan(ahead).all():
             notes += ("no temperature forecast for the horizon: the forecast cannot react to the weather",)
+        elif np.isnan(ahead).any():
+            first_gap = int(np.argmax(np.isnan(ahead)))
+            until = f" (to {forecast_start + first_gap * QUARTER_HOUR:%Y-%m-%dT%H:%MZ})" if first_gap else ""
+            notes += (f"temperature forecast for {(~np.isnan(ahead)).sum() / 4:g} of the "
+                      f"{horizon_intervals / 4:g} h ahead only{until}: beyond it the forecast cannot react "
+                      "to the weather",)
         results.append(Forecast(
             device_id=window.device_id,
             forecast_start=forecast_start,

@@ -567,6 +567,15 @@ class TelemetryStore:
                 df[col] = pd.to_datetime(df[col].astype("int64"), unit="s", utc=True)
         return df
 
+    def newest_forecasts(self, locations: list[str]) -> dict[str, datetime]:
+        """Per location, when its newest temperature forecast was issued
+        (locations without any are left out)."""
+        rows = self.query(
+            "SELECT location, toInt64(max(issued_at)) AS issued FROM {db}.weather"
+            " WHERE kind = 'forecast' AND location IN {locs:Array(String)} GROUP BY location",
+            {"locs": list(locations)}).to_pylist()
+        return {r["location"]: datetime.fromtimestamp(r["issued"], UTC) for r in rows}
+
     def weather_window(
         self, locations: list[str], start: datetime, end: datetime, as_of: datetime
     ) -> np.ndarray:

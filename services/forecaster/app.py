@@ -149,7 +149,7 @@ async def start_forecast(
     start = check_forecast_start(request.forecast_start or next_quarter_hour(now), now)
     horizon = horizon_intervals(request.horizon_hours, settings.max_horizon_hours)
     if not await run_in_threadpool(activities.device_exists, request.device_id):
-        raise UnknownDevice(request.device_id)
+        raise UnknownDevice(request.device_id, activities.retired_devices.get(request.device_id))
 
     # The served model is part of the forecast's identity: the same request
     # under a newly promoted model is a new forecast, not a repeat.

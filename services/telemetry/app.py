@@ -74,8 +74,10 @@ async def lifespan(_: FastAPI):
     registry = DeviceRegistry(store)
     await run_in_threadpool(freshness.seed, store)
     catch_up = asyncio.create_task(_catch_up_loop())
+    weather = asyncio.create_task(_weather_freshness_loop())
     yield
     catch_up.cancel()
+    weather.cancel()
     store.close()
 
 
@@ -455,6 +457,43 @@ async def ingest_weather(request: Request,
             raise InvalidRequest("a CSV or Parquet body needs ?kind=observed or ?kind=forecast")
         frames = {kind: (await _frame_from_request(request))[0]}
     return await run_in_threadpool(_store_weather, frames)
+
+
+WEATHER_CHECK_SECONDS = 60.0
+weather_freshness: dict = {"checked_at": None, "locations": {}, "stale": []}
+
+
+def check_weather_freshness() -> dict:
+    """Which locations of the fleet's devices have no temperature forecast
+    issued within `weather_forecast_max_age_hours`: the metric, and GET
+    /weather-freshness. Their devices' forecasts say so in their notes."""
+    now = datetime.now(UTC)
+    limit = timedelta(hours=get_settings().weather_forecast_max_age_hours)
+    locations = sorted({d["location"] for d in store.devices() if d.get("location")})
+    newest = store.newest_forecasts(locations) if locations else {}
+    stale = [loc for loc in locations if loc not in newest or now - newest[loc] > limit]
+    metrics.WEATHER_STALE_LOCATIONS.set(len(stale))
+    weather_freshness.update(checked_at=isoformat_z(now), max_age_hours=limit.total_seconds() / 3600,
+                             locations={loc: isoformat_z(newest[loc]) if loc in newest else None
+                                        for loc in locations},
+                             stale=stale)
+    return weather_freshness
+
+
+async def _weather_freshness_loop() -> None:
+    while True:
+        try:
+            await run_in_threadpool(check_weather_freshness)
+        except Exception as e:  # noqa: BLE001 - keep the loop alive, say why
+            log.warning("weather freshness not checked: %s", e)
+        await asyncio.sleep(WEATHER_CHECK_SECONDS)
+
+
+@app.get("/weather-freshness")
+async def weather_freshness_now() -> dict:
+    """Per location of the fleet, its newest temperature forecast's issue
+    time, and those older than the limit (or with none): `stale`."""
+    return await run_in_threadpool(check_weather_freshness)
 
 
 @app.get("/dapr/subscribe")
