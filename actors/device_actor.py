@@ -23,7 +23,7 @@ from intraday.forecasting import baseline, engine
 from intraday.forecasting.types import TelemetryWindow
 from intraday.timeutil import INTERVALS_PER_DAY, QUARTER_HOUR, floor_quarter_hour, isoformat_z
 from services.forecaster.models import catalog
-from services.forecaster.weather import on_window
+from services.forecaster.weather import on_window, stale_forecast_note
 from services.metrics import ACTOR_ACTIVATIONS, ACTOR_DEACTIVATIONS, ACTORS_ACTIVE
 from services.sidecar import SidecarError, fetch_device, fetch_window
 from workflows.activities import listed_device
@@ -174,6 +174,9 @@ class DeviceActor(Actor, DeviceActorInterface):
         except InsufficientHistory as e:
             # A value, not an exception: retrying cannot create history.
             return {"error": str(e), "kind": "insufficient_history"}
+        if temps is not None:
+            stale = stale_forecast_note(self._attributes["location"], start)
+            notes = (*notes, stale) if stale else notes
         if notes:
             result = replace(result, notes=(*result.notes, *notes))
         return result.to_dict()

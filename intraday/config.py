@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     # A location whose newest temperature forecast is older than this has
     # no fresh forecast: a note on its devices' forecasts and a metric.
     weather_forecast_max_age_hours: float = 18.0
+    # The Open-Meteo connector (intraday/telemetry/openmeteo.py): its forecast
+    # endpoint (e.g. https://api.open-meteo.com/v1/forecast; "" = off), pulled
+    # by the Dapr job `intraday-weather` on this schedule, with this model.
+    weather_provider_url: str = ""
+    weather_schedule: str = "@every 1h"
+    weather_model: str = "best_match"
+    weather_past_hours: int = 6  # the provider's recent hours, stored as observations
     baseline_days: int = 14  # days the seasonal baseline draws quantiles from
     max_horizon_hours: int = 48
     forecast_deadline_seconds: float = 60.0

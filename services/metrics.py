@@ -62,6 +62,8 @@ WEATHER_STALE_LOCATIONS = Gauge(
     "intraday_weather_stale_locations",
     "Locations of the fleet's devices without a temperature forecast issued within the threshold "
     "(INTRADAY_WEATHER_FORECAST_MAX_AGE_HOURS)")
+WEATHER_PULLS = Counter("intraday_weather_pulls", "Pulls of the weather provider's forecasts, by outcome",
+                        ["outcome"])
 REGISTRY_CHANGES = Counter("intraday_registry_devices_written",
                            "Devices the registry's changes wrote, by outcome", ["outcome"])
 
@@ -124,6 +126,8 @@ def _initialise() -> None:
         WEATHER_ROWS.labels(kind)
     for outcome in ("added", "updated", "reactivated", "retired"):
         REGISTRY_CHANGES.labels(outcome)
+    for outcome in ("ok", "failed"):
+        WEATHER_PULLS.labels(outcome)
     for verdict in ("move", "no_move", "decided", "malformed"):
         PRICE_TICKS.labels(verdict)
     for result in ("new", "repeat"):

@@ -143,14 +143,20 @@ async def fetch_window(device_id: str, start: datetime, end: datetime) -> Teleme
     return TelemetryWindow(device_id, datetime.fromisoformat(body["start"]), values)
 
 
-async def fetch_temperature(location: str, start: datetime, end: datetime, as_of: datetime) -> np.ndarray:
+async def fetch_temperature(location: str, start: datetime, end: datetime,
+                            as_of: datetime) -> tuple[np.ndarray, datetime | None]:
+    """The temperature per quarter-hour as known at `as_of`, and when the
+    newest forecast known then was issued (None: none was)."""
     r = _raise_for(
         await invoke(
             "telemetry", "GET", f"weather/{location}",
             params={"start": isoformat_z(start), "end": isoformat_z(end), "as_of": isoformat_z(as_of)},
         )
     )
-    return np.array([np.nan if v is None else v for v in r.json()["values"]], dtype=np.float64)
+    body = r.json()
+    issued = body.get("forecast_issued_at")
+    return (np.array([np.nan if v is None else v for v in body["values"]], dtype=np.float64),
+            datetime.fromisoformat(issued) if issued else None)
 
 
 async def fetch_device(device_id: str) -> dict:
@@ -242,3 +248,26 @@ async def call_actor_async(actor_type: str, actor_id: str, method: str, body: di
     r = await _request("POST", f"/v1.0/actors/{actor_type}/{actor_id}/method/{method}", json=body,
                        timeout=ACTOR_TIMEOUT.read)
     return _raise_for(r).json()
+
+
+async def schedule_job(name: str, schedule: str, data: dict) -> None:
+    """Register (or, with no schedule, remove) a Dapr job with this app's
+    sidecar, retrying until the sidecar and its scheduler answer. Dapr's
+    scheduler then calls the app's `POST /job/<name>` on schedule."""
+    import asyncio
+    import logging
+
+    log = logging.getLogger(__name__)
+    path = f"/v1.0-alpha1/jobs/{name}"
+    while True:
+        try:
+            # With data: daprd 1.18 cannot answer a GET of a job without it.
+            job = {"schedule": schedule, "overwrite": True, "data": data}
+            r = await (_request("POST", path, json=job) if schedule else _request("DELETE", path))
+            if r.is_success or (not schedule and r.status_code in (404, 500)):
+                log.info("job %s: %s", name, schedule or "none")
+                return
+            log.warning("scheduling the job %s: %s %s", name, r.status_code, r.text[:300])
+        except Exception as e:  # noqa: BLE001 - the sidecar is not up yet
+            log.info("scheduling the job %s: %s", name, str(e)[:200])
+        await asyncio.sleep(5)

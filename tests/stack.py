@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -75,6 +76,14 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[dict]:
+    with run_stack() as started:
+        yield started
+
+
+@contextmanager
+def run_stack(extra_env: dict[str, str] | None = None) -> Iterator[dict]:
+    """The stack in .data/test-stack, with `extra_env` on top of the test
+    settings; stopped on leaving."""
     busy = [f"{name} :{port}" for name, port in PORTS.items() if _busy(port)]
     if busy:
         pytest.fail(f"ports in use ({', '.join(busy)}): stop the running stack with `make down`")
@@ -95,6 +104,7 @@ def stack() -> Iterator[dict]:
            # models; the session on the GCP emulators starts as a first
            # `make up` does (Makefile).
            "INTRADAY_FIRST_MODEL": os.environ.get("INTRADAY_FIRST_MODEL", "off")}
+    env.update(extra_env or {})
     env.pop("INTRADAY_API_KEY", None)
     # The gateway also takes tokens from an identity provider: a JWKS served
     # here (the provider's part), the signing key in the stack's dict.

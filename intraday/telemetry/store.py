@@ -576,6 +576,16 @@ class TelemetryStore:
             {"locs": list(locations)}).to_pylist()
         return {r["location"]: datetime.fromtimestamp(r["issued"], UTC) for r in rows}
 
+    def newest_forecast(self, location: str, as_of: datetime) -> datetime | None:
+        """When the newest temperature forecast for `location` known at
+        `as_of` was issued; None if none was."""
+        row = self.query(
+            "SELECT toInt64(max(issued_at)) AS issued, count() AS n FROM {db}.weather"
+            " WHERE kind = 'forecast' AND location = {loc:String}"
+            "   AND issued_at <= toDateTime({as_of:Int64}, 'UTC')",
+            {"loc": location, "as_of": int(to_utc(as_of).timestamp())}).to_pylist()[0]
+        return datetime.fromtimestamp(row["issued"], UTC) if row["n"] else None
+
     def weather_window(
         self, locations: list[str], start: datetime, end: datetime, as_of: datetime
     ) -> np.ndarray:

@@ -29,13 +29,12 @@ from intraday.errors import InvalidRequest, UnknownDevice
 from intraday.forecasting import baseline, engine
 from intraday.forecasting.request import check_forecast_start, forecast_id, horizon_intervals
 from intraday.timeutil import floor_quarter_hour, isoformat_z, next_quarter_hour
-from services import metrics, tracing
+from services import metrics, sidecar, tracing
 from services.forecaster import fleet
 from services.forecaster.batching import Batcher
 from services.forecaster.models import catalog
 from services.http import install_common
 from services.sidecar import SidecarError, call_actor_async
-from services.sidecar import _request as sidecar_request
 from workflows import activities
 from workflows.contracts import ForecastJob, ForecastRequest, TrainingRequest
 from workflows.fleet import BATCH_WORKFLOW_NAME, FLEET_WORKFLOW_NAME
@@ -78,7 +77,8 @@ async def lifespan(app: FastAPI):
                       max_in_flight=settings.batch_max_in_flight,
                       max_wait=settings.batch_max_wait_ms / 1000)
     metrics.QUEUE_DEPTH.set_function(batcher.queued)
-    scheduling = asyncio.create_task(_schedule_training(settings.training_schedule))
+    scheduling = asyncio.create_task(
+        sidecar.schedule_job(TRAINING_JOB, settings.training_schedule, {"workflow": TRAINING_WORKFLOW_NAME}))
     yield
     scheduling.cancel()
     runtime.shutdown()
@@ -560,22 +560,3 @@ async def scheduled_training() -> dict:
                                           TRAINING_WORKFLOW_NAME)
     log.info("scheduled training %s: %s", tid, "started" if created else "already started")
     return {"training_id": tid, "created": created}
-
-
-async def _schedule_training(schedule: str) -> None:
-    """Register (or, with no schedule, remove) the daily training's Dapr
-    job, retrying until the sidecar and its scheduler answer."""
-    path = f"/v1.0-alpha1/jobs/{TRAINING_JOB}"
-    while True:
-        try:
-            # With data: daprd 1.18 cannot answer a GET of a job without it.
-            job = {"schedule": schedule, "overwrite": True, "data": {"workflow": TRAINING_WORKFLOW_NAME}}
-            r = await (sidecar_request("POST", path, json=job)
-                       if schedule else sidecar_request("DELETE", path))
-            if r.is_success or (not schedule and r.status_code in (404, 500)):
-                log.info("training job %s: %s", TRAINING_JOB, schedule or "none")
-                return
-            log.warning("scheduling the training job: %s %s", r.status_code, r.text[:300])
-        except Exception as e:  # the sidecar is not up yet
-            log.info("scheduling the training job: %s", str(e)[:200])
-        await asyncio.sleep(5)

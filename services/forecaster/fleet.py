@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import dapr.ext.workflow as wf
@@ -31,7 +32,7 @@ from intraday.forecasting.types import Forecast, TelemetryWindow
 from intraday.timeutil import isoformat_z
 from services import sidecar, tracing
 from services.forecaster.models import catalog
-from services.forecaster.weather import on_window
+from services.forecaster.weather import on_window, stale_forecast_note
 from services.metrics import BATCH_DEVICES, STEP_SECONDS
 from workflows.activities import _audit_pool, fleet_devices, step
 
@@ -110,11 +111,16 @@ def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
 
     failed: dict[str, str] = {}
     made: list[tuple[str, Forecast, int, str]] = []  # (id, forecast, missing, location)
-    for d, w, a, r in zip(ids, windows, attributes, results, strict=True):
+    stale: dict[str, int] = {}  # location -> devices whose temperature forecast is stale
+    for d, w, a, r, t in zip(ids, windows, attributes, results, temps, strict=True):
         if isinstance(r, InsufficientHistory):
             failed[d] = f"insufficient_history: {r}"
-        else:
-            made.append((forecast_id(d, start, horizon, version), r, w.missing, a.get("location") or ""))
+            continue
+        note = stale_forecast_note(a["location"], start) if t is not None else None
+        if note:
+            r = replace(r, notes=(*r.notes, note))
+            stale[a["location"]] = stale.get(a["location"], 0) + 1
+        made.append((forecast_id(d, start, horizon, version), r, w.missing, a.get("location") or ""))
     requested_at = datetime.fromisoformat(job["requested_at"])
     trace_id = tracing.current_trace_id()  # the shard's activity runs in the request's trace
     with _audit_pool().connection() as conn:
@@ -148,7 +154,7 @@ def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
         sidecar.save_states({_partial_key(job, job["shard"]): json.dumps(part)}, PARTIAL_TTL_S)
     clock.lap("partial")
     # No id lists either: the device forecast ids follow from the job.
-    return {"shard": job["shard"], "forecast": len(forecasts), "failed": failed,
+    return {"shard": job["shard"], "forecast": len(forecasts), "failed": failed, "stale_weather": stale,
             "versions": sorted({f.model_version for f in forecasts}), "recorded": len(new),
             "seconds": clock.laps}
 
@@ -184,6 +190,15 @@ def record_fleet(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
         pf = {"forecast_start": isoformat_z(start), "horizon_intervals": horizon,
               "model_version": version, "devices": 0, "unit": "kW",
               "notes": ["no device could be forecast"], "intervals": []}
+    stale: dict[str, int] = {}
+    for s in shards:
+        for location, n in s.get("stale_weather", {}).items():
+            stale[location] = stale.get(location, 0) + n
+    if stale:
+        names = ", ".join(sorted(stale)[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        pf["notes"] = [*pf["notes"], f"stale weather: {sum(stale.values())} devices at {len(stale)} "
+                       f"location(s) ({names}) have no temperature forecast issued within "
+                       f"{get_settings().weather_forecast_max_age_hours:g} h"]
     with _audit_pool().connection() as conn:
         inserted = db.record_fleet_forecast(conn, job["fleet_forecast_id"], {
             **job, "device_ids": device_ids, "forecast_ids": forecast_ids, "failed": failed,

@@ -14,13 +14,22 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour
+from intraday.config import get_settings
+from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, isoformat_z
 from services.sidecar import fetch_temperature
 
 WEATHER_DAYS = 8  # observed temperature the features read before forecast_start
 BEFORE, AFTER = timedelta(days=9), timedelta(days=10)  # the span one request fetches around as_of
 MAX_ENTRIES = 256
-_cache: OrderedDict[tuple, tuple[datetime, np.ndarray]] = OrderedDict()
+# (location, as_of) -> (span start, values, newest forecast's issue time)
+_cache: OrderedDict[tuple, tuple[datetime, np.ndarray, datetime | None]] = OrderedDict()
+_issued: dict[tuple, datetime | None] = {}  # (location, as_of) -> the newest forecast's issue time
+
+
+def known_at(start: datetime) -> datetime:
+    """What a forecast starting at `start` may know: the weather as of
+    min(now, start), on the quarter-hour."""
+    return floor_quarter_hour(min(datetime.now(UTC), start))
 
 
 async def temperatures(location: str, start: datetime, end: datetime, as_of: datetime) -> np.ndarray:
@@ -29,15 +38,18 @@ async def temperatures(location: str, start: datetime, end: datetime, as_of: dat
     as_of = floor_quarter_hour(as_of)
     first = as_of.replace(hour=0, minute=0) - BEFORE
     last = as_of.replace(hour=0, minute=0) + AFTER
-    if start < first or end > last:  # outside the shared span: ask for exactly this
-        return await fetch_temperature(location, start, end, as_of)
     key = (location, as_of)
+    if start < first or end > last:  # outside the shared span: ask for exactly this
+        values, _issued[key] = await fetch_temperature(location, start, end, as_of)
+        return values
     if key not in _cache:
-        _cache[key] = (first, await fetch_temperature(location, first, last, as_of))
+        values, issued = await fetch_temperature(location, first, last, as_of)
+        _cache[key] = (first, values, issued)
+        _issued[key] = issued
         while len(_cache) > MAX_ENTRIES:
-            _cache.popitem(last=False)
+            _issued.pop(_cache.popitem(last=False)[0], None)
     _cache.move_to_end(key)
-    span_start, values = _cache[key]
+    span_start, values, _ = _cache[key]
     i = int((start - span_start) / QUARTER_HOUR)
     return values[i : i + int((end - start) / QUARTER_HOUR)]
 
@@ -49,8 +61,24 @@ async def on_window(location: str, window_start: datetime, start: datetime, hori
     nothing is known. The DeviceActor and a fleet shard both read it here."""
     first = max(window_start, start - timedelta(days=WEATHER_DAYS))
     end = start + horizon * QUARTER_HOUR
-    values = await temperatures(location, first, end, min(datetime.now(UTC), start))
+    values = await temperatures(location, first, end, known_at(start))
     out = np.full(int((end - window_start) / QUARTER_HOUR), np.nan)
     i = int((first - window_start) / QUARTER_HOUR)
     out[i : i + len(values)] = values
     return out
+
+
+def stale_forecast_note(location: str, start: datetime) -> str | None:
+    """A note for a forecast of a device at `location` whose newest
+    temperature forecast (as read by `on_window` for this start) is older
+    than INTRADAY_WEATHER_FORECAST_MAX_AGE_HOURS. None when it is fresh, or
+    when none was ever issued (the engine's note says the horizon has no
+    temperature then)."""
+    as_of = known_at(start)
+    issued = _issued.get((location, as_of))
+    limit = get_settings().weather_forecast_max_age_hours
+    if issued is None or as_of - issued <= timedelta(hours=limit):
+        return None
+    return (f"the newest temperature forecast for {location} was issued {isoformat_z(issued)}, "
+            f"{(as_of - issued).total_seconds() / 3600:.0f} h before this forecast (limit {limit:g} h): "
+            "its weather input is stale")

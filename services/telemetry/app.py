@@ -25,6 +25,7 @@ import threading
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import numpy as np
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -34,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from intraday.config import get_settings
 from intraday.errors import BatchConflict, InvalidRequest, UnknownDevice
+from intraday.telemetry import openmeteo
 from intraday.telemetry.ingest import (
     DeviceRegistry,
     IngestReport,
@@ -75,6 +77,9 @@ async def lifespan(_: FastAPI):
     await run_in_threadpool(freshness.seed, store)
     catch_up = asyncio.create_task(_catch_up_loop())
     weather = asyncio.create_task(_weather_freshness_loop())
+    settings = get_settings()
+    if settings.weather_provider_url:
+        asyncio.create_task(sidecar.schedule_job(WEATHER_JOB, settings.weather_schedule, {"pull": "weather"}))
     yield
     catch_up.cancel()
     weather.cancel()
@@ -272,12 +277,15 @@ async def weather(location: str, start: datetime = Query(...), end: datetime = Q
                   as_of: datetime = Query(...)) -> dict:
     """Outdoor temperature (degC) per quarter-hour in [start, end) as known
     at `as_of`: observed where measured by then, else the latest forecast
-    issued by then; null where neither exists."""
+    issued by then; null where neither exists. `forecast_issued_at`: when
+    the newest forecast known then was issued (null: none was)."""
     start, end, as_of = to_utc(start), to_utc(end), to_utc(as_of)
     _check_span(start, end)
     temps = await run_in_threadpool(store.weather_window, [location], start, end, as_of)
+    issued = await run_in_threadpool(store.newest_forecast, location, as_of)
     return {"location": location, "start": isoformat_z(start), "freq": "15min",
-            "values": [None if math.isnan(v) else v for v in temps[0].tolist()]}
+            "values": [None if math.isnan(v) else v for v in temps[0].tolist()],
+            "forecast_issued_at": isoformat_z(issued) if issued else None}
 
 
 @app.get("/portfolio/actuals")
@@ -494,6 +502,71 @@ async def weather_freshness_now() -> dict:
     """Per location of the fleet, its newest temperature forecast's issue
     time, and those older than the limit (or with none): `stale`."""
     return await run_in_threadpool(check_weather_freshness)
+
+
+WEATHER_JOB = "intraday-weather"  # the Dapr job that pulls the provider's forecasts
+
+
+async def pull_weather() -> dict:
+    """The provider's temperature forecasts for every location of the
+    fleet's devices (intraday/telemetry/openmeteo.py), stored as any other
+    weather batch: checked, then written. Locations that cannot be asked
+    for (a zone without coordinates) are reported, as is the freshness."""
+    settings = get_settings()
+    if not settings.weather_provider_url:
+        raise InvalidRequest("no weather provider: set INTRADAY_WEATHER_PROVIDER_URL")
+    devices = await run_in_threadpool(store.devices)
+    wanted = openmeteo.plan(devices)
+    stored = {"observations": 0, "forecasts": 0}
+    fetched_at = datetime.now(UTC)
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            for k in range(0, len(wanted.points), openmeteo.POINTS_PER_REQUEST):
+                points = wanted.points[k : k + openmeteo.POINTS_PER_REQUEST]
+                params = openmeteo.request_params(points, settings.weather_past_hours,
+                                                  model=settings.weather_model)
+                r = await client.get(settings.weather_provider_url, params=params)
+                try:
+                    body = r.json()
+                except ValueError:
+                    raise openmeteo.ProviderError(f"the weather provider answered {r.status_code} with no "
+                                                  f"JSON: {r.text[:200]}") from None
+                observed, forecast = openmeteo.parse(body, wanted.locations[k : k + len(points)], fetched_at)
+                frames = {"forecast": forecast}
+                if len(observed):
+                    frames["observed"] = observed
+                result = await run_in_threadpool(_store_weather, frames)
+                for key, n in result["stored"].items():
+                    stored[key] += n
+    except (openmeteo.ProviderError, httpx.HTTPError) as e:
+        metrics.WEATHER_PULLS.labels("failed").inc()
+        log.error("weather pull failed: %s", e)
+        raise
+    metrics.WEATHER_PULLS.labels("ok").inc()
+    freshness = await run_in_threadpool(check_weather_freshness)
+    log.info("weather pulled for %d locations: %s", len(wanted.locations), stored)
+    return {"locations": wanted.locations, "without_coordinates": wanted.without_coordinates,
+            "stored": stored, "fetched_at": isoformat_z(fetched_at), "stale": freshness["stale"]}
+
+
+@app.post("/weather/pull")
+async def weather_pull() -> dict:
+    """Pull the weather provider's forecasts now (what the Dapr job does on
+    its schedule)."""
+    try:
+        return await pull_weather()
+    except (openmeteo.ProviderError, httpx.HTTPError) as e:
+        raise HTTPException(502, f"the weather provider failed: {e}") from None
+
+
+@app.post(f"/job/{WEATHER_JOB}")
+async def scheduled_weather() -> dict:
+    """The Dapr job's trigger: a pull; a failure is logged and counted
+    (intraday_weather_pulls{outcome="failed"}), and the next run tries again."""
+    try:
+        return await pull_weather()
+    except (InvalidRequest, openmeteo.ProviderError, httpx.HTTPError) as e:
+        return {"error": str(e)}
 
 
 @app.get("/dapr/subscribe")

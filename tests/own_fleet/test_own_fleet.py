@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -18,6 +19,7 @@ import pytest
 
 from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, isoformat_z
 from scripts.swiss_households import SOURCE, write_files
+from tests.own_fleet.conftest import PULL_EVERY_S
 from tests.stack import ROOT, api_key, app_headers, dapr_headers, eventually, intraday
 
 TELEMETRY = "http://127.0.0.1:8002"  # the app itself, with its app token (as the CLI reaches it)
@@ -246,3 +248,53 @@ def test_weather_comes_in_through_the_api_and_the_topic(stack, gateway):
     ledger = eventually(lambda: httpx.get(f"{TELEMETRY}/ingest/weather-invalid:it-weather-bad",
                                           headers=app_headers(stack)).json().get("report"), timeout=30)
     assert ledger["status"] == "rejected" and "timestamp" in ledger["errors"][0]
+
+
+def test_the_weather_provider_is_pulled_on_schedule_for_the_devices_locations(stack, gateway, open_meteo):
+    """The Open-Meteo connector: the Dapr job pulls the devices' locations by
+    itself; a pull on demand says which locations it asked for and stored."""
+    r = gateway.post("/devices", json={"devices": [
+        {"device_id": "om-1", "latitude": 47.38, "longitude": 8.54},
+        {"device_id": "om-2", "location": "Lugano"}]})  # a zone without coordinates
+    assert r.status_code == 200, r.text
+    since = time.time()
+    assert eventually(lambda: any(q["at"] > since and "47.3500" in q["latitude"]
+                                  for q in open_meteo.requests), timeout=PULL_EVERY_S * 3), \
+        "the scheduled job did not ask for the new device's cell"
+    pulled = httpx.post(f"{TELEMETRY}/weather/pull", headers=app_headers(stack), timeout=60)
+    assert pulled.status_code == 200, pulled.text
+    body = pulled.json()
+    assert "47.3N8.5E" in body["locations"] and "Lugano" in body["without_coordinates"]
+    assert body["stored"]["forecasts"] > 0 and "47.3N8.5E" not in body["stale"]
+    asked = open_meteo.requests[-1]
+    assert asked["hourly"] == "temperature_2m" and asked["timezone"] == "GMT"
+    now = floor_quarter_hour(datetime.now(UTC))
+    r = httpx.get(f"{TELEMETRY}/weather/47.3N8.5E", headers=app_headers(stack), params={
+        "start": isoformat_z(now + timedelta(hours=1)), "end": isoformat_z(now + timedelta(hours=2)),
+        "as_of": isoformat_z(datetime.now(UTC))})
+    assert all(v is not None for v in r.json()["values"]) and r.json()["forecast_issued_at"]
+    gateway.post("/devices/retire", json={"device_ids": ["om-1", "om-2"]})
+
+
+def test_a_location_without_a_fresh_forecast_is_said_so(stack, gateway):
+    now = floor_quarter_hour(datetime.now(UTC))
+    assert gateway.post("/devices", json={"devices": [
+        {"device_id": "stale-1", "location": "Basel", "country": "CH"}]}).status_code == 200
+    readings = [{"device_id": "stale-1", "timestamp": isoformat_z(now - k * QUARTER_HOUR),
+                 "power": 1.0 + k % 5} for k in range(1, 4 * 96)]
+    assert gateway.post("/readings", json={"readings": readings}).status_code == 200
+    issued = now - timedelta(hours=30)  # a forecast run from yesterday, the newest for Basel
+    forecast = [{"location": "Basel", "issued_at": isoformat_z(issued),
+                 "timestamp": isoformat_z(issued + timedelta(hours=h)), "outdoor_temp_c": 2.0}
+                for h in range(72)]
+    assert gateway.post("/weather-forecasts", json={"forecasts": forecast}).status_code == 200
+    r = gateway.post("/forecast/intraday", params={"wait": "true"}, json={"device_id": "stale-1"})
+    assert r.status_code == 200, r.text
+    notes = " ".join(r.json()["result"]["notes"])
+    assert "stale" in notes and "Basel" in notes and "30 h" in notes
+    fresh = httpx.get(f"{TELEMETRY}/weather-freshness", headers=app_headers(stack)).json()
+    assert "Basel" in fresh["stale"]
+    metrics = httpx.get(f"{TELEMETRY}/metrics").text
+    assert float(next(line for line in metrics.splitlines()
+                      if line.startswith("intraday_weather_stale_locations ")).split()[-1]) >= 1
+    gateway.post("/devices/retire", json={"device_ids": ["stale-1"]})
