@@ -834,6 +834,9 @@ def cmd_status(args: argparse.Namespace) -> None:
         try:
             r = gw.get("/ui/api/overview")
             overview = r.json() if r.status_code == 200 else {"error": f"{r.status_code}: {r.text[:200]}"}
+            r = gw.get("/devices/freshness", params={"limit": 5})
+            if r.status_code == 200:
+                fleet["freshness"] = r.json()
         except httpx.TransportError as e:
             overview = {"error": f"gateway not reachable at {get_settings().gateway_url}: {e}"}
     if args.json:
@@ -867,6 +870,14 @@ def _print_status(apps: list[dict], fleet: dict, overview: dict) -> None:
                 f"{fleet['stale_1h']:.0f} quiet for over an hour"
                 if median is not None and np.isfinite(median) and np.isfinite(worst) else "")
         out.print(f"[bold]fleet[/] {fleet['devices']:.0f} devices{ages}")
+    quiet = [d for d in (fleet.get("freshness") or {}).get("stalest", [])
+             if d["age_seconds"] is None or d["age_seconds"] > 3600]
+    if quiet:
+        def quiet_for(d: dict) -> str:
+            return "never reported" if d["age_seconds"] is None else f"{d['age_seconds'] / 3600:.1f} h"
+
+        out.print("  no recent readings (the stalest): "
+                  + ", ".join(f"{d['device_id']} ({quiet_for(d)})" for d in quiet))
     pf = overview.get("portfolio")
     out.print(f"[bold]portfolio[/] {pf['forecast_id']} ({pf['devices']} devices, made "
               f"{pf['completed_at'][:16]})" if pf else "[bold]portfolio[/] no fleet forecast yet")

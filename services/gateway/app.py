@@ -321,6 +321,13 @@ async def retire_devices(request: Request, caller: FleetAdmin) -> Response:
     return await _registry_change("devices/retire", request, caller)
 
 
+@app.get("/devices/freshness")
+async def device_freshness(_: ForecastReader, limit: int = Query(20, ge=0, le=10_000)) -> Response:
+    """How fresh the fleet's readings are: devices quiet for over an hour or
+    a day, and the `limit` stalest devices with their newest reading."""
+    return _relay(await sidecar.invoke("telemetry", "GET", "portfolio/freshness", params={"limit": limit}))
+
+
 @app.get("/devices/changes")
 async def device_changes(_: ForecastReader, device_id: str | None = Query(None, max_length=64),
                          limit: int = Query(50, ge=1, le=1000)) -> list[dict]:

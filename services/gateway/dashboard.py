@@ -1,12 +1,13 @@
 """The trader's dashboard at `/ui`: one page (services/gateway/ui/) drawn
 with Plotly (its JavaScript served from the `plotly` package, no CDN) over
-three JSON routes, each needing `forecast:read` like the API:
+four JSON routes, each needing `forecast:read` like the API:
 
 - `GET /ui/api/overview`: the latest portfolio forecast with its band, the
   fleet's measured total over the same span, positions, the latest
   decisions (the newest with its orders), the price feed with the ticks
   that moved the rule, the served model and the latest trainings.
 - `GET /ui/api/devices/{id}`: a device's latest forecast against its readings.
+- `GET /ui/api/freshness`: how many devices are quiet, and the stalest ones.
 - `GET /ui/api/events`: server-sent events when a fleet forecast, a
   decision, a price tick or a training is recorded.
 
@@ -228,6 +229,11 @@ def router(reader: Any, pool: Callable[[], ConnectionPool]) -> APIRouter:
                                       params={"start": isoformat_z(shown), "end": isoformat_z(until)})
         return JSONResponse({"device": known.json(), "forecast": forecast,
                              "actuals": window.json() if window.is_success else None})
+
+    @api.get("/ui/api/freshness")
+    async def freshness(_=caller) -> JSONResponse:
+        r = await sidecar.invoke("telemetry", "GET", "portfolio/freshness", params={"limit": 12})
+        return JSONResponse(r.json(), status_code=200 if r.is_success else 502)
 
     @api.get("/ui/api/events", include_in_schema=False)  # endless: not for schema-driven clients
     async def events(_=caller) -> StreamingResponse:

@@ -126,6 +126,23 @@ class Freshness:
     def stale(self, seconds: float) -> int:
         return int((self._ages() > seconds).sum())
 
+    def report(self, limit: int) -> dict:
+        """The fleet's readings' freshness: how many devices reported within
+        each threshold, and the `limit` stalest devices (never-reporting first)."""
+        now = datetime.now(UTC).timestamp()
+        ages = {d: (now - self.latest[d] if d in self.latest else None) for d in self.devices}
+        stalest = sorted(ages.items(), key=lambda kv: (kv[1] is not None, -(kv[1] or 0), kv[0]))[:limit]
+        known = np.array([a for a in ages.values() if a is not None])
+        return {
+            "devices": len(ages),
+            "quiet": {name: self.stale(seconds) for name, seconds in self.THRESHOLDS.items()},
+            "never_reported": sum(a is None for a in ages.values()),
+            "median_age_seconds": round(float(np.median(known)), 1) if known.size else None,
+            "stalest": [{"device_id": d, "age_seconds": None if a is None else round(a, 1),
+                         "newest_reading_end": None if a is None else isoformat_z(
+                             datetime.fromtimestamp(self.latest[d], UTC))} for d, a in stalest],
+        }
+
 
 freshness = Freshness()
 app = FastAPI(title="intraday telemetry", lifespan=lifespan)
@@ -299,6 +316,13 @@ async def portfolio_actuals(start: datetime = Query(...), end: datetime = Query(
     return {"start": isoformat_z(start), "freq": "15min",
             "total_kw": [None if math.isnan(v) else round(v, 3) for v in total.tolist()],
             "devices": devices.tolist()}
+
+
+@app.get("/portfolio/freshness")
+async def portfolio_freshness(limit: int = Query(20, ge=0, le=10_000)) -> dict:
+    """How fresh the fleet's readings are: devices quiet for over an hour or
+    a day, and the stalest devices with the end of their newest reading."""
+    return freshness.report(limit)
 
 
 class WeatherForecastsRequest(BaseModel):

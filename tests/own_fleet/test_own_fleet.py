@@ -133,6 +133,8 @@ def test_the_dashboard_draws_that_fleet(stack, gateway):
         traces = driver.execute_script(
             "return document.getElementById('portfolio-chart').data.map(t => [t.name, t.x.length])")
         assert ["P10–P90", 96] in traces, traces
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "freshness-meta").text)
+        assert driver.find_element(By.ID, "freshness-meta").text.startswith("90 devices · 0 quiet")
         out = stack["data_dir"] / "screenshots"
         out.mkdir(exist_ok=True)
         driver.save_screenshot(str(out / "swiss.png"))
@@ -298,3 +300,23 @@ def test_a_location_without_a_fresh_forecast_is_said_so(stack, gateway):
     assert float(next(line for line in metrics.splitlines()
                       if line.startswith("intraday_weather_stale_locations ")).split()[-1]) >= 1
     gateway.post("/devices/retire", json={"device_ids": ["stale-1"]})
+
+
+def test_devices_without_recent_readings_are_shown(stack, gateway):
+    now = floor_quarter_hour(datetime.now(UTC))
+    added = gateway.post("/devices", json={"devices": [{"device_id": "quiet-1", "location": "Bern"},
+                                                       {"device_id": "never-1", "location": "Bern"}]})
+    assert added.status_code == 200
+    old = [{"device_id": "quiet-1", "timestamp": isoformat_z(now - timedelta(hours=3, minutes=15 * k)),
+            "power": 1.0} for k in range(8)]
+    assert gateway.post("/readings", json={"readings": old}).status_code == 200
+    f = gateway.get("/devices/freshness", params={"limit": 5}).json()
+    stalest = {d["device_id"]: d for d in f["stalest"]}
+    assert stalest["never-1"]["age_seconds"] is None and f["never_reported"] >= 1
+    # Its newest quarter-hour ended 2 h 45 min before the current one began.
+    assert 2.75 * 3600 <= stalest["quiet-1"]["age_seconds"] < 3 * 3600
+    assert f["quiet"]["1h"] >= 2 and f["devices"] >= 92
+    assert f["stalest"][0]["device_id"] == "never-1"  # never-reporting first, then the oldest
+    status = intraday(stack["env"], "status")
+    assert "no recent readings" in status and "quiet-1 (2." in status and "never-1 (never reported)" in status
+    gateway.post("/devices/retire", json={"device_ids": ["quiet-1", "never-1"]})

@@ -5,7 +5,7 @@
 
 const KEY = "intraday-api-key"; // sessionStorage: gone when the tab closes
 const QUARTER = 15 * 60 * 1000;
-const state = { overview: null, renders: 0, events: 0, device: null, timer: null };
+const state = { overview: null, freshness: null, renders: 0, events: 0, device: null, timer: null };
 window.intraday = state; // for the browser tests and the curious
 
 const $ = (id) => document.getElementById(id);
@@ -161,7 +161,34 @@ function renderModel(o) {
   }));
 }
 
+function age(seconds) {
+  if (seconds === null) return "never reported";
+  const m = seconds / 60;
+  return m < 90 ? `${Math.round(m)} min` : m < 48 * 60 ? `${(m / 60).toFixed(1)} h` : `${(m / 1440).toFixed(1)} days`;
+}
+
+async function renderFreshness() {
+  const f = await api("/ui/api/freshness");
+  state.freshness = f;
+  $("freshness-meta").textContent = `${f.devices} devices · ${f.quiet["1h"]} quiet for over an hour, ` +
+    `${f.quiet["24h"]} for over a day` + (f.never_reported ? ` · ${f.never_reported} never reported` : "") +
+    (f.median_age_seconds !== null ? ` · newest reading ${age(f.median_age_seconds)} old at the median` : "");
+  const body = $("freshness").querySelector("tbody");
+  body.replaceChildren(...f.stalest.filter((d) => d.age_seconds === null || d.age_seconds > 3600).map((d) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = d.device_id;
+    for (const v of [d.device_id, d.newest_reading_end ? utc(d.newest_reading_end) : "–", age(d.age_seconds)]) {
+      const td = document.createElement("td");
+      td.textContent = v;
+      tr.append(td);
+    }
+    tr.onclick = () => { $("device").value = d.device_id; showDevice(d.device_id).catch(fail); };
+    return tr;
+  }));
+}
+
 async function refresh() {
+  renderFreshness().catch(fail);
   const o = await api("/ui/api/overview");
   state.overview = o;
   renderPortfolio(o);
