@@ -393,6 +393,23 @@ def test_the_forecaster_schedules_the_daily_training_as_configured():
     assert "INTRADAY_TRAINING_SCHEDULE" not in env(_render("gke"), "gateway")
 
 
+def test_the_telemetry_service_pulls_the_weather_provider_as_configured():
+    def env(docs, app="telemetry") -> dict:
+        container = _kind(docs, "Deployment")[app]["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    default = env(_render("gke"))
+    assert default["INTRADAY_WEATHER_PROVIDER_URL"] == ""
+    assert default["INTRADAY_WEATHER_SCHEDULE"] == "@every 1h"
+    url = "https://api.open-meteo.com/v1/forecast"
+    assert env(_render("gke", "--set", f"weather.providerUrl={url}"))["INTRADAY_WEATHER_PROVIDER_URL"] == url
+    assert "INTRADAY_WEATHER_PROVIDER_URL" not in env(_render("gke"), "forecaster")
+    assert env(_render("gke"), "forecaster")["INTRADAY_WEATHER_FORECAST_MAX_AGE_HOURS"] == "18"
+    refused = _helm("template", "intraday", str(CHART), *VALUES["gke"],
+                    "--set", "weather.providerUrl=not a url")
+    assert refused.returncode != 0 and "providerUrl" in refused.stderr
+
+
 def test_every_sidecar_annotation_is_one_the_dapr_injector_reads():
     """The injector ignores an annotation it does not know: each one the
     chart sets is in Dapr 1.18's list (its source, from the Go module)."""
