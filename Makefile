@@ -1,6 +1,6 @@
 # The two commands that matter: `make setup` (fresh machine -> everything
 # installed) and `make test` (the whole suite). See README.md.
-.PHONY: setup test unit integration up down up-swiss down-swiss status bench bench-load bench-dashboard bench-training bench-telemetry bench-forecasting bench-fuzz bench-faults lint
+.PHONY: setup test unit integration up down up-swiss down-swiss status bench bench-load bench-dashboard bench-training bench-telemetry bench-onboarding bench-forecasting bench-fuzz bench-faults lint
 
 PY := .venv/bin/python
 
@@ -56,6 +56,11 @@ bench-training:
 
 bench-telemetry:
 	$(PY) bench/telemetry.py
+
+# intraday import of the 537 Swiss households (stack down, then into a
+# running stack of its own); needs ../shared/data/swiss-households.
+bench-onboarding:
+	$(PY) bench/onboarding.py
 
 bench-forecasting:
 	$(PY) bench/forecasting.py

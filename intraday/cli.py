@@ -378,28 +378,37 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 def _ingest_via_service(path: Path, args: argparse.Namespace, progress) -> dict:
     """Send the file chunk by chunk to the telemetry service (which owns the
     embedded store while it runs)."""
+    from intraday.telemetry.ingest import file_batch_id, read_chunks
+
+    batch_id = args.batch_id or file_batch_id(path)
+    chunks = ((f"{batch_id}/{n:05d}", chunk) for n, chunk in enumerate(read_chunks(path)))
+    return send_chunks(chunks, batch_id, "file", progress, args.url)
+
+
+def send_chunks(chunks, batch_id: str, source: str, progress, url: str | None = None) -> dict:
+    """(batch id, frame) chunks of readings to the telemetry service's
+    `POST /ingest` as Parquet, in order; one report for them all."""
     import io
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from intraday.telemetry.ingest import IngestReport, file_batch_id, read_chunks
+    from intraday.telemetry.ingest import IngestReport
 
-    url = args.url or get_settings().telemetry_url
-    batch_id = args.batch_id or file_batch_id(path)
-    total = IngestReport(batch_id=batch_id, source="file", status="duplicate_batch")
+    url = url or get_settings().telemetry_url
+    total = IngestReport(batch_id=batch_id, source=source, status="duplicate_batch")
     offset = 0
     # The telemetry app answers only its sidecar's token (make up keeps it
     # in the data directory, readable by the operator of this machine).
     token = get_settings().app_api_token
     headers = {"dapr-api-token": token} if token else {}
     with httpx.Client(base_url=url, timeout=300, headers=headers) as client:
-        for n, chunk in enumerate(read_chunks(path)):
+        for chunk_id, chunk in chunks:
             buf = io.BytesIO()
             pq.write_table(pa.Table.from_pandas(chunk, preserve_index=False), buf)
             try:
                 r = client.post("/ingest", content=buf.getvalue(),
-                                params={"batch_id": f"{batch_id}/{n:05d}", "row_offset": offset},
+                                params={"batch_id": chunk_id, "row_offset": offset},
                                 headers={"content-type": "application/vnd.apache.parquet"})
             except httpx.ConnectError:
                 _fail(f"telemetry service not reachable at {url}")

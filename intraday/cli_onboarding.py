@@ -11,7 +11,6 @@ directly (and the registry's audit to PostgreSQL when it answers).
 from __future__ import annotations
 
 import getpass
-import io
 import json
 import sys
 import time
@@ -23,7 +22,7 @@ import httpx
 import pandas as pd
 import typer
 
-from intraday.cli import _fail, _gateway, _http_error, _open_store, _stderr, _table, _working
+from intraday.cli import _fail, _gateway, _http_error, _open_store, _stderr, _table, _working, send_chunks
 from intraday.config import get_settings
 
 DEVICES_PER_REQUEST = 5_000  # a registry change through the gateway (its body limit is 2 MiB)
@@ -55,6 +54,17 @@ def _post(gw: httpx.Client, path: str, **kwargs) -> dict:
     if r.status_code >= 400:
         _http_error(r)
     return r.json()
+
+
+def _get(path: str, **params) -> httpx.Response:
+    with _gateway() as gw:
+        try:
+            r = gw.get(path, params=params)
+        except httpx.ConnectError:
+            _fail(f"gateway not reachable at {get_settings().gateway_url} (is `make up` running?)")
+    if r.status_code >= 400:
+        _http_error(r)
+    return r
 
 
 def _local_audit(change: dict) -> None:
@@ -133,13 +143,7 @@ def devices_list(
     """The fleet's devices (without a command), or a change to the registry."""
     if ctx.invoked_subcommand is not None:
         return
-    with _gateway() as gw:
-        try:
-            r = gw.get("/devices", params={"include_retired": str(all_).lower()})
-        except httpx.ConnectError:
-            _fail(f"gateway not reachable at {get_settings().gateway_url} (is `make up` running?)")
-    if r.status_code >= 400:
-        _http_error(r)
+    r = _get("/devices", include_retired=str(all_).lower())
     if json_:
         print(json.dumps(r.json(), indent=2))
         return
@@ -217,14 +221,7 @@ def devices_changes(
     json_: Annotated[bool, typer.Option("--json", help="print the full JSON")] = False,
 ) -> None:
     """Who changed the registry, when and what (from the audit store, through the gateway)."""
-    params: dict = {"limit": limit} | ({"device_id": device} if device else {})
-    with _gateway() as gw:
-        try:
-            r = gw.get("/devices/changes", params=params)
-        except httpx.ConnectError:
-            _fail(f"gateway not reachable at {get_settings().gateway_url} (is `make up` running?)")
-    if r.status_code >= 400:
-        _http_error(r)
+    r = _get("/devices/changes", limit=limit, **({"device_id": device} if device else {}))
     if json_:
         print(json.dumps(r.json(), indent=2))
         return
@@ -294,40 +291,16 @@ def weather_ingest(
 def send_readings(chunks, batch_id: str, progress) -> dict:
     """Readings chunks into the store (the stack down) or to the telemetry
     service that holds it (as `intraday ingest` sends a file)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from intraday.telemetry.ingest import IngestReport, ingest_chunks
+    from intraday.telemetry.ingest import ingest_chunks
 
     store = _open_store(required=False)
-    if store is not None:
-        try:
-            return ingest_chunks(store, ((c.batch_id, c.digest, c.frame) for c in chunks), batch_id=batch_id,
-                                 source="import", progress=progress).to_dict()
-        finally:
-            store.close()
-    url = get_settings().telemetry_url
-    total = IngestReport(batch_id=batch_id, source="import", status="duplicate_batch")
-    token = get_settings().app_api_token
-    offset = 0
-    headers = {"dapr-api-token": token} if token else {}
-    with httpx.Client(base_url=url, timeout=300, headers=headers) as client:
-        for chunk in chunks:
-            buf = io.BytesIO()
-            pq.write_table(pa.Table.from_pandas(chunk.frame, preserve_index=False), buf)
-            try:
-                r = client.post("/ingest", content=buf.getvalue(),
-                                params={"batch_id": chunk.batch_id, "row_offset": offset},
-                                headers={"content-type": "application/vnd.apache.parquet"})
-            except httpx.ConnectError:
-                _fail(f"telemetry service not reachable at {url}")
-            rejected = r.json().get("detail") if r.status_code == 422 else None
-            if r.status_code >= 400 and not isinstance(rejected, dict):
-                _http_error(r)
-            total.add(IngestReport(**(rejected or r.json())))
-            offset += len(chunk.frame)
-            progress(total)
-    return total.to_dict()
+    if store is None:
+        return send_chunks(((c.batch_id, c.frame) for c in chunks), batch_id, "import", progress)
+    try:
+        return ingest_chunks(store, ((c.batch_id, c.digest, c.frame) for c in chunks), batch_id=batch_id,
+                             source="import", progress=progress).to_dict()
+    finally:
+        store.close()
 
 
 def import_fleet(devices: Path, readings: Path, weather: Path | None, weather_location: str | None,
@@ -395,7 +368,8 @@ def import_fleet(devices: Path, readings: Path, weather: Path | None, weather_lo
                   + (f"; {held:,} after now held back" if held else ""))
             for reason, n in report["reasons"].items():
                 print(f"  quarantined {n:,} x {reason}")
-        print(f"imported in {seconds:.1f} s")
+        print(f"imported in {seconds:.1f} s; next: `intraday train` (a model on them, on the running stack), "
+              "then `intraday forecast --fleet`")
     if report["status"] == "rejected":
         for e in report["errors"]:
             print(f"intraday: readings rejected: {e}", file=sys.stderr)

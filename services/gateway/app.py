@@ -363,7 +363,7 @@ async def _weather(request: Request, kind: str) -> Response:
         except ValueError:
             return JSONResponse({"detail": "the body is not JSON"}, status_code=422)
         key = "observations" if kind == "observed" else "forecasts"
-        if not isinstance(doc, dict) or set(doc) - {key}:
+        if not isinstance(doc, dict) or set(doc) != {key}:
             return JSONResponse({"detail": f'expected {{"{key}": [...]}}'}, status_code=422)
     return _relay(await sidecar.invoke("telemetry", "POST", "ingest/weather", content=body,
                                        params={"kind": kind}, headers={"content-type": content},

@@ -1,4 +1,5 @@
-"""Fixtures shared by the forecasting tests: a small generated fleet in the
+"""Fixtures shared by the unit tests: an empty chDB telemetry store of the
+test's own, and for the forecasting tests a small generated fleet in the
 backtest's file format, loaded, and a small model trained on it."""
 
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,17 @@ from intraday.telemetry.loader import write_fleet
 END = datetime(2026, 2, 1, tzinfo=UTC)
 SMALL = TrainingConfig(train_rows=80_000, calibration_rows=20_000, calibration_days=2, num_trees=40,
                        tail_trees=25, learning_rate=0.15)
+
+
+@pytest.fixture
+def empty_store(tmp_path):
+    """A telemetry store on chDB in the test's directory, migrated, empty."""
+    from intraday.telemetry.store import ChdbBackend, TelemetryStore
+
+    store = TelemetryStore(ChdbBackend(tmp_path / "chdb"))
+    store.migrate()
+    yield store
+    store.close()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from intraday.telemetry import openmeteo
-from intraday.telemetry.store import ChdbBackend, TelemetryStore
 from intraday.telemetry.weather import parse_weather
 from tests.openmeteo_fixture import OpenMeteo, temperature
 
@@ -78,22 +77,16 @@ def test_a_refusal_or_a_strange_answer_is_the_providers_error(provider):
                          "hourly": {"time": [0], "temperature_2m": [1]}}, ["x"], datetime.now(UTC))
 
 
-def test_pulled_hourly_forecasts_are_read_per_quarter_hour(provider, tmp_path):
-    store = TelemetryStore(ChdbBackend(tmp_path / "chdb"))
-    store.migrate()
-    try:
-        fetched = datetime.now(UTC)
-        p = openmeteo.plan(DEVICES[:1])
-        body = httpx.get(provider.url, params=openmeteo.request_params(p.points, 6, 48)).json()
-        observed, forecast = openmeteo.parse(body, p.locations, fetched)
-        store.insert_weather(parse_weather(observed, "observed", fetched))
-        store.insert_weather(parse_weather(forecast, "forecast", fetched))
-        hour = fetched.replace(minute=0, second=0, microsecond=0)
-        start = hour + timedelta(hours=2)
-        values = store.weather_window(["47.4N8.5E"], start, start + timedelta(hours=24), fetched)[0]
-        assert np.isfinite(values).all() and len(values) == 96
-        t0, t1 = temperature(47.46, 8.56, start), temperature(47.46, 8.56, start + timedelta(hours=1))
-        assert values[0] == t0 and values[4] == t1 and values[2] == pytest.approx((t0 + t1) / 2)
-        assert store.newest_forecast("47.4N8.5E", fetched) == pd.Timestamp(fetched).floor("15min")
-    finally:
-        store.close()
+def test_pulled_hourly_forecasts_are_read_per_quarter_hour(provider, empty_store):
+    fetched = datetime.now(UTC)
+    p = openmeteo.plan(DEVICES[:1])
+    body = httpx.get(provider.url, params=openmeteo.request_params(p.points, 6, 48)).json()
+    observed, forecast = openmeteo.parse(body, p.locations, fetched)
+    empty_store.insert_weather(parse_weather(observed, "observed", fetched))
+    empty_store.insert_weather(parse_weather(forecast, "forecast", fetched))
+    start = fetched.replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
+    values = empty_store.weather_window(["47.4N8.5E"], start, start + timedelta(hours=24), fetched)[0]
+    assert np.isfinite(values).all() and len(values) == 96
+    t0, t1 = temperature(47.46, 8.56, start), temperature(47.46, 8.56, start + timedelta(hours=1))
+    assert values[0] == t0 and values[4] == t1 and values[2] == pytest.approx((t0 + t1) / 2)
+    assert empty_store.newest_forecast("47.4N8.5E", fetched) == pd.Timestamp(fetched).floor("15min")

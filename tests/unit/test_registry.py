@@ -11,15 +11,11 @@ import pytest
 
 from intraday.telemetry import registry
 from intraday.telemetry.ingest import ingest_batch
-from intraday.telemetry.store import ChdbBackend, TelemetryStore
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = TelemetryStore(ChdbBackend(tmp_path / "chdb"))
-    s.migrate()
-    yield s
-    s.close()
+def store(empty_store):
+    return empty_store
 
 
 def add(store, rows: list[dict], by="alice") -> registry.Change:

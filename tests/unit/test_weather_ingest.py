@@ -10,18 +10,14 @@ import pytest
 
 from intraday.forecasting.features import fill_gaps
 from intraday.telemetry.registry import Refused
-from intraday.telemetry.store import ChdbBackend, TelemetryStore
 from intraday.telemetry.weather import parse_weather
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = TelemetryStore(ChdbBackend(tmp_path / "chdb"))
-    s.migrate()
-    yield s
-    s.close()
+def store(empty_store):
+    return empty_store
 
 
 def hourly(location="Zurich", start="2026-03-01T00:00Z", hours=12, first=0.0) -> pd.DataFrame:
