@@ -174,6 +174,7 @@ class DeviceActor(Actor, DeviceActorInterface):
         except InsufficientHistory as e:
             # A value, not an exception: retrying cannot create history.
             return {"error": str(e), "kind": "insufficient_history"}
+        result = engine.until_retirement(result, (self._attributes or {}).get("retired_at"))
         if temps is not None:
             stale = stale_forecast_note(self._attributes["location"], start)
             notes = (*notes, stale) if stale else notes

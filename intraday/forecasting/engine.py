@@ -151,6 +151,22 @@ def _batch(model: QuantileModel, windows: list[TelemetryWindow], forecast_start:
     return results
 
 
+def until_retirement(forecast: Forecast, retired_at: str | datetime | None) -> Forecast:
+    """A device retired inside the horizon draws nothing from its
+    retirement on: those intervals are 0 (mean and quantiles), and a note
+    says so. Unchanged when it is not retired within the horizon."""
+    if not retired_at:
+        return forecast
+    at = to_utc(datetime.fromisoformat(retired_at) if isinstance(retired_at, str) else retired_at)
+    first = max(0, -(-(at - forecast.forecast_start) // QUARTER_HOUR))  # the first interval from it on
+    if first >= forecast.horizon_intervals:
+        return forecast
+    cut = {k: np.where(np.arange(forecast.horizon_intervals) >= first, 0.0, getattr(forecast, k))
+           for k in ("p10", "p50", "p90", "mean")}
+    return replace(forecast, **cut, notes=(*forecast.notes, f"retired at {at:%Y-%m-%dT%H:%MZ}: "
+                                                            "nothing forecast from then on"))
+
+
 def forecast_fleet(
     model: QuantileModel, panel: Panel, forecast_start: datetime, horizon_intervals: int,
     temperature: TemperatureSeries | None = None,

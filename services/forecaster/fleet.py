@@ -116,6 +116,7 @@ def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
         if isinstance(r, InsufficientHistory):
             failed[d] = f"insufficient_history: {r}"
             continue
+        r = engine.until_retirement(r, a.get("retired_at"))
         note = stale_forecast_note(a["location"], start) if t is not None else None
         if note:
             r = replace(r, notes=(*r.notes, note))

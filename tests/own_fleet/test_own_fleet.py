@@ -161,6 +161,27 @@ def test_new_readings_extend_what_the_forecasts_read(stack, gateway):
     assert float(stale.split()[-1]) == 0
 
 
+@swiss
+def test_a_device_retired_inside_the_horizon_leaves_the_portfolio_then(stack, gateway):
+    device = gateway.get("/devices").json()[-1]["device_id"]
+    start = floor_quarter_hour(datetime.now(UTC)) + timedelta(hours=1)
+    at = start + timedelta(hours=6)
+    r = gateway.post("/devices/retire", json={"device_ids": [device], "at": isoformat_z(at)})
+    assert r.status_code == 200 and r.json()["retired"] == [device]
+    assert device in {d["device_id"] for d in gateway.get("/devices").json()}  # until then
+
+    # Past the forecaster's re-validation of its fleet list (5 s): a forecast
+    # asked before would be the one recorded for this id, made before.
+    time.sleep(6)
+    r = gateway.post("/forecast/intraday", params={"wait": "true"},
+                     json={"device_id": device, "forecast_start": isoformat_z(start)})
+    assert r.status_code == 200, r.text
+    result = r.json()["result"]
+    assert any("retired at" in n for n in result["notes"]), result["notes"]
+    means = [i["mean"] for i in result["intervals"]]
+    assert all(m == 0 for m in means[24:]) and any(m > 0 for m in means[:24])
+
+
 def test_the_registry_refuses_with_reasons_and_records_who_changed_what(stack, gateway, pg):
     reader = _key(stack, "own-reader", "forecast:read")
     body = {"devices": [{"device_id": "own-1", "latitude": 52.52, "longitude": 13.40, "rated_power_kw": 8,

@@ -254,3 +254,16 @@ def panel_window(panel, d):
     from intraday.forecasting.types import TelemetryWindow
 
     return TelemetryWindow(str(panel.device_ids[d]), panel.start, panel.power[d])
+
+
+def test_a_device_retired_inside_the_horizon_draws_nothing_from_then_on(model, data):
+    from datetime import timedelta
+
+    start = data.panel.timestamp(data.panel.intervals - DAY)
+    f = engine.forecast(model, panel_window(data.panel, 0), start, DAY, temperature=None)
+    cut = engine.until_retirement(f, start + timedelta(hours=6, minutes=5))
+    assert (cut.mean[:25] == f.mean[:25]).all() and (cut.p90[:25] == f.p90[:25]).all()
+    assert (cut.mean[25:] == 0).all() and (cut.p10[25:] == 0).all() and "retired at" in cut.notes[-1]
+    assert engine.until_retirement(f, None) is f
+    assert engine.until_retirement(f, (start + timedelta(days=2)).isoformat()) is f  # after the horizon
+    assert (engine.until_retirement(f, start - timedelta(days=1)).mean == 0).all()
