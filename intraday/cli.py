@@ -371,7 +371,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
             print(f"  rejected: {e}")
     if report["status"] == "rejected":
         raise SystemExit(2)
-    if report["quarantined"]:
+    if report["quarantined"] and report["status"] != "duplicate_batch":
         raise SystemExit(3)
 
 

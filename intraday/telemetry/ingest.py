@@ -117,9 +117,11 @@ class IngestReport:
         self.devices = len(self.touched)
         if "rejected" in (self.status, other.status):
             self.status = "rejected"
+        elif self.status == other.status == "duplicate_batch":
+            pass  # every chunk seen before: nothing written now, whatever they quarantined then
         elif self.quarantined:
             self.status = "partial"
-        elif not (self.status == other.status == "duplicate_batch"):
+        else:
             self.status = "accepted"
 
 

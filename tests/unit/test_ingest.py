@@ -185,6 +185,9 @@ def test_files_are_read_in_chunks_and_a_cut_short_run_resumes(store, tmp_path):
     assert r.inserted == 99 and stored(store).n.sum() == 99  # the first chunk was not stored again
     q = store.quarantined()
     assert q.row.tolist() == [7] and q.batch_id[0].endswith("/00000")
+    # The same file again: every chunk seen before, nothing written now (not "partial" again).
+    repeat = ingest_file(store, path, chunk_rows=30)
+    assert repeat.status == "duplicate_batch" and stored(store).n.sum() == 99
 
     csv = tmp_path / "r.csv"
     frame.drop(columns="outdoor_temp").to_csv(csv, index=False)
