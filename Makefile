@@ -1,6 +1,6 @@
 # The two commands that matter: `make setup` (fresh machine -> everything
 # installed) and `make test` (the whole suite). See README.md.
-.PHONY: setup test unit integration up down up-swiss down-swiss status bench bench-load bench-dashboard bench-training bench-telemetry bench-onboarding bench-forecasting bench-fuzz bench-faults lint
+.PHONY: setup test unit integration up down up-swiss down-swiss status bench bench-load bench-dashboard bench-training bench-telemetry bench-onboarding bench-forecasting bench-real bench-fuzz bench-faults lint
 
 PY := .venv/bin/python
 
@@ -64,6 +64,11 @@ bench-onboarding:
 
 bench-forecasting:
 	$(PY) bench/forecasting.py
+
+# The engine on real meters: the Swiss households (../shared/data), heat
+# pumps and others as two portfolios; bench/results/real.json.
+bench-real:
+	$(PY) bench/forecasting.py --part real
 
 # The gateway fuzzed from its OpenAPI schema, 1,000 cases per operation, on a
 # stack of its own (stop `make up` first).

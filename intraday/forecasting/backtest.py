@@ -232,7 +232,9 @@ def load_weather(path: Path, panel: Panel) -> TemperatureSource:
     `location` (matched to the devices' location) and `issued_at` (each
     origin then reads the latest forecast issued at or before it; without
     it the values are taken as the forecast known at every origin)."""
-    w = _read(path, ("timestamp", "outdoor_temp", "location", "issued_at"))
+    w = _read(path, ("timestamp", "outdoor_temp", "outdoor_temp_c", "location", "issued_at"))
+    if "outdoor_temp_c" in w and "outdoor_temp" not in w:  # the import's (and weather table's) name
+        w = w.rename(columns={"outdoor_temp_c": "outdoor_temp"})
     missing = [c for c in ("timestamp", "outdoor_temp") if c not in w]
     if missing:
         raise InvalidRequest(f"{path}: missing column(s) {', '.join(missing)}")
