@@ -3,7 +3,9 @@ span, score it and the served model on the same held-out cells, and decide.
 
 What is judged is what the trader buys: the **portfolio** (the total of the
 devices with a reading in each cell), by the mean of its P10/P50/P90 pinball
-losses. Device scores are recorded beside it, not decided on.
+losses, and only by more than noise: the candidate's daily portfolio losses
+must be lower than the champion's by a one-sided Diebold-Mariano test at
+PROMOTION_ALPHA. Device scores are recorded beside it, not decided on.
 
 The held-out span is the last `holdout_days` daily forecasts (at
 `ISSUE_TIME`, a day ahead each) of the training window. The candidate learns
@@ -29,7 +31,14 @@ from intraday.forecasting.model import QuantileModel, TrainingConfig, device_loc
 from intraday.timeutil import isoformat_z
 
 ISSUE_TIME = "10:00"
-DECIDED_ON = "portfolio pinball_mean"  # lower is better
+DECIDED_ON = "portfolio pinball_mean"  # lower is better ...
+# ... by more than noise: a one-sided Diebold-Mariano test on the daily
+# portfolio pinball losses of the held-out days must find the candidate's
+# lower at this level (a week of days is little evidence; a tenth is the
+# chance of promoting an equal model by luck the desk accepts).
+PROMOTION_ALPHA = 0.10
+TEST = ("Diebold-Mariano, one-sided, Harvey-Leybourne-Newbold small-sample correction, "
+        "on the daily portfolio pinball loss of the held-out days")
 
 
 def holdout_origins(data: backtest.BacktestData, days: int, horizon: int) -> list[int]:
@@ -100,10 +109,12 @@ class Evaluation:
     candidate: dict  # {"portfolio": scores, "devices": scores}
     champion: dict
     champion_in_sample: bool  # the champion had seen every held-out day in training
+    test: dict | None = None  # the Diebold-Mariano test on the daily portfolio pinball losses
 
     def to_dict(self) -> dict:
         return {"decided_on": DECIDED_ON, "origins": self.origins, "candidate": self.candidate,
-                "champion": self.champion, "champion_in_sample": self.champion_in_sample}
+                "champion": self.champion, "champion_in_sample": self.champion_in_sample,
+                "test": self.test}
 
 
 def evaluate(candidate: QuantileModel, champion: QuantileModel | None, data: backtest.BacktestData,
@@ -130,25 +141,34 @@ def evaluate(candidate: QuantileModel, champion: QuantileModel | None, data: bac
         totals, _ = backtest.portfolio_forecasts({"engine": cube}, actual, model, locations, members)
         y, t = totals["actual"], totals["engine"]
         ok = ~np.isnan(y) & ~np.isnan(t).any(axis=0)
+        daily = metrics.daily_pinball(np.where(ok, y, np.nan), t[0], t[1], t[2])
         return {"portfolio": metrics.portfolio_scores(y[ok], *(t[k][ok] for k in range(4))),
-                "devices": metrics.scores(actual[members], *(cube[k][members] for k in range(4)))}
+                "devices": metrics.scores(actual[members], *(cube[k][members] for k in range(4))),
+                "daily_portfolio_pinball": [None if np.isnan(v) else round(float(v), 6) for v in daily]}
 
-    return Evaluation([isoformat_z(panel.timestamp(o)) for o in use], scored(cand, candidate),
-                      scored(champ, champion), in_sample)
+    new, old = scored(cand, candidate), scored(champ, champion)
+    test = metrics.diebold_mariano(np.array(new["daily_portfolio_pinball"], float),
+                                   np.array(old["daily_portfolio_pinball"], float))
+    return Evaluation([isoformat_z(panel.timestamp(o)) for o in use], new, old, in_sample,
+                      {"name": TEST, "alpha": PROMOTION_ALPHA, **test})
 
 
 def decide(evaluation: Evaluation, force: bool = False) -> tuple[bool, str]:
-    """(promote?, why): only a strictly lower portfolio pinball loss wins;
-    `force` promotes whatever the scores."""
+    """(promote?, why): a lower portfolio pinball loss wins only when the
+    Diebold-Mariano test on the held-out days' daily losses finds it lower
+    at PROMOTION_ALPHA; `force` promotes whatever the scores."""
     new = evaluation.candidate["portfolio"].get("pinball_mean")
     old = evaluation.champion["portfolio"].get("pinball_mean")
+    p = (evaluation.test or {}).get("p_value")
     if new is None or old is None:
         verdict, better = "no held-out cell could be scored", False
     else:
         change = new / old - 1.0 if old else float("inf")
-        better = new < old
+        better = new < old and p is not None and p < PROMOTION_ALPHA
+        evidence = (f"Diebold-Mariano p = {p:.3f} (promoted below {PROMOTION_ALPHA:g})" if p is not None
+                    else "too few days for the Diebold-Mariano test")
         verdict = (f"portfolio pinball {new:.3f} vs {old:.3f} kW ({change:+.1%}) on "
-                   f"{len(evaluation.origins)} held-out day(s)"
+                   f"{len(evaluation.origins)} held-out day(s), {evidence}"
                    + (", the champion in-sample" if evaluation.champion_in_sample else ""))
     if force:
         return True, f"forced; {verdict}"

@@ -59,3 +59,43 @@ def portfolio_scores(actual: np.ndarray, p10: np.ndarray, p50: np.ndarray, p90: 
     return {"rows": device["rows"], "wape": device["mean_wape"], "bias": device["mean_bias"],
             "rmse": device["mean_rmse"], "wape_p50": device["wape"],
             **{k: device[k] for k in keep if k != "rows"}}
+
+
+def daily_pinball(actual: np.ndarray, p10: np.ndarray, p50: np.ndarray, p90: np.ndarray) -> np.ndarray:
+    """(origins, steps) arrays: per origin (a day's forecast), the mean of
+    its P10/P50/P90 pinball losses over the steps with an actual; NaN for a
+    day without one."""
+    out = np.full(actual.shape[0], np.nan)
+    for o in range(actual.shape[0]):
+        ok = ~np.isnan(actual[o]) & ~np.isnan(p10[o]) & ~np.isnan(p50[o]) & ~np.isnan(p90[o])
+        if ok.any():
+            out[o] = np.mean([pinball(actual[o][ok], p[o][ok], q)
+                              for q, p in zip(QUANTILES, (p10, p50, p90), strict=True)])
+    return out
+
+
+def diebold_mariano(loss_candidate: np.ndarray, loss_champion: np.ndarray) -> dict[str, float | int | None]:
+    """Is the candidate's loss lower than the champion's by more than noise?
+    The Diebold-Mariano test on paired daily losses, one-sided, with Harvey,
+    Leybourne and Newbold's small-sample correction and a Student t with
+    n - 1 degrees of freedom. Day-ahead forecasts one day apart do not
+    overlap (horizon h = 1 day), so the differences' variance is their
+    sample variance. `p_value`: the chance of a mean difference this far
+    below zero if the two were equally good; None with fewer than 2 days."""
+    from scipy import stats
+
+    d = np.asarray(loss_candidate, float) - np.asarray(loss_champion, float)
+    d = d[~np.isnan(d)]
+    n = len(d)
+    out: dict[str, float | int | None] = {"days": n, "mean_difference": float(d.mean()) if n else None,
+                                          "statistic": None, "p_value": None}
+    if n < 2:
+        return out
+    sd = float(d.std(ddof=1))
+    if sd == 0.0:  # every day the same difference: certain either way
+        out["p_value"] = 0.0 if d.mean() < 0 else 1.0
+        return out
+    statistic = d.mean() / (sd / np.sqrt(n)) * np.sqrt((n - 1) / n)  # HLN with h = 1
+    out["statistic"] = float(statistic)
+    out["p_value"] = float(stats.t.cdf(statistic, df=n - 1))
+    return out

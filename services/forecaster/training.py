@@ -137,7 +137,8 @@ def decide_training(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
 
     job, outcome = payload["job"], payload["outcome"]
     e = outcome["evaluation"]
-    result = evaluation.Evaluation(e["origins"], e["candidate"], e["champion"], e["champion_in_sample"])
+    result = evaluation.Evaluation(e["origins"], e["candidate"], e["champion"], e["champion_in_sample"],
+                                   e.get("test"))
     promote, reason = evaluation.decide(result, job["force"])
     store = modelstore.default_store()
     served = store.promoted() or baseline.MODEL_VERSION

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from intraday.forecasting import backtest, evaluation
+from intraday.forecasting import backtest, evaluation, metrics
 from intraday.forecasting.features import Panel
 from intraday.forecasting.model import fit
 
@@ -16,12 +16,16 @@ from .conftest import SMALL
 HOLDOUT = 3
 
 
-def _scaled(data: backtest.BacktestData, factor: float) -> backtest.BacktestData:
-    """The same fleet with every reading times `factor`: a model trained on
-    it forecasts the real fleet badly."""
+def _shuffled(data: backtest.BacktestData) -> backtest.BacktestData:
+    """The same fleet with each device's readings shuffled in time: a model
+    trained on it has learned no daily profile. (Scaling the readings would
+    not do: the features are in units of each device's own level, and such
+    a model is only a percent or two worse, which the promotion test rightly
+    calls noise.)"""
     p = data.panel
-    panel = Panel(p.device_ids, p.start, p.power * factor, p.outdoor_temp, p.attributes, p.countries,
-                  p.step_minutes)
+    rng = np.random.default_rng(0)
+    panel = Panel(p.device_ids, p.start, np.stack([row[rng.permutation(len(row))] for row in p.power]),
+                  p.outdoor_temp, p.attributes, p.countries, p.step_minutes)
     return replace(data, panel=panel, observed=None)
 
 
@@ -33,7 +37,7 @@ def candidate(data):
 @pytest.fixture(scope="module")
 def worse(data, candidate):
     _, origins = candidate
-    return fit(backtest._truncated(_scaled(data, 2.5).panel, origins[0]), data.temperature, SMALL)
+    return fit(backtest._truncated(_shuffled(data).panel, origins[0]), data.temperature, SMALL)
 
 
 def test_the_candidate_learns_only_from_data_before_the_held_out_days(data, candidate):
@@ -57,9 +61,49 @@ def test_a_worse_candidate_is_not_promoted_and_a_better_one_is(data, candidate, 
     won = evaluation.evaluate(model, worse, data, origins, H)
     assert won.candidate["portfolio"] == kept.champion["portfolio"]
     assert won.origins == kept.origins and not won.champion_in_sample
+    assert won.candidate["portfolio"]["pinball_mean"] < 0.6 * won.champion["portfolio"]["pinball_mean"]
+    assert won.test["days"] == HOLDOUT and won.test["mean_difference"] < 0
     promote, why = evaluation.decide(won)
-    assert promote and why.startswith("better: portfolio pinball")
+    assert promote and why.startswith("better: portfolio pinball") and "Diebold-Mariano p = " in why
     assert evaluation.decide(kept, force=True)[0] is True
+
+
+def _judged(candidate: list[float], champion: list[float]) -> evaluation.Evaluation:
+    """An evaluation with these daily portfolio losses (and their means as
+    the overall scores), to judge the decision rule alone."""
+    def side(daily):
+        return {"portfolio": {"pinball_mean": float(np.mean(daily))}, "daily_portfolio_pinball": daily}
+    test = metrics.diebold_mariano(np.array(candidate), np.array(champion))
+    return evaluation.Evaluation([f"day {k}" for k in range(len(candidate))], side(candidate), side(champion),
+                                 False, {"alpha": evaluation.PROMOTION_ALPHA, **test})
+
+
+def test_promotion_needs_a_lower_loss_day_after_day_not_on_average():
+    champion = [3.0, 2.5, 4.0, 3.2, 2.8, 3.6, 3.1]
+    steady = [c * 0.9 for c in champion]  # 10 % better every day
+    assert evaluation.decide(_judged(steady, champion))[0]
+    # The same 10 % better on average, from one lucky day: noise.
+    lucky = list(champion)
+    lucky[2] = champion[2] - 0.1 * sum(champion)
+    assert np.mean(lucky) == pytest.approx(np.mean(steady))
+    noisy = _judged(lucky, champion)
+    promote, why = evaluation.decide(noisy)
+    assert not promote and noisy.test["p_value"] > evaluation.PROMOTION_ALPHA
+    assert f"Diebold-Mariano p = {noisy.test['p_value']:.3f}" in why
+    assert not evaluation.decide(_judged(champion, champion))[0]  # a tie
+    assert not evaluation.decide(_judged([1.0], [2.0]))[0]  # one day is no evidence
+    assert "too few days" in evaluation.decide(_judged([1.0], [2.0]))[1]
+
+
+def test_the_diebold_mariano_statistic_is_the_corrected_t_of_the_differences():
+    from scipy import stats
+
+    a, b = np.array([1.0, 1.4, 0.9, 1.2, 1.1]), np.array([1.3, 1.5, 1.2, 1.25, 1.6])
+    dm = metrics.diebold_mariano(a, b)
+    t = stats.ttest_1samp(a - b, 0.0)
+    assert dm["statistic"] == pytest.approx(t.statistic * np.sqrt(4 / 5))
+    assert dm["p_value"] == pytest.approx(stats.t.cdf(dm["statistic"], df=4))
+    assert dm["p_value"] < 0.05 < metrics.diebold_mariano(b, a)["p_value"]
 
 
 def test_an_equal_candidate_is_not_better(data, candidate):
