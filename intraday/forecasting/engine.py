@@ -57,6 +57,49 @@ def forecast(
     return result
 
 
+# A profile forecast's band: its spread over the days it draws on, half as wide again.
+PROFILE_BAND_WIDENING = 1.5
+
+
+def profile_forecast(window: TelemetryWindow, forecast_start: datetime, horizon_intervals: int,
+                     version: str) -> Forecast | None:
+    """A device the model cannot forecast (too few readings in the week
+    before the start: back from an outage, a meter that stopped) but whose
+    window holds at least MIN_HISTORY_INTERVALS readings: its own daily
+    profile over every reading the window holds, per quarter-hour of the
+    day (P10/P50/P90 and mean over those days), the band widened by
+    PROFILE_BAND_WIDENING, with a note. None when even that is too little."""
+    origin = window.index_of(forecast_start)
+    past = window.values[: max(origin, 0)]
+    ok = ~np.isnan(past)
+    if ok.sum() < MIN_HISTORY_INTERVALS:
+        return None
+    midnight = window.start.replace(hour=0, minute=0, second=0, microsecond=0)
+    first = int((window.start - midnight) / QUARTER_HOUR)  # the window's first quarter-hour of the day
+    tod = (first + np.arange(len(past))) % DAY
+    table = np.full((4, DAY), np.nan)
+    for k in range(DAY):
+        values = past[ok & (tod == k)]
+        if values.size:
+            table[:3, k] = np.quantile(values, (0.1, 0.5, 0.9))
+            table[3, k] = values.mean()
+    for row in table:  # a quarter-hour of the day never read: its day's median
+        row[np.isnan(row)] = np.nanmedian(row)
+    ahead = (first + origin + np.arange(horizon_intervals)) % DAY
+    p10, p50, p90, mean = (table[j, ahead] for j in range(4))
+    w = PROFILE_BAND_WIDENING
+    p10, p90 = np.maximum(p50 - w * (p50 - p10), 0.0), p50 + w * (p90 - p50)
+    last = window.start + int(np.flatnonzero(ok)[-1] + 1) * QUARTER_HOUR
+    return Forecast(
+        device_id=window.device_id, forecast_start=forecast_start, model_version=version,
+        p10=p10, p50=p50, p90=p90, mean=mean,
+        data_window_start=window.start, data_window_end=min(window.end, forecast_start),
+        history_days=float(ok.sum() / DAY),
+        notes=(f"too few readings in the week before the start (the newest ends "
+               f"{last:%Y-%m-%dT%H:%MZ}): forecast from the device's own daily profile over "
+               f"{ok.sum() / DAY:.1f} days of readings, not by the model; band widened by half",))
+
+
 def forecast_many(
     model: QuantileModel | None,
     windows: list[TelemetryWindow],
@@ -78,7 +121,7 @@ def forecast_many(
                 f = baseline.seasonal_quantiles(w, forecast_start, horizon_intervals, days=baseline_days)
                 out[i] = replace(f, notes=(FALLBACK_NOTE,))
             except InsufficientHistory as e:
-                out[i] = e
+                out[i] = profile_forecast(w, forecast_start, horizon_intervals, baseline.MODEL_VERSION) or e
         return out  # type: ignore[return-value]
     groups: dict[tuple, list[int]] = {}
     for i, w in enumerate(windows):
@@ -120,9 +163,11 @@ def _batch(model: QuantileModel, windows: list[TelemetryWindow], forecast_start:
     for d, window in enumerate(windows):
         if np.isnan(p50[d]).any():
             seen = int(np.sum(~np.isnan(window.values[max(origin - SCALE_DAYS * DAY, 0) : origin])))
-            results.append(InsufficientHistory(
+            results.append(profile_forecast(window, forecast_start, horizon_intervals, model_version(model))
+                           or InsufficientHistory(
                 f"device {window.device_id!r}: {seen} quarter-hour readings in the 7 days before "
-                f"{forecast_start:%Y-%m-%dT%H:%MZ}; a forecast needs at least {MIN_HISTORY_INTERVALS}"))
+                f"{forecast_start:%Y-%m-%dT%H:%MZ} and {int(np.sum(~np.isnan(window.values[:origin])))} in "
+                f"its window; a forecast needs at least {MIN_HISTORY_INTERVALS}"))
             continue
         history = float(history_days[d])
         notes: tuple[str, ...] = ()

@@ -133,3 +133,31 @@ def test_compiled_trees_predict_exactly_what_lightgbm_predicts(data, model, tmp_
     built = sorted(p.stat().st_mtime_ns for p in tmp_path.glob("*.so"))
     assert QuantileModel.from_bytes(model.to_bytes()).compile(tmp_path)
     assert sorted(p.stat().st_mtime_ns for p in tmp_path.glob("*.so")) == built and len(built) == len(OUTPUTS)
+
+
+def test_a_device_back_from_an_outage_is_forecast_from_its_own_profile(data, model):
+    """Eight days without a reading before the start: the model cannot
+    forecast it (no week of recent history), but its window holds weeks of
+    readings, so it gets its daily profile with a wider band and a note,
+    the same on the single path and in a batch, with or without a model."""
+    origin = data.panel.intervals - DAY
+    start = data.panel.timestamp(origin)
+    window, attrs = _device(data, 3, origin)
+    values = window.values.copy()
+    values[origin - 8 * DAY : origin] = np.nan  # the outage
+    out = TelemetryWindow(window.device_id, window.start, values)
+    f = engine.forecast(model, out, start, DAY, attrs)
+    assert np.isfinite(f.p50).all() and (f.p10 <= f.p50).all() and (f.p50 <= f.p90).all()
+    assert "own daily profile" in f.notes[0] and f.model_version == engine.model_version(model)
+    # Its profile: each quarter-hour of the day the median of that quarter-hour on the days read.
+    days = values[: origin - 8 * DAY][: (origin - 8 * DAY) // DAY * DAY].reshape(-1, DAY)
+    assert f.p50[0] == pytest.approx(np.nanmedian(days[:, (window.index_of(start)) % DAY]))
+    batch = engine.forecast_many(model, [window, out], start, DAY, [attrs, attrs], [None, None])
+    assert batch[1].to_dict() == f.to_dict() and "own daily profile" not in " ".join(batch[0].notes)
+    # No model served: the seasonal fallback reads 14 days, so it still serves
+    # this device; after 13 days without a reading it cannot, and the profile does.
+    assert engine.forecast(None, out, start, DAY).notes == (engine.FALLBACK_NOTE,)
+    longer = values.copy()
+    longer[origin - 13 * DAY : origin] = np.nan
+    fallback = engine.forecast(None, TelemetryWindow(window.device_id, window.start, longer), start, DAY)
+    assert "own daily profile" in fallback.notes[0] and fallback.model_version == "baseline"
