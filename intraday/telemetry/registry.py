@@ -242,8 +242,6 @@ def upsert(store: TelemetryStore, rows: list[dict[str, Any]], changed_by: str, c
         old = stored.get(row["device_id"])
         new = {a: (old or {}).get(a) for a in ATTRIBUTES}
         new.update({k: v for k, v in row.items() if k != "device_id"})
-        if isinstance(new.get("installed_date"), str):
-            new["installed_date"] = date.fromisoformat(new["installed_date"])
         if "location" not in row and "latitude" in row and (old is None or _grid_named(old)):
             new["location"] = grid_location(new["latitude"], new["longitude"])
         if _blank(new.get("location")):
@@ -299,11 +297,7 @@ def retire(store: TelemetryStore, device_ids: list[str], changed_by: str, change
         change.changes.append({"device_id": d, "fields": {"retired_at": [None, _json(at)]}})
         out.append({**{a: old.get(a) for a in ATTRIBUTES}, "device_id": d, "retired_at": at})
     if out:
-        frame = pd.DataFrame(out)
-        if "installed_date" in frame:
-            frame["installed_date"] = [date.fromisoformat(v) if isinstance(v, str) else v
-                                       for v in frame["installed_date"]]
-        store.write_registry(frame, now, changed_by, change_id)
+        store.write_registry(pd.DataFrame(out), now, changed_by, change_id)
     return change
 
 

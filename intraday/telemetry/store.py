@@ -26,7 +26,7 @@ from intraday.config import REPO_ROOT, Settings
 from intraday.errors import StoreInUse
 from intraday.forecasting.features import WEATHER_MAX_GAP, fill_gaps
 from intraday.forecasting.types import FleetWindow, TelemetryWindow
-from intraday.timeutil import QUARTER_HOUR, to_utc
+from intraday.timeutil import QUARTER_HOUR, isoformat_z, to_utc
 
 SQL_DIR = REPO_ROOT / "sql" / "clickhouse"
 CLUSTER_SQL_DIR = REPO_ROOT / "sql" / "clickhouse-cluster"
@@ -453,11 +453,7 @@ class TelemetryStore:
         rows = self.query(
             f"SELECT {', '.join(REGISTRY_COLUMNS)} FROM {{db}}.devices FINAL"
             " WHERE device_id IN {ids:Array(String)}", {"ids": list(device_ids)}).to_pylist()
-        for r in rows:
-            for k, v in r.items():
-                if isinstance(v, float) and v != v:
-                    r[k] = None
-        return rows
+        return _unknown_as_none(rows)
 
     def device_count(self) -> int:
         return int(self.query("SELECT count() AS n FROM {db}.devices FINAL").column(0)[0].as_py())
@@ -567,24 +563,19 @@ class TelemetryStore:
                 df[col] = pd.to_datetime(df[col].astype("int64"), unit="s", utc=True)
         return df
 
-    def newest_forecasts(self, locations: list[str]) -> dict[str, datetime]:
-        """Per location, when its newest temperature forecast was issued
-        (locations without any are left out)."""
+    def newest_forecasts(self, locations: list[str], as_of: datetime | None = None) -> dict[str, datetime]:
+        """Per location, when its newest temperature forecast (known at
+        `as_of`, if given) was issued; locations without any are left out."""
+        params: dict[str, Any] = {"locs": list(locations)}
+        known = ""
+        if as_of is not None:
+            known, params["as_of"] = " AND issued_at <= toDateTime({as_of:Int64}, 'UTC')", int(
+                to_utc(as_of).timestamp())
         rows = self.query(
             "SELECT location, toInt64(max(issued_at)) AS issued FROM {db}.weather"
-            " WHERE kind = 'forecast' AND location IN {locs:Array(String)} GROUP BY location",
-            {"locs": list(locations)}).to_pylist()
+            " WHERE kind = 'forecast' AND location IN {locs:Array(String)}" + known + " GROUP BY location",
+            params).to_pylist()
         return {r["location"]: datetime.fromtimestamp(r["issued"], UTC) for r in rows}
-
-    def newest_forecast(self, location: str, as_of: datetime) -> datetime | None:
-        """When the newest temperature forecast for `location` known at
-        `as_of` was issued; None if none was."""
-        row = self.query(
-            "SELECT toInt64(max(issued_at)) AS issued, count() AS n FROM {db}.weather"
-            " WHERE kind = 'forecast' AND location = {loc:String}"
-            "   AND issued_at <= toDateTime({as_of:Int64}, 'UTC')",
-            {"loc": location, "as_of": int(to_utc(as_of).timestamp())}).to_pylist()[0]
-        return datetime.fromtimestamp(row["issued"], UTC) if row["n"] else None
 
     def weather_window(
         self, locations: list[str], start: datetime, end: datetime, as_of: datetime
@@ -618,14 +609,21 @@ class TelemetryStore:
         return fill_gaps(out)[:, pad : pad + n]  # hourly feeds: the quarter-hours between their values
 
 
-def _json_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """NaN (an unknown number) as None, times as ISO 8601 with a Z."""
+def _unknown_as_none(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """NaN (an unknown number) as None."""
     for r in rows:
         for k, v in r.items():
             if isinstance(v, float) and v != v:
                 r[k] = None
-            elif isinstance(v, datetime):
-                r[k] = to_utc(v).isoformat().replace("+00:00", "Z")
+    return rows
+
+
+def _json_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Unknown numbers as None, times as ISO 8601 with a Z."""
+    for r in _unknown_as_none(rows):
+        for k, v in r.items():
+            if isinstance(v, datetime):
+                r[k] = isoformat_z(v)
     return rows
 
 

@@ -21,9 +21,11 @@ from services.sidecar import fetch_temperature
 WEATHER_DAYS = 8  # observed temperature the features read before forecast_start
 BEFORE, AFTER = timedelta(days=9), timedelta(days=10)  # the span one request fetches around as_of
 MAX_ENTRIES = 256
-# (location, as_of) -> (span start, values, newest forecast's issue time)
-_cache: OrderedDict[tuple, tuple[datetime, np.ndarray, datetime | None]] = OrderedDict()
-_issued: dict[tuple, datetime | None] = {}  # (location, as_of) -> the newest forecast's issue time
+# (location, as_of) -> (span start, values)
+_cache: OrderedDict[tuple, tuple[datetime, np.ndarray]] = OrderedDict()
+# (location, as_of) -> when the newest forecast known then was issued (None:
+# none was); bounded like the cache
+_issued: OrderedDict[tuple, datetime | None] = OrderedDict()
 
 
 def known_at(start: datetime) -> datetime:
@@ -40,18 +42,26 @@ async def temperatures(location: str, start: datetime, end: datetime, as_of: dat
     last = as_of.replace(hour=0, minute=0) + AFTER
     key = (location, as_of)
     if start < first or end > last:  # outside the shared span: ask for exactly this
-        values, _issued[key] = await fetch_temperature(location, start, end, as_of)
+        values, issued = await fetch_temperature(location, start, end, as_of)
+        _remember(key, issued)
         return values
     if key not in _cache:
         values, issued = await fetch_temperature(location, first, last, as_of)
-        _cache[key] = (first, values, issued)
-        _issued[key] = issued
+        _cache[key] = (first, values)
+        _remember(key, issued)
         while len(_cache) > MAX_ENTRIES:
-            _issued.pop(_cache.popitem(last=False)[0], None)
+            _cache.popitem(last=False)
     _cache.move_to_end(key)
-    span_start, values, _ = _cache[key]
+    span_start, values = _cache[key]
     i = int((start - span_start) / QUARTER_HOUR)
     return values[i : i + int((end - start) / QUARTER_HOUR)]
+
+
+def _remember(key: tuple, issued: datetime | None) -> None:
+    _issued[key] = issued
+    _issued.move_to_end(key)
+    while len(_issued) > MAX_ENTRIES:
+        _issued.popitem(last=False)
 
 
 async def on_window(location: str, window_start: datetime, start: datetime, horizon: int) -> np.ndarray:

@@ -299,7 +299,7 @@ async def weather(location: str, start: datetime = Query(...), end: datetime = Q
     start, end, as_of = to_utc(start), to_utc(end), to_utc(as_of)
     _check_span(start, end)
     temps = await run_in_threadpool(store.weather_window, [location], start, end, as_of)
-    issued = await run_in_threadpool(store.newest_forecast, location, as_of)
+    issued = (await run_in_threadpool(store.newest_forecasts, [location], as_of)).get(location)
     return {"location": location, "start": isoformat_z(start), "freq": "15min",
             "values": [None if math.isnan(v) else v for v in temps[0].tolist()],
             "forecast_issued_at": isoformat_z(issued) if issued else None}
@@ -492,7 +492,6 @@ async def ingest_weather(request: Request,
 
 
 WEATHER_CHECK_SECONDS = 60.0
-weather_freshness: dict = {"checked_at": None, "locations": {}, "stale": []}
 
 
 def check_weather_freshness() -> dict:
@@ -505,11 +504,9 @@ def check_weather_freshness() -> dict:
     newest = store.newest_forecasts(locations) if locations else {}
     stale = [loc for loc in locations if loc not in newest or now - newest[loc] > limit]
     metrics.WEATHER_STALE_LOCATIONS.set(len(stale))
-    weather_freshness.update(checked_at=isoformat_z(now), max_age_hours=limit.total_seconds() / 3600,
-                             locations={loc: isoformat_z(newest[loc]) if loc in newest else None
-                                        for loc in locations},
-                             stale=stale)
-    return weather_freshness
+    return {"checked_at": isoformat_z(now), "max_age_hours": limit.total_seconds() / 3600,
+            "locations": {loc: isoformat_z(newest[loc]) if loc in newest else None for loc in locations},
+            "stale": stale}
 
 
 async def _weather_freshness_loop() -> None:

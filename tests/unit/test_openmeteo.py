@@ -89,4 +89,5 @@ def test_pulled_hourly_forecasts_are_read_per_quarter_hour(provider, empty_store
     assert np.isfinite(values).all() and len(values) == 96
     t0, t1 = temperature(47.46, 8.56, start), temperature(47.46, 8.56, start + timedelta(hours=1))
     assert values[0] == t0 and values[4] == t1 and values[2] == pytest.approx((t0 + t1) / 2)
-    assert empty_store.newest_forecast("47.4N8.5E", fetched) == pd.Timestamp(fetched).floor("15min")
+    newest = empty_store.newest_forecasts(["47.4N8.5E"], fetched)
+    assert newest["47.4N8.5E"] == pd.Timestamp(fetched).floor("15min")
