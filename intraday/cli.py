@@ -1127,7 +1127,8 @@ def _register_onboarding() -> None:
     cli_onboarding.register(app)
 
 
-_register_onboarding()
+if __name__ != "__main__":  # `python -m intraday.cli` runs the imported module's main (below)
+    _register_onboarding()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1180,4 +1181,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # The onboarding commands import this module by name: run that copy,
+    # not this one (`__main__`), so there is one app with every command.
+    from intraday import cli as _cli
+
+    _cli.main()

@@ -53,6 +53,15 @@ def test_every_command_and_flag_is_still_there(command):
         assert flag in r.stdout, f"intraday {command}: {flag} is gone"
 
 
+def test_python_dash_m_runs_the_same_commands():
+    # The benchmarks run `python -m intraday.cli`; the onboarding commands
+    # import the module by name, which once failed as a circular import.
+    r = subprocess.run([sys.executable, "-m", "intraday.cli", "devices", "add", "--help"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "intraday devices add" in r.stdout
+
+
 @pytest.mark.parametrize("args, message", [
     (["forecast", "--horizon-hours", "soon"], "Invalid value for '--horizon-hours'"),
     (["nosuch"], "No such command 'nosuch'"),
