@@ -1017,8 +1017,10 @@ def _fleet_command(name: str, doc: str, default_devices: int, default_days: int)
         days: Annotated[int, typer.Option(help="days of readings")] = default_days,
         seed: Annotated[int, typer.Option(help="random seed")] = 7,
         end: Annotated[datetime | None, typer.Option(
-            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S"],
-            help="end of the data, ISO time, UTC (default: now, to the quarter-hour)")] = None,
+            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S",
+                     "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z"],
+            help="end of the data, ISO time (UTC without an offset; default: now, to the "
+                 "quarter-hour)")] = None,
         faults: Annotated[Faults, typer.Option(
             help="telemetry faults: gaps, stuck sensors, duplicates, late arrivals")] = Faults.realistic,
         out: Annotated[str | None, typer.Option(

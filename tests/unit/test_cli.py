@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,13 +54,20 @@ def test_every_command_and_flag_is_still_there(command):
         assert flag in r.stdout, f"intraday {command}: {flag} is gone"
 
 
-def test_python_dash_m_runs_the_same_commands():
+def test_python_dash_m_runs_the_same_commands(tmp_path):
     # The benchmarks run `python -m intraday.cli`; the onboarding commands
     # import the module by name, which once failed as a circular import.
     r = subprocess.run([sys.executable, "-m", "intraday.cli", "devices", "add", "--help"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "intraday devices add" in r.stdout
+    # ... and pass --end as Python writes it, with its offset.
+    out = tmp_path / "f.parquet"
+    r = subprocess.run([sys.executable, "-m", "intraday.cli", "fleet", "generate", "--devices", "1",
+                        "--days", "1", "--end", "2026-02-01T01:00:00+01:00", "--out", str(out)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert str(pd.read_parquet(out)["timestamp"].max()) == "2026-01-31 23:45:00+00:00"
 
 
 @pytest.mark.parametrize("args, message", [
