@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from intraday.errors import InvalidRequest
-from intraday.forecasting import baseline, metrics, portfolio
+from intraday.forecasting import baseline, metrics, portfolio, recalibration
 from intraday.forecasting.features import (
     SERVING_STEP_MINUTES,
     STEPS_MINUTES,
@@ -44,9 +44,10 @@ from intraday.forecasting.features import (
     stuck_min_run,
 )
 from intraday.forecasting.model import QuantileModel, TrainingConfig, device_locations, fit
+from intraday.forecasting.recalibration import Factors
 from intraday.timeutil import isoformat_z
 
-REPORT_SCHEMA = 2  # 2: the mean, the portfolio section
+REPORT_SCHEMA = 3  # 2: the mean, the portfolio section; 3: the rolling recalibration
 REQUIRED = ("device_id", "timestamp", "power")
 OPTIONAL = ("heating_electricity", "dhw_electricity", "outdoor_temp")
 METHODS = ("engine", "seasonal_naive_day", "seasonal_naive_week", "seasonal_quantiles", "mlforecast")
@@ -370,13 +371,18 @@ def run(data: BacktestData, *, horizon: int | None = None, origins: int = 14, is
     grid = np.array(idx)
     rows = Rows.grid(np.repeat(np.arange(D), n_origins), np.tile(grid, D), H)
     started = time.monotonic()
-    pred = model.predict_rows(panel, rows, data.temperature)
+    pred = model.predict_rows(panel, rows, data.temperature, factors=recalibration.NO_FACTORS)
     timings["engine_predict_seconds"] = time.monotonic() - started
     shape = (D, n_origins, H)
-    cube = {"engine": np.stack([pred.p10, pred.p50, pred.p90, pred.mean]).reshape(4, *shape)}
     target = rows.target.reshape(shape)
     dev = rows.device.reshape(shape)
     actual = data.actual[dev, target]
+    # The first calibration's bands, then each origin's rescaled by the
+    # days scored before it (as the service does with its live scores).
+    first = np.stack([pred.p10, pred.p50, pred.p90, pred.mean]).reshape(4, *shape)
+    days = origin_days(panel, idx)
+    factors, _ = rolling_factors(model, first, actual, device_locations(panel), idx, H, days)
+    cube = {"engine": rescaled(first, factors, model.block_steps)}
     h = np.arange(H)
     naive = {"seasonal_naive_day": day * (1 + h // day), "seasonal_naive_week": np.full(H, 7 * day)}
     for name, back in naive.items():
@@ -401,11 +407,15 @@ def run(data: BacktestData, *, horizon: int | None = None, origins: int = 14, is
     scored = ~np.isnan(actual)
     for c in cube.values():
         scored &= ~np.isnan(c).any(axis=0)
-    totals, members = portfolio_forecasts(cube, actual, model, device_locations(panel))
+    totals, members = portfolio_forecasts(cube, actual, model, device_locations(panel),
+                                          factors=[f.portfolio_tails(D) for f in factors])
+    first_totals, _ = portfolio_forecasts({"engine": first}, actual, model, device_locations(panel))
     if peer:
         totals["mlforecast_aggregate"] = _allocated(aggregate, panel, idx[0], members)
     report = _report(data, model, cube, actual, scored, idx, H, issue_time, timings, source or {})
     report["portfolio"] = _portfolio_report(totals, cube, actual, members, model, panel)
+    report["recalibration"] = _recalibration_report(first, cube["engine"], actual, first_totals["engine"],
+                                                    totals, factors, days, D)
     def at(i: np.ndarray) -> pd.DatetimeIndex:
         return pd.Timestamp(panel.start) + pd.to_timedelta(i * panel.step_minutes, "min")
 
@@ -428,8 +438,83 @@ def run(data: BacktestData, *, horizon: int | None = None, origins: int = 14, is
     return BacktestResult(report, forecasts, cube, actual, model, portfolio_frame, totals)
 
 
+def origin_days(panel: Panel, idx: list[int]) -> list[str]:
+    """The UTC dates (ISO) of forecast starts."""
+    return [str(d) for d in pd.DatetimeIndex([panel.timestamp(o) for o in idx]).strftime("%Y-%m-%d")]
+
+
+def rolling_factors(model: QuantileModel, first: np.ndarray, actual: np.ndarray, locations: np.ndarray,
+                    idx: list[int], horizon: int, days: list[str],
+                    ) -> tuple[list[Factors], recalibration.Window]:
+    """Per origin, the recalibration factors from the model's scored days
+    before the first origin (its calibration span's, and any it was
+    scored on since) and the origins before it whose every actual was in
+    by then, scored against the first calibration's bands `first` (4,
+    devices, origins, steps): P10, P50, P90, mean. Also the window with
+    every origin's scores added (what the model would serve with next)."""
+    window = recalibration.Window([recalibration.Day.from_dict(d.to_dict())
+                                   for d in model.recalibration.days if d.day < days[0]])
+    totals, _ = portfolio_forecasts({"engine": first}, actual, model, locations)
+    total, actual_total = totals["engine"], totals["actual"]
+    D = first.shape[1]
+    blocks = -(-horizon // model.block_steps)
+    steps = np.arange(horizon)
+
+    def score(j: int) -> None:
+        window.add(recalibration.device_day(days[j], actual[:, j], *first[:3, :, j], steps,
+                                            model.block_steps, blocks))
+        if model.portfolio is not None:
+            window.add(recalibration.portfolio_day(days[j], D, actual_total[j], *total[:3, j],
+                                                   model.portfolio.block_steps, blocks))
+
+    scored, out = 0, []
+    for k, origin in enumerate(idx):
+        while scored < k and idx[scored] + horizon <= origin:
+            score(scored)
+            scored += 1
+        out.append(window.factors(before=days[k]))
+    for j in range(scored, len(idx)):
+        score(j)
+    return out, window
+
+
+def rescaled(first: np.ndarray, factors: list[Factors], block_steps: int) -> np.ndarray:
+    """The cube with each origin's P10 and P90 rescaled by its factors."""
+    out = first.copy()
+    block = np.arange(first.shape[-1]) // block_steps
+    for k, f in enumerate(factors):
+        lo, hi = f.device_tails(block)
+        out[0, :, k], out[2, :, k] = recalibration.widen(*first[:3, :, k], lo, hi)
+    return out
+
+
+def _recalibration_report(first, rescaled, actual, first_total, totals, factors, days, devices) -> dict:
+    """The bands before and after the rolling recalibration, and its factors per origin."""
+    def coverage(c, y):
+        ok = ~np.isnan(y) & ~np.isnan(c[1])
+        return float(((y >= c[0]) & (y <= c[2]))[ok].mean()) if ok.any() else None
+
+    def mean_tails(where):
+        return None if where is None else [round(float(x), 3) for x in np.asarray(where).mean(axis=0)]
+
+    return {
+        "method": "split-conformal on a rolling window of the last "
+                  f"{recalibration.WINDOW_DAYS} scored days (the model's calibration span, then the "
+                  "origins whose actuals were all in), per 6-hour block; factors scale the distance of "
+                  "P10 and P90 from the median",
+        "device_coverage": {"first_calibration": coverage(first, actual),
+                            "rolling": coverage(rescaled, actual)},
+        "portfolio_coverage": {"first_calibration": coverage(first_total, totals["actual"]),
+                               "rolling": coverage(totals["engine"], totals["actual"])},
+        "per_origin": [{"origin_day": d, "window_days": len(f.days), "window": [f.days[0], f.days[-1]] if f.days else None,
+                        "device": mean_tails(f.device), "portfolio": mean_tails(f.portfolio_tails(devices))}
+                       for d, f in zip(days, factors, strict=True)],
+    }
+
+
 def portfolio_forecasts(cube: dict[str, np.ndarray], actual: np.ndarray, model: QuantileModel | None,
                         locations: np.ndarray, members: np.ndarray | None = None,
+                        factors: list[np.ndarray | None] | None = None,
                         ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per method, (4, origins, steps) P10, P50, P90 and mean of the total
     of the portfolio's members in each cell, "actual" (origins, steps) their
@@ -438,7 +523,9 @@ def portfolio_forecasts(cube: dict[str, np.ndarray], actual: np.ndarray, model: 
     from its portfolio calibration; the other methods' totals are their
     device values summed, a device's missing value taken from the seasonal
     fallback (a cell a method still cannot fill is NaN for it). `members`
-    given: those devices instead (to score two models on the same cells)."""
+    given: those devices instead (to score two models on the same cells).
+    `factors`: per origin, the engine total's recalibration (see
+    recalibration.py), or None."""
     engine = cube["engine"]
     if members is None:
         members = ~np.isnan(actual) & ~np.isnan(engine[3])
@@ -451,7 +538,8 @@ def portfolio_forecasts(cube: dict[str, np.ndarray], actual: np.ndarray, model: 
             for o in range(present.shape[0]):
                 masked = [np.where(members[:, o], c[k, :, o], np.nan) for k in range(4)]
                 total[3, o], total[:3, o] = portfolio.quantiles(model.portfolio, masked[3], masked[0],
-                                                                masked[2], locations, PORTFOLIO_LEVELS)
+                                                                masked[2], locations, PORTFOLIO_LEVELS,
+                                                                factors[o] if factors else None)
         else:
             if fallback is not None:
                 c = np.where(np.isnan(c), fallback, c)

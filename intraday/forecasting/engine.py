@@ -268,5 +268,8 @@ def portfolio_from(model: QuantileModel | None, part: portfolio.Partial, forecas
         notes += (UNCALIBRATED_NOTE,)
     else:
         levels = portfolio.LEVELS
-        mean, table = portfolio.quantiles_of(calibration, part, levels)
+        # Rescaled by the recent days' scores of a total of this size, when
+        # the model's window has them (recalibration.py).
+        mean, table = portfolio.quantiles_of(calibration, part, levels,
+                                             model.factors.portfolio_tails(len(device_ids)))
     return PortfolioForecast(forecast_start, model_version(model), device_ids, mean, levels, table, notes)

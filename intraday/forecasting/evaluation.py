@@ -28,6 +28,7 @@ from intraday.errors import InvalidRequest
 from intraday.forecasting import backtest, baseline, metrics
 from intraday.forecasting.features import Rows
 from intraday.forecasting.model import QuantileModel, TrainingConfig, device_locations, fit
+from intraday.forecasting.recalibration import NO_FACTORS, Factors
 from intraday.timeutil import isoformat_z
 
 ISSUE_TIME = "10:00"
@@ -78,11 +79,26 @@ def train_candidate(data: backtest.BacktestData, config: TrainingConfig, holdout
         model.manifest["training"]["holdout"] = {
             "days": holdout_days, "first_forecast_start": isoformat_z(data.panel.timestamp(origins[0])),
             "last_forecast_start": isoformat_z(data.panel.timestamp(origins[-1]))}
+        # The held-out days are out of sample for it: its bands are served
+        # rescaled by how it did on them (recalibration.py).
+        first, actual = _cube(model, data, origins, config.horizon, NO_FACTORS), _actual(data, origins,
+                                                                                          config.horizon)
+        _, window = backtest.rolling_factors(model, first, actual, device_locations(data.panel), origins,
+                                             config.horizon, backtest.origin_days(data.panel, origins))
+        model.rescore(window)
+    model.manifest.setdefault("validation", {})["recalibration"] = model.factors.summary()
     return model, origins
 
 
+def _actual(data: backtest.BacktestData, origins: list[int], horizon: int) -> np.ndarray:
+    """(devices, origins, horizon) readings."""
+    D = len(data.panel.device_ids)
+    target = Rows.grid(np.repeat(np.arange(D), len(origins)), np.tile(np.array(origins), D), horizon)
+    return data.actual[target.device, target.target].reshape(D, len(origins), horizon)
+
+
 def _cube(model: QuantileModel | None, data: backtest.BacktestData, origins: list[int],
-          horizon: int) -> np.ndarray:
+          horizon: int, factors: Factors | None = None) -> np.ndarray:
     """(4, devices, origins, horizon) P10, P50, P90, mean; the seasonal
     fallback's for no model (what is served when none is promoted)."""
     panel = data.panel
@@ -94,7 +110,7 @@ def _cube(model: QuantileModel | None, data: backtest.BacktestData, origins: lis
                                                                  per_day=panel.per_day)[0]
         return cube
     rows = Rows.grid(np.repeat(np.arange(D), n), np.tile(np.array(origins), D), horizon)
-    pred = model.predict_rows(panel, rows, data.temperature)
+    pred = model.predict_rows(panel, rows, data.temperature, factors=factors)
     return np.stack([pred.p10, pred.p50, pred.p90, pred.mean]).reshape(4, D, n, horizon)
 
 
@@ -128,17 +144,25 @@ def evaluate(candidate: QuantileModel, champion: QuantileModel | None, data: bac
     fresh = [o for o in origins if until is None or panel.timestamp(o) >= until]
     in_sample = not fresh
     use = fresh or origins
-    target = Rows.grid(np.repeat(np.arange(len(panel.device_ids)), len(use)),
-                       np.tile(np.array(use), len(panel.device_ids)), horizon)
-    shape = (len(panel.device_ids), len(use), horizon)
-    actual = data.actual[target.device.reshape(shape), target.target.reshape(shape)]
-    cand = _cube(candidate, data, use, horizon)
-    champ = _cube(champion, data, use, horizon)
-    members = ~np.isnan(actual) & ~np.isnan(cand[3]) & ~np.isnan(champ[3])
+    actual = _actual(data, use, horizon)
     locations = device_locations(panel)
+    days = backtest.origin_days(panel, use)
 
-    def scored(cube: np.ndarray, model: QuantileModel | None) -> dict:
-        totals, _ = backtest.portfolio_forecasts({"engine": cube}, actual, model, locations, members)
+    def rolling(model: QuantileModel | None) -> tuple[np.ndarray, list | None]:
+        """Each held-out day's forecasts as they would have been served:
+        bands rescaled by the days scored before it."""
+        first = _cube(model, data, use, horizon, NO_FACTORS)
+        if model is None:
+            return first, None
+        factors, _ = backtest.rolling_factors(model, first, actual, locations, use, horizon, days)
+        return (backtest.rescaled(first, factors, model.block_steps),
+                [f.portfolio_tails(len(panel.device_ids)) for f in factors])
+
+    (cand, cand_factors), (champ, champ_factors) = rolling(candidate), rolling(champion)
+    members = ~np.isnan(actual) & ~np.isnan(cand[3]) & ~np.isnan(champ[3])
+
+    def scored(cube: np.ndarray, model: QuantileModel | None, factors: list | None) -> dict:
+        totals, _ = backtest.portfolio_forecasts({"engine": cube}, actual, model, locations, members, factors)
         y, t = totals["actual"], totals["engine"]
         ok = ~np.isnan(y) & ~np.isnan(t).any(axis=0)
         daily = metrics.daily_pinball(np.where(ok, y, np.nan), t[0], t[1], t[2])
@@ -146,7 +170,7 @@ def evaluate(candidate: QuantileModel, champion: QuantileModel | None, data: bac
                 "devices": metrics.scores(actual[members], *(cube[k][members] for k in range(4))),
                 "daily_portfolio_pinball": [None if np.isnan(v) else round(float(v), 6) for v in daily]}
 
-    new, old = scored(cand, candidate), scored(champ, champion)
+    new, old = scored(cand, candidate, cand_factors), scored(champ, champion, champ_factors)
     test = metrics.diebold_mariano(np.array(new["daily_portfolio_pinball"], float),
                                    np.array(old["daily_portfolio_pinball"], float))
     return Evaluation([isoformat_z(panel.timestamp(o)) for o in use], new, old, in_sample,

@@ -42,7 +42,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from intraday.forecasting import portfolio
+from intraday.forecasting import portfolio, recalibration
 from intraday.forecasting.features import (
     CATEGORICAL_ATTRIBUTES,
     DAY,
@@ -56,6 +56,7 @@ from intraday.forecasting.features import (
     design_matrix,
 )
 from intraday.forecasting.portfolio import PortfolioCalibration
+from intraday.forecasting.recalibration import Factors, Window
 from intraday.timeutil import isoformat_z
 
 QUANTILE_NAMES = ("p10", "p50", "p90")
@@ -136,13 +137,31 @@ class QuantileModel:
     portfolio: PortfolioCalibration | None = None
     step_minutes: int = 15  # the grid it learned on; it forecasts that grid only
     compiled: Any = field(default=None, repr=False)  # CompiledTrees, see compile()
+    # The scored days its bands are rescaled by (recalibration.py): its
+    # calibration span's to start with.
+    recalibration: Window = field(default_factory=Window)
+    _factors: Factors | None = field(default=None, repr=False)
+
+    @property
+    def factors(self) -> Factors:
+        """The rolling recalibration's factors over the window's days."""
+        if self._factors is None:
+            self._factors = self.recalibration.factors()
+        return self._factors
+
+    def rescore(self, window: Window) -> None:
+        """Serve with `window`'s factors from now on."""
+        self.recalibration, self._factors = window, None
 
     # -- inference --------------------------------------------------------
 
     def predict_rows(
         self, panel: Panel, rows: Rows, temperature: TemperatureSource | None = None,
-        static: np.ndarray | None = None,
+        static: np.ndarray | None = None, factors: Factors | None = None,
     ) -> Prediction:
+        """Forecasts of `rows`, their bands rescaled by `factors` (the
+        model's own window's without it; `recalibration.NO_FACTORS`: the
+        first calibration only)."""
         if panel.step_minutes != self.step_minutes:
             raise ValueError(f"this model forecasts {self.step_minutes}-min intervals, the data has "
                              f"{panel.step_minutes}-min ones: train one on data of that resolution")
@@ -150,7 +169,7 @@ class QuantileModel:
         raw = self.raw(X)
         history = X[:, FEATURES.index("history_days")]
         short = history < SHORT_HISTORY_DAYS
-        p10, p50, p90 = self.calibrated(raw[:3], rows.horizon, short)
+        p10, p50, p90 = self.calibrated(raw[:3], rows.horizon, short, factors)
         mean = np.maximum(raw[3], 0.0)
         return Prediction(p10 * scale, p50 * scale, p90 * scale, mean * scale, short, history)
 
@@ -175,15 +194,17 @@ class QuantileModel:
         self.compiled = compile_trees(self.boosters, OUTPUTS, Path(cache_dir))
         return self.compiled is not None
 
-    def calibrated(self, raw: np.ndarray, horizon: np.ndarray, short: np.ndarray) -> tuple[np.ndarray, ...]:
+    def calibrated(self, raw: np.ndarray, horizon: np.ndarray, short: np.ndarray,
+                   factors: Factors | None = None) -> tuple[np.ndarray, ...]:
         lo, mid, hi = np.sort(raw, axis=0)
         block = np.minimum(horizon // self.block_steps, len(self.calibration["full"]["p10"]) - 1)
         s10 = np.where(short, _take(self.calibration["short"]["p10"], block),
                        _take(self.calibration["full"]["p10"], block))
         s90 = np.where(short, _take(self.calibration["short"]["p90"], block),
                        _take(self.calibration["full"]["p90"], block))
+        r10, r90 = (factors or self.factors).device_tails(horizon // self.block_steps)
         mid = np.maximum(mid, 0.0)
-        return np.maximum(mid - s10 * (mid - lo), 0.0), mid, mid + s90 * (hi - mid)
+        return np.maximum(mid - r10 * s10 * (mid - lo), 0.0), mid, mid + r90 * s90 * (hi - mid)
 
     # -- artifact ---------------------------------------------------------
 
@@ -207,6 +228,7 @@ class QuantileModel:
             z.writestr("manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
             for q, b in self.boosters.items():
                 z.writestr(f"{q}.txt", b.model_to_string())
+            z.writestr("recalibration.json", json.dumps(self.recalibration.to_dict()))
         return buf.getvalue()
 
     @classmethod
@@ -218,10 +240,12 @@ class QuantileModel:
                 raise ValueError(f"model artifact (format {made[0]}, features v{made[1]}) does not match "
                                  f"this code ({ARTIFACT_FORMAT}, v{FEATURE_VERSION}): retrain it")
             boosters = {q: lgb.Booster(model_str=z.read(f"{q}.txt").decode()) for q in OUTPUTS}
+            scored = (json.loads(z.read("recalibration.json")) if "recalibration.json" in z.namelist()
+                      else None)
         band = manifest.get("portfolio")
         return cls(boosters, Vocabulary(manifest["categorical"]), manifest["calibration"],
                    manifest["horizon"], manifest, PortfolioCalibration.from_dict(band) if band else None,
-                   manifest.get("step_minutes", 15))
+                   manifest.get("step_minutes", 15), recalibration=Window.from_dict(scored))
 
 
 def block_steps(step_minutes: int) -> int:
@@ -346,8 +370,9 @@ def fit(
     model = QuantileModel(boosters, vocabulary, {}, H, step_minutes=panel.step_minutes)
     per_block = model.block_steps
     blocks = -(-H // per_block)
+    raw = model.raw(cal[0])[:3]
     model.calibration = {
-        "full": calibration_factors(model.raw(cal[0])[:3], cal[1], cal[3].horizon, blocks, per_block),
+        "full": calibration_factors(raw, cal[1], cal[3].horizon, blocks, per_block),
         "short": calibration_factors(model.raw(cal_short[0])[:3], cal_short[1], cal_short[3].horizon, blocks,
                                      per_block),
     }
@@ -358,11 +383,19 @@ def fit(
         "short_history": _normalized_metrics(model, cal_short[0], cal_short[1], cal_short[2],
                                              cal_short[3].horizon, True),
     }
+    p10, p50, p90 = model.calibrated(raw, cal[3].horizon, np.zeros(len(raw[0]), bool),
+                                     recalibration.NO_FACTORS)
+    origin_day = _days(panel, cal[3].origin)
+    for day in np.unique(origin_day):
+        at = origin_day == day
+        model.recalibration.add(recalibration.device_day(
+            day, cal[1][at], p10[at], p50[at], p90[at], cal[3].horizon[at], per_block, blocks))
     if progress:
         progress("calibrating the portfolio band on whole cross-sections of the calibration span")
     # Its own random stream: calibrating the band does not change the model.
     model.portfolio = calibrate_portfolio(model, panel, temperature, static, cal_first, C - H, config,
                                           np.random.default_rng([config.seed, 1]))
+    model.rescore(model.recalibration)
     if config.refit:
         everything = _dataset(panel, sample_rows(panel, first, C - H, config.train_rows, H, rng,
                                                  config.short_history_share, config.horizon_from),
@@ -398,13 +431,33 @@ def calibrate_portfolio(model: QuantileModel, panel: Panel, temperature: Tempera
     shape = (len(devices), len(origins), H)
     out = {k: np.empty(shape) for k in ("p10", "p90", "mean")}
     for k, o in enumerate(origins):
-        p = model.predict_rows(panel, Rows.grid(devices, np.full(len(devices), o), H), temperature, static)
+        p = model.predict_rows(panel, Rows.grid(devices, np.full(len(devices), o), H), temperature, static,
+                               recalibration.NO_FACTORS)
         for name in out:
             out[name][:, k] = getattr(p, name).reshape(len(devices), H)
     target = origins[None, :, None] + np.arange(H)[None, None, :]
     actual = panel.power[devices[:, None, None], target]
-    return portfolio.fit(actual, out["mean"], out["p10"], out["p90"], device_locations(panel)[devices],
-                         model.block_steps, rng)
+    locations = device_locations(panel)[devices]
+    calibration = portfolio.fit(actual, out["mean"], out["p10"], out["p90"], locations, model.block_steps,
+                                rng)
+    # The recalibration window's first days: how the band of these
+    # devices' total did on the span (see recalibration.py).
+    blocks = len(calibration.rho_fleet)
+    for k, day in enumerate(_days(panel, origins)):
+        member = ~np.isnan(actual[:, k])
+        total = np.where(member.any(axis=0), np.where(member, actual[:, k], 0.0).sum(axis=0), np.nan)
+        masked = {name: np.where(member, out[name][:, k], np.nan) for name in out}
+        _, (q10, q50, q90) = portfolio.quantiles(calibration, masked["mean"], masked["p10"], masked["p90"],
+                                                 locations, (0.1, 0.5, 0.9))
+        model.recalibration.add(recalibration.portfolio_day(day, len(devices), total, q10, q50, q90,
+                                                            calibration.block_steps, blocks))
+    return calibration
+
+
+def _days(panel: Panel, index: np.ndarray) -> np.ndarray:
+    """The UTC dates (ISO) of grid indices."""
+    t = np.datetime64(panel.start.replace(tzinfo=None), "m") + np.asarray(index) * panel.step_minutes
+    return np.datetime_as_string(t.astype("datetime64[D]")).astype(object)
 
 
 def device_locations(panel: Panel) -> np.ndarray:
@@ -431,7 +484,7 @@ def _normalized_metrics(model, X, y, scale, horizon, short) -> dict[str, float]:
     """Held-out metrics in kW on the calibration rows (in-sample for the
     calibration factors, so coverage is by construction close to 80 %)."""
     raw = model.raw(X)
-    p10, p50, p90 = model.calibrated(raw[:3], horizon, np.full(len(y), short))
+    p10, p50, p90 = model.calibrated(raw[:3], horizon, np.full(len(y), short), recalibration.NO_FACTORS)
     actual = y * scale
     p10, p50, p90, mean = p10 * scale, p50 * scale, p90 * scale, np.maximum(raw[3], 0.0) * scale
     return {

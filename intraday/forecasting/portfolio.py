@@ -158,10 +158,13 @@ def partial(calibration: PortfolioCalibration | None, mean: np.ndarray, p10: np.
                    by_location)
 
 
-def quantiles_of(calibration: PortfolioCalibration, part: Partial,
-                 levels=LEVELS) -> tuple[np.ndarray, np.ndarray]:
+def quantiles_of(calibration: PortfolioCalibration, part: Partial, levels=LEVELS,
+                 factors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The total's mean per step and its (levels, steps) quantiles,
-    non-negative and non-decreasing in the level, from its Partial."""
+    non-negative and non-decreasing in the level, from its Partial.
+    `factors` (blocks, 2), from a rolling recalibration (recalibration.py):
+    per block, the multipliers of the distance from the median below it
+    and above it."""
     steps = np.arange(len(part.mean))
     block = calibration.block(steps)
     sd = _sd_of(part.sd_squares, part.sd_sum, part.sd_by_location.values(),
@@ -170,19 +173,26 @@ def quantiles_of(calibration: PortfolioCalibration, part: Partial,
     levels = np.asarray(levels, float)
     z = np.empty((len(levels), len(steps)))
     for n in np.unique(present):
-        z[:, present == n] = np.interp(levels, LEVELS, calibration.shape(max(int(n), 1)))[:, None]
+        shape = calibration.shape(max(int(n), 1))
+        z[:, present == n] = np.interp(levels, LEVELS, shape)[:, None]
+        if factors is not None:
+            median = float(np.interp(0.5, LEVELS, shape))
+            f = np.asarray(factors)[np.minimum(block, len(factors) - 1)]  # (steps, 2)
+            tail = np.where(levels[:, None] < 0.5, f[None, :, 0], f[None, :, 1])[:, present == n]
+            z[:, present == n] = median + tail * (z[:, present == n] - median)
     out = np.maximum(part.mean[None, :] + z * sd[None, :], 0.0)
     out[:, present == 0] = np.nan
     return np.where(present > 0, part.mean, np.nan), out
 
 
 def quantiles(calibration: PortfolioCalibration, mean: np.ndarray, p10: np.ndarray, p90: np.ndarray,
-              location: np.ndarray, levels=LEVELS) -> tuple[np.ndarray, np.ndarray]:
+              location: np.ndarray, levels=LEVELS, factors: np.ndarray | None = None,
+              ) -> tuple[np.ndarray, np.ndarray]:
     """The portfolio of the devices x steps forecasts (NaN: the device is
     not part of it at that step): its mean per step (the sum of the device
     means) and (levels, steps) quantiles of the total."""
     return quantiles_of(calibration, partial(calibration, mean, p10, (p10 + p90) / 2, p90, location),
-                        levels)
+                        levels, factors)
 
 
 def fit(actual: np.ndarray, mean: np.ndarray, p10: np.ndarray, p90: np.ndarray, location: np.ndarray,

@@ -127,7 +127,17 @@ def test_backtest_writes_the_report_forecasts_and_plot(fleet_file, tmp_path, cap
               "--plot", str(tmp_path / "p.png"),
               "--origins", "3", "--issue-time", "06:30", *SMALL])
     report = json.loads(out.read_text())
-    assert report["schema_version"] == 2
+    assert report["schema_version"] == 3
+    # Each origin's bands rescaled by the days scored before it: the
+    # model's calibration span, then the earlier origins once their
+    # actuals were in (one more each day, up to a week).
+    recal = report["recalibration"]
+    windows = [o["window_days"] for o in recal["per_origin"]]
+    assert windows == sorted(windows) and windows[0] >= 1 and windows[-1] <= 7
+    assert all(o["window"][1] < o["origin_day"] for o in recal["per_origin"])  # never the day forecast
+    assert recal["per_origin"][1]["window"][1] == recal["per_origin"][0]["origin_day"]
+    for level in ("device_coverage", "portfolio_coverage"):
+        assert 0 < recal[level]["first_calibration"] < 1 and 0 < recal[level]["rolling"] < 1
     # The generator's file as written: repeated messages dropped and counted.
     raw = pd.read_parquet(fleet_file)
     assert report["data"]["duplicates_dropped"] == raw.duplicated().sum() > 0
