@@ -506,7 +506,8 @@ def _recalibration_report(first, rescaled, actual, first_total, totals, factors,
                             "rolling": coverage(rescaled, actual)},
         "portfolio_coverage": {"first_calibration": coverage(first_total, totals["actual"]),
                                "rolling": coverage(totals["engine"], totals["actual"])},
-        "per_origin": [{"origin_day": d, "window_days": len(f.days), "window": [f.days[0], f.days[-1]] if f.days else None,
+        "per_origin": [{"origin_day": d, "window_days": len(f.days),
+                        "window": [f.days[0], f.days[-1]] if f.days else None,
                         "device": mean_tails(f.device), "portfolio": mean_tails(f.portfolio_tails(devices))}
                        for d, f in zip(days, factors, strict=True)],
     }
