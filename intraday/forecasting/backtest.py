@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from intraday.errors import InvalidRequest
-from intraday.forecasting import baseline, metrics, portfolio, recalibration
+from intraday.forecasting import baseline, fallback, metrics, portfolio, recalibration
 from intraday.forecasting.features import (
     SERVING_STEP_MINUTES,
     STEPS_MINUTES,
@@ -383,6 +383,9 @@ def run(data: BacktestData, *, horizon: int | None = None, origins: int = 14, is
     days = origin_days(panel, idx)
     factors, _ = rolling_factors(model, first, actual, device_locations(panel), idx, H, days)
     cube = {"engine": rescaled(first, factors, model.block_steps)}
+    # A device the model cannot forecast at an origin gets the service's
+    # fallback forecast (fallback.py), so the portfolio counts it.
+    filled = fill_missing(cube["engine"], panel, idx, H)
     h = np.arange(H)
     naive = {"seasonal_naive_day": day * (1 + h // day), "seasonal_naive_week": np.full(H, 7 * day)}
     for name, back in naive.items():
@@ -414,6 +417,7 @@ def run(data: BacktestData, *, horizon: int | None = None, origins: int = 14, is
         totals["mlforecast_aggregate"] = _allocated(aggregate, panel, idx[0], members)
     report = _report(data, model, cube, actual, scored, idx, H, issue_time, timings, source or {})
     report["portfolio"] = _portfolio_report(totals, cube, actual, members, model, panel)
+    report["fallback"] = filled
     report["recalibration"] = _recalibration_report(first, cube["engine"], actual, first_totals["engine"],
                                                     totals, factors, days, D)
     def at(i: np.ndarray) -> pd.DatetimeIndex:
@@ -436,6 +440,45 @@ def run(data: BacktestData, *, horizon: int | None = None, origins: int = 14, is
         "devices": members.sum(axis=0).ravel(),
     })[["origin", "timestamp", "mean", "p10", "p50", "p90", "actual", "devices"]]
     return BacktestResult(report, forecasts, cube, actual, model, portfolio_frame, totals)
+
+
+# Days of readings before an origin a device's fallback reads, as the
+# service's telemetry window (INTRADAY_HISTORY_DAYS).
+FALLBACK_WINDOW_DAYS = 30
+
+
+def fill_missing(cube: np.ndarray, panel: Panel, idx: list[int], horizon: int) -> dict:
+    """Fill, in place, each (device, origin) the model left without a
+    forecast in `cube` (4, devices, origins, steps) as the service would:
+    the device's own daily profile over the readings before the origin,
+    else its peers' forecasts at that origin (fallback.py). Returns how
+    many forecasts each way and how many are still missing."""
+    counts = {"own_profile": 0, "peers": 0, "still_missing": 0}
+    day, lookback = panel.per_day, FALLBACK_WINDOW_DAYS * panel.per_day
+    t0 = pd.Timestamp(panel.start)
+    start_of_day = int((t0 - t0.floor("D")) / pd.Timedelta(panel.step))
+    rated = (pd.to_numeric(panel.attributes["rated_power_kw"], errors="coerce").to_numpy(float)
+             if panel.attributes is not None and "rated_power_kw" in panel.attributes
+             else np.full(len(panel.device_ids), np.nan))
+    for k, o in enumerate(idx):
+        missing = np.isnan(cube[:, :, k]).any(axis=(0, 2))
+        if not missing.any():
+            continue
+        model_made = np.flatnonzero(~missing)
+        for d in np.flatnonzero(missing):
+            first = max(o - lookback, 0)
+            table = fallback.own_profile(panel.power[d, first:o], (start_of_day + first) % day, horizon, day)
+            kind = "own_profile"
+            if table is None:
+                table = fallback.from_peers(cube[:, model_made, k],
+                                            fallback.rated_ratio(rated[d], rated[model_made]))
+                kind = "peers"
+            if table is None:
+                counts["still_missing"] += 1
+                continue
+            cube[:, d, k] = table
+            counts[kind] += 1
+    return counts
 
 
 def origin_days(panel: Panel, idx: list[int]) -> list[str]:

@@ -15,7 +15,7 @@ from datetime import datetime
 import numpy as np
 
 from intraday.errors import InsufficientHistory
-from intraday.forecasting import baseline, portfolio
+from intraday.forecasting import baseline, fallback, portfolio
 from intraday.forecasting.features import (
     DAY,
     MIN_HISTORY_INTERVALS,
@@ -57,47 +57,65 @@ def forecast(
     return result
 
 
-# A profile forecast's band: its spread over the days it draws on, half as wide again.
-PROFILE_BAND_WIDENING = 1.5
-
-
 def profile_forecast(window: TelemetryWindow, forecast_start: datetime, horizon_intervals: int,
                      version: str) -> Forecast | None:
-    """A device the model cannot forecast (too few readings in the week
-    before the start: back from an outage, a meter that stopped) but whose
-    window holds at least MIN_HISTORY_INTERVALS readings: its own daily
-    profile over every reading the window holds, per quarter-hour of the
-    day (P10/P50/P90 and mean over those days), the band widened by
-    PROFILE_BAND_WIDENING, with a note. None when even that is too little."""
+    """A device the model cannot forecast but whose window holds enough of
+    its own readings: its daily profile (fallback.own_profile), with a
+    note. None when even that is too little."""
     origin = window.index_of(forecast_start)
     past = window.values[: max(origin, 0)]
-    ok = ~np.isnan(past)
-    if ok.sum() < MIN_HISTORY_INTERVALS:
-        return None
     midnight = window.start.replace(hour=0, minute=0, second=0, microsecond=0)
     first = int((window.start - midnight) / QUARTER_HOUR)  # the window's first quarter-hour of the day
-    tod = (first + np.arange(len(past))) % DAY
-    table = np.full((4, DAY), np.nan)
-    for k in range(DAY):
-        values = past[ok & (tod == k)]
-        if values.size:
-            table[:3, k] = np.quantile(values, (0.1, 0.5, 0.9))
-            table[3, k] = values.mean()
-    for row in table:  # a quarter-hour of the day never read: its day's median
-        row[np.isnan(row)] = np.nanmedian(row)
-    ahead = (first + origin + np.arange(horizon_intervals)) % DAY
-    p10, p50, p90, mean = (table[j, ahead] for j in range(4))
-    w = PROFILE_BAND_WIDENING
-    p10, p90 = np.maximum(p50 - w * (p50 - p10), 0.0), p50 + w * (p90 - p50)
+    table = fallback.own_profile(past, first, horizon_intervals, DAY)
+    if table is None:
+        return None
+    ok = ~np.isnan(past)
     last = window.start + int(np.flatnonzero(ok)[-1] + 1) * QUARTER_HOUR
     return Forecast(
         device_id=window.device_id, forecast_start=forecast_start, model_version=version,
-        p10=p10, p50=p50, p90=p90, mean=mean,
+        p10=table[0], p50=table[1], p90=table[2], mean=table[3],
         data_window_start=window.start, data_window_end=min(window.end, forecast_start),
         history_days=float(ok.sum() / DAY),
-        notes=(f"too few readings in the week before the start (the newest ends "
-               f"{last:%Y-%m-%dT%H:%MZ}): forecast from the device's own daily profile over "
-               f"{ok.sum() / DAY:.1f} days of readings, not by the model; band widened by half",))
+        notes=(fallback.profile_note(f"{last:%Y-%m-%dT%H:%MZ}", ok.sum() / DAY),))
+
+
+def _from_peers(results: list, windows: list[TelemetryWindow], attributes: list[dict | None],
+                forecast_start: datetime, version: str) -> None:
+    """Devices left without a forecast (InsufficientHistory) get one from
+    the model's forecasts of the others in `results` (fallback.from_peers),
+    in place; with too few peers they keep their InsufficientHistory."""
+    model_made = [i for i, r in enumerate(results) if isinstance(r, Forecast) and not _is_fallback(r)]
+    if len(model_made) < fallback.MIN_PEERS:
+        return
+    peers = np.stack([[getattr(results[i], k) for i in model_made] for k in ("p10", "p50", "p90", "mean")])
+    rated = np.array([_rated(attributes[i]) or np.nan for i in model_made], float)
+    for i, r in enumerate(results):
+        if not isinstance(r, InsufficientHistory):
+            continue
+        own = _rated(attributes[i])
+        table = fallback.from_peers(peers, fallback.rated_ratio(own, rated))
+        if table is None:
+            continue
+        scaled = own is not None and bool(np.isfinite(rated).any())
+        results[i] = Forecast(
+            device_id=windows[i].device_id, forecast_start=forecast_start, model_version=version,
+            p10=table[0], p50=table[1], p90=table[2], mean=table[3],
+            data_window_start=windows[i].start, data_window_end=min(windows[i].end, forecast_start),
+            history_days=float(np.sum(~np.isnan(windows[i].values)) / DAY),
+            notes=(fallback.peer_note(len(model_made), scaled),))
+
+
+def _is_fallback(f: Forecast) -> bool:
+    return any(n.startswith((fallback.PROFILE_NOTE, fallback.PEER_NOTE)) for n in f.notes)
+
+
+def _rated(attributes: dict | None) -> float | None:
+    value = (attributes or {}).get("rated_power_kw")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
 
 
 def forecast_many(
@@ -112,7 +130,10 @@ def forecast_many(
     """`forecast` for many devices in one batch, and the same numbers bit
     for bit whatever the batch (features and trees work row by row): a
     Forecast per device, or the InsufficientHistory it would raise. Windows
-    that share a start and length go through the model together."""
+    that share a start and length go through the model together. The one
+    exception: a device with too few readings of its own for any forecast
+    gets its peers' in the batch (fallback.from_peers), when there are
+    enough of them."""
     forecast_start = to_utc(forecast_start)
     out: list[Forecast | InsufficientHistory | None] = [None] * len(windows)
     if model is None:
@@ -132,6 +153,7 @@ def forecast_many(
                                              [temperature[i] for i in members] if has_temp else None),
                              strict=True):
             out[i] = result
+    _from_peers(out, windows, attributes, forecast_start, model_version(model))
     return out  # type: ignore[return-value]
 
 

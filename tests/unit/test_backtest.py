@@ -334,3 +334,40 @@ def test_train_with_held_out_days_promotes_only_a_better_model(fleet_file, data_
     forced = _run(capsys, [*args, "--force"])
     assert "training" in forced and "forced; portfolio pinball" in forced
     assert json.loads(_run(capsys, ["models", "list", "--json"]))["promoted"] == forced.split()[1].rstrip(":")
+
+
+def test_every_device_due_has_a_forecast_from_the_model_its_profile_or_its_peers(fleet_file):
+    """A meter silent for the ten days before the origins (its own profile
+    from the days it read) and a device that starts reading at the second
+    origin (its peers): neither is left out of the forecasts or the
+    portfolio."""
+    from dataclasses import replace
+
+    from intraday.forecasting.features import Panel
+    from intraday.forecasting.model import TrainingConfig
+
+    data = backtest.load_data(fleet_file, fleet_file.with_name("fleet.devices.parquet"),
+                              fleet_file.with_name("fleet.weather.parquet"))
+    p, day = data.panel, data.panel.per_day
+    idx = backtest.origin_indices(p, 3, day, "10:00")
+    power, observed = p.power.copy(), data.actual.copy()
+    for values in (power, observed):
+        values[0, 3 * day:] = np.nan  # silent from day 3 on ...
+        values[0, idx[-1] :] = data.actual[0, idx[-1] :]  # ... and back for the last day forecast
+        values[1, : idx[1]] = np.nan  # new at the second origin
+    gappy = replace(data, panel=Panel(p.device_ids, p.start, power, p.outdoor_temp, p.attributes, p.countries,
+                                      p.step_minutes), observed=observed)
+    config = TrainingConfig(horizon=day, train_rows=40_000, calibration_rows=10_000, calibration_days=2,
+                            num_trees=20, tail_trees=10)
+    res = backtest.run(gappy, origins=3, config=config, peer=False)
+    assert res.report["fallback"] == {"own_profile": 3, "peers": 2, "still_missing": 0}
+    engine = res.cube["engine"]
+    due = ~np.isnan(res.actual)
+    assert due[0].any() and due[1, 1:].all()
+    assert not np.isnan(engine[:, due]).any()
+    assert (engine[0][due] <= engine[1][due]).all() and (engine[1][due] <= engine[2][due]).all()
+    # In the portfolio too: every device with a reading in an interval is in its total.
+    pf = res.portfolio
+    assert (pf["devices"].to_numpy() == due.sum(axis=0).ravel()).all()
+    # The newcomer's forecast is its peers' scaled by rated power, not zero.
+    assert engine[3, 1, 1:].mean() > 0

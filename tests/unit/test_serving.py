@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from intraday.errors import InsufficientHistory
-from intraday.forecasting import engine
+from intraday.forecasting import engine, fallback
 from intraday.forecasting.features import DAY, Rows, design_matrix
 from intraday.forecasting.model import OUTPUTS, QuantileModel
 from intraday.forecasting.modelstore import LocalObjectStore, ModelStore, UnknownModel
@@ -47,7 +47,8 @@ def test_a_batch_of_devices_gives_each_device_its_single_forecast_bit_for_bit(da
     """What the fleet workflow relies on: a shard's forecasts are the ones
     the single-device path (the actor) would make, whatever the batch;
     devices with no temperature, too little history or another window ride
-    in the same call."""
+    in the same call. (Only a device with too little history of its own
+    reads the batch: its peers' forecasts.)"""
     origin = data.panel.intervals - DAY
     start = data.panel.timestamp(origin)
     devices = range(8)
@@ -65,9 +66,9 @@ def test_a_batch_of_devices_gives_each_device_its_single_forecast_bit_for_bit(da
     temps[6] = temps[6][3 * DAY :]
     batch = engine.forecast_many(model, windows, start, DAY, attrs, temps)
     for d in devices:
-        if d == 5:
-            assert isinstance(batch[d], InsufficientHistory)
-            with pytest.raises(InsufficientHistory, match=str(batch[d])):
+        if d == 5:  # alone it is refused; in a batch its peers stand in (the test below)
+            assert fallback.PEER_NOTE in batch[d].notes[0]
+            with pytest.raises(InsufficientHistory, match="at least 48"):
                 engine.forecast(model, windows[d], start, DAY, attrs[d], temps[d])
             continue
         single = engine.forecast(model, windows[d], start, DAY, attrs[d], temps[d])
@@ -76,8 +77,8 @@ def test_a_batch_of_devices_gives_each_device_its_single_forecast_bit_for_bit(da
         assert batch[d].to_dict() == single.to_dict()
     assert "no temperature forecast" in " ".join(batch[2].notes)
     assert not np.array_equal(batch[0].p50, batch[1].p50)  # devices differ, nothing was shared
-    fallback = engine.forecast_many(None, windows[:2], start, DAY, attrs[:2], temps[:2])
-    assert [f.to_dict() for f in fallback] == [engine.forecast(None, w, start, DAY).to_dict()
+    seasonal = engine.forecast_many(None, windows[:2], start, DAY, attrs[:2], temps[:2])
+    assert [f.to_dict() for f in seasonal] == [engine.forecast(None, w, start, DAY).to_dict()
                                                for w in windows[:2]]
 
 
@@ -159,5 +160,34 @@ def test_a_device_back_from_an_outage_is_forecast_from_its_own_profile(data, mod
     assert engine.forecast(None, out, start, DAY).notes == (engine.FALLBACK_NOTE,)
     longer = values.copy()
     longer[origin - 13 * DAY : origin] = np.nan
-    fallback = engine.forecast(None, TelemetryWindow(window.device_id, window.start, longer), start, DAY)
-    assert "own daily profile" in fallback.notes[0] and fallback.model_version == "baseline"
+    profile = engine.forecast(None, TelemetryWindow(window.device_id, window.start, longer), start, DAY)
+    assert "own daily profile" in profile.notes[0] and profile.model_version == "baseline"
+
+
+def test_a_device_with_no_readings_is_forecast_from_its_peers_in_a_batch(data, model):
+    """A device that never reported (just installed) cannot be forecast on
+    its own; in a batch (a fleet forecast's shard) it gets its peers'
+    forecasts scaled by rated power, with their spread as its band and a
+    note, so the portfolio counts it. Alone it is still refused."""
+    origin = data.panel.intervals - DAY
+    start = data.panel.timestamp(origin)
+    devices = [_device(data, d, origin) for d in range(4)]
+    window, attrs = devices[0]
+    new = TelemetryWindow("brand-new", window.start, np.full(len(window.values), np.nan))
+    new_attrs = {**attrs, "rated_power_kw": 2 * float(attrs["rated_power_kw"])}
+    windows = [w for w, _ in devices[1:]] + [new]
+    attributes = [a for _, a in devices[1:]] + [new_attrs]
+    *peers, f = engine.forecast_many(model, windows, start, DAY, attributes, [None] * 4)
+    assert "3 other devices, scaled by rated power" in f.notes[0]
+    assert np.isfinite(f.p50).all() and (f.p10 <= f.p50).all() and (f.p50 <= f.p90).all()
+    own = 2 * float(attrs["rated_power_kw"])
+    scale = np.array([own / float(a["rated_power_kw"]) for a in attributes[:3]])
+    expected = np.mean([p.mean * s for p, s in zip(peers, scale, strict=True)], axis=0)
+    np.testing.assert_allclose(f.mean, expected)
+    # Its band holds every peer's scaled median: how different devices are is what is unknown of it.
+    assert (f.p90 >= np.max([p.p50 * s for p, s in zip(peers, scale, strict=True)], axis=0) - 1e-9).all()
+    with pytest.raises(InsufficientHistory):
+        engine.forecast(model, new, start, DAY, new_attrs)
+    # Two peers are too few: it stays refused.
+    *_, alone = engine.forecast_many(model, windows[1:], start, DAY, attributes[1:], [None] * 3)
+    assert isinstance(alone, InsufficientHistory)
