@@ -1,6 +1,6 @@
 # The two commands that matter: `make setup` (fresh machine -> everything
 # installed) and `make test` (the whole suite). See README.md.
-.PHONY: setup test unit integration up down up-swiss down-swiss status bench bench-load bench-dashboard bench-training bench-telemetry bench-onboarding bench-forecasting bench-real bench-fuzz bench-faults lint
+.PHONY: setup test unit integration up down up-swiss down-swiss status bench bench-load bench-dashboard bench-training bench-telemetry bench-onboarding bench-forecasting bench-real bench-cold bench-fuzz bench-faults lint
 
 PY := .venv/bin/python
 
@@ -69,6 +69,11 @@ bench-forecasting:
 # pumps and others as two portfolios; bench/results/real.json.
 bench-real:
 	$(PY) bench/forecasting.py --part real
+
+# The first week colder than a late-summer fleet's history, and a 6 K snap
+# beyond it; bench/results/cold.json.
+bench-cold:
+	$(PY) bench/forecasting.py --part cold
 
 # The gateway fuzzed from its OpenAPI schema, 1,000 cases per operation, on a
 # stack of its own (stop `make up` first).

@@ -1,7 +1,7 @@
 """Forecasting engine benchmark: training, inference and backtest accuracy on
 the generated fleet, for the devices and for the portfolio they add up to.
 
-  python bench/forecasting.py [--part all|speed|seasons|real] [--devices 10000] [--days 30]
+  python bench/forecasting.py [--part all|speed|seasons|real|cold] [--devices 10000] [--days 30]
                               [--backtest-devices 2000] [--sizes 30,2000]
 
 Part "speed" (1-7 below) and part "seasons" (8) each update their keys of
@@ -29,6 +29,10 @@ bench/results/forecasting.json, so one can be re-run without the other.
    portfolio, single locations and random 30-device portfolios, and each
    aim of the portfolio issue met or missed; the 30 devices also as
    half-hourly meters (their readings averaged to 30 min).
+10. The first cold week (`--part cold`, `make bench-cold`, its own file
+   bench/results/cold.json): a 40-device fleet that joined in late summer,
+   backtested in the first week colder than its history, and again with
+   that week 6 K colder still (fleet.ColdSnap).
 9. Real meters (`--part real`, `make bench-real`, its own file
    bench/results/real.json; not part of "all"): the Swiss households of
    ../shared/data, the 90 heat-pump homes and the 447 others as two
@@ -418,6 +422,73 @@ def real(say) -> dict:
     return out
 
 
+# The late-summer-start fleet: 127 days ending on the first week colder
+# than any before it (found in the generated weather: its mean -0.2 degC,
+# the coldest earlier week's 3.4); and the same fleet with the last nine
+# days another 6 K colder (a snap far beyond the history).
+COLD_END = datetime(2025, 11, 27, tzinfo=UTC)
+COLD_DAYS, COLD_DEVICES, COLD_ORIGINS, SNAP_KELVIN, SNAP_DAYS = 127, 40, 7, 6.0, 9
+
+
+def cold(say) -> dict:
+    """Part 10: the first cold week of a fleet that joined in late summer
+    (`--part cold`, `make bench-cold`, bench/results/cold.json): 7 next-day
+    origins in the coldest week yet, every method trained once before them."""
+    from datetime import timedelta
+
+    from intraday.telemetry import fleet
+    from intraday.telemetry.loader import write_fleet
+
+    out: dict = {"devices": COLD_DEVICES, "days": COLD_DAYS, "data_end": COLD_END.isoformat()}
+    runs = {"first_cold_week": None,
+            f"cold_snap_{SNAP_KELVIN:g}k": fleet.ColdSnap(COLD_END - timedelta(days=SNAP_DAYS), SNAP_KELVIN)}
+    for name, snap in runs.items():
+        path = ROOT / ".data" / "bench" / f"cold-{name}-{COLD_DEVICES}x{COLD_DAYS}-seed7.parquet"
+        if not path.exists():
+            say(f"generating {path.relative_to(ROOT)}")
+            write_fleet(path, COLD_DEVICES, COLD_END - timedelta(days=COLD_DAYS), COLD_END, seed=7,
+                        cold_snap=snap)
+        data = backtest.load_data(path, path.with_name(path.stem + ".devices.parquet"),
+                                  path.with_name(path.stem + ".weather.parquet"))
+        say(f"== cold: {name}")
+        started = time.monotonic()
+        res = backtest.run(data, origins=COLD_ORIGINS, issue_time="10:00", progress=say,
+                           source={"file": str(path.relative_to(ROOT))})
+        figures = season_figures(res, data, time.monotonic() - started)
+        panel, day = data.panel, data.panel.per_day
+        first = backtest.origin_indices(panel, COLD_ORIGINS, day, "10:00")[0]
+        temp = np.nanmean(panel.outdoor_temp, axis=0)
+        daily = temp[: panel.intervals // day * day].reshape(-1, day).mean(axis=1)
+        history = daily[: first // day]
+        total, actual = res.totals["engine"][3], res.totals["actual"]
+        figures["temperature_c"] = {
+            "test_mean": round(float(np.mean(daily[first // day :])), 2),
+            "coldest_earlier_week": round(float(np.min(np.convolve(history, np.ones(7) / 7, "valid"))), 2),
+            "coldest_earlier_day": round(float(history.min()), 2)}
+        figures["daily_portfolio_bias"] = [round(float(x), 4)
+                                           for x in total.sum(axis=1) / actual.sum(axis=1) - 1]
+        out[name] = figures
+        say(json.dumps(figures["aims"]))
+    return out
+
+
+def print_cold(r: dict) -> None:
+    print(f"the first cold week ({r['devices']} devices, {r['days']} days from late summer, "
+          "7 origins at 10:00 UTC):")
+    for name in (k for k in r if isinstance(r[k], dict) and "aims" in r[k]):
+        x = r[name]
+        t, p = x["temperature_c"], x["portfolio"]
+        print(f"  {name:<18} test week {t['test_mean']:+.1f} degC (coldest earlier week "
+              f"{t['coldest_earlier_week']:+.1f}) | "
+              f"portfolio WAPE {p['engine']['wape']:.1%} (naive day {p['seasonal_naive_day']['wape']:.1%}), "
+              f"bias {p['engine']['bias']:+.1%}, "
+              f"per day {', '.join(f'{b:+.0%}' for b in x['daily_portfolio_bias'])}, "
+              f"pinball {p['engine']['pinball_mean']:.2f}, P10-P90 {p['engine']['coverage_p10_p90']:.1%}")
+        missed = [k for k, a in x["aims"].items() if not a["met"]]
+        if missed:
+            print(f"  {'':<18} missed: {', '.join(missed)}")
+
+
 def print_real(r: dict) -> None:
     if "skipped" in r:
         print(f"real meters: skipped ({r['skipped']})")
@@ -469,7 +540,7 @@ def print_seasons(s: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["all", "speed", "seasons", "real"], default="all")
+    ap.add_argument("--part", choices=["all", "speed", "seasons", "real", "cold"], default="all")
     ap.add_argument("--devices", type=int, default=10_000)
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--backtest-devices", type=int, default=2_000)
@@ -487,6 +558,9 @@ def main() -> None:
     if args.part == "real":  # its own file: bench/results/real.json
         out_path = Path(args.out) if args.out != DEFAULT_OUT else ROOT / "bench" / "results" / "real.json"
         results = {"machine": machine(), "real": real(log)}
+    if args.part == "cold":  # its own file: bench/results/cold.json
+        out_path = Path(args.out) if args.out != DEFAULT_OUT else ROOT / "bench" / "results" / "cold.json"
+        results = {"machine": machine(), "cold": cold(log)}
     results["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(results, indent=2))
@@ -497,6 +571,8 @@ def main() -> None:
         print_seasons(results["seasons"])
     if args.part == "real":
         print_real(results["real"])
+    if args.part == "cold":
+        print_cold(results["cold"])
     print(f"wrote {out_path}")
 
 

@@ -462,11 +462,12 @@ def generate(
     seed: int = 7,
     faults: FaultRates = FaultRates(),
     chunk_devices: int | None = None,
+    cold_snap: ColdSnap | None = None,
 ) -> Iterator[FleetChunk]:
     """The fleet's readings in [start, end), chunk by chunk of devices.
     `readings` also carries `outdoor_temp`, the observed temperature at the
     device's location."""
-    timestamps, temps = _timeline(start, end, seed)
+    timestamps, temps = _timeline(start, end, seed, cold_snap)
     devices = fleet_devices(n_devices, seed)
     chunk_devices = chunk_devices or max(1, 1_500_000 // len(timestamps))
     names = ("power", "heating_electricity", "dhw_electricity", "outdoor_temp")
@@ -496,7 +497,24 @@ def generate(
         )
 
 
-def _timeline(start: datetime, end: datetime, seed: int) -> tuple[pd.DatetimeIndex, np.ndarray]:
+@dataclass(frozen=True)
+class ColdSnap:
+    """Every location's air `kelvin` colder from `start` on, reached over
+    `ramp_hours`: a spell colder than the fleet's history (the readings
+    follow it, since the devices are simulated on this weather)."""
+
+    start: datetime
+    kelvin: float
+    ramp_hours: float = 24.0
+
+    def apply(self, timestamps: pd.DatetimeIndex, temps: np.ndarray) -> np.ndarray:
+        hours = (timestamps - pd.Timestamp(to_utc(self.start))) / pd.Timedelta(hours=1)
+        ramp = np.clip(np.asarray(hours, float) / self.ramp_hours, 0.0, 1.0)
+        return np.round(temps - self.kelvin * ramp[None, :], 2)
+
+
+def _timeline(start: datetime, end: datetime, seed: int,
+              cold_snap: ColdSnap | None = None) -> tuple[pd.DatetimeIndex, np.ndarray]:
     """The quarter-hours of [start, end) and location temperatures from one
     day before `start` (for 24 h means) to 48 h after `end` (the truth that
     forecasts issued before `end` deviate from)."""
@@ -506,24 +524,27 @@ def _timeline(start: datetime, end: datetime, seed: int) -> tuple[pd.DatetimeInd
         raise ValueError(f"empty range: {start} .. {end}")
     full = pd.date_range(start - STEPS_PER_DAY * QUARTER_HOUR,
                          end + FORECAST_HOURS * 4 * QUARTER_HOUR, freq="15min", inclusive="left")
-    return timestamps, location_temperatures(full, seed)
+    temps = location_temperatures(full, seed)
+    return timestamps, temps if cold_snap is None else cold_snap.apply(full, temps)
 
 
 def generate_frame(
-    n_devices: int, start: datetime, end: datetime, seed: int = 7, faults: FaultRates = FaultRates()
+    n_devices: int, start: datetime, end: datetime, seed: int = 7, faults: FaultRates = FaultRates(),
+    cold_snap: ColdSnap | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Devices and all readings (late ones last) in memory; for tests and
     small fleets."""
-    chunks = list(generate(n_devices, start, end, seed, faults))
+    chunks = list(generate(n_devices, start, end, seed, faults, cold_snap=cold_snap))
     devices = pd.concat([c.devices for c in chunks], ignore_index=True)
     readings = pd.concat([c.readings for c in chunks] + [c.late for c in chunks], ignore_index=True)
     return devices, readings
 
 
-def fleet_weather(start: datetime, end: datetime, seed: int = 7) -> pd.DataFrame:
+def fleet_weather(start: datetime, end: datetime, seed: int = 7,
+                  cold_snap: ColdSnap | None = None) -> pd.DataFrame:
     """Observations in [start, end) and the forecasts issued in it, which
     reach up to 48 h past `end`."""
-    timestamps, temps = _timeline(start, end, seed)
+    timestamps, temps = _timeline(start, end, seed, cold_snap)
     return weather_frames(timestamps, temps[:, STEPS_PER_DAY:], seed)
 
 

@@ -59,6 +59,7 @@ def _progress_line(done: int, total: int, rows: int, started: float) -> str:
 def load_fleet(
     store: TelemetryStore, n_devices: int, start: datetime, end: datetime, seed: int,
     faults: fleet.FaultRates = fleet.FaultRates(), progress: Progress | None = None,
+    cold_snap: fleet.ColdSnap | None = None,
 ) -> GenerationSummary:
     started = time.monotonic()
     summary = GenerationSummary()
@@ -93,6 +94,7 @@ def load_fleet(
 def write_fleet(
     out: Path, n_devices: int, start: datetime, end: datetime, seed: int,
     faults: fleet.FaultRates = fleet.FaultRates(), progress: Progress | None = None,
+    cold_snap: fleet.ColdSnap | None = None,
 ) -> GenerationSummary:
     """Readings in the backtest's input format to `out` (late readings at the
     end of the file, out of order), with `<stem>.devices.parquet` and
@@ -104,7 +106,7 @@ def write_fleet(
     partial = out.with_name(out.name + ".partial")
     late = []
     with pq.ParquetWriter(partial, OUT_SCHEMA) as writer:
-        for chunk in fleet.generate(n_devices, start, end, seed, faults):
+        for chunk in fleet.generate(n_devices, start, end, seed, faults, cold_snap=cold_snap):
             writer.write_table(_out_table(chunk.readings))
             late.append(chunk.late)
             summary.devices += len(chunk.devices)
@@ -120,7 +122,7 @@ def write_fleet(
     weather_path = out.with_name(out.stem + ".weather.parquet")
     devices = fleet.fleet_devices(n_devices, seed)[DEVICE_COLUMNS]
     pq.write_table(pa.Table.from_pandas(devices, preserve_index=False), devices_path)
-    weather = backtest_weather(fleet.fleet_weather(start, end, seed))
+    weather = backtest_weather(fleet.fleet_weather(start, end, seed, cold_snap))
     pq.write_table(pa.Table.from_pandas(weather, preserve_index=False), weather_path)
     summary.weather_rows = len(weather)
     summary.files = [str(out), str(devices_path), str(weather_path)]

@@ -108,3 +108,24 @@ def test_faults_are_in_the_data_as_reported():
     runs = r.groupby("device_id", observed=True).power.apply(
         lambda p: (p.diff() == 0).astype(int).groupby((p.diff() != 0).cumsum()).sum().max())
     assert runs.max() >= 7 and f["stuck_sensor_episodes"] > 0
+
+
+def test_a_cold_snap_makes_the_air_colder_from_its_start_and_the_fleet_draw_more():
+    start, end = datetime(2025, 11, 20, tzinfo=UTC), datetime(2025, 11, 27, tzinfo=UTC)
+    snap = fleet.ColdSnap(datetime(2025, 11, 24, tzinfo=UTC), 6.0, ramp_hours=12)
+    _, plain = fleet.generate_frame(6, start, end, seed=3, faults=fleet.NO_FAULTS)
+    _, cold = fleet.generate_frame(6, start, end, seed=3, faults=fleet.NO_FAULTS, cold_snap=snap)
+    key = ["device_id", "timestamp"]
+    both = plain.merge(cold, on=key, suffixes=("", "_cold"))
+    before = both.timestamp < pd.Timestamp(snap.start)
+    after = both.timestamp >= pd.Timestamp(snap.start) + pd.Timedelta(hours=12)
+    np.testing.assert_allclose(both.outdoor_temp[before], both.outdoor_temp_cold[before])
+    np.testing.assert_allclose(both.outdoor_temp[after] - both.outdoor_temp_cold[after], 6.0, atol=0.011)
+    assert (both.power[before] == both.power_cold[before]).all()
+    assert both.power_cold[after].sum() > 1.2 * both.power[after].sum()
+    # The forecasts issued in the snap forecast it.
+    weather = fleet.fleet_weather(start, end, seed=3, cold_snap=snap)
+    plain_weather = fleet.fleet_weather(start, end, seed=3)
+    late = weather.timestamp >= pd.Timestamp(snap.start) + pd.Timedelta(hours=12)
+    drop = weather.outdoor_temp_c[late].mean() - plain_weather.outdoor_temp_c[late].mean()
+    assert drop == pytest.approx(-6, abs=0.05)
