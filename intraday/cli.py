@@ -588,9 +588,21 @@ def _train_here(args: argparse.Namespace) -> None:
         line += ", promoted"
     v = model.manifest["validation"]["full_history"]
     print(f"{line}\n  validation: WAPE {v['wape']:.1%}, P10-P90 coverage {v['coverage_p10_p90']:.1%}"
+          f"\n  bands served {_band_factors(model.factors)}"
           f"\n  store: {store.objects.url}")
     if decision is not None:
         print_training(decision)
+
+
+def _band_factors(factors) -> str:
+    """The rolling recalibration a model serves with, in a line."""
+    def mean(f):
+        return f"x{f[:, 0].mean():.2f} below, x{f[:, 1].mean():.2f} above"
+
+    parts = [f"devices {mean(factors.device)}"] if factors.device is not None else []
+    parts += [f"totals of ~{size} devices {mean(f)}" for size, f in sorted(factors.portfolio.items())]
+    return (f"rescaled by their last {len(factors.days)} scored days: " + "; ".join(parts)) if parts \
+        else "as calibrated (no scored days)"
 
 
 def _record_local_training(version, served, promoted, forced, reason, scored, data) -> dict:

@@ -322,6 +322,8 @@ def test_train_with_held_out_days_promotes_only_a_better_model(fleet_file, data_
     assert "kept the champion" not in first and ": promoted" in first
     version = first.split()[1].rstrip(":")
     assert "champion baseline" in first and "better: portfolio pinball" in first
+    # It serves bands rescaled by the days it was scored on, the held-out ones the newest.
+    assert "bands served rescaled by their last" in first and "totals of ~" in first
     listing = json.loads(_run(capsys, ["models", "list", "--json"]))
     assert listing["promoted"] == version
     [m] = listing["models"]
