@@ -373,13 +373,18 @@ def season_figures(res: backtest.BacktestResult, sub: backtest.BacktestData, sec
     }
 
 
-def print_recalibration(x: dict) -> None:
+def print_verdict(x: dict) -> None:
+    """Under a row of figures: the bands before and after the rolling
+    recalibration, and the aims missed."""
     rc = x.get("recalibration")
     if rc:
         d, p = rc["device_coverage"], rc["portfolio_coverage"]
         print(f"  {'':<19}   P10-P90 coverage, first calibration -> rolling: devices "
               f"{d['first_calibration']:.1%} -> {d['rolling']:.1%}, portfolio "
               f"{p['first_calibration']:.1%} -> {p['rolling']:.1%}")
+    missed = [k for k, a in x["aims"].items() if not a["met"]]
+    if missed:
+        print(f"  {'':<19}   missed: {', '.join(missed)}")
 
 
 def real(say) -> dict:
@@ -484,9 +489,7 @@ def print_cold(r: dict) -> None:
               f"bias {p['engine']['bias']:+.1%}, "
               f"per day {', '.join(f'{b:+.0%}' for b in x['daily_portfolio_bias'])}, "
               f"pinball {p['engine']['pinball_mean']:.2f}, P10-P90 {p['engine']['coverage_p10_p90']:.1%}")
-        missed = [k for k, a in x["aims"].items() if not a["met"]]
-        if missed:
-            print(f"  {'':<18} missed: {', '.join(missed)}")
+        print_verdict(x)
 
 
 def print_real(r: dict) -> None:
@@ -509,10 +512,7 @@ def print_real(r: dict) -> None:
               f"{p['engine']['wape']:7.1%} {p['seasonal_naive_day']['wape']:7.1%} "
               f"{p.get('mlforecast', nan)['wape']:6.1%} {p['engine']['bias']:+6.1%} "
               f"{p['engine']['pinball_mean']:7.3f} {p['engine']['coverage_p10_p90']:6.1%}")
-        print_recalibration(x)
-        missed = [k for k, a in x["aims"].items() if not a["met"]]
-        if missed:
-            print(f"  {'':<17}   missed: {', '.join(missed)}")
+        print_verdict(x)
 
 
 def print_seasons(s: dict) -> None:
@@ -532,10 +532,7 @@ def print_seasons(s: dict) -> None:
                   f"{p['engine']['wape']:7.1%} {p['seasonal_naive_day']['wape']:6.1%} {mlf:6.1%} {agg:7.1%} "
                   f"{p['engine']['bias']:+6.1%} {p['engine']['coverage_p10_p90']:6.1%} | "
                   f"{met}/{len(r['aims'])}")
-            print_recalibration(r)
-            missed = [k for k, a in r["aims"].items() if not a["met"]]
-            if missed:
-                print(f"  {'':<19}   missed: {', '.join(missed)}")
+            print_verdict(r)
 
 
 def main() -> None:

@@ -381,7 +381,8 @@ def run(data: BacktestData, *, horizon: int | None = None, origins: int = 14, is
     # days scored before it (as the service does with its live scores).
     first = np.stack([pred.p10, pred.p50, pred.p90, pred.mean]).reshape(4, *shape)
     days = origin_days(panel, idx)
-    factors, _ = rolling_factors(model, first, actual, device_locations(panel), idx, H, days)
+    first_totals, _ = portfolio_forecasts({"engine": first}, actual, model, device_locations(panel))
+    factors, _ = rolling_factors(model, first, actual, device_locations(panel), idx, H, days, first_totals)
     cube = {"engine": rescaled(first, factors, model.block_steps)}
     # A device the model cannot forecast at an origin gets the service's
     # fallback forecast (fallback.py), so the portfolio counts it.
@@ -412,7 +413,6 @@ def run(data: BacktestData, *, horizon: int | None = None, origins: int = 14, is
         scored &= ~np.isnan(c).any(axis=0)
     totals, members = portfolio_forecasts(cube, actual, model, device_locations(panel),
                                           factors=[f.portfolio_tails(D) for f in factors])
-    first_totals, _ = portfolio_forecasts({"engine": first}, actual, model, device_locations(panel))
     if peer:
         totals["mlforecast_aggregate"] = _allocated(aggregate, panel, idx[0], members)
     report = _report(data, model, cube, actual, scored, idx, H, issue_time, timings, source or {})
@@ -487,17 +487,19 @@ def origin_days(panel: Panel, idx: list[int]) -> list[str]:
 
 
 def rolling_factors(model: QuantileModel, first: np.ndarray, actual: np.ndarray, locations: np.ndarray,
-                    idx: list[int], horizon: int, days: list[str],
+                    idx: list[int], horizon: int, days: list[str], totals: dict | None = None,
                     ) -> tuple[list[Factors], recalibration.Window]:
     """Per origin, the recalibration factors from the model's scored days
     before the first origin (its calibration span's, and any it was
     scored on since) and the origins before it whose every actual was in
     by then, scored against the first calibration's bands `first` (4,
     devices, origins, steps): P10, P50, P90, mean. Also the window with
-    every origin's scores added (what the model would serve with next)."""
+    every origin's scores added (what the model would serve with next).
+    `totals`: portfolio_forecasts of `first`, when the caller has them."""
     window = recalibration.Window([recalibration.Day.from_dict(d.to_dict())
                                    for d in model.recalibration.days if d.day < days[0]])
-    totals, _ = portfolio_forecasts({"engine": first}, actual, model, locations)
+    if totals is None:
+        totals, _ = portfolio_forecasts({"engine": first}, actual, model, locations)
     total, actual_total = totals["engine"], totals["actual"]
     D = first.shape[1]
     blocks = -(-horizon // model.block_steps)
