@@ -899,6 +899,7 @@ def _print_status(apps: list[dict], fleet: dict, overview: dict) -> None:
 
         out.print("  no recent readings (the stalest): "
                   + ", ".join(f"{d['device_id']} ({quiet_for(d)})" for d in quiet))
+    _print_scores(overview.get("scores") or {})
     pf = overview.get("portfolio")
     out.print(f"[bold]portfolio[/] {pf['forecast_id']} ({pf['devices']} devices, made "
               f"{pf['completed_at'][:16]})" if pf else "[bold]portfolio[/] no fleet forecast yet")
@@ -910,6 +911,42 @@ def _print_status(apps: list[dict], fleet: dict, overview: dict) -> None:
                title="the last decisions", right=(1, 2, 3))
     else:
         out.print("[bold]decisions[/] none yet")
+
+
+def _print_scores(scores: dict) -> None:
+    """Live accuracy (GET /scores): the last 7 days' scored forecasts
+    beside the served model's held-out scores from its training."""
+    out, live = _console(), scores.get("live")
+    if not live:
+        out.print(f"[bold]live accuracy[/] {scores.get('error', 'not available')}")
+        return
+    if not live["forecasts"]:
+        out.print(f"[bold]live accuracy[/] no forecast scored against readings between {live['from']} and "
+                  f"{live['to']} yet (a forecast is scored once its last interval is "
+                  f"{get_settings().scoring_lag_hours:g} h over)")
+        return
+
+    def cells(pf: dict | None, dev: dict | None) -> list[str]:
+        pf, dev = pf or {}, dev or {}
+        return [_pct(pf.get("wape")), _pct(pf.get("bias"), signed=True),
+                "–" if pf.get("pinball") is None else f"{pf['pinball']:.2f}", _pct(pf.get("coverage")),
+                _pct(dev.get("wape")), _pct(dev.get("bias"), signed=True), _pct(dev.get("coverage"))]
+
+    rows = []
+    if scores.get("training"):
+        t = scores["training"]
+        rows.append([f"held out at training ({t['days']} days)", *cells(t["portfolio"], t["device"])])
+    rows.append(["last 7 days", *cells(live["week"]["portfolio"], live["week"]["device"])])
+    rows += [[d["day"], *cells(d.get("portfolio"), d.get("device"))] for d in reversed(live["days"])]
+    _table(["", "portfolio WAPE", "bias", "pinball kW", "P10-P90", "device WAPE", "bias", "P10-P90"], rows,
+           title=f"live accuracy: {live['forecasts']} forecasts scored against their readings",
+           right=tuple(range(1, 8)))
+    for alert in live["alerts"]:
+        out.print(f"[red]alert:[/] {alert}")
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    return "–" if value is None else f"{100 * value:{'+' if signed else ''}.1f} %"
 
 
 # -- the command line (Typer): each command gathers its options into the

@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     training_schedule: str = "0 0 3 * * *"
     training_days: int = 30  # the scheduled training's window
     training_rows: int = 1_500_000  # and its training rows
+    # Live accuracy (services/forecaster/scoring.py): the Dapr job that
+    # scores published forecasts against their readings, how long after a
+    # forecast's last interval its readings are waited for, and how far
+    # back forecasts are looked for.
+    scoring_schedule: str = "@every 1h"
+    scoring_lag_hours: float = 6.0
+    scoring_lookback_days: int = 14
     compiled_trees: bool = True  # serve with treelite/tl2cgen-compiled trees (same numbers, ~2x faster)
     history_days: int = 30  # telemetry window a DeviceActor keeps
     # A location whose newest temperature forecast is older than this has

@@ -119,6 +119,19 @@ def fleet() -> Dashboard:
         .with_panel(timeseries("Model cache lookups", "ops", query(
             f"sum by (tier, result) (rate(intraday_model_cache_lookups_total[{RATE}]))",
             "{{tier}} {{result}}")))
+        .with_row(Row("Live accuracy"))
+        .with_panel(stat("Portfolio P10-P90, 7 days", "percentunit",
+                         query('max(intraday_live_score{level="portfolio", measure="coverage"})')))
+        .with_panel(stat("Portfolio bias, 7 days", "percentunit",
+                         query('max(intraday_live_score{level="portfolio", measure="bias"})')))
+        .with_panel(stat("Device P10-P90, 7 days", "percentunit",
+                         query('max(intraday_live_score{level="device", measure="coverage"})')))
+        .with_panel(stat("Forecasts scored, 7 days", "short", query("max(intraday_live_scored_forecasts)")))
+        .with_panel(timeseries("Live WAPE and bias", "percentunit", *[
+            query(f'max by (level) (intraday_live_score{{measure="{m}"}})', f"{m} {{{{level}}}}")
+            for m in ("wape", "bias")],
+            description="Published forecasts of the last 7 delivery days scored against their readings "
+                        "(WAPE of the mean for the portfolio, of P50 for devices)"))
         .with_row(Row("Actors"))
         .with_panel(timeseries("Actor activations and deactivations", "ops", *[
             query(f"sum by (actor_type) (rate(intraday_actor_{event}s_total[{RATE}]))",

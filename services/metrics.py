@@ -45,6 +45,16 @@ MODEL_CACHE = Counter(
 MODEL_INFO = Gauge("intraday_model_served", "1 for the model version served now "
                    "(version \"baseline\": no model is promoted)", ["version"])
 MODEL_AGE = Gauge("intraday_model_age_seconds", "Age of the served model (since it was trained)")
+# Live accuracy (intraday/forecasting/live.py): the last 7 delivery days'
+# scores of the published forecasts, read from the audit store (every
+# replica exports the same numbers; NaN before anything is scored).
+LIVE_SCORE = Gauge("intraday_live_score",
+                   "Published forecasts scored against their readings over the last 7 days: wape, bias, "
+                   "pinball (kW) and P10-P90 coverage, per level (portfolio, device)", ["level", "measure"])
+LIVE_FORECASTS = Gauge("intraday_live_scored_forecasts",
+                       "Forecasts scored against readings over the last 7 days")
+FORECASTS_SCORED = Counter("intraday_forecasts_scored",
+                           "Published forecasts scored by this process, by kind (fleet, device)", ["kind"])
 ACTOR_ACTIVATIONS = Counter("intraday_actor_activations", "Actor activations", ["actor_type"])
 ACTOR_DEACTIVATIONS = Counter("intraday_actor_deactivations", "Actor deactivations", ["actor_type"])
 ACTORS_ACTIVE = Gauge("intraday_actors_active", "Actors active in this process", ["actor_type"])
@@ -76,6 +86,18 @@ ORDER_MWH = Counter("intraday_order_mwh", "Energy ordered by the trade decisions
 DECISION_SECONDS = Histogram("intraday_decision_seconds",
                              "From a price move to its decision published on `orders`",
                              buckets=LATENCY_BUCKETS)
+
+
+LIVE_MEASURES = ("wape", "bias", "pinball", "coverage")
+
+
+def set_live(summary: dict) -> None:
+    """The live gauges from an `intraday.audit.scores.summary`."""
+    LIVE_FORECASTS.set(summary["forecasts"])
+    for level, measures in summary["week"].items():
+        for measure in LIVE_MEASURES:
+            value = measures.get(measure)
+            LIVE_SCORE.labels(level, measure).set(float("nan") if value is None else value)
 
 
 _served: dict[str, datetime | None] = {}
@@ -120,6 +142,12 @@ def _initialise() -> None:
             WORKFLOW_OUTCOMES.labels(workflow, status)
     for kind in ("single", "batch", "fleet"):
         IN_FLIGHT.labels(kind)
+    for kind in ("fleet", "device"):
+        FORECASTS_SCORED.labels(kind)
+    LIVE_FORECASTS.set(float("nan"))
+    for level in ("portfolio", "device"):
+        for measure in LIVE_MEASURES:
+            LIVE_SCORE.labels(level, measure).set(float("nan"))
     for outcome in ("inserted", "duplicates", "already_stored", "quarantined", "rejected"):
         INGEST_ROWS.labels(outcome)
     for kind in ("observed", "forecast"):

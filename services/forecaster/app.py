@@ -24,13 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from actors.device_actor import DeviceActor
 from actors.state import StateSerializer
 from intraday.audit import db as audit_db
+from intraday.audit import scores as audit_scores
 from intraday.config import get_settings
 from intraday.errors import InvalidRequest, UnknownDevice
 from intraday.forecasting import baseline, engine
 from intraday.forecasting.request import check_forecast_start, forecast_id, horizon_intervals
 from intraday.timeutil import floor_quarter_hour, isoformat_z, next_quarter_hour
 from services import metrics, sidecar, tracing
-from services.forecaster import fleet
+from services.forecaster import fleet, scoring
 from services.forecaster.batching import Batcher
 from services.forecaster.models import catalog
 from services.http import install_common
@@ -77,9 +78,12 @@ async def lifespan(app: FastAPI):
                       max_in_flight=settings.batch_max_in_flight,
                       max_wait=settings.batch_max_wait_ms / 1000)
     metrics.QUEUE_DEPTH.set_function(batcher.queued)
-    scheduling = asyncio.create_task(
-        sidecar.schedule_job(TRAINING_JOB, settings.training_schedule, {"workflow": TRAINING_WORKFLOW_NAME}))
+    scheduling = asyncio.gather(
+        sidecar.schedule_job(TRAINING_JOB, settings.training_schedule, {"workflow": TRAINING_WORKFLOW_NAME}),
+        sidecar.schedule_job(scoring.SCORING_JOB, settings.scoring_schedule, {"score": "published"}))
+    live_gauges = asyncio.create_task(_live_gauges_loop())
     yield
+    live_gauges.cancel()
     scheduling.cancel()
     runtime.shutdown()
 
@@ -447,6 +451,54 @@ async def get_forecast(
 async def batching() -> dict:
     """What the dynamic batcher has done: requests, batches and their sizes."""
     return {**batcher.stats.to_dict(), "queued": batcher.queued()}
+
+
+# -- live accuracy: published forecasts scored (services/forecaster/scoring.py)
+
+LIVE_GAUGES_SECONDS = 300  # every replica re-reads the live scores for its gauges this often
+
+
+async def _live_gauges_loop() -> None:
+    while True:
+        try:
+            await run_in_threadpool(scoring.refresh)
+        except Exception:  # the audit store away for a while: the gauges keep their values
+            log.warning("reading the live scores failed", exc_info=True)
+        await asyncio.sleep(LIVE_GAUGES_SECONDS)
+
+
+@app.post("/scores/run")
+async def run_scoring() -> dict:
+    """Score the published forecasts that are due now (what the hourly
+    Dapr job does): how many were due and scored, and how long it took."""
+    return await run_in_threadpool(scoring.run)
+
+
+@app.post(f"/job/{scoring.SCORING_JOB}")
+async def scheduled_scoring() -> dict:
+    """The scoring job's trigger (Dapr's scheduler calls it); a failure is
+    logged and the next run takes up what is left."""
+    try:
+        out = await run_in_threadpool(scoring.run)
+    except Exception as e:  # acknowledged either way: the next run retries what is due
+        log.exception("scoring published forecasts failed")
+        return {"error": str(e)}
+    log.info("scored %s of %s published forecasts due", out.get("scored"), out.get("due"))
+    return out
+
+
+@app.get("/scores")
+async def live_scores() -> dict:
+    """The last 7 delivery days' live scores (per day, the week per level
+    and horizon block, alerts) and the served model's held-out scores from
+    its training, in the same measures."""
+    promoted = await asyncio.to_thread(catalog.store.promoted) or baseline.MODEL_VERSION
+
+    def read() -> dict:
+        with activities._audit_pool().connection() as conn:
+            return {"model_version": promoted, "live": scoring.summary(),
+                    "training": audit_scores.training_scores(conn, promoted)}
+    return await run_in_threadpool(read)
 
 
 # -- training: champion and challenger (workflows/training.py) ---------------

@@ -253,6 +253,23 @@ async def models(_: ForecastReader, limit: int = Query(20, ge=1, le=500)) -> Res
     return _relay(await sidecar.invoke("forecaster", "GET", "models", params={"limit": limit}))
 
 
+@app.get("/scores")
+async def live_scores(_: ForecastReader) -> Response:
+    """Live accuracy: the published forecasts of the last 7 delivery days
+    scored against their readings (portfolio and device WAPE, bias,
+    pinball and P10-P90 coverage, per day and per 6-hour horizon block;
+    alerts when the week's portfolio coverage leaves 70-90 % or its bias
+    passes 5 %), beside the served model's held-out scores from training."""
+    return _relay(await sidecar.invoke("forecaster", "GET", "scores"))
+
+
+@app.post("/scores/run")
+async def run_scoring(_: ModelsAdmin) -> Response:
+    """Score the published forecasts that are due now (the hourly job's
+    work), and say how many were scored."""
+    return _relay(await sidecar.invoke("forecaster", "POST", "scores/run", timeout=600))
+
+
 @app.get("/devices")
 async def devices(_: ForecastReader, include_retired: bool = Query(False)) -> Response:
     """The fleet's devices with their registry entries (retired ones too

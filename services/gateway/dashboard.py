@@ -132,6 +132,7 @@ def router(reader: Any, pool: Callable[[], ConnectionPool]) -> APIRouter:
 
     watcher = Watcher(lambda: read(reads.marks))
     models, actuals = _Timed(MODEL_CACHE_SECONDS), _Timed(ACTUALS_CACHE_SECONDS)
+    scored = _Timed(ACTUALS_CACHE_SECONDS)  # scores change when a run records some: the hourly job
     built: dict = {}
     building = asyncio.Lock()
 
@@ -170,6 +171,10 @@ def router(reader: Any, pool: Callable[[], ConnectionPool]) -> APIRouter:
         return {"promoted": listing["promoted"], "served": summary, "versions": len(listing["models"]),
                 "trainings": listing["trainings"]}
 
+    async def _live() -> dict:
+        r = await sidecar.invoke("forecaster", "GET", "scores")
+        return r.json() if r.is_success else {"error": f"the forecaster answered {r.status_code}"}
+
     async def _actuals(start: datetime, end: datetime) -> dict | None:
         r = await sidecar.invoke("telemetry", "GET", "portfolio/actuals",
                                  params={"start": isoformat_z(start), "end": isoformat_z(end)})
@@ -202,6 +207,7 @@ def router(reader: Any, pool: Callable[[], ConnectionPool]) -> APIRouter:
                 "actuals": await actuals.get((shown, until), lambda: _actuals(shown, until)),
                 "positions": positions, "decisions": decisions, "prices": prices,
                 "model": await models.get(marks["training"], _model),
+                "scores": await scored.get(marks["training"], _live),
             }
             built["value"] = (key, time.monotonic(), value)
             return value

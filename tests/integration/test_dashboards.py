@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from intraday.timeutil import floor_quarter_hour, isoformat_z
 from observability.dashboards import DASHBOARDS, OUT, panel_queries
 from tests.stack import app_headers, eventually, train_and_promote
 
@@ -38,6 +39,13 @@ def traffic(stack, gateway, tmp_path_factory):
         for n in range(2):
             _drive(gateway, version, n, app_headers(stack))
             time.sleep(6)
+        # A fleet forecast whose day is over, scored: the live accuracy panels.
+        start = floor_quarter_hour(datetime.now(UTC)) - timedelta(days=2)
+        assert gateway.post("/forecast/fleet", params={"wait": "true"}, json={
+            "devices": ["hp-0007", "hp-0008", "hp-0009"], "forecast_start": isoformat_z(start),
+            "horizon_hours": 24}).status_code == 200
+        r = gateway.post("/scores/run")
+        assert r.status_code == 200, r.text
         yield
     finally:
         (stack["data_dir"] / "models" / "PROMOTED").unlink()

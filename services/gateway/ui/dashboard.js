@@ -161,6 +161,44 @@ function renderModel(o) {
   }));
 }
 
+// Published forecasts scored against their readings (GET /scores): the
+// held-out scores of the served model's training, the last 7 days pooled,
+// then each day, newest first.
+function renderScores(o) {
+  const sc = o.scores || {};
+  const live = sc.live;
+  const body = $("scores").querySelector("tbody");
+  if (!live) {
+    $("scores-meta").textContent = sc.error ? `scores: ${sc.error}` : "";
+    body.replaceChildren();
+    return;
+  }
+  $("scores-meta").textContent = `${live.forecasts} forecasts scored, delivery days ${live.from} to ${live.to}` +
+    (live.last_scored_at ? ` · last scored ${utc(live.last_scored_at)} UTC` : " · none scored yet");
+  $("scores-alerts").textContent = live.alerts.join("; ");
+  const row = (label, pf, dev, cls) => {
+    const tr = document.createElement("tr");
+    tr.className = cls;
+    pf = pf || {};
+    dev = dev || {};
+    for (const v of [label, pct(pf.wape), pct(pf.bias), fmt(pf.pinball, 2), pct(pf.coverage),
+                     pct(dev.wape), pct(dev.bias), pct(dev.coverage)]) {
+      const td = document.createElement("td");
+      td.textContent = v;
+      tr.append(td);
+    }
+    return tr;
+  };
+  const rows = [];
+  if (sc.training) {
+    rows.push(row(`held out at training (${sc.training.days} days)`, sc.training.portfolio, sc.training.device,
+                  "training"));
+  }
+  rows.push(row("last 7 days", live.week.portfolio, live.week.device, "week"));
+  for (const d of [...live.days].reverse()) rows.push(row(d.day, d.portfolio, d.device, "day"));
+  body.replaceChildren(...rows);
+}
+
 function age(seconds) {
   if (seconds === null) return "never reported";
   const m = seconds / 60;
@@ -196,6 +234,7 @@ async function refresh() {
   renderPrices(o);
   renderDecisions(o);
   renderModel(o);
+  renderScores(o);
   state.renders += 1;
 }
 
