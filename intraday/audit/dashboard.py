@@ -16,14 +16,15 @@ from intraday.timeutil import isoformat_z
 
 def marks(conn: psycopg.Connection) -> dict[str, str | None]:
     """What changed last, per kind: the newest fleet forecast, decision,
-    price tick and training (ids or times); the dashboard's live updates
-    fire when one moves."""
+    price tick, training and scoring of published forecasts (ids or
+    times); the dashboard's live updates fire when one moves."""
     row = conn.execute(
         """SELECT (SELECT fleet_forecast_id FROM fleet_forecasts ORDER BY completed_at DESC LIMIT 1),
                   (SELECT decision_id FROM trade_decisions ORDER BY decided_at DESC LIMIT 1),
                   (SELECT tick_id FROM price_ticks ORDER BY received_at DESC LIMIT 1),
-                  (SELECT training_id FROM model_trainings ORDER BY finished_at DESC LIMIT 1)""").fetchone()
-    return dict(zip(("forecast", "decision", "price", "training"), row, strict=True))
+                  (SELECT training_id FROM model_trainings ORDER BY finished_at DESC LIMIT 1),
+                  (SELECT max(scored_at)::text FROM forecast_scorings)""").fetchone()
+    return dict(zip(("forecast", "decision", "price", "training", "scores"), row, strict=True))
 
 
 def latest_portfolio(conn: psycopg.Connection) -> dict[str, Any] | None:

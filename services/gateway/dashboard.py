@@ -132,7 +132,7 @@ def router(reader: Any, pool: Callable[[], ConnectionPool]) -> APIRouter:
 
     watcher = Watcher(lambda: read(reads.marks))
     models, actuals = _Timed(MODEL_CACHE_SECONDS), _Timed(ACTUALS_CACHE_SECONDS)
-    scored = _Timed(ACTUALS_CACHE_SECONDS)  # scores change when a run records some: the hourly job
+    scored = _Timed(MODEL_CACHE_SECONDS)  # new with a training or a scoring run (its mark)
     built: dict = {}
     building = asyncio.Lock()
 
@@ -207,7 +207,7 @@ def router(reader: Any, pool: Callable[[], ConnectionPool]) -> APIRouter:
                 "actuals": await actuals.get((shown, until), lambda: _actuals(shown, until)),
                 "positions": positions, "decisions": decisions, "prices": prices,
                 "model": await models.get(marks["training"], _model),
-                "scores": await scored.get(marks["training"], _live),
+                "scores": await scored.get((marks["training"], marks["scores"]), _live),
             }
             built["value"] = (key, time.monotonic(), value)
             return value

@@ -50,7 +50,19 @@ def test_the_page_is_served_and_its_data_needs_a_key_with_forecast_read(stack):
         assert r.status_code == 404 and "hp-9999" in r.json()["detail"]
 
 
-def test_the_overview_is_what_the_audit_store_and_telemetry_hold(stack, gateway, pg):
+@pytest.fixture(scope="module")
+def scored(gateway) -> dict:
+    """The fleet's forecast of a day that is over, scored: what the live
+    accuracy card shows (`GET /scores`). Made before the overview's own
+    fleet forecast, which is then the newest."""
+    start = floor_quarter_hour(datetime.now(UTC)) - timedelta(days=3)
+    assert gateway.post("/forecast/fleet", params={"wait": "true"}, json={
+        "forecast_start": isoformat_z(start), "horizon_hours": 24}).status_code == 200
+    assert gateway.post("/scores/run").status_code == 200
+    return gateway.get("/scores").json()["live"]
+
+
+def test_the_overview_is_what_the_audit_store_and_telemetry_hold(stack, gateway, pg, scored):
     # Not from the next quarter-hour: the trading service's fleet forecasts
     # start there, and a later test wants its own made for its price move.
     start = floor_quarter_hour(datetime.now(UTC)) + timedelta(hours=3)
@@ -84,7 +96,8 @@ def test_the_overview_is_what_the_audit_store_and_telemetry_hold(stack, gateway,
     np.testing.assert_allclose(got, summed, atol=2e-3)
     assert sum(v is not None for v in measured) > 0.8 * len(measured)  # the demo fleet's last day
     assert o["model"]["versions"] >= 0 and "trainings" in o["model"]
-    assert set(o["marks"]) == {"forecast", "decision", "price", "training"}
+    assert set(o["marks"]) == {"forecast", "decision", "price", "training", "scores"}
+    assert o["scores"]["live"] == scored and scored["forecasts"] >= 1
 
 
 @pytest.fixture
@@ -114,10 +127,11 @@ def _not_blank(image: Image.Image) -> None:
     assert colours > 200 and pixels.std() > 20, f"a blank-looking screenshot: {colours} colours"
 
 
-def test_the_dashboard_draws_the_band_and_a_decision_arrives_live(stack, gateway, pg, browser):
+def test_the_dashboard_draws_the_band_and_a_decision_arrives_live(stack, gateway, pg, browser, scored):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    week = scored["week"]
     browser.get("http://127.0.0.1:8000/ui")
     WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "key").is_displayed())
     browser.find_element(By.ID, "key").send_keys("ik_wrong_key")
@@ -132,6 +146,10 @@ def test_the_dashboard_draws_the_band_and_a_decision_arrives_live(stack, gateway
     browser.find_element(By.CSS_SELECTOR, "#login button").click()
     WebDriverWait(browser, 30).until(lambda d: d.execute_script("return window.intraday.renders") >= 1)
     WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "live").text == "live")
+    # Live accuracy: the week pooled, as GET /scores has it.
+    row = browser.find_element(By.CSS_SELECTOR, "#scores tbody tr.week").text
+    assert f"{100 * week['portfolio']['coverage']:.1f} %" in row and \
+        f"{100 * week['device']['wape']:.1f} %" in row, row
     # The band: the portfolio chart holds the P10-P90 trace over the forecast's 96 intervals, drawn.
     traces = browser.execute_script(
         "return document.getElementById('portfolio-chart').data.map(t => [t.name, t.x.length])")
