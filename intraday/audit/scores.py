@@ -10,9 +10,11 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg.types.json import Jsonb
 
 from intraday.forecasting import live
 from intraday.forecasting.live import FIELDS, LEVELS, Sums
+from intraday.forecasting.recalibration import WINDOW_DAYS, Day, Window
 from intraday.timeutil import QUARTER_HOUR, isoformat_z
 
 
@@ -30,6 +32,7 @@ class Due:
     device_ids: list[str]
     forecast_ids: list[str]
     portfolio: dict | None = None  # the fleet's total: {"p10": [...], "p50", "p90", "mean"}
+    recalibration: dict | None = None  # the factors its bands were scaled by (recalibration.used)
 
     @property
     def end(self) -> datetime:
@@ -41,9 +44,10 @@ def due(conn: psycopg.Connection, until: datetime, since: datetime, limit: int) 
     that are not scored, oldest first: fleet forecasts, then device
     forecasts made on their own, `limit` of each at most."""
     out = []
-    for fid, start, horizon, version, devices, ids, intervals in conn.execute(
+    for fid, start, horizon, version, devices, ids, intervals, scaled in conn.execute(
             """SELECT f.fleet_forecast_id, f.forecast_start, f.horizon_intervals, f.model_version,
-                      f.device_ids, f.forecast_ids, f.portfolio -> 'intervals'
+                      f.device_ids, f.forecast_ids, f.portfolio -> 'intervals',
+                      f.portfolio -> 'recalibration'
                FROM fleet_forecasts f
                WHERE f.forecast_start >= %(since)s
                  AND f.forecast_start + f.horizon_intervals * interval '15 minutes' <= %(until)s
@@ -51,7 +55,7 @@ def due(conn: psycopg.Connection, until: datetime, since: datetime, limit: int) 
                ORDER BY f.forecast_start LIMIT %(limit)s""",
             {"since": since, "until": until, "limit": limit}).fetchall():
         total = {q: [i[q] for i in intervals or []] for q in ("p10", "p50", "p90", "mean")}
-        out.append(Due(fid, "fleet", start, horizon, version, list(devices), list(ids), total))
+        out.append(Due(fid, "fleet", start, horizon, version, list(devices), list(ids), total, scaled))
     for rid, device, start, horizon, version in conn.execute(
             """SELECT r.request_id, r.device_id, r.forecast_start, r.horizon_intervals, r.model_version
                FROM forecast_requests r
@@ -65,9 +69,10 @@ def due(conn: psycopg.Connection, until: datetime, since: datetime, limit: int) 
 
 
 def record(conn: psycopg.Connection, item: Due, cells_missing: int,
-           sums: dict[str, dict[tuple[date, int], Sums]]) -> bool:
-    """A forecast's scores, once: False (nothing written) if it was scored
-    already (another replica, a retried run)."""
+           sums: dict[str, dict[tuple[date, int], Sums]], day: Day | None = None) -> bool:
+    """A forecast's scores, once, and with `day` its scores for the served
+    model's rolling recalibration (added to that day's): False (nothing
+    written) if it was scored already (another replica, a retried run)."""
     devices = sum(s.cells for s in sums.get("device", {}).values())
     with conn.transaction():
         cur = conn.execute(
@@ -85,7 +90,31 @@ def record(conn: psycopg.Connection, item: Due, cells_missing: int,
                 c.executemany(
                     f"INSERT INTO forecast_scores (forecast_id, level, day, block, model_version, "
                     f"{', '.join(FIELDS)}) VALUES ({', '.join(['%s'] * (5 + len(FIELDS)))})", rows)
+        if day is not None:
+            _add_day(conn, item.model_version, day)
     return True
+
+
+def _add_day(conn: psycopg.Connection, version: str, day: Day) -> None:
+    """Merge a forecast's scores into its model's day (one writer at a
+    time: the row is locked)."""
+    conn.execute("INSERT INTO live_recalibration (model_version, day, forecasts, scores)"
+                 " VALUES (%s, %s, 0, %s) ON CONFLICT DO NOTHING",
+                 (version, day.day, Jsonb(Day(day.day).to_dict())))
+    (stored,) = conn.execute("SELECT scores FROM live_recalibration WHERE model_version = %s AND day = %s"
+                             " FOR UPDATE", (version, day.day)).fetchone()
+    window = Window([Day.from_dict(stored)])
+    window.add(day)
+    conn.execute("UPDATE live_recalibration SET scores = %s, forecasts = forecasts + 1, updated_at = now()"
+                 " WHERE model_version = %s AND day = %s",
+                 (Jsonb(window.days[0].to_dict()), version, day.day))
+
+
+def live_days(conn: psycopg.Connection, version: str, days: int = 2 * WINDOW_DAYS) -> list[Day]:
+    """The newest scored days of `version`'s published fleet forecasts."""
+    rows = conn.execute("SELECT scores FROM live_recalibration WHERE model_version = %s"
+                        " ORDER BY day DESC LIMIT %s", (version, days)).fetchall()
+    return [Day.from_dict(r[0]) for r in reversed(rows)]
 
 
 def _sums(row) -> Sums:

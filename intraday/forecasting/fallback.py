@@ -87,3 +87,9 @@ def profile_note(newest: str, days: float) -> str:
     return (f"{PROFILE_NOTE} (the newest ends {newest}): forecast from "
             f"the device's own daily profile over {days:.1f} days of readings, not by the model; "
             "band widened by half")
+
+
+def made_by_fallback(notes: tuple[str, ...] | list[str]) -> bool:
+    """Whether a forecast came from here (its notes say so), not from the
+    model: its band is this module's, not the model's calibrated one."""
+    return any(n.startswith((PEER_NOTE, PROFILE_NOTE)) for n in notes)

@@ -224,3 +224,49 @@ def widen(p10: np.ndarray, p50: np.ndarray, p90: np.ndarray, lo: np.ndarray, hi:
     """P10 and P90 with their distances from P50 scaled by `lo` and `hi`
     (broadcast), P10 kept at or above zero."""
     return np.maximum(p50 - lo * (p50 - p10), 0.0), p50 + hi * (p90 - p50)
+
+
+# -- published forecasts: the service's side of the rolling window ----------
+
+def used(factors: Factors, devices: int, device_blocks: int, portfolio_blocks: int,
+         block_steps: int, trained_to: str) -> dict:
+    """What a fleet forecast records of the factors its bands were scaled by
+    (its devices' and its total's), so its scores can be taken on the bands
+    before scaling once its readings are in (`published_day`); and the end
+    of the model's training data (a forecast before it is in sample)."""
+    total = factors.portfolio_tails(devices)
+    return {"days": list(factors.days), "block_steps": block_steps, "trained_to": trained_to,
+            "device": None if factors.device is None else np.asarray(factors.device).tolist(),
+            "device_blocks": device_blocks,
+            "portfolio": None if total is None else np.asarray(total).tolist(),
+            "portfolio_blocks": portfolio_blocks}
+
+
+def _unscaled(p10, p50, p90, tails, blocks: int, block_steps: int):
+    """P10 and P90 with the scaling by `tails` (blocks, 2) undone (the
+    inverse of `widen`; where widen clipped P10 at zero, the band's lower
+    half is taken as it was published, scaled back)."""
+    if tails is None:
+        return p10, p90
+    steps = np.arange(np.shape(p50)[-1])
+    f = np.asarray(tails)[np.minimum(steps // block_steps, min(blocks, len(tails)) - 1)]
+    return p50 - (p50 - p10) / f[:, 0], p50 + (p90 - p50) / f[:, 1]
+
+
+def published_day(day: str, record: dict, actual: np.ndarray, p10: np.ndarray, p50: np.ndarray,
+                  p90: np.ndarray, total: np.ndarray | None = None,
+                  totals: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, devices: int = 0) -> Day:
+    """The scores of a published fleet forecast against its readings, as a
+    window's day: its devices' (devices, steps) and, with `total`, its
+    total's, each on its band before the recorded scaling (`used`), as the
+    backtest scores an origin's forecasts."""
+    steps = np.arange(np.shape(p50)[-1])
+    b10, b90 = _unscaled(p10, p50, p90, record.get("device"), record["device_blocks"], record["block_steps"])
+    out = device_day(day, actual, b10, p50, b90, steps, record["block_steps"], record["device_blocks"])
+    if total is not None and totals is not None:
+        q10, q50, q90 = totals
+        t10, t90 = _unscaled(q10, q50, q90, record.get("portfolio"), record["portfolio_blocks"],
+                             record["block_steps"])
+        out.portfolio = portfolio_day(day, devices, total, t10, q50, t90, record["block_steps"],
+                                      record["portfolio_blocks"]).portfolio
+    return out

@@ -455,12 +455,15 @@ async def batching() -> dict:
 
 # -- live accuracy: published forecasts scored (services/forecaster/scoring.py)
 
-LIVE_GAUGES_SECONDS = 300  # every replica re-reads the live scores for its gauges this often
+# Every replica re-reads the live scores for its gauges, and its models'
+# scored days for their bands, this often.
+LIVE_GAUGES_SECONDS = 300
 
 
 async def _live_gauges_loop() -> None:
     while True:
         try:
+            await catalog.rescore()
             await run_in_threadpool(scoring.refresh)
         except Exception:  # the audit store away for a while: the gauges keep their values
             log.warning("reading the live scores failed", exc_info=True)
@@ -471,7 +474,9 @@ async def _live_gauges_loop() -> None:
 async def run_scoring() -> dict:
     """Score the published forecasts that are due now (what the hourly
     Dapr job does): how many were due and scored, and how long it took."""
-    return await run_in_threadpool(scoring.run)
+    out = await run_in_threadpool(scoring.run)
+    await catalog.rescore()
+    return out
 
 
 @app.post(f"/job/{scoring.SCORING_JOB}")
@@ -480,6 +485,7 @@ async def scheduled_scoring() -> dict:
     logged and the next run takes up what is left."""
     try:
         out = await run_in_threadpool(scoring.run)
+        await catalog.rescore()
     except Exception as e:  # acknowledged either way: the next run retries what is due
         log.exception("scoring published forecasts failed")
         return {"error": str(e)}

@@ -26,7 +26,7 @@ import numpy as np
 from intraday.audit import db
 from intraday.config import get_settings
 from intraday.errors import InsufficientHistory
-from intraday.forecasting import baseline, engine, portfolio
+from intraday.forecasting import baseline, engine, portfolio, recalibration
 from intraday.forecasting.request import forecast_id
 from intraday.forecasting.types import Forecast, TelemetryWindow
 from intraday.timeutil import isoformat_z
@@ -155,7 +155,11 @@ def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
         sidecar.save_states({_partial_key(job, job["shard"]): json.dumps(part)}, PARTIAL_TTL_S)
     clock.lap("partial")
     # No id lists either: the device forecast ids follow from the job.
+    # The factors its device bands were scaled by (recalibration.py): the
+    # fleet's record keeps them, for its scores on the unscaled bands.
+    scaled = None if model is None or model.factors.device is None else model.factors.device.tolist()
     return {"shard": job["shard"], "forecast": len(forecasts), "failed": failed, "stale_weather": stale,
+            "device_factors": scaled,
             "versions": sorted({f.model_version for f in forecasts}), "recorded": len(new),
             "seconds": clock.laps}
 
@@ -185,8 +189,16 @@ def record_fleet(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
         for p in parts[1:]:
             total = total + p
         versions = sorted({v for s in shards for v in s["versions"]})
-        pf = engine.portfolio_from(_model(version), total, start, tuple(device_ids),
-                                   versions).to_dict(table=True)
+        model = _model(version)
+        pf = engine.portfolio_from(model, total, start, tuple(device_ids), versions).to_dict(table=True)
+        scaled = {json.dumps(s.get("device_factors")) for s in shards if s["forecast"]}
+        if model is not None and len(scaled) == 1:  # every shard scaled alike (not across a rescore)
+            factors = replace(model.factors, device=None if (d := json.loads(scaled.pop())) is None
+                              else np.asarray(d))
+            pf["recalibration"] = recalibration.used(
+                factors, len(device_ids), len(model.calibration["full"]["p10"]),
+                len(model.portfolio.rho_fleet) if model.portfolio else 1, model.block_steps,
+                model.manifest["training"]["data_end"])
     else:
         pf = {"forecast_start": isoformat_z(start), "horizon_intervals": horizon,
               "model_version": version, "devices": 0, "unit": "kW",

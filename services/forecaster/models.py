@@ -18,6 +18,7 @@ from intraday.config import get_settings
 from intraday.forecasting import baseline
 from intraday.forecasting.model import QuantileModel
 from intraday.forecasting.modelstore import ModelStore, default_store
+from intraday.forecasting.recalibration import Window
 from services import metrics, sidecar
 
 log = logging.getLogger("forecaster.models")
@@ -29,6 +30,7 @@ class ModelCatalog:
         self._store = store
         self._refresh = get_settings().model_refresh_seconds if refresh_seconds is None else refresh_seconds
         self._models: dict[str, QuantileModel] = {}
+        self._seeds: dict[str, Window] = {}  # each model's window as its artifact holds it
         self._promoted: str | None = None
         self._checked = -float("inf")
         self._lock = asyncio.Lock()
@@ -88,7 +90,37 @@ class ModelCatalog:
         if settings.compiled_trees:
             await asyncio.to_thread(model.compile, settings.data_dir / "compiled")
         log.info("model %s loaded (%s)", version, dict(self.loads))
+        self._seeds[version] = Window(list(model.recalibration.days))
+        await asyncio.to_thread(self._rescore, version, model)
         return model
+
+    def _rescore(self, version: str, model: QuantileModel) -> None:
+        """Rescale `model`'s bands by its window and the scored days of its
+        published fleet forecasts (sql/postgres/010_forecast_scores.sql):
+        the rolling recalibration the backtest measures, live. Without the
+        audit store the model keeps the window it has."""
+        from intraday.audit import scores
+        from workflows.activities import _audit_pool
+
+        try:
+            with _audit_pool().connection() as conn:
+                days = scores.live_days(conn, version)
+        except Exception:
+            log.warning("model %s: reading its scored days failed; its window is unchanged", version,
+                        exc_info=True)
+            return
+        window = Window.from_dict(Window(list(self._seeds[version].days)).to_dict())  # a deep copy
+        for day in days:
+            window.add(day)
+        if [d.to_dict() for d in window.days] != [d.to_dict() for d in model.recalibration.days]:
+            model.rescore(window)
+            log.info("model %s: bands rescaled by the days %s", version, ", ".join(model.factors.days))
+
+    async def rescore(self) -> None:
+        """Every loaded model rescaled by its newest scored days (after a
+        scoring run, and every few minutes on every replica)."""
+        for version, model in list(self._models.items()):
+            await asyncio.to_thread(self._rescore, version, model)
 
 
 catalog = ModelCatalog()

@@ -22,7 +22,7 @@ import numpy as np
 
 from intraday.audit import db, scores
 from intraday.config import get_settings
-from intraday.forecasting import live
+from intraday.forecasting import fallback, live, recalibration
 from services import metrics, sidecar
 from workflows.activities import _audit_pool
 
@@ -48,9 +48,9 @@ def run(now: datetime | None = None) -> dict:
         scored = {"fleet": 0, "device": 0}
         cells = 0
         for item in items:
-            sums, missing = score(item)
+            sums, missing, day = score(item)
             with _audit_pool().connection() as conn:
-                if scores.record(conn, item, missing, sums):
+                if scores.record(conn, item, missing, sums, day):
                     scored[item.kind] += 1
                     metrics.FORECASTS_SCORED.labels(item.kind).inc()
                     cells += sum(s.cells for s in sums.get("device", {}).values())
@@ -61,9 +61,10 @@ def run(now: datetime | None = None) -> dict:
         _running.release()
 
 
-def score(item: scores.Due) -> tuple[dict, int]:
-    """A forecast's sums per level, and its cells with a forecast but no
-    reading."""
+def score(item: scores.Due) -> tuple[dict, int, recalibration.Day | None]:
+    """A forecast's sums per level, its cells with a forecast but no
+    reading, and, for a fleet forecast of a model made after its training
+    data, its scores for that model's rolling recalibration."""
     with _audit_pool().connection() as conn:
         recorded = db.read_forecasts(conn, item.forecast_ids)
     shape = (len(item.forecast_ids), item.horizon)
@@ -77,11 +78,21 @@ def score(item: scores.Due) -> tuple[dict, int]:
                                               item.end)
                         for i in range(0, len(item.device_ids), WINDOW_CHUNK)])
     sums = {"device": live.score(item.forecast_start, actual, p10, p50, p90, mean)}
+    day = None
     if item.portfolio is not None and item.portfolio["mean"]:
         total = live.portfolio_actual(actual, mean)
-        sums["portfolio"] = live.score(item.forecast_start, total, *scores.as_arrays(item.portfolio))
+        totals = scores.as_arrays(item.portfolio)
+        sums["portfolio"] = live.score(item.forecast_start, total, *totals)
+        scaled = item.recalibration
+        if scaled and item.forecast_start >= datetime.fromisoformat(scaled["trained_to"]):
+            # The model's own bands only: a fallback forecast's band is not one.
+            own = np.array([f is not None and not fallback.made_by_fallback(f.notes)
+                            for f in (recorded.get(fid) for fid in item.forecast_ids)])
+            day = recalibration.published_day(
+                item.forecast_start.date().isoformat(), scaled, np.where(own[:, None], actual, np.nan),
+                p10, p50, p90, total, totals[:3], len(item.device_ids))
     missing = int(np.sum(~np.isnan(mean) & np.isnan(actual)))
-    return sums, missing
+    return sums, missing, day
 
 
 def summary(now: datetime | None = None) -> dict:

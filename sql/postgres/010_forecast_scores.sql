@@ -44,3 +44,20 @@ CREATE INDEX IF NOT EXISTS forecast_scores_day ON forecast_scores (day DESC, lev
 CREATE INDEX IF NOT EXISTS forecast_requests_own_start
     ON forecast_requests (forecast_start) WHERE fleet_forecast_id IS NULL;
 CREATE INDEX IF NOT EXISTS fleet_forecasts_start ON fleet_forecasts (forecast_start);
+
+-- The scored days a served model's bands are rescaled by
+-- (intraday/forecasting/recalibration.py), from its published fleet
+-- forecasts: per model version and forecast start date, the day's score
+-- histograms (a recalibration.Day), summed over that day's fleet forecasts.
+-- Only forecasts that start after the model's training data count (the
+-- others are in sample). The forecaster adds them to the window its
+-- artifact carries, so the bands keep following the newest days between
+-- trainings.
+CREATE TABLE IF NOT EXISTS live_recalibration (
+    model_version  text NOT NULL,
+    day            date NOT NULL,
+    forecasts      integer NOT NULL,
+    scores         jsonb NOT NULL,
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (model_version, day)
+);

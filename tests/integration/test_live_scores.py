@@ -4,6 +4,7 @@ scores reach `GET /scores`, the forecaster's metrics and `intraday status`."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -143,3 +144,54 @@ def test_scoring_needs_the_admin_scope(stack, gateway):
     r = httpx.post("http://127.0.0.1:8000/scores/run", timeout=10)
     assert r.status_code == 401
     assert gateway.get("/scores").status_code == 200
+
+
+@pytest.fixture
+def model_to_three_days_ago(stack, tmp_path):
+    """A small model trained on a generated fleet like the demo one whose
+    data ends three days ago, promoted; forecasts after that are out of
+    sample for it."""
+    data, end = tmp_path / "fleet.parquet", floor_quarter_hour(datetime.now(UTC)) - timedelta(days=3)
+    intraday(stack["env"], "fleet", "generate", "--devices", "24", "--days", "14", "--faults", "none",
+             "--end", isoformat_z(end), "--out", str(data))
+    out = intraday(stack["env"], "train", "--data", str(data), "--train-rows", "40000", "--trees", "30",
+                   "--promote")
+    version = out.split()[1].rstrip(":")
+    try:
+        yield version, end
+    finally:
+        (stack["data_dir"] / "models" / "PROMOTED").unlink()
+
+
+def test_scored_fleet_forecasts_move_the_served_models_bands(stack, gateway, pg, model_to_three_days_ago):
+    version, trained_to = model_to_three_days_ago
+    start = trained_to + timedelta(days=1)
+
+    def fleet_at(at: datetime) -> dict:
+        r = gateway.post("/forecast/fleet", params={"wait": "true"}, json={
+            "devices": DEVICES, "forecast_start": isoformat_z(at), "horizon_hours": 24})
+        assert r.status_code == 200, r.text
+        assert r.json()["result"]["model_version"] == version
+        return r.json()["result"]
+
+    time.sleep(1.5)  # the test stack's forecasters re-read the promoted version every second
+    first = fleet_at(start)
+    scaled = first["portfolio"]["recalibration"]
+    assert trained_to - timedelta(hours=1) <= datetime.fromisoformat(scaled["trained_to"]) <= trained_to
+    assert len(scaled["device"]) == scaled["device_blocks"]
+    assert start.date().isoformat() not in scaled["days"]
+    assert gateway.post("/scores/run").json()["by_kind"]["fleet"] >= 1
+
+    # Its day is in the model's scored days, with a score for every device
+    # cell it was scored on (all made by the model here) in each tail.
+    day, forecasts, stored = pg.execute(
+        "SELECT day, forecasts, scores FROM live_recalibration WHERE model_version = %s",
+        (version,)).fetchone()
+    assert (day, forecasts) == (start.date(), 1)
+    cells = _sums(pg, first["forecast_id"], "device")["cells"]
+    assert sum(block[0][-1] for block in stored["device"]) == cells
+    assert list(stored["portfolio"]) == [str(3 ** 1)]  # 5 devices: the size class 3
+
+    # The next fleet forecast is scaled with that day in its window.
+    later = fleet_at(start + timedelta(hours=12))
+    assert start.date().isoformat() in later["portfolio"]["recalibration"]["days"]

@@ -97,3 +97,30 @@ def test_portfolio_factors_scale_each_side_of_the_median(model):
     assert np.allclose(scaled[1], base[1])
     assert np.allclose(scaled[2] - scaled[1], 2.0 * (base[2] - base[1]))
     assert np.allclose(scaled[1] - scaled[0], 0.5 * (base[1] - base[0]))
+
+
+def test_a_published_forecast_is_scored_on_its_band_before_scaling():
+    """What the service records of a fleet forecast's scaling undoes it: the
+    day's scores are those of the unscaled bands, as the backtest takes them."""
+    rng = np.random.default_rng(5)
+    devices, steps = 40, 96
+    p50 = rng.uniform(2, 4, (devices, steps))
+    p10, p90 = p50 - rng.uniform(0.5, 1, p50.shape), p50 + rng.uniform(0.5, 1, p50.shape)
+    actual = p50 + rng.normal(0, 1.2, p50.shape)
+    tails = np.array([[1.3, 1.6], [0.8, 1.1], [1.0, 1.0], [2.0, 0.7]])  # (blocks, 2) as served
+    lo, hi = tails[np.arange(steps) // 24].T
+    s10, s90 = recalibration.widen(p10, p50, p90, lo, hi)
+    total, t10, t50, t90 = actual.sum(0), p10.sum(0), p50.sum(0), p90.sum(0)
+    w10, w90 = recalibration.widen(t10, t50, t90, lo, hi)
+    factors = recalibration.Factors(tails, {recalibration.size_class(devices): tails}, ["2026-01-01"])
+    record = recalibration.used(factors, devices, 4, 4, 24, "2025-12-31T00:00:00Z")
+    assert record["device"] == tails.tolist() and record["portfolio"] == tails.tolist()
+    day = recalibration.published_day("2026-01-02", record, actual, s10, p50, s90, total, (w10, t50, w90),
+                                      devices)
+    want = device_day("2026-01-02", actual, p10, p50, p90, np.arange(steps), 24, 4)
+    assert day.device == want.device
+    assert day.portfolio == portfolio_day("2026-01-02", devices, total, t10, t50, t90, 24, 4).portfolio
+    # Unscaled (no factors recorded): scored on the bands as published.
+    bare = recalibration.used(recalibration.NO_FACTORS, devices, 4, 4, 24, "2025-12-31T00:00:00Z")
+    assert recalibration.published_day("2026-01-02", bare, actual, s10, p50, s90).device == \
+        device_day("2026-01-02", actual, s10, p50, s90, np.arange(steps), 24, 4).device
