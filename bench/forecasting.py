@@ -422,7 +422,8 @@ def real(say) -> dict:
         started = time.monotonic()
         res = backtest.run(sub, origins=14, issue_time="10:00", progress=say,
                            source={"file": "swiss-households/load_15min.parquet"})
-        out[name] = {"devices": int(len(rows)), **season_figures(res, sub, time.monotonic() - started)}
+        out[name] = {"devices": int(len(rows)), **season_figures(res, sub, time.monotonic() - started),
+                     **beyond_history(res, sub, 14)}
         say(json.dumps(out[name]["aims"]))
     return out
 
@@ -433,6 +434,36 @@ def real(say) -> dict:
 # days another 6 K colder (a snap far beyond the history).
 COLD_END = datetime(2025, 11, 27, tzinfo=UTC)
 COLD_DAYS, COLD_DEVICES, COLD_ORIGINS, SNAP_KELVIN, SNAP_DAYS = 127, 40, 7, 6.0, 9
+
+
+def beyond_history(res: backtest.BacktestResult, data: backtest.BacktestData, origins: int) -> dict:
+    """How the portfolio's mean did on days colder than its history: the
+    test days' and the history's temperatures (the fleet's mean), each
+    origin's bias over its next day, and the bias pooled over the origins
+    whose next day was colder than any day before the first origin (what
+    trees alone cannot extrapolate to)."""
+    panel, day = data.panel, data.panel.per_day
+    index = backtest.origin_indices(panel, origins, day, "10:00")
+    temp = np.nanmean(panel.outdoor_temp, axis=0)
+    daily = temp[: panel.intervals // day * day].reshape(-1, day)
+    history = np.nanmean(daily[: index[0] // day], axis=1)
+    total, actual = res.totals["engine"][3], res.totals["actual"]
+    ok = ~np.isnan(total) & ~np.isnan(actual)
+    mean, real = np.where(ok, total, 0.0), np.where(ok, actual, 0.0)
+    ahead = np.array([np.nanmean(temp[o:o + total.shape[1]]) for o in index])
+    colder = ahead < np.nanmin(history)
+    return {
+        "temperature_c": {
+            "test_mean": round(float(np.nanmean(daily[index[0] // day:])), 2),
+            "coldest_earlier_week": round(float(np.min(np.convolve(history, np.ones(7) / 7, "valid"))), 2),
+            "coldest_earlier_day": round(float(np.nanmin(history)), 2),
+            "per_origin_next_day": [round(float(t), 2) for t in ahead]},
+        "daily_portfolio_bias": [round(float(x), 4) for x in mean.sum(axis=1) / real.sum(axis=1) - 1],
+        "colder_than_history": {
+            "origins": int(colder.sum()),
+            "portfolio_bias": (round(float(mean[colder].sum() / real[colder].sum() - 1), 4)
+                               if colder.any() else None)},
+    }
 
 
 def cold(say) -> dict:
@@ -460,19 +491,7 @@ def cold(say) -> dict:
         res = backtest.run(data, origins=COLD_ORIGINS, issue_time="10:00", progress=say,
                            source={"file": str(path.relative_to(ROOT))})
         figures = season_figures(res, data, time.monotonic() - started)
-        panel, day = data.panel, data.panel.per_day
-        first = backtest.origin_indices(panel, COLD_ORIGINS, day, "10:00")[0]
-        temp = np.nanmean(panel.outdoor_temp, axis=0)
-        daily = temp[: panel.intervals // day * day].reshape(-1, day).mean(axis=1)
-        history = daily[: first // day]
-        total, actual = res.totals["engine"][3], res.totals["actual"]
-        figures["temperature_c"] = {
-            "test_mean": round(float(np.mean(daily[first // day :])), 2),
-            "coldest_earlier_week": round(float(np.min(np.convolve(history, np.ones(7) / 7, "valid"))), 2),
-            "coldest_earlier_day": round(float(history.min()), 2)}
-        figures["daily_portfolio_bias"] = [round(float(x), 4)
-                                           for x in total.sum(axis=1) / actual.sum(axis=1) - 1]
-        out[name] = figures
+        out[name] = {**figures, **beyond_history(res, data, COLD_ORIGINS)}
         say(json.dumps(figures["aims"]))
     return out
 
@@ -490,6 +509,7 @@ def print_cold(r: dict) -> None:
               f"per day {', '.join(f'{b:+.0%}' for b in x['daily_portfolio_bias'])}, "
               f"pinball {p['engine']['pinball_mean']:.2f}, P10-P90 {p['engine']['coverage_p10_p90']:.1%}")
         print_verdict(x)
+        print_beyond_history(x)
 
 
 def print_real(r: dict) -> None:
@@ -513,6 +533,15 @@ def print_real(r: dict) -> None:
               f"{p.get('mlforecast', nan)['wape']:6.1%} {p['engine']['bias']:+6.1%} "
               f"{p['engine']['pinball_mean']:7.3f} {p['engine']['coverage_p10_p90']:6.1%}")
         print_verdict(x)
+        print_beyond_history(x)
+
+
+def print_beyond_history(x: dict) -> None:
+    c, t = x.get("colder_than_history"), x.get("temperature_c")
+    if c and c["origins"]:
+        print(f"  {'':<19}   {c['origins']} origins' next day colder than any day before them "
+              f"(coldest earlier day {t['coldest_earlier_day']:+.1f} degC): portfolio bias "
+              f"{c['portfolio_bias']:+.1%}")
 
 
 def print_seasons(s: dict) -> None:

@@ -106,7 +106,7 @@ def _from_peers(results: list, windows: list[TelemetryWindow], attributes: list[
 
 
 def _is_fallback(f: Forecast) -> bool:
-    return any(n.startswith((fallback.PROFILE_NOTE, fallback.PEER_NOTE)) for n in f.notes)
+    return fallback.made_by_fallback(f.notes)
 
 
 def _rated(attributes: dict | None) -> float | None:

@@ -79,7 +79,8 @@ def test_forecasts_are_measured_per_step_and_no_device_becomes_a_series(gateway)
     active = eventually(lambda: query('intraday_actors_active{actor_type="DeviceActor"} >= 3'), timeout=30)
     assert active, query("intraday_actors_active")
     assert query("sum(intraday_model_cache_lookups_total)")  # counted (0 under the baseline)
-    assert query('intraday_model_served{version="baseline"} == 1')  # no model promoted yet
+    # No model promoted (an earlier test's is unpromoted again): the next scrape says so.
+    assert eventually(lambda: query('intraday_model_served{version="baseline"} == 1'), timeout=30)
 
     # Sidecars report per-device paths under their pattern (pathMatching in
     # components/config/): no series names a device.
