@@ -436,15 +436,28 @@ COLD_END = datetime(2025, 11, 27, tzinfo=UTC)
 COLD_DAYS, COLD_DEVICES, COLD_ORIGINS, SNAP_KELVIN, SNAP_DAYS = 127, 40, 7, 6.0, 9
 
 
+def _fleet_temperature(data: backtest.BacktestData) -> np.ndarray:
+    """The devices' mean outdoor temperature per interval: observed where
+    the panel holds it, else the weather file's (as known at each time)."""
+    panel = data.panel
+    if panel.outdoor_temp is not None:
+        return np.nanmean(panel.outdoor_temp, axis=0)
+    t = np.arange(panel.intervals)
+    per_device = [data.temperature.forecast(np.full(len(t), d), t, t) for d in range(len(panel.device_ids))]
+    return np.nanmean(np.vstack(per_device), axis=0)
+
+
 def beyond_history(res: backtest.BacktestResult, data: backtest.BacktestData, origins: int) -> dict:
     """How the portfolio's mean did on days colder than its history: the
     test days' and the history's temperatures (the fleet's mean), each
     origin's bias over its next day, and the bias pooled over the origins
     whose next day was colder than any day before the first origin (what
     trees alone cannot extrapolate to)."""
+    import pandas as pd
+
     panel, day = data.panel, data.panel.per_day
     index = backtest.origin_indices(panel, origins, day, "10:00")
-    temp = np.nanmean(panel.outdoor_temp, axis=0)
+    temp = _fleet_temperature(data)
     daily = temp[: panel.intervals // day * day].reshape(-1, day)
     history = np.nanmean(daily[: index[0] // day], axis=1)
     total, actual = res.totals["engine"][3], res.totals["actual"]
@@ -455,7 +468,9 @@ def beyond_history(res: backtest.BacktestResult, data: backtest.BacktestData, or
     return {
         "temperature_c": {
             "test_mean": round(float(np.nanmean(daily[index[0] // day:])), 2),
-            "coldest_earlier_week": round(float(np.min(np.convolve(history, np.ones(7) / 7, "valid"))), 2),
+            # Weeks with at least 5 days of weather (the Swiss data miss a few).
+            "coldest_earlier_week": round(float(
+                pd.Series(history).rolling(7, min_periods=5).mean().min()), 2),
             "coldest_earlier_day": round(float(np.nanmin(history)), 2),
             "per_origin_next_day": [round(float(t), 2) for t in ahead]},
         "daily_portfolio_bias": [round(float(x), 4) for x in mean.sum(axis=1) / real.sum(axis=1) - 1],
