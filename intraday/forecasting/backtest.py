@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from intraday.config import Settings
 from intraday.errors import InvalidRequest
 from intraday.forecasting import baseline, fallback, metrics, portfolio, recalibration
 from intraday.forecasting.features import (
@@ -442,9 +443,9 @@ def run(data: BacktestData, *, horizon: int | None = None, origins: int = 14, is
     return BacktestResult(report, forecasts, cube, actual, model, portfolio_frame, totals)
 
 
-# Days of readings before an origin a device's fallback reads, as the
-# service's telemetry window (INTRADAY_HISTORY_DAYS).
-FALLBACK_WINDOW_DAYS = 30
+# Days of readings before an origin a device's fallback reads: the
+# service's telemetry window (INTRADAY_HISTORY_DAYS) by default.
+FALLBACK_WINDOW_DAYS = Settings.model_fields["history_days"].default
 
 
 def fill_missing(cube: np.ndarray, panel: Panel, idx: list[int], horizon: int) -> dict:
