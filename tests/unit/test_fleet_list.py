@@ -1,8 +1,8 @@
-"""The forecaster's fleet list (workflows/activities.fleet_devices): one
-call to the telemetry service a minute; while that service is down or
-hangs, the last list it gave is served, so forecasts for known devices go
-on; with none yet, the failure is raised. Against a real HTTP server in
-the sidecar's place."""
+"""The forecaster's fleet list (workflows/activities.fleet_devices):
+re-validated in the background, so no request waits for it; while the
+telemetry service is down or hangs, the last list it gave is served, so
+forecasts for known devices go on; with none yet, the failure is raised.
+Against a real HTTP server in the sidecar's place."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ class Telemetry:
 
     def __init__(self) -> None:
         self.mode, self.calls = "up", 0
+        self.devices = ["hp-0001", "hp-0002"]
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -32,7 +33,7 @@ class Telemetry:
                 if owner.mode == "hang":
                     time.sleep(8)
                 if owner.mode == "up":
-                    body = json.dumps([{"device_id": "hp-0001"}, {"device_id": "hp-0002"}]).encode()
+                    body = json.dumps([{"device_id": d} for d in owner.devices]).encode()
                     self.send_response(200)
                 else:
                     body = b'{"errorCode":"ERR_DIRECT_INVOKE"}'
@@ -55,19 +56,45 @@ def telemetry(monkeypatch):
     monkeypatch.setattr(sidecar, "_sync", httpx.Client(base_url=f"http://127.0.0.1:{service.server.server_port}"))
     monkeypatch.setattr(activities, "_fleet", None)
     yield service
+    activities._fleet = None  # the re-validating thread ends with the list
+    if activities._keeper is not None:
+        activities._keeper.join(timeout=10)
     service.server.shutdown()
+
+
+def _until(check, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _timed(call) -> tuple[object, float]:
+    t0 = time.monotonic()
+    return call(), time.monotonic() - t0
 
 
 def test_the_last_list_is_served_while_telemetry_is_down_or_hangs(telemetry, monkeypatch):
     assert set(activities.fleet_devices()) == {"hp-0001", "hp-0002"}
-    monkeypatch.setattr(activities, "_FLEET_TTL_S", 0.0)  # every call wants a refresh now
-    monkeypatch.setattr(activities, "_FLEET_RETRY_S", 0.0)
+    monkeypatch.setattr(activities, "_FLEET_TTL_S", 0.05)  # re-validated all the time
+    monkeypatch.setattr(activities, "_FLEET_RETRY_S", 0.05)
     for mode in ("down", "hang"):
         telemetry.mode = mode
-        t0, before = time.monotonic(), telemetry.calls
-        assert set(activities.fleet_devices()) == {"hp-0001", "hp-0002"}
-        assert telemetry.calls == before + 1  # it did ask
-        assert time.monotonic() - t0 < activities._FLEET_TIMEOUT + 2  # and did not wait for the hang
+        asked = telemetry.calls + 1
+        assert _until(lambda n=asked: telemetry.calls >= n)  # it does ask
+        devices, seconds = _timed(activities.fleet_devices)
+        assert set(devices) == {"hp-0001", "hp-0002"}
+        assert seconds < 0.5  # a request waits neither for the refresh nor for the hang
+
+
+def test_a_changed_registry_reaches_the_list_without_a_request_waiting(telemetry, monkeypatch):
+    assert set(activities.fleet_devices()) == {"hp-0001", "hp-0002"}
+    monkeypatch.setattr(activities, "_FLEET_TTL_S", 0.05)
+    telemetry.devices = ["hp-0001", "hp-0003"]
+    assert _until(lambda: set(activities.fleet_devices()) == {"hp-0001", "hp-0003"})
+    assert _timed(activities.fleet_devices)[1] < 0.05  # from memory
 
 
 def test_without_a_list_yet_the_failure_is_raised(telemetry):
@@ -78,9 +105,10 @@ def test_without_a_list_yet_the_failure_is_raised(telemetry):
 
 def test_after_a_failed_refresh_the_next_try_waits(telemetry, monkeypatch):
     activities.fleet_devices()
-    monkeypatch.setattr(activities, "_FLEET_TTL_S", 0.0)
+    monkeypatch.setattr(activities, "_FLEET_TTL_S", 0.05)
     telemetry.mode = "down"
-    activities.fleet_devices()
-    calls = telemetry.calls
-    activities.fleet_devices()  # within _FLEET_RETRY_S of the failure: not asked again
-    assert telemetry.calls == calls
+    before = telemetry.calls
+    assert _until(lambda: telemetry.calls > before)  # a refresh failed
+    time.sleep(1.0)
+    assert telemetry.calls == before + 1  # the next waits _FLEET_RETRY_S (10 s), not the 0.05 s TTL
+    assert set(activities.fleet_devices()) == {"hp-0001", "hp-0002"}
