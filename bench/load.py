@@ -132,6 +132,19 @@ class PeakRss(threading.Thread):
         return dict(sorted(self.peak.items()))
 
 
+def service_pid(name: str) -> int:
+    """The pid of a service's app process (as PeakRss names them)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            cmd = [c for c in raw.split("\0") if c]
+        except OSError:
+            continue
+        if PeakRss._service_of(cmd) == name:
+            return int(pid)
+    raise RuntimeError(f"no {name} process running")
+
+
 def cpu_seconds() -> dict[str, float]:
     """CPU seconds used so far by each service, sidecar, Redis and PostgreSQL."""
     out: dict[str, float] = {}
@@ -319,15 +332,73 @@ def fresh_start() -> datetime:
     return floor_quarter_hour(datetime.now(UTC)) + QUARTER_HOUR * random.SystemRandom().randrange(4, 4 * 48)
 
 
+PROFILE_DIR: Path | None = None  # --profile: py-spy samples the forecaster during each fleet forecast
+
+
+class Sampled:
+    """py-spy sampling a service's process (and its threads) while a
+    scenario runs: raw collapsed stacks into `out`, and the functions the
+    most samples were in, by their own time and by everything under them."""
+
+    def __init__(self, service: str, out: Path):
+        self.service, self.out = service, out
+        self.top: dict = {}
+
+    def __enter__(self) -> Sampled:
+        pid = service_pid(self.service)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._proc = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--pid", str(pid), "--rate", "100",
+             "--format", "raw", "--output", str(self.out), "--threads", "--idle", "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(1.0)  # py-spy attached
+        return self
+
+    def __exit__(self, *_) -> None:
+        import signal
+
+        self._proc.send_signal(signal.SIGINT)
+        self._proc.wait(timeout=60)
+        self.top = top_frames(self.out)
+
+
+def top_frames(path: Path, n: int = 15) -> dict:
+    """From py-spy's raw output (one `frame;frame;... count` line per
+    stack): the functions with the most samples at the top of the stack
+    (own) and anywhere on it (total), as shares of all samples."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        k = int(count)
+        samples += k
+        frames = [f.split(" (")[0] for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + k
+        for f in set(frames[1:]):  # the first is the thread
+            total[f] = total.get(f, 0) + k
+
+    def share(d: dict[str, int]) -> dict[str, float]:
+        return {f: round(c / max(samples, 1), 3) for f, c in sorted(d.items(), key=lambda kv: -kv[1])[:n]}
+    return {"samples": samples, "own": share(own), "total": share(total)}
+
+
 def fleet_forecast(devices: list[str] | None, start: datetime) -> dict:
     body: dict = {"forecast_start": isoformat_z(start), "requested_by": "bench-load"}
     if devices is not None:
         body["devices"] = devices
-    t0 = time.perf_counter()
-    with CpuProfile() as cpu:
-        r = httpx.post(f"{GATEWAY}/forecast/fleet", params={"wait": "true", "timeout": 300}, json=body,
-                       timeout=330, headers=HEADERS)
-    wall = time.perf_counter() - t0
+    from contextlib import nullcontext
+
+    sampled = (Sampled("forecaster", PROFILE_DIR / f"fleet-{len(devices or [])}-{start:%H%M}.txt")
+               if PROFILE_DIR else nullcontext())
+    with sampled:
+        t0 = time.perf_counter()
+        with CpuProfile() as cpu:
+            r = httpx.post(f"{GATEWAY}/forecast/fleet", params={"wait": "true", "timeout": 300}, json=body,
+                           timeout=330, headers=HEADERS)
+        wall = time.perf_counter() - t0
     view = r.json()
     if r.status_code != 200:
         raise RuntimeError(f"fleet forecast: {r.status_code} {r.text[:300]}")
@@ -335,6 +406,8 @@ def fleet_forecast(devices: list[str] | None, start: datetime) -> dict:
     out = {"devices": len(result["device_forecasts"]), "failed": len(result["failed"]),
            "seconds": round(wall, 2), "created": view.get("created"), "run": view.get("run"),
            "cpu_seconds": cpu.seconds, "machine_cpu": cpu.machine}
+    if PROFILE_DIR:
+        out["profile"] = sampled.top | {"raw": str(sampled.out.relative_to(ROOT))}
     log(f"(d) fleet of {out['devices']:,} ({out['failed']} failed): {wall:.2f} s (created {out['created']}); "
         f"CPU s by process: {cpu.seconds}; machine: {cpu.machine}")
     return out
@@ -386,10 +459,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a short run: 200 concurrent, 1 minute sustained")
     ap.add_argument("--only", choices=["fleet", "concurrent"], help="just one scenario (to profile it)")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="sample the forecaster with py-spy during each fleet forecast into this directory")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
     args = ap.parse_args()
     if args.quick:
         args.concurrent, args.sustain_minutes = 200, 1
+    global PROFILE_DIR
+    PROFILE_DIR = args.profile.resolve() if args.profile else None
 
     env = None
     if not gateway_up():
