@@ -333,6 +333,7 @@ def fresh_start() -> datetime:
 
 
 PROFILE_DIR: Path | None = None  # --profile: py-spy samples the forecaster during each fleet forecast
+PROFILE_GIL = False  # --profile-gil: only the thread holding the GIL (where CPU time goes, not waits)
 
 
 class Sampled:
@@ -349,7 +350,8 @@ class Sampled:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(
             [str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--pid", str(pid), "--rate", "100",
-             "--format", "raw", "--output", str(self.out), "--threads", "--idle", "--nonblocking"],
+             "--format", "raw", "--output", str(self.out), "--threads", "--nonblocking",
+             *(["--gil"] if PROFILE_GIL else ["--idle"])],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)  # py-spy attached
         return self
@@ -382,7 +384,31 @@ def top_frames(path: Path, n: int = 15) -> dict:
 
     def share(d: dict[str, int]) -> dict[str, float]:
         return {f: round(c / max(samples, 1), 3) for f, c in sorted(d.items(), key=lambda kv: -kv[1])[:n]}
-    return {"samples": samples, "own": share(own), "total": share(total)}
+    return {"samples": samples, "own": share(own), "total": share(total),
+            "shard_seconds": shard_breakdown(path)}
+
+
+def shard_breakdown(path: Path, rate: int = 100) -> dict:
+    """Seconds of samples (summed over threads) in each step a fleet
+    shard's activity calls (`forecast_shard`'s callees), and in each of
+    them the functions at the top of the stack: with --profile-gil, where
+    the forecaster's CPU under the GIL went; without, where the shards'
+    wall time went (waiting included)."""
+    steps: dict[str, dict[str, int]] = {}
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [f.split(" (")[0] for f in stack.split(";")]
+        if not count.isdigit() or "forecast_shard" not in frames:
+            continue
+        i = frames.index("forecast_shard")
+        step = frames[i + 1] if i + 1 < len(frames) else "(self)"
+        leaves = steps.setdefault(step, {})
+        leaves[frames[-1]] = leaves.get(frames[-1], 0) + int(count)
+    def top(leaves: dict[str, int]) -> dict[str, float]:
+        return {f: round(c / rate, 2) for f, c in sorted(leaves.items(), key=lambda kv: -kv[1])[:4]}
+    ordered = sorted(steps.items(), key=lambda kv: -sum(kv[1].values()))
+    return {step: {"seconds": round(sum(leaves.values()) / rate, 2), "top": top(leaves)}
+            for step, leaves in ordered[:10]}
 
 
 def fleet_forecast(devices: list[str] | None, start: datetime) -> dict:
@@ -391,7 +417,8 @@ def fleet_forecast(devices: list[str] | None, start: datetime) -> dict:
         body["devices"] = devices
     from contextlib import nullcontext
 
-    sampled = (Sampled("forecaster", PROFILE_DIR / f"fleet-{len(devices or [])}-{start:%H%M}.txt")
+    what = "gil" if PROFILE_GIL else "threads"
+    sampled = (Sampled("forecaster", PROFILE_DIR / f"fleet-{len(devices or [])}-{start:%H%M}-{what}.txt")
                if PROFILE_DIR else nullcontext())
     with sampled:
         t0 = time.perf_counter()
@@ -460,13 +487,17 @@ def main() -> None:
     ap.add_argument("--only", choices=["fleet", "concurrent"], help="just one scenario (to profile it)")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--profile", type=Path, default=None,
-                    help="sample the forecaster with py-spy during each fleet forecast into this directory")
+                    help="sample the forecaster with py-spy during each fleet forecast into this directory "
+                         "(every thread, waiting ones too: where each shard's wall time goes)")
+    ap.add_argument("--profile-gil", action="store_true",
+                    help="with --profile: only the thread holding the GIL (where the CPU goes)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
     args = ap.parse_args()
     if args.quick:
         args.concurrent, args.sustain_minutes = 200, 1
-    global PROFILE_DIR
+    global PROFILE_DIR, PROFILE_GIL
     PROFILE_DIR = args.profile.resolve() if args.profile else None
+    PROFILE_GIL = args.profile_gil
 
     env = None
     if not gateway_up():
