@@ -502,7 +502,7 @@ async def live_scores() -> dict:
 
     def read() -> dict:
         with activities._audit_pool().connection() as conn:
-            return {"model_version": promoted, "live": scoring.summary(),
+            return {"model_version": promoted, "live": audit_scores.summary(conn, datetime.now(UTC).date()),
                     "training": audit_scores.training_scores(conn, promoted)}
     return await run_in_threadpool(read)
 

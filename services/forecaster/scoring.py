@@ -95,16 +95,10 @@ def score(item: scores.Due) -> tuple[dict, int, recalibration.Day | None]:
     return sums, missing, day
 
 
-def summary(now: datetime | None = None) -> dict:
-    """The last week's live scores (`scores.summary`) beside what the
-    served model scored on its held-out days when it was trained."""
-    today = (now or datetime.now(UTC)).date()
-    with _audit_pool().connection() as conn:
-        return scores.summary(conn, today)
-
-
 def refresh(now: datetime | None = None) -> dict:
-    """Set the live gauges from the audit store."""
-    out = summary(now)
+    """Set the live gauges from the audit store: the last week's live
+    scores (`scores.summary`)."""
+    with _audit_pool().connection() as conn:
+        out = scores.summary(conn, (now or datetime.now(UTC)).date())
     metrics.set_live(out)
     return out
