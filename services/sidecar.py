@@ -225,8 +225,9 @@ def publish_bulk(topic: str, events: list[tuple[str, dict]]) -> None:
     # orjson, not httpx's json=: the same JSON (shortest round-trip floats,
     # keys in order) in a fraction of the time under the GIL, which the
     # other shards wait for (bench/results/fleet-profile.json). Forecasts
-    # hold no NaN (the API could not serve one either).
-    content = orjson.dumps(body)
+    # hold no NaN (the API could not serve one either). NumPy arrays (the
+    # forecast messages' watts) are written as JSON arrays.
+    content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
     r = _raise_for(sync_client().post(f"/v1.0-alpha1/publish/bulk/{PUBSUB}/{topic}", content=content,
                                       headers={"content-type": "application/json"}, timeout=LONG_TIMEOUT))
     failed = r.json().get("failedEntries") if r.content else None

@@ -21,6 +21,7 @@ import psycopg
 import pytest
 import redis
 
+from intraday import messages
 from intraday.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,12 +204,21 @@ def rds(stack) -> Iterator[redis.Redis]:
     r.close()
 
 
+# Topics only the project's services publish on: every message read from
+# them in a test is checked against its JSON Schema (schemas/). Tests that
+# publish on the input topics check what they send (test_telemetry,
+# test_trading).
+VALIDATED_TOPICS = ("forecasts", "orders")
+
+
 def topic_messages(rds: redis.Redis, topic: str) -> list[dict]:
     """The `data` of every CloudEvent published on a topic (Redis Streams)."""
     out = []
     for _, fields in rds.xrange(topic):
         event = json.loads(fields[b"data"])
         out.append(event.get("data", event))
+        if topic in VALIDATED_TOPICS:
+            messages.validate(topic, out[-1])
     return out
 
 

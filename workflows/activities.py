@@ -17,7 +17,7 @@ import dapr.ext.workflow as wf
 import httpx
 from psycopg_pool import ConnectionPool
 
-from intraday import failpoints
+from intraday import failpoints, messages
 from intraday.audit import db
 from intraday.config import get_settings
 from intraday.errors import InvalidRequest, UnknownDevice
@@ -210,9 +210,10 @@ def forecast(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
 
 @step("forecast")
 def publish(ctx: wf.WorkflowActivityContext, result: dict) -> None:
-    """Topic `forecasts`; consumers deduplicate on `forecast_id` (a retried
-    publish after a lost acknowledgement sends the same id again)."""
-    sidecar.publish("forecasts", result)
+    """Topic `forecasts`, the compact message (intraday/messages.py);
+    consumers deduplicate on `forecast_id` (a retried publish after a lost
+    acknowledgement sends the same id again)."""
+    sidecar.publish("forecasts", messages.forecast_message_of(result))
     failpoints.reach(failpoints.FORECAST_AFTER_PUBLISH)
 
 

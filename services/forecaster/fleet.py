@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 import dapr.ext.workflow as wf
 import numpy as np
 
+from intraday import messages
 from intraday.audit import db
 from intraday.config import get_settings
 from intraday.errors import InsufficientHistory
@@ -133,7 +134,7 @@ def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
         # Publish, then audit, as the single path: a crash in between
         # publishes again (consumers deduplicate on forecast_id), never loses one.
         sidecar.publish_bulk("forecasts", [
-            (fid, f.to_result(fid, miss, job["requested_by"], job["requested_at"], trace_id))
+            (fid, messages.forecast_message(fid, f, miss, job["requested_by"], job["requested_at"], trace_id))
             for fid, f, miss, _ in fresh])
         clock.lap("publish")
         new = db.record_forecasts(conn, [

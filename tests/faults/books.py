@@ -156,7 +156,7 @@ def check_forecast_books(views: dict[str, dict], accepted: dict[str, dict], pg: 
     missing = [fid for fid in completed if fid not in by_id]
     assert not missing, f"completed forecasts never published: {missing}"
     for fid, copies in by_id.items():
-        numbers = {json.dumps(c["intervals"], sort_keys=True) for c in copies}
+        numbers = {json.dumps([c[k] for k in ("mean", "p10", "p50", "p90")]) for c in copies}
         assert len(numbers) == 1, f"{fid} published twice with different numbers"
     repeats = Counter({fid: len(c) - 1 for fid, c in by_id.items() if len(c) > 1})
     audit_rows = pg.execute("SELECT count(*) FROM forecast_requests WHERE request_id = ANY(%s)",

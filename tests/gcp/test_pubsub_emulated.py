@@ -23,6 +23,7 @@ import httpx
 import pytest
 import yaml
 
+from intraday import messages
 from tests.stack import dapr_headers, eventually, intraday
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,8 +95,7 @@ def test_a_forecast_is_published_on_pubsub(emulated, gateway, pg, rds):
     fid = view["forecast_id"]
     mine = eventually(lambda: [m for m in forecasts.pull() if m["forecast_id"] == fid], timeout=30)
     assert len(mine) == 1
-    assert mine[0]["model_version"] == view["result"]["model_version"]
-    assert mine[0]["intervals"] == view["result"]["intervals"]
+    assert mine[0] == messages.forecast_message_of(view["result"])
     audited = pg.execute("SELECT count(*) FROM forecast_requests WHERE request_id = %s", (fid,)).fetchone()[0]
     assert audited == 1
     assert not rds.exists("forecasts"), "a message went through Redis"

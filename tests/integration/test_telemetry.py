@@ -5,10 +5,12 @@ windows in Redis."""
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import jsonschema
 import numpy as np
 import pytest
 
 from actors.state import StateSerializer
+from intraday import messages
 from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, isoformat_z
 from tests.stack import dapr_headers, eventually
 
@@ -89,6 +91,7 @@ def test_stream_batch_lands_once_and_refreshes_the_actor_window(http, gateway, r
         {"device_id": "hp-0005", "timestamp": t1, "power": 100.0},
         {"device_id": "hp-0005", "timestamp": t2, "power": 200.0},
     ]}
+    messages.validate("telemetry", data)  # the documented message (schemas/) is what the service stores
     for _ in range(2):  # a producer that publishes twice
         assert http.post(PUBLISH, json=data).status_code == 204
 
@@ -104,6 +107,8 @@ def test_stream_batch_lands_once_and_refreshes_the_actor_window(http, gateway, r
 
     # A message that can never be stored is dropped, and kept in the ledger.
     bad = {"batch_id": "it-stream-bad", "readings": [{"device": "hp-0005", "watts": 5}]}
+    with pytest.raises(jsonschema.ValidationError):
+        messages.validate("telemetry", bad)
     assert http.post(PUBLISH, json=bad).status_code == 204
     report = eventually(lambda: http.get(f"{TELEMETRY}/ingest/it-stream-bad").json().get("report"))
     assert report["status"] == "rejected" and "missing columns" in report["errors"][0]

@@ -11,12 +11,16 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from intraday import messages
 from tests.stack import app_headers, dapr_headers, eventually, restart_app, topic_messages
 
 
 def test_price_move_leads_to_a_trade_decision(gateway, pg, rds):
     r = gateway.post("/prices", json={"price_eur_mwh": 87.5, "at": datetime.now(UTC).isoformat()})
     assert r.status_code == 202
+    # The gateway's message, as a consumer gets it, follows schemas/prices.schema.json.
+    (tick,) = [m for m in topic_messages(rds, "prices") if m.get("price_eur_mwh") == 87.5]
+    messages.validate("prices", tick)
 
     row = eventually(lambda: pg.execute(
         "SELECT decision_id, array_length(forecast_ids, 1), buy_mwh, sell_mwh,"

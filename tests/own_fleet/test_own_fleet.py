@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
+from intraday import messages
 from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, isoformat_z
 from scripts.swiss_households import SOURCE, write_files
 from tests.own_fleet.conftest import PULL_EVERY_S
@@ -251,6 +252,7 @@ def test_weather_comes_in_through_the_api_and_the_topic(stack, gateway):
     publish = "http://127.0.0.1:3500/v1.0/publish/pubsub/weather"
     observed = {"observations": [{"location": "Bern", "timestamp": isoformat_z(issued - timedelta(hours=h)),
                                   "outdoor_temp_c": 1.0 + h} for h in range(3)]}
+    messages.validate("weather", observed)  # schemas/weather.schema.json: what the service stores
     assert httpx.post(publish, json=observed, headers=dapr_headers(stack)).status_code == 204
     span = {"start": isoformat_z(issued - timedelta(hours=2)), "end": isoformat_z(issued + QUARTER_HOUR),
             "as_of": isoformat_z(issued)}
