@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 
 from intraday.forecasting.types import TelemetryWindow
+from intraday.telemetry import window_batch
 from intraday.timeutil import isoformat_z
 
 PUBSUB = "pubsub"  # component name, same locally and on GCP
@@ -236,15 +237,17 @@ def publish_bulk(topic: str, events: list[tuple[str, dict]]) -> None:
                                 f"{failed[0]}")
 
 
-def fetch_windows(device_ids: list[str], start: datetime, end: datetime) -> np.ndarray:
-    """(devices x quarter-hours) mean power in [start, end), NaN for gaps, in
-    one telemetry query: the same values `fetch_window` gives one device."""
-    r = _raise_for(sync_client().post(
-        "/v1.0/invoke/telemetry/method/windows",
-        json={"device_ids": device_ids, "start": isoformat_z(start), "end": isoformat_z(end)},
-        timeout=LONG_TIMEOUT))
-    values = np.frombuffer(r.content, dtype="<f8")
-    return values.reshape(len(device_ids), -1).astype(np.float64)
+def fetch_windows(device_ids: list[str], start: datetime, end: datetime,
+                  cut: datetime | None = None) -> window_batch.WindowBatch:
+    """The windows [start, end) of many devices in one telemetry query (the
+    same values `fetch_window` gives one device), rows in the order asked;
+    with `cut`, only [cut, end) is shipped (TelemetryWindow.cut)."""
+    body = {"device_ids": device_ids, "start": isoformat_z(start), "end": isoformat_z(end)}
+    if cut is not None:
+        body["cut"] = isoformat_z(cut)
+    r = _raise_for(sync_client().post("/v1.0/invoke/telemetry/method/windows", json=body,
+                                      timeout=LONG_TIMEOUT))
+    return window_batch.decode(r.content, len(device_ids))
 
 
 async def publish_async(topic: str, data: dict) -> None:

@@ -9,7 +9,7 @@ temperature at its location on the window's grid: observations before
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -29,9 +29,23 @@ from intraday.forecasting.model import QuantileModel
 from intraday.forecasting.types import Forecast, PortfolioForecast, TelemetryWindow
 from intraday.timeutil import QUARTER_HOUR, to_utc
 
+# The oldest reading the model's features read: SCALE_DAYS (the scale, the
+# 7-day lag and profile) and a day for the +-30 min smoothing (a fleet shard
+# is shipped only these days of its windows).
+READ_DAYS = SCALE_DAYS + 1
+
 FALLBACK_NOTE = "fallback: seasonal baseline, no trained model is served"
 UNCALIBRATED_NOTE = ("no portfolio calibration (seasonal fallback): the band is the sum of the device "
                      "bands, far wider than the total's")
+
+
+@dataclass(frozen=True)
+class NeedsWholeWindow:
+    """The result for a device given a cut window (TelemetryWindow.cut) that
+    the model cannot forecast: its fallback, its own daily profile, reads
+    the whole window; the caller forecasts it again from that."""
+
+    device_id: str
 
 
 def model_version(model: QuantileModel | None) -> str:
@@ -79,7 +93,7 @@ def profile_forecast(window: TelemetryWindow, forecast_start: datetime, horizon_
         notes=(fallback.profile_note(f"{last:%Y-%m-%dT%H:%MZ}", ok.sum() / DAY),))
 
 
-def _from_peers(results: list, windows: list[TelemetryWindow], attributes: list[dict | None],
+def from_peers(results: list, windows: list[TelemetryWindow], attributes: list[dict | None],
                 forecast_start: datetime, version: str) -> None:
     """Devices left without a forecast (InsufficientHistory) get one from
     the model's forecasts of the others in `results` (fallback.from_peers),
@@ -126,14 +140,17 @@ def forecast_many(
     attributes: list[dict | None],
     temperature: list[np.ndarray | None],
     baseline_days: int = 14,
-) -> list[Forecast | InsufficientHistory]:
+    peers: bool = True,
+) -> list[Forecast | InsufficientHistory | NeedsWholeWindow]:
     """`forecast` for many devices in one batch, and the same numbers bit
     for bit whatever the batch (features and trees work row by row): a
     Forecast per device, or the InsufficientHistory it would raise. Windows
     that share a start and length go through the model together. The one
     exception: a device with too few readings of its own for any forecast
     gets its peers' in the batch (fallback.from_peers), when there are
-    enough of them."""
+    enough of them (`peers=False`: the caller calls `from_peers` itself).
+    Given cut windows, a device the model cannot forecast comes back as
+    NeedsWholeWindow."""
     forecast_start = to_utc(forecast_start)
     out: list[Forecast | InsufficientHistory | None] = [None] * len(windows)
     if model is None:
@@ -153,7 +170,8 @@ def forecast_many(
                                              [temperature[i] for i in members] if has_temp else None),
                              strict=True):
             out[i] = result
-    _from_peers(out, windows, attributes, forecast_start, model_version(model))
+    if peers:
+        from_peers(out, windows, attributes, forecast_start, model_version(model))
     return out  # type: ignore[return-value]
 
 
@@ -161,18 +179,27 @@ def _batch(model: QuantileModel, windows: list[TelemetryWindow], forecast_start:
            horizon_intervals: int, attributes: list[dict],
            temperature: list[np.ndarray] | None) -> list[Forecast | InsufficientHistory]:
     """Devices whose windows share one grid, all with or all without temperature."""
+    # The features read nothing older than READ_DAYS before the start: the
+    # panel holds only that (a window cut there remembers where the device's
+    # first reading was), whether the window came whole (an actor's) or
+    # already cut (a fleet shard's, shipped that way): the same panel, the
+    # same numbers bit for bit.
+    first = max(windows[0].index_of(forecast_start) - READ_DAYS * DAY, 0)
+    whole = windows
+    windows = [w.cut(first) for w in windows]
     first_window = windows[0]
     n, length = len(windows), len(first_window.values)
     origin = first_window.index_of(forecast_start)
     temp = None
     if temperature is not None:
-        width = max(len(t) for t in temperature)
+        width = max(len(t) for t in temperature) - first
         temp = np.full((n, width), np.nan)
         for d, t in enumerate(temperature):
-            temp[d, : len(t)] = t
+            temp[d, : len(t) - first] = t[first:]
     panel = Panel(np.array([w.device_id for w in windows]), first_window.start,
                   np.stack([w.values for w in windows]), None if temp is None else temp[:, :length],
-                  countries=np.array([a.get("country") or "DE" for a in attributes]))
+                  countries=np.array([a.get("country") or "DE" for a in attributes]),
+                  first_reading=np.array([w.first_index() for w in windows], dtype=np.int64))
     source = TemperatureSeries(np.arange(n, dtype=np.int64), temp) if temp is not None else None
     static = np.vstack([model.vocabulary.encode_one(a) for a in attributes])
     p = model.predict_rows(panel, Rows.grid(np.arange(n), np.full(n, origin), horizon_intervals),
@@ -180,15 +207,18 @@ def _batch(model: QuantileModel, windows: list[TelemetryWindow], forecast_start:
     shape = (n, horizon_intervals)
     p10, p50, p90, mean = (x.reshape(shape) for x in (p.p10, p.p50, p.p90, p.mean))
     history_days = p.history_days.reshape(shape)[:, 0]
-    first = max(origin - (SCALE_DAYS + 1) * DAY, 0)  # the oldest reading a feature reads
-    results: list[Forecast | InsufficientHistory] = []
-    for d, window in enumerate(windows):
+    results: list[Forecast | InsufficientHistory | NeedsWholeWindow] = []
+    for d, (window, uncut) in enumerate(zip(windows, whole, strict=True)):
         if np.isnan(p50[d]).any():
-            seen = int(np.sum(~np.isnan(window.values[max(origin - SCALE_DAYS * DAY, 0) : origin])))
-            results.append(profile_forecast(window, forecast_start, horizon_intervals, model_version(model))
+            if uncut.is_cut:  # its own profile needs the whole window (the caller fetches it)
+                results.append(NeedsWholeWindow(window.device_id))
+                continue
+            at = uncut.index_of(forecast_start)
+            seen = int(np.sum(~np.isnan(uncut.values[max(at - SCALE_DAYS * DAY, 0) : at])))
+            results.append(profile_forecast(uncut, forecast_start, horizon_intervals, model_version(model))
                            or InsufficientHistory(
-                f"device {window.device_id!r}: {seen} quarter-hour readings in the 7 days before "
-                f"{forecast_start:%Y-%m-%dT%H:%MZ} and {int(np.sum(~np.isnan(window.values[:origin])))} in "
+                f"device {uncut.device_id!r}: {seen} quarter-hour readings in the 7 days before "
+                f"{forecast_start:%Y-%m-%dT%H:%MZ} and {int(np.sum(~np.isnan(uncut.values[:at])))} in "
                 f"its window; a forecast needs at least {MIN_HISTORY_INTERVALS}"))
             continue
         history = float(history_days[d])
@@ -210,7 +240,7 @@ def _batch(model: QuantileModel, windows: list[TelemetryWindow], forecast_start:
             forecast_start=forecast_start,
             model_version=model_version(model),
             p10=p10[d], p50=p50[d], p90=p90[d], mean=mean[d],
-            data_window_start=window.start + first * QUARTER_HOUR,
+            data_window_start=window.start,
             data_window_end=min(window.end, forecast_start),
             history_days=history,
             notes=notes,

@@ -94,6 +94,9 @@ class Panel:
     attributes: pd.DataFrame | None = None
     countries: np.ndarray | None = None  # per device; default: attributes["country"], else DE
     step_minutes: int = SERVING_STEP_MINUTES
+    # Per device, the index of its first reading when the panel was cut from
+    # longer windows (negative: before `start`); None: read from `power`.
+    first_reading: np.ndarray | None = None
     _cum: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -143,7 +146,10 @@ class Panel:
         return self._cum[name]
 
     def first_valid(self) -> np.ndarray:
-        """Per device, the index of its first reading (intervals if none)."""
+        """Per device, the index of its first reading (intervals if none;
+        negative: before `start`, in a panel cut from longer windows)."""
+        if self.first_reading is not None:
+            return self.first_reading
         if "first" not in self._cum:
             ok = ~np.isnan(self.power)
             self._cum["first"] = np.where(ok.any(axis=1), ok.argmax(axis=1), self.intervals)
@@ -472,7 +478,10 @@ def _start_features(
     out[:, col["mean_24h"]] = m24 / scale
     out[:, col["std_24h"]] = s24 / scale
     out[:, col["missing_24h"]] = 1.0 - c24 / day
-    first = np.maximum(panel.first_valid()[dev], lo)
+    first = panel.first_valid()[dev]
+    # Training's simulated short histories start at lo; a first reading
+    # before a cut panel's start (negative) counts as it is.
+    first = np.where(first < 0, first, np.maximum(first, lo))
     out[:, col["history_days"]] = _clip((origin - first) / day, 0, 28)
     if panel.outdoor_temp is not None:
         tcum, zero = panel.cumulative("outdoor_temp"), np.zeros_like(lo)

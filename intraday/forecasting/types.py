@@ -19,15 +19,26 @@ class TelemetryWindow:
 
     `values[i]` is the interval starting at `start + i * 15 min`; NaN marks a
     gap (no measurement), so gaps are explicit rather than missing rows.
+    Values are held at float32 precision (a tenth of a milliwatt at 1 kW),
+    so a window shipped as float32 (the fleet path's binary windows) is the
+    same window as one read as JSON (the actor's).
+
+    A window `cut` from a longer one keeps what the features need of the
+    part it dropped: where the device's first reading was (`first_reading`,
+    relative to this start, negative when before it) and how many of the
+    dropped intervals had none (`missing_before`).
     """
 
     device_id: str
     start: datetime
     values: np.ndarray
+    first_reading: int | None = None
+    missing_before: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "start", to_utc(self.start))
-        object.__setattr__(self, "values", np.asarray(self.values, dtype=np.float64))
+        values = np.asarray(self.values, dtype=np.float64)
+        object.__setattr__(self, "values", values.astype(np.float32).astype(np.float64))
 
     @property
     def end(self) -> datetime:
@@ -36,7 +47,29 @@ class TelemetryWindow:
 
     @property
     def missing(self) -> int:
-        return int(np.isnan(self.values).sum())
+        """Intervals without a reading, those cut off included."""
+        return int(np.isnan(self.values).sum()) + self.missing_before
+
+    @property
+    def is_cut(self) -> bool:
+        return self.first_reading is not None
+
+    def first_index(self) -> int:
+        """The index of the device's first reading (negative: before this
+        window's start; len(values): none at all)."""
+        if self.first_reading is not None:
+            return self.first_reading
+        ok = ~np.isnan(self.values)
+        return int(ok.argmax()) if ok.any() else len(self.values)
+
+    def cut(self, i: int) -> TelemetryWindow:
+        """The window from index `i` on, remembering what came before."""
+        if i <= 0:
+            return self
+        first = self.first_index()
+        return TelemetryWindow(self.device_id, self.start + i * QUARTER_HOUR, self.values[i:],
+                               first_reading=first - i if first < len(self.values) else len(self.values) - i,
+                               missing_before=self.missing_before + int(np.isnan(self.values[:i]).sum()))
 
     def index_of(self, t: datetime) -> int:
         return int((to_utc(t) - self.start) / QUARTER_HOUR)

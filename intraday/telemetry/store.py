@@ -520,6 +520,39 @@ class TelemetryStore:
             _sum_split_cells(values, chunks)
         return FleetWindow(rows, start, values.reshape(len(rows), n))
 
+    def recent_windows(self, start: datetime, cut: datetime, end: datetime,
+                       device_ids: list[str]) -> tuple[FleetWindow, np.ndarray, np.ndarray]:
+        """The windows [start, end) of `device_ids` cut at `cut`
+        (TelemetryWindow.cut): the values of [cut, end), and per device the
+        index of its first reading in [start, end) relative to `cut`
+        (negative: before it; the cut window's length: none) and how many
+        quarter-hours of [start, cut) have no reading. The older part is
+        counted in the query, not shipped."""
+        start, cut, end = to_utc(start), to_utc(cut), to_utc(end)
+        cut = min(max(cut, start), end - QUARTER_HOUR)
+        fleet = self.fleet_window(cut, end, device_ids)
+        n = fleet.values.shape[1]
+        ok = ~np.isnan(fleet.values)
+        first = np.where(ok.any(axis=1), ok.argmax(axis=1), n).astype(np.int64)
+        before = int((cut - start) / QUARTER_HOUR)
+        missing = np.full(len(device_ids), before, dtype=np.int64)
+        if before:
+            table = self.query(
+                "SELECT device_id, uniqExact(interval_start) AS cells,"
+                "       toInt64(min(toUnixTimestamp(interval_start))) AS first"
+                " FROM {db}.power_consumption_15min"
+                " WHERE interval_start >= toDateTime({start:Int64}, 'UTC')"
+                "   AND interval_start < toDateTime({cut:Int64}, 'UTC')"
+                "   AND device_id IN {ids:Array(String)}"
+                " GROUP BY device_id",
+                {"start": int(start.timestamp()), "cut": int(cut.timestamp()), "ids": list(device_ids)})
+            if table.num_rows:
+                row = {d: k for k, d in enumerate(device_ids)}
+                rows = np.fromiter((row[d] for d in table.column("device_id").to_pylist()), np.int64)
+                missing[rows] -= table.column("cells").to_numpy().astype(np.int64)
+                first[rows] = (table.column("first").to_numpy() - int(cut.timestamp())) // 900
+        return fleet, first, missing
+
     def portfolio_actuals(self, start: datetime, end: datetime) -> tuple[np.ndarray, np.ndarray]:
         """The fleet's measured total per quarter-hour in [start, end): the
         sum of the devices' mean power (kW) and how many devices reported,

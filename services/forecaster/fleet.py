@@ -5,11 +5,13 @@ recorded from the shards.
 How a shard gets its windows: one telemetry query for the whole shard
 (`POST /windows`), with the same bounds a DeviceActor's window has after
 `Prepare` (the last `history_days` up to min(forecast start, the request's
-quarter-hour)). The actors fill their windows from that same store and keep
-them in step with it (late readings are pushed to them), so a shard reads
-what the actors hold without 10,000 actor calls; the single-device path
-keeps the actors as its hot cache. The forecasts equal the single path's
-for the same inputs (tests/unit/test_serving.py, tests/integration).
+quarter-hour)), shipped cut to the days the model's features read
+(engine.READ_DAYS) as float32 Arrow (intraday/telemetry/window_batch.py).
+The actors fill their windows from that same store and keep them in step
+with it (late readings are pushed to them), so a shard reads what the
+actors hold without 10,000 actor calls; the single-device path keeps the
+actors as its hot cache. The forecasts equal the single path's for the
+same inputs, bit for bit (tests/unit/test_serving.py, tests/integration).
 """
 
 from __future__ import annotations
@@ -97,17 +99,36 @@ def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
     clock = _Stopwatch("batch" if batch else "fleet")
     BATCH_DEVICES.labels("batch" if batch else "shard").observe(len(ids))
     window_start = data_end - timedelta(days=settings.history_days)
-    values = sidecar.fetch_windows(ids, window_start, data_end)
+    model = _model(version)
+    # The model's features read the last READ_DAYS before the start: only
+    # those are shipped (the seasonal baseline reads further back).
+    cut = max(start - timedelta(days=engine.READ_DAYS), window_start) if model is not None else None
+    windows = sidecar.fetch_windows(ids, window_start, data_end, cut).windows(ids)
     clock.lap("windows")
-    windows = [TelemetryWindow(d, window_start, values[k]) for k, d in enumerate(ids)]
     attrs = fleet_devices()
     attributes = [attrs.get(d) or {} for d in ids]
-    model = _model(version)
-    temps = (_temperatures(attributes, window_start, start, horizon) if model is not None
-             else [None] * len(ids))
+
+    def temperatures(which: list[TelemetryWindow], of: list[dict]) -> list[np.ndarray | None]:
+        return (_temperatures(of, which[0].start, start, horizon) if model is not None and which
+                else [None] * len(which))
+
+    temps = temperatures(windows, attributes)
     clock.lap("weather")
     results = engine.forecast_many(model, windows, start, horizon, attributes, temps,
-                                   baseline_days=settings.baseline_days)
+                                   baseline_days=settings.baseline_days, peers=False)
+    # A device the model cannot forecast falls back on its own profile, which
+    # reads its whole window: those few are read again, whole.
+    whole = [k for k, r in enumerate(results) if isinstance(r, engine.NeedsWholeWindow)]
+    if whole:
+        again = sidecar.fetch_windows([ids[k] for k in whole], window_start, data_end).windows(
+            [ids[k] for k in whole])
+        redo = engine.forecast_many(model, again, start, horizon, [attributes[k] for k in whole],
+                                    temperatures(again, [attributes[k] for k in whole]),
+                                    baseline_days=settings.baseline_days, peers=False)
+        for k, w, r in zip(whole, again, redo, strict=True):
+            windows[k], results[k] = w, r
+    if model is not None:  # as forecast_many: the baseline has no peers to lend
+        engine.from_peers(results, windows, attributes, start, engine.model_version(model))
     clock.lap("inference")
 
     failed: dict[str, str] = {}

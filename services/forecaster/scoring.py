@@ -75,7 +75,7 @@ def score(item: scores.Due) -> tuple[dict, int, recalibration.Day | None]:
             n = min(len(f.p50), item.horizon)
             p10[k, :n], p50[k, :n], p90[k, :n], mean[k, :n] = f.p10[:n], f.p50[:n], f.p90[:n], f.mean[:n]
     actual = np.vstack([sidecar.fetch_windows(item.device_ids[i:i + WINDOW_CHUNK], item.forecast_start,
-                                              item.end)
+                                              item.end).values
                         for i in range(0, len(item.device_ids), WINDOW_CHUNK)])
     sums = {"device": live.score(item.forecast_start, actual, p10, p50, p90, mean)}
     day = None

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from intraday.config import get_settings
 from intraday.errors import BatchConflict, InvalidRequest, UnknownDevice
-from intraday.telemetry import openmeteo
+from intraday.telemetry import openmeteo, window_batch
 from intraday.telemetry.ingest import (
     DeviceRegistry,
     IngestReport,
@@ -269,24 +269,34 @@ class WindowsRequest(BaseModel):
     device_ids: list[str] = Field(min_length=1, max_length=MAX_BATCH_DEVICES)
     start: datetime
     end: datetime
+    # Ship only [cut, end) (what the features read); the older part is
+    # summed up per device in the query (store.recent_windows).
+    cut: datetime | None = None
 
 
 @app.post("/windows")
 async def windows(request: WindowsRequest) -> Response:
     """The windows of many devices in one query, as the single-device
-    endpoint gives them: (devices x intervals) float64, little-endian, rows
-    in the order asked, NaN for gaps (binary: 23 KB per device-month, a
-    tenth of the JSON and no parsing)."""
+    endpoint gives them, as an Arrow IPC stream (`application/vnd.apache.
+    arrow.stream`): one row per device in the order asked, `values` the
+    quarter-hours from `cut` (default `start`) to `end` as float32 (NaN for
+    gaps; 11.5 KB per device-month, and read without parsing),
+    `first_reading` (the index of the device's first reading in [start,
+    end) relative to `cut`; negative before it, the row's length when none)
+    and `missing_before` (quarter-hours of [start, cut) without a reading).
+    The schema's metadata holds the grid's `start` and `intervals`."""
     start, end = to_utc(request.start), to_utc(request.end)
     _check_span(start, end)
+    cut = to_utc(request.cut) if request.cut is not None else start
+    if not start <= cut < end or (cut - start) % QUARTER_HOUR:
+        raise HTTPException(422, "cut must be a quarter-hour step from start, before end")
     try:
         ids = [check_device_id(d) for d in request.device_ids]
     except ValueError as e:
         raise HTTPException(422, str(e)) from e
-    fleet = await run_in_threadpool(store.fleet_window, start, end, ids)
-    return Response(fleet.values.astype("<f8").tobytes(), media_type="application/octet-stream",
-                    headers={"x-devices": str(len(ids)), "x-intervals": str(fleet.values.shape[1]),
-                             "x-start": isoformat_z(fleet.start)})
+    fleet, first, missing = await run_in_threadpool(store.recent_windows, start, cut, end, ids)
+    return Response(window_batch.encode(fleet, first, missing, cut > start),
+                    media_type=window_batch.MEDIA_TYPE)
 
 
 @app.get("/weather/{location}")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from intraday.telemetry import window_batch
 from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, isoformat_z
 from tests.stack import api_key, dapr_headers, eventually, intraday
 
@@ -87,7 +88,7 @@ def test_the_overview_is_what_the_audit_store_and_telemetry_hold(stack, gateway,
                               "start": isoformat_z(start),
                               "end": isoformat_z(start + len(measured) * QUARTER_HOUR)})
     assert window.status_code == 200, window.text
-    values = np.frombuffer(window.content, "<f8").reshape(24, -1)
+    values = window_batch.decode(window.content, 24).values
     reported = ~np.isnan(values)
     assert o["actuals"]["devices"] == reported.sum(axis=0).tolist()
     assert [v is None for v in measured] == (~reported.any(axis=0)).tolist()

@@ -213,7 +213,8 @@ def test_a_burst_of_concurrent_requests_is_batched_and_each_forecast_made_once(s
     audited = dict(pg.execute("SELECT request_id, p50 FROM forecast_series WHERE request_id = ANY(%s)",
                               ([m["forecast_id"] for m in burst[:20]],)).fetchall())
     for m in burst[:20]:
-        assert np.max(np.abs(messages.read_forecast(m).p50 - np.array(audited[m["forecast_id"]]))) <= 5e-4
+        error = np.abs(messages.read_forecast(m).p50 - np.array(audited[m["forecast_id"]]))
+        assert np.max(error) <= 5e-4 + 1e-9  # half a watt
 
     sidecar = httpx.Client(base_url="http://127.0.0.1:3501", timeout=60,
                            headers=dapr_headers(stack))  # the forecaster's daprd

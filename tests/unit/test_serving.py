@@ -191,3 +191,57 @@ def test_a_device_with_no_readings_is_forecast_from_its_peers_in_a_batch(data, m
     # Two peers are too few: it stays refused.
     *_, alone = engine.forecast_many(model, windows[1:], start, DAY, attributes[1:], [None] * 3)
     assert isinstance(alone, InsufficientHistory)
+
+
+def test_windows_cut_to_the_days_the_features_read_give_the_same_forecasts_bit_for_bit(data, model):
+    """A fleet shard is shipped only the last READ_DAYS of its windows (and
+    per device where its first reading was and how many older quarter-hours
+    had none): each device's forecast is the actor's from its whole window,
+    to the bit, with the same history and gaps on record; a device that
+    needs its whole window (its own profile) says so."""
+    origin = data.panel.intervals - DAY
+    start = data.panel.timestamp(origin)
+    cut_at = origin - engine.READ_DAYS * DAY
+    whole, attrs, temps = [], [], []
+    for d in range(6):
+        window, a = _device(data, d, origin)
+        whole.append(window)
+        attrs.append(a)
+        temps.append(_temps(data, d, origin, DAY))
+    values = whole[1].values.copy()
+    values[: cut_at + 2 * DAY] = np.nan  # first reading after the cut: 6 days of history
+    whole[1] = TelemetryWindow(whole[1].device_id, whole[1].start, values)
+    values = whole[2].values.copy()
+    values[cut_at - 5 * DAY : cut_at - DAY] = np.nan  # gaps only in the part not shipped
+    whole[2] = TelemetryWindow(whole[2].device_id, whole[2].start, values)
+    values = whole[3].values.copy()
+    values[origin - 8 * DAY : origin] = np.nan  # an outage: its own profile
+    whole[3] = TelemetryWindow(whole[3].device_id, whole[3].start, values)
+    cut = [w.cut(cut_at) for w in whole]
+    assert cut[0].first_reading < 0 and cut[2].missing == whole[2].missing > cut[0].missing
+    shipped = engine.forecast_many(model, cut, start, DAY, attrs, [t[cut_at:] for t in temps], peers=False)
+    assert isinstance(shipped[3], engine.NeedsWholeWindow) and shipped[3].device_id == whole[3].device_id
+    for d in (0, 1, 2, 4, 5):
+        single = engine.forecast(model, whole[d], start, DAY, attrs[d], temps[d])
+        for k in ("p10", "p50", "p90", "mean"):
+            assert np.array_equal(getattr(shipped[d], k), getattr(single, k)), (d, k)
+        assert shipped[d].to_dict() == single.to_dict()
+    assert shipped[0].history_days > engine.READ_DAYS and 5 < shipped[1].history_days < 7
+    assert "own daily profile" in engine.forecast(model, whole[3], start, DAY, attrs[3], temps[3]).notes[0]
+
+
+def test_a_window_cut_keeps_its_first_reading_and_gaps():
+    values = np.array([np.nan, np.nan, 1.0, np.nan, 2.0, 3.0, np.nan, 4.0])
+    w = TelemetryWindow("hp-1", T0, values)
+    for i in range(len(values)):
+        c = w.cut(i)
+        assert c.start == T0 + i * QUARTER_HOUR and np.array_equal(c.values, values[i:], equal_nan=True)
+        assert c.missing == w.missing == 4 and c.first_index() == 2 - i
+        assert c.cut(1).first_index() == 1 - i and c.cut(1).missing == 4
+    empty = TelemetryWindow("hp-2", T0, np.full(4, np.nan)).cut(3)
+    assert empty.first_index() == len(empty.values) == 1 and empty.missing == 4
+    # Held at float32 precision, so a float32 wire loses nothing.
+    assert TelemetryWindow("hp-1", T0, [0.1]).values[0] == float(np.float32(0.1))
+
+
+T0 = __import__("datetime").datetime(2026, 1, 5, tzinfo=__import__("datetime").UTC)

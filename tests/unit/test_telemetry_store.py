@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from intraday.telemetry import store as store_module
+from intraday.telemetry import window_batch
 from intraday.telemetry.fleet import fleet_devices
 from intraday.telemetry.ingest import ingest_batch
 from intraday.telemetry.store import DEVICE_COLUMNS, ChdbBackend, MigrationError, TelemetryStore
@@ -112,6 +113,36 @@ def test_fleet_window_is_one_matrix_with_explicit_gaps(store):
     everyone = store.fleet_window(T0, T0 + timedelta(days=1))
     assert list(everyone.device_ids) == sorted(fleet_devices(6, seed=1).device_id)
     np.testing.assert_array_equal(everyone.values[2], w.values[1], strict=True)
+
+
+def test_recent_windows_are_the_whole_windows_cut_and_survive_the_wire(store):
+    """What a fleet shard is shipped (POST /windows with `cut`): the whole
+    windows cut where the features start reading, with each device's first
+    reading and its older gaps counted in the query, split quarter-hours
+    (two batches in one) included; as float32 Arrow it reads back equal."""
+    start = T0 + timedelta(days=10)
+    ts = pd.date_range(start, periods=4 * 96, freq="15min", tz="UTC")
+    early = pd.DataFrame({"device_id": "hp-0005", "timestamp": ts[5:300:7], "power": 0.1 + np.arange(43.0)})
+    late = pd.DataFrame({"device_id": "hp-0006", "timestamp": ts[200:], "power": 2.0})
+    split = pd.DataFrame({"device_id": "hp-0005", "timestamp": ts[5] + timedelta(minutes=5), "power": [9.0]})
+    for k, rows in enumerate((early, late, split)):
+        ingest_batch(store, rows, source="test", batch_id=f"rw-{k}")
+    ids = ["hp-0006", "hp-0005", "hp-0001"]
+    end = start + 4 * timedelta(days=1)
+    whole = store.fleet_window(start, end, ids)
+    for k in (0, 1, 5, 100, 250, 383):
+        cut = start + k * timedelta(minutes=15)
+        fleet, first, missing = store.recent_windows(start, cut, end, ids)
+        shipped = window_batch.decode(window_batch.encode(fleet, first, missing, k > 0), len(ids))
+        assert shipped.start == cut and shipped.cut == (k > 0)
+        for row, (got, want) in enumerate(zip(shipped.windows(ids), (whole.device(r) for r in range(3)),
+                                              strict=True)):
+            expected = want.cut(k)
+            assert got.device_id == ids[row] and got.start == expected.start
+            np.testing.assert_array_equal(got.values, expected.values, strict=True)
+            assert (got.first_index(), got.missing) == (expected.first_index(), expected.missing), (k, row)
+    _, first, missing = store.recent_windows(start, start + timedelta(days=2), end, ids)
+    assert list(first) == [200 - 192, 5 - 192, 192] and missing[2] == 192
 
 
 def test_portfolio_actuals_are_the_sum_of_the_fleet_window(store):
