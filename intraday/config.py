@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     batch_max_in_flight: int = 2
     batch_max_wait_ms: float = 5.0
     fleet_shard_size: int = 1000  # devices per shard of a fleet forecast (measured: README, bench/load.py)
+    # Shards of one fleet forecast in flight at a time: enough that one reads
+    # while another infers and a third publishes and audits (bench/load.py)
+    fleet_parallel_shards: int = Field(default=3, ge=1, le=64)
 
     # Trading rule: forecast when the price moved at least this much since the
     # last forecast, at most once per debounce period.

@@ -101,6 +101,10 @@ def run_stack(extra_env: dict[str, str] | None = None) -> Iterator[dict]:
            "INTRADAY_FAILPOINTS_DIR": str(data_dir / "failpoints"),
            # The daily training (tests/integration/test_training.py triggers it): small.
            "INTRADAY_TRAINING_ROWS": "50000",
+           # The demo fleet's 24 devices in two shards, one in flight at a
+           # time: every fleet forecast in the tests crosses shards and the
+           # workflow's bounded fan-out (workflows/fleet.py).
+           "INTRADAY_FLEET_SHARD_SIZE": "12", "INTRADAY_FLEET_PARALLEL_SHARDS": "1",
            # The tests start on the seasonal fallback and train their own
            # models; the session on the GCP emulators starts as a first
            # `make up` does (Makefile).

@@ -43,11 +43,20 @@ def fleet_forecast_workflow(ctx: wf.DaprWorkflowContext, job: dict):
     devices = job["device_ids"]
     size = job["shard_size"]
     shards = [devices[i : i + size] for i in range(0, len(devices), size)]
-    results = yield wf.when_all([
-        ctx.call_activity(activities.forecast_shard, input={**job, "device_ids": shard, "shard": k},
-                          retry_policy=SHARD_RETRY)
-        for k, shard in enumerate(shards)
-    ])
+    # At most `parallel_shards` in flight: a pipeline (one reads while
+    # another infers, a third publishes and audits), not every shard at once
+    # queueing for the same two cores and holding its windows meanwhile.
+    parallel = max(1, int(job.get("parallel_shards") or len(shards)))
+    tasks, running = [], []
+    for k, shard in enumerate(shards):
+        if len(running) >= parallel:
+            done = yield wf.when_any(running)
+            running.remove(done)
+        task = ctx.call_activity(activities.forecast_shard, input={**job, "device_ids": shard, "shard": k},
+                                 retry_policy=SHARD_RETRY)
+        tasks.append(task)
+        running.append(task)
+    results = yield wf.when_all(tasks)
     summary = yield ctx.call_activity(
         activities.record_fleet, input={"job": {**job, "device_ids": devices}, "shards": results},
         retry_policy=IO_RETRY)

@@ -402,7 +402,7 @@ async def start_fleet_forecast(
            "horizon_intervals": horizon, "model_version": version,
            "data_end": isoformat_z(min(start, floor_quarter_hour(now))),
            "requested_by": request.requested_by, "requested_at": isoformat_z(now),
-           "shard_size": settings.fleet_shard_size}
+           "shard_size": settings.fleet_shard_size, "parallel_shards": settings.fleet_parallel_shards}
     async with _starting_lock(fid):
         created = await run_in_threadpool(_start_once, fid, job, FLEET_WORKFLOW_NAME)
     view: dict = {"forecast_id": fid, "status": "SCHEDULED" if created else "EXISTS"}
