@@ -26,6 +26,7 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import threading
@@ -475,6 +476,52 @@ def price_to_decision(pg: psycopg.Connection) -> dict:
 
 # -- the run ---------------------------------------------------------------------------
 
+def mtls_ab(devices: int, runs: int, out: Path) -> None:
+    """The same stack, data and load with mTLS (and the access control it
+    carries) on, then off: `runs` fleet forecasts of the whole fleet and 30
+    lone requests to warm actors each, so what mTLS costs is measured, not
+    guessed. Restarts the stack between the two (INTRADAY_MTLS=off:
+    scripts/stack.sh)."""
+    env = prepare_and_start(devices)
+    data_dir = Path(env["INTRADAY_DATA_DIR"])
+    HEADERS.update(gateway_headers(data_dir))
+    figures: dict = {}
+    # Distinct starts for every run of both modes: each is a new forecast.
+    starts = iter(floor_quarter_hour(datetime.now(UTC)) + QUARTER_HOUR * k
+                  for k in random.SystemRandom().sample(range(4, 4 * 48), 2 * runs))
+    try:
+        for mode in ("on", "off"):
+            if mode == "off":
+                log("restarting the stack with INTRADAY_MTLS=off ...")
+                subprocess.run(["bash", "scripts/stack.sh", "down"], cwd=ROOT, env=env, check=False)
+                plain = {**env, "INTRADAY_MTLS": "off"}
+                subprocess.run(["bash", "scripts/stack.sh", "up"], cwd=ROOT, env=plain, check=True)
+            settle()
+            listed = httpx.get(f"{GATEWAY}/devices", timeout=60, headers=HEADERS).json()
+            fleet = [d["device_id"] for d in listed]
+            httpx.post(f"{GATEWAY}/warm", json={"top": 0}, timeout=120, headers=HEADERS).raise_for_status()
+            log(f"mTLS {mode}: {runs} fleet forecasts of {len(fleet):,} devices ...")
+            runs_s = [fleet_forecast(None, next(starts))["seconds"] for _ in range(runs)]
+            lone = asyncio.run(lone_then_burst(Work(fleet, random.SystemRandom().randrange(10**6)), 30, 1, 1))
+            warm = lone["lone"]["warm_actor"]
+            figures[mode] = {"fleet_s": runs_s, "fleet_median_s": statistics.median(runs_s),
+                             "lone_warm_p50_ms": warm.get("p50_ms"), "lone_warm_p99_ms": warm.get("p99_ms")}
+    finally:
+        subprocess.run(["bash", "scripts/stack.sh", "down"], cwd=ROOT, env=env, check=False)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    doc = {"benchmark": "load --ab-mtls", "measured_at": isoformat_z(datetime.now(UTC)), "commit": commit,
+           "machine": machine(), "fleet_devices": devices,
+           "what": "mTLS between the sidecars and the control plane, with access control, on and then off "
+                   "(the API and app tokens stay) on the same stack and data",
+           "mtls": figures}
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    for mode, f in figures.items():
+        print(f"  mTLS {mode:3s}: fleet {f['fleet_median_s']} s median of {f['fleet_s']}; "
+              f"lone warm p50 {f['lone_warm_p50_ms']} ms, p99 {f['lone_warm_p99_ms']} ms")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=10_000, help="fleet size of a stack this tool starts")
@@ -491,8 +538,16 @@ def main() -> None:
                          "(every thread, waiting ones too: where each shard's wall time goes)")
     ap.add_argument("--profile-gil", action="store_true",
                     help="with --profile: only the thread holding the GIL (where the CPU goes)")
+    ap.add_argument("--ab-mtls", type=int, default=0, metavar="RUNS",
+                    help="instead of the scenarios: RUNS fleet forecasts and 30 lone requests with mTLS on, "
+                         "then off, on a stack this tool starts (bench/results/load-mtls.json)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
     args = ap.parse_args()
+    if args.ab_mtls:
+        if gateway_up():
+            sys.exit("--ab-mtls restarts the stack itself: stop the running one first (make down)")
+        mtls_ab(args.devices, args.ab_mtls, ROOT / "bench" / "results" / "load-mtls.json")
+        return
     if args.quick:
         args.concurrent, args.sustain_minutes = 200, 1
     global PROFILE_DIR, PROFILE_GIL

@@ -172,9 +172,13 @@ start_sentry() {
 }
 
 start_dapr_control_plane() {
-  start_sentry
-  local tls=(--tls-enabled --sentry-address "localhost:$sentry_port" --trust-domain localhost
-             --trust-anchors-file "$data/certs/ca.crt")
+  local tls=() mode="plain: INTRADAY_MTLS=off"
+  if [[ "${INTRADAY_MTLS:-on}" != off ]]; then
+    start_sentry
+    tls=(--tls-enabled --sentry-address "localhost:$sentry_port" --trust-domain localhost
+         --trust-anchors-file "$data/certs/ca.crt")
+    mode=mTLS
+  fi
   start_daemon placement "$dapr_bin/placement" --port "$placement_port" "${tls[@]}" \
     --healthz-port 58081 --metrics-port 59091 --log-level warn
   mkdir -p "$data/scheduler"
@@ -185,13 +189,16 @@ start_dapr_control_plane() {
     --healthz-port 58082 --metrics-port 59092 --log-level warn
   wait_for placement 30 http_ok http://127.0.0.1:58081/healthz || die "placement unhealthy (see $logs/placement.log)"
   wait_for scheduler 60 http_ok http://127.0.0.1:58082/healthz || die "scheduler unhealthy (see $logs/scheduler.log)"
-  say "sentry :$sentry_port, placement :$placement_port and scheduler :$scheduler_port up (mTLS)"
+  say "placement :$placement_port and scheduler :$scheduler_port up ($mode)"
 }
 
 # The run file `dapr run -f` gets: dapr.yaml, or one derived from it in $run.
 # INTRADAY_OBSERVABILITY=off (bench/e2e_latency.py measures what tracing
 # and metrics cost): the sidecars sample no trace and expose no metrics, the
-# apps export no spans. INTRADAY_COMPONENTS=gcp-emulated: the components of
+# apps export no spans. INTRADAY_MTLS=off (bench/load.py's A/B of what
+# mTLS costs): the sidecars talk plain gRPC, and without SPIFFE identities
+# there is no access control between the apps either (the API and app
+# tokens stay). INTRADAY_COMPONENTS=gcp-emulated: the components of
 # deploy/gcp_emulated.py.
 run_file() {
   # Absolute paths: `dapr run` reads a run file's paths from its own directory.
@@ -199,8 +206,19 @@ run_file() {
   if [[ "${INTRADAY_OBSERVABILITY:-on}" == off ]]; then
     sed -e 's/samplingRate: "1"/samplingRate: "0"/' \
         -e '/^  metrics:/,/^    enabled:/s/enabled: true/enabled: false/' \
-        components/config/local.yaml >"$run/config-untraced.yaml"
+        "$config" >"$run/config-untraced.yaml"
     config="$run/config-untraced.yaml"
+  fi
+  if [[ "${INTRADAY_MTLS:-on}" == off ]]; then
+    .venv/bin/python - "$config" "$run/config-plain.yaml" <<'PY'
+import sys
+import yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+doc["spec"]["mtls"] = {"enabled": False}
+doc["spec"].pop("accessControl", None)
+yaml.safe_dump(doc, open(sys.argv[2], "w"), sort_keys=False)
+PY
+    config="$run/config-plain.yaml"
   fi
   if [[ "$components" == gcp-emulated ]]; then
     resources="$run/components-gcp-emulated"

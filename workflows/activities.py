@@ -217,8 +217,7 @@ def publish(ctx: wf.WorkflowActivityContext, result: dict) -> None:
     failpoints.reach(failpoints.FORECAST_AFTER_PUBLISH)
 
 
-@step("forecast")
-def audit(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
+def _record(payload: dict) -> dict:
     job = ForecastJob.model_validate(payload["job"])
     with _audit_pool().connection() as conn:
         inserted = db.record_forecast(
@@ -229,3 +228,47 @@ def audit(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
             requested_at=datetime.fromisoformat(job.requested_at),
         )
     return {"inserted": inserted, "at": datetime.now(UTC).isoformat()}
+
+
+@step("forecast")
+def audit(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
+    """The forecast's audit row (one per forecast id, whatever the retries)."""
+    return _record(payload)
+
+
+# -- the two steps of forecast_workflow_v2 -------------------------------------
+
+@step("forecast")
+def make_forecast(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
+    """Validate the request, bring the device's actor window up to the
+    start (Prepare) and forecast (Forecast): one activity, one round trip
+    through the workflow engine. A domain error (a bad request, an unknown
+    device, too little history) comes back as a value, so the workflow fails
+    with its reason at once; anything else raises and the step is retried
+    (each part is idempotent: validation reads, Prepare only extends the
+    window, Forecast computes)."""
+    # The parts undecorated: this step's own duration is observed, once.
+    checked = validate.__wrapped__(ctx, job)
+    if "error" in checked:
+        return checked
+    window = fetch.__wrapped__(ctx, job)
+    made = forecast.__wrapped__(ctx, job)
+    if "error" in made:
+        return made
+    return {**made, "data_window": {**made["data_window"], "missing_intervals": window["missing_intervals"]}}
+
+
+@step("forecast")
+def deliver(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
+    """Publish the forecast on `forecasts`, then write its audit row. A
+    crash or an error before the publish lands is retried as a whole
+    (consumers deduplicate on forecast_id, so a publish made twice is one
+    forecast); once published, an audit that fails is reported, not raised
+    (`audited: false`), and the workflow owes it in a step of its own."""
+    publish.__wrapped__(ctx, payload["forecast"])
+    try:
+        return {"audited": True, **_record(payload)}
+    except Exception as e:  # noqa: BLE001 - any failure: the owed audit step retries it
+        log.warning("forecast %s published, audit failed (%s): owed", payload["forecast"].get("forecast_id"),
+                    str(e)[:200])
+        return {"audited": False, "error": str(e)[:300]}

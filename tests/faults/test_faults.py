@@ -342,7 +342,7 @@ def test_telemetry_down_warm_actors_serve_and_a_first_use_fails_clearly(stack, g
 
 
 def test_a_step_that_hangs_fails_the_forecast_at_the_durable_deadline(stack, gateway, rds):
-    """The fetch step hangs past the 60 s deadline (a failpoint holds it
+    """The actor's Prepare, inside make_forecast, hangs past the 60 s deadline (a failpoint holds it
     70 s, as a dependency that stops answering would): the durable timer
     fails the forecast at 60 s with the step named, and when the step lets
     go nothing is published or audited."""
@@ -361,7 +361,7 @@ def test_a_step_that_hangs_fails_the_forecast_at_the_durable_deadline(stack, gat
     view = eventually(final, timeout=120)
     failed_s = time.monotonic() - t0
     assert view and view["status"] == "FAILED", view
-    assert "deadline of 60 s passed during fetch" in view["error"], view
+    assert "deadline of 60 s passed while making the forecast" in view["error"], view
     time.sleep(max(0.0, 75 - (time.monotonic() - t0)))  # the held step has let go
     assert gateway.get(f"/forecast/{fid}").json()["status"] == "FAILED"
     assert not _audited(fid)
