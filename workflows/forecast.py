@@ -8,8 +8,8 @@ The instance id comes from (device, forecast start, horizon, model version),
 so a repeated request finds this instance instead of making a second forecast.
 
 Each step is a round trip through daprd's workflow engine, its state written
-to the state store: two steps instead of five take a lone request's
-orchestration from about 90 ms to about 35. What each guarantee rests on:
+to the state store, so two steps cost less than five did (measured in
+bench/results/load.json). What each guarantee rests on:
 
 - The deadline (60 s, a durable timer) is raced against `make_forecast`:
   a forecast not made by then fails with the reason, nothing published or
