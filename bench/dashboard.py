@@ -149,7 +149,7 @@ def main() -> None:
                 time.sleep(0.02)
             results["page_first_draw_s"] = round(time.perf_counter() - t0, 3)
             renders = driver.execute_script("return window.intraday.renders")
-            decision = load.price_to_decision(pg)
+            decision = load.price_to_decision(pg, len(fleet))
             recorded = time.perf_counter()
             ticked = recorded - decision["seconds"]  # when the tick was posted
             arrived = events.wait_for("decision", decision["decision_id"], 30)
