@@ -15,6 +15,7 @@ forecast id share one future, so a burst of repeats makes one forecast.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -55,6 +56,10 @@ class Batcher:
         self.max_size, self.max_in_flight, self.max_wait = max_size, max_in_flight, max_wait
         self._queue: dict[tuple, dict[str, dict]] = {}  # group -> {forecast_id: job}
         self._futures: dict[str, asyncio.Future] = {}  # queued or in flight
+        # Each request's context (its trace): a batch runs in its first
+        # request's, never in that of the request that happened to start
+        # the dispatch loop (which every later forecast would then join).
+        self._contexts: dict[str, contextvars.Context] = {}
         self._in_flight = 0
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
@@ -68,9 +73,10 @@ class Batcher:
             return {**await asyncio.shield(self._futures[fid]), "created": False}
         future = asyncio.get_running_loop().create_future()
         self._futures[fid] = future
+        self._contexts[fid] = contextvars.copy_context()
         self._queue.setdefault(self._group(job), {})[fid] = job
         if self._loop_task is None or self._loop_task.done():
-            self._loop_task = asyncio.create_task(self._dispatch_loop())
+            self._loop_task = asyncio.create_task(self._dispatch_loop(), context=contextvars.Context())
         self._wake.set()
         return await asyncio.shield(future)
 
@@ -95,7 +101,8 @@ class Batcher:
                 if not jobs:
                     del self._queue[key]
                 self._in_flight += 1
-                asyncio.create_task(self._run(take))
+                context = self._contexts.get(take[0][0]) or contextvars.Context()
+                asyncio.create_task(self._run(take), context=context)
 
     async def _run(self, take: list[tuple[str, dict]]) -> None:
         self.stats.sizes[len(take)] = self.stats.sizes.get(len(take), 0) + 1
@@ -118,6 +125,7 @@ class Batcher:
             self._wake.set()
 
     def _settle(self, fid: str, result: dict | None = None, error: BaseException | None = None) -> None:
+        self._contexts.pop(fid, None)
         future = self._futures.pop(fid, None)
         if future is None or future.done():
             return

@@ -118,6 +118,11 @@ def test_a_forecast_names_its_trace_and_the_trace_holds_the_workflow_and_the_act
     body = r.json()
     assert body["created"]
     trace_id = body["result"]["trace_id"]
+    # The next request is a trace of its own (the forecaster's batcher once
+    # ran every forecast in the context of the request that started it).
+    again = gateway.post("/forecast/intraday", params={"wait": "true"},
+                         json={"device_id": "hp-0004", "horizon_hours": 11.75}).json()
+    assert again["created"] and again["result"]["trace_id"] not in (None, trace_id)
     # The audit row, and GET /forecast/{id} (served from it), name the same trace.
     assert pg.execute("SELECT trace_id FROM forecast_requests WHERE request_id = %s",
                       (body["forecast_id"],)).fetchone()[0] == trace_id

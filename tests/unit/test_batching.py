@@ -140,3 +140,30 @@ def test_no_more_batches_in_flight_than_allowed(in_flight):
 
     asyncio.run(main())
     assert most == in_flight
+
+
+def test_each_request_runs_in_its_own_context_not_the_first_ones():
+    """A forecast runs in its request's context (its trace): the dispatch
+    loop is started by the first request, and every later forecast used to
+    run in that one's context, so all of them joined its trace."""
+    import contextvars
+
+    request = contextvars.ContextVar("request", default=None)
+    seen: dict[str, str | None] = {}
+
+    async def single(fid: str, job: dict) -> dict:
+        seen[fid] = request.get()
+        return {"forecast_id": fid, "status": "COMPLETED"}
+
+    async def one(b: Batcher, fid: str) -> dict:
+        request.set(f"request of {fid}")  # as the server's middleware sets each request's span
+        return await b.submit(fid, {"start": fid})
+
+    async def main() -> None:
+        b = Batcher(single, Recorder().batch, lambda job: (job["start"],))
+        for fid in ("a", "b", "c"):  # one after another: each a lone request
+            await asyncio.create_task(one(b, fid))
+        assert request.get() is None
+
+    asyncio.run(main())
+    assert seen == {"a": "request of a", "b": "request of b", "c": "request of c"}
