@@ -31,7 +31,7 @@ from intraday.forecasting import baseline, engine
 from intraday.forecasting.request import check_forecast_start, forecast_id, horizon_intervals
 from intraday.timeutil import floor_quarter_hour, isoformat_z, next_quarter_hour
 from services import metrics, sidecar, tracing
-from services.forecaster import fleet, scoring
+from services.forecaster import fleet, scoring, weather
 from services.forecaster.batching import Batcher
 from services.forecaster.models import catalog
 from services.http import install_common
@@ -82,10 +82,17 @@ async def lifespan(app: FastAPI):
         sidecar.schedule_job(TRAINING_JOB, settings.training_schedule, {"workflow": TRAINING_WORKFLOW_NAME}),
         sidecar.schedule_job(scoring.SCORING_JOB, settings.scoring_schedule, {"score": "published"}))
     live_gauges = asyncio.create_task(_live_gauges_loop())
+    warm_weather = asyncio.create_task(weather.keep_warm(_fleet_locations))
     yield
+    warm_weather.cancel()
     live_gauges.cancel()
     scheduling.cancel()
     runtime.shutdown()
+
+
+async def _fleet_locations() -> set[str]:
+    devices = await run_in_threadpool(activities.fleet_devices)
+    return {d["location"] for d in devices.values() if d.get("location")}
 
 
 app = FastAPI(title="intraday forecaster", lifespan=lifespan)
