@@ -116,7 +116,9 @@ def main() -> None:
         load.settle()
         results["devices"] = len(fleet)
         log("a fleet forecast of every device (the portfolio the page draws) ...")
-        results["fleet_forecast"] = load.fleet_forecast(None, load.fresh_start())
+        with psycopg.connect(load.PG_DSN, autocommit=True) as conn:
+            start = load.fresh_start(load.used_starts(conn))
+        results["fleet_forecast"] = load.fleet_forecast(None, start)
 
         log("(a) the overview ...")
         first, r = timed_get(gw, "/ui/api/overview")

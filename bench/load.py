@@ -228,13 +228,18 @@ def redis_figures() -> dict:
 class Work:
     """Distinct (device, start) pairs: each request is a new forecast."""
 
-    def __init__(self, devices: list[str], seed: int):
+    def __init__(self, devices: list[str], seed: int, avoid: set[datetime] = frozenset()):
         rng = random.Random(seed)
         self.devices = devices[:]
         rng.shuffle(self.devices)
-        # A random day in the accepted week, so a second run asks for new forecasts.
-        self.base = floor_quarter_hour(datetime.now(UTC)) + timedelta(minutes=15) \
-            + timedelta(minutes=15) * rng.randrange(0, 4 * 96)
+        # A random quarter-hour of the accepted week that no earlier run on
+        # this data forecast from (its start, the next one and those an hour
+        # later, which the lone requests use), so every request is a new
+        # forecast, not a repeat answered from the audit store.
+        now = floor_quarter_hour(datetime.now(UTC)) + QUARTER_HOUR
+        free = [now + QUARTER_HOUR * k for k in range(4 * 96)
+                if not {now + QUARTER_HOUR * (k + j) for j in (0, 1, 4, 5)} & avoid]
+        self.base = rng.choice(free) if free else now + QUARTER_HOUR * rng.randrange(4 * 96)
         self.n = 0
 
     def body(self) -> dict:
@@ -336,10 +341,26 @@ async def lone_then_burst(work: Work, lone: int, idle_s: float, burst: int) -> d
 
 # -- fleet and trading --------------------------------------------------------------
 
-def fresh_start() -> datetime:
-    """A random quarter-hour of the next two days: most likely one no
-    earlier run forecast the fleet from (the figures are of new forecasts)."""
-    return floor_quarter_hour(datetime.now(UTC)) + QUARTER_HOUR * random.SystemRandom().randrange(4, 4 * 48)
+def used_starts(pg: psycopg.Connection) -> set[datetime]:
+    """The forecast starts from now on that earlier runs on this data
+    forecast any device from: a forecast asked again is answered from the
+    audit store, and a figure of it would time nothing."""
+    rows = pg.execute("SELECT DISTINCT forecast_start FROM forecast_requests WHERE forecast_start >= %s",
+                      (floor_quarter_hour(datetime.now(UTC)),)).fetchall()
+    return {r[0] for r in rows}
+
+
+def fresh_start(avoid: set[datetime] | None = None) -> datetime:
+    """A random quarter-hour of the next two days no earlier run forecast
+    from (with `avoid`, from used_starts; it and the next quarter-hour are
+    added to it, so later picks differ): the figures are of new forecasts."""
+    now, rng = floor_quarter_hour(datetime.now(UTC)), random.SystemRandom()
+    taken = avoid if avoid is not None else set()
+    free = [now + QUARTER_HOUR * k for k in range(4, 4 * 48)
+            if now + QUARTER_HOUR * k not in taken and now + QUARTER_HOUR * (k + 1) not in taken]
+    start = rng.choice(free) if free else now + QUARTER_HOUR * rng.randrange(4, 4 * 48)
+    taken.update({start, start + QUARTER_HOUR})
+    return start
 
 
 PROFILE_DIR: Path | None = None  # --profile: py-spy samples the forecaster during each fleet forecast
@@ -624,10 +645,13 @@ def main() -> None:
         forecasts_before = pg.execute("SELECT count(*) FROM forecast_requests").fetchone()[0]
         results["redis_before"] = redis_figures()
         batching_before = httpx.get("http://127.0.0.1:8001/batching", timeout=10, headers=APP_HEADERS).json()
-        work = Work(fleet, args.seed if args.seed is not None else random.SystemRandom().randrange(10**6))
+        used = used_starts(pg)
+        seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
+        work = Work(fleet, seed, used)
+        used |= {work.base + QUARTER_HOUR * j for j in (0, 1, 4, 5)}
 
         if args.only == "fleet":
-            start = fresh_start()
+            start = fresh_start(used)
             print(json.dumps({n: fleet_forecast(sorted(fleet)[:n] if n < len(fleet) else None, start)
                               for n in (1000, len(fleet))}, indent=1))
             return
@@ -648,7 +672,7 @@ def main() -> None:
                                for k in ("requests", "shared", "batches", "singles")} \
             | {"largest": batching_after["largest"]}
 
-        start = fresh_start()
+        start = fresh_start(used)
         results["fleet"] = {
             "1000": fleet_forecast(sorted(fleet)[:1000], start),
             str(len(fleet)): fleet_forecast(None, start + timedelta(minutes=15)),
