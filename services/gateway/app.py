@@ -345,8 +345,14 @@ async def device_freshness(_: ForecastReader, limit: int = Query(20, ge=0, le=10
     return _relay(await sidecar.invoke("telemetry", "GET", "portfolio/freshness", params={"limit": limit}))
 
 
+# A device id as the registry takes it (a NUL byte, say, would reach the
+# audit store's JSON and fail there: a 500 the fuzzer found).
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+
+
 @app.get("/devices/changes")
-async def device_changes(_: ForecastReader, device_id: str | None = Query(None, max_length=64),
+async def device_changes(_: ForecastReader,
+                         device_id: str | None = Query(None, max_length=64, pattern=DEVICE_ID_PATTERN),
                          limit: int = Query(50, ge=1, le=1000)) -> list[dict]:
     """Who changed the registry, when and what: the latest changes, or
     those of one device."""
