@@ -7,9 +7,11 @@ as arrays of whole watts (about 2.5 KB for 96 intervals, against about
 `forecast_id`: a publish retried after a lost acknowledgement sends the
 same message again. `read_forecast` turns one back into a `Forecast` (kW).
 
-`prices`, `orders`, `telemetry` and `weather` keep their shapes; each has
-a schema beside the producer's code, checked in tests against real
-messages (tests/integration/test_messages.py).
+`prices`, `orders`, `telemetry` and `weather` keep their shapes. Every
+topic's schema is in `schemas/`, checked against real messages in tests
+(every `forecasts` and `orders` message `tests.stack.topic_messages`
+reads; the ones test_trading, test_telemetry and test_own_fleet publish)
+and in tests/unit/test_messages.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The serving path's pure half: one device's forecast from its actor window
 with the trained model, and the baseline named as the fallback."""
 
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -27,6 +28,9 @@ def _temps(data, d: int, origin: int, horizon: int) -> np.ndarray:
     obs = data.panel.outdoor_temp[d, :origin]
     fc = data.temperature.forecast(np.full(horizon, d), np.full(horizon, origin), origin + np.arange(horizon))
     return np.concatenate([obs, fc])
+
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
 
 def test_one_device_from_its_window_equals_the_fleet_batch(data, model):
@@ -242,6 +246,3 @@ def test_a_window_cut_keeps_its_first_reading_and_gaps():
     assert empty.first_index() == len(empty.values) == 1 and empty.missing == 4
     # Held at float32 precision, so a float32 wire loses nothing.
     assert TelemetryWindow("hp-1", T0, [0.1]).values[0] == float(np.float32(0.1))
-
-
-T0 = __import__("datetime").datetime(2026, 1, 5, tzinfo=__import__("datetime").UTC)
