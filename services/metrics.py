@@ -137,7 +137,7 @@ def _initialise() -> None:
         ACTOR_ACTIVATIONS.labels(actor_type)
         ACTOR_DEACTIVATIONS.labels(actor_type)
         ACTORS_ACTIVE.labels(actor_type)
-    for workflow in ("forecast_workflow_v2", "batch_forecast_workflow", "fleet_forecast_workflow"):
+    for workflow in ("forecast_workflow_v3", "batch_forecast_workflow", "fleet_forecast_workflow"):
         for status in ("COMPLETED", "FAILED"):
             WORKFLOW_OUTCOMES.labels(workflow, status)
     for kind in ("single", "batch", "fleet"):

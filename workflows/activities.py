@@ -7,10 +7,13 @@ workflow at once with its reason.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 
 import dapr.ext.workflow as wf
@@ -24,7 +27,7 @@ from intraday.errors import InvalidRequest, UnknownDevice
 from intraday.forecasting.request import check_forecast_start
 from services import sidecar, tracing
 from services.metrics import STEP_SECONDS
-from workflows.contracts import ForecastJob, StepError
+from workflows.contracts import DEADLINE, ForecastJob, StepError
 
 log = logging.getLogger(__name__)
 ACTOR_TYPE = "DeviceActor"  # actors.device_actor.ACTOR_TYPE, without importing the actor
@@ -167,8 +170,9 @@ def step(workflow: str):
     return wrap
 
 
-@step("forecast")
-def validate(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
+# -- the parts of make_forecast and deliver ------------------------------------
+
+def _validate(job: ForecastJob) -> dict:
     try:
         requested_at = datetime.fromisoformat(job.requested_at)
         check_forecast_start(datetime.fromisoformat(job.forecast_start), requested_at)
@@ -182,8 +186,7 @@ def validate(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
     return {"ok": True}
 
 
-@step("forecast")
-def fetch(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
+def _prepare(job: ForecastJob) -> dict:
     """Make the device's actor bring its window up to forecast_start."""
     failpoints.reach(failpoints.FORECAST_IN_FETCH)
     return sidecar.call_actor(
@@ -191,8 +194,7 @@ def fetch(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
     )
 
 
-@step("forecast")
-def forecast(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
+def _forecast(job: ForecastJob) -> dict:
     """The device's forecast from its actor, with the trace it is made in
     (the activity runs in the request's trace; the workflow function cannot
     know it, it replays)."""
@@ -208,8 +210,7 @@ def forecast(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
     return result
 
 
-@step("forecast")
-def publish(ctx: wf.WorkflowActivityContext, result: dict) -> None:
+def _publish(result: dict) -> None:
     """Topic `forecasts`, the compact message (intraday/messages.py);
     consumers deduplicate on `forecast_id` (a retried publish after a lost
     acknowledgement sends the same id again)."""
@@ -236,7 +237,19 @@ def audit(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
     return _record(payload)
 
 
-# -- the two steps of forecast_workflow_v2 -------------------------------------
+# -- the two steps of forecast_workflow_v3 -------------------------------------
+
+# make_forecast's work runs here, so the step can stop waiting for it at the
+# deadline. A part that hangs holds a thread until it lets go (its result is
+# dropped: nothing it made is published or audited); with every thread held,
+# a new forecast waits here and fails at its own deadline.
+_making = ThreadPoolExecutor(max_workers=32, thread_name_prefix="make-forecast")
+
+
+def _deadline_passed() -> dict:
+    return StepError(error=f"deadline of {DEADLINE.seconds} s passed while making the forecast",
+                     kind="deadline").model_dump()
+
 
 @step("forecast")
 def make_forecast(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
@@ -246,13 +259,36 @@ def make_forecast(ctx: wf.WorkflowActivityContext, job: ForecastJob) -> dict:
     device, too little history) comes back as a value, so the workflow fails
     with its reason at once; anything else raises and the step is retried
     (each part is idempotent: validation reads, Prepare only extends the
-    window, Forecast computes)."""
-    # The parts undecorated: this step's own duration is observed, once.
-    checked = validate.__wrapped__(ctx, job)
+    window, Forecast computes). Past `job.deadline` (set by the workflow)
+    the step gives up with the reason, a value too: waiting for a part that
+    hangs ends at the deadline, and a retry or a redelivery that starts
+    after it fails at once."""
+    left = _seconds_left(job.deadline)
+    if left is not None and left <= 0:
+        return _deadline_passed()
+    # The parts in the activity's context (its trace) on a thread of their own.
+    making = _making.submit(contextvars.copy_context().run, _make, job)
+    try:
+        return making.result(timeout=left)
+    except FutureTimeout:
+        log.warning("forecast %s: deadline passed while making it", job.forecast_id)
+        return _deadline_passed()
+
+
+def _seconds_left(deadline: str | None) -> float | None:
+    if deadline is None:  # an instance of version 2, whose durable timer is the deadline
+        return None
+    at = datetime.fromisoformat(deadline)
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)  # the workflow's clock is naive UTC
+    return (at - datetime.now(UTC)).total_seconds()
+
+
+def _make(job: ForecastJob) -> dict:
+    checked = _validate(job)
     if "error" in checked:
         return checked
-    window = fetch.__wrapped__(ctx, job)
-    made = forecast.__wrapped__(ctx, job)
+    window = _prepare(job)
+    made = _forecast(job)
     if "error" in made:
         return made
     return {**made, "data_window": {**made["data_window"], "missing_intervals": window["missing_intervals"]}}
@@ -265,7 +301,7 @@ def deliver(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
     (consumers deduplicate on forecast_id, so a publish made twice is one
     forecast); once published, an audit that fails is reported, not raised
     (`audited: false`), and the workflow owes it in a step of its own."""
-    publish.__wrapped__(ctx, payload["forecast"])
+    _publish(payload["forecast"])
     try:
         return {"audited": True, **_record(payload)}
     except Exception as e:  # noqa: BLE001 - any failure: the owed audit step retries it

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# How long a single forecast may take to be made, from its workflow's start.
+DEADLINE = timedelta(seconds=60)
 
 
 class ForecastJob(BaseModel):
@@ -19,6 +22,9 @@ class ForecastJob(BaseModel):
     model_version: str
     requested_by: str
     requested_at: str  # ISO 8601, UTC
+    # When make_forecast gives up (ISO 8601, UTC): set by the workflow, DEADLINE
+    # after its start; None in the input of version 2, whose timer was the deadline.
+    deadline: str | None = None
 
 
 class StepError(BaseModel):
@@ -26,7 +32,7 @@ class StepError(BaseModel):
     with this reason at once instead of retrying what cannot succeed."""
 
     error: str
-    kind: str  # "invalid_request" | "unknown_device" | "insufficient_history"
+    kind: str  # "invalid_request" | "unknown_device" | "insufficient_history" | "deadline"
 
 
 class ForecastRequest(BaseModel):

@@ -341,11 +341,11 @@ def test_telemetry_down_warm_actors_serve_and_a_first_use_fails_clearly(stack, g
         "first_use_failed_in_s": round(fail_s, 1), "first_use_reason": failed["error"][:200]})
 
 
-def test_a_step_that_hangs_fails_the_forecast_at_the_durable_deadline(stack, gateway, rds):
+def test_a_step_that_hangs_fails_the_forecast_at_the_deadline(stack, gateway, rds):
     """The actor's Prepare, inside make_forecast, hangs past the 60 s deadline (a failpoint holds it
-    70 s, as a dependency that stops answering would): the durable timer
-    fails the forecast at 60 s with the step named, and when the step lets
-    go nothing is published or audited."""
+    70 s, as a dependency that stops answering would): make_forecast stops
+    waiting for it and fails the forecast at 60 s with the step named, and
+    when the part lets go nothing is published or audited."""
     start = floor_quarter_hour(datetime.now(UTC)) - timedelta(hours=30)
     failpoints.arm(stack["failpoints"], failpoints.FORECAST_IN_FETCH, hang=70)
     t0 = time.monotonic()

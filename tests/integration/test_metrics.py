@@ -73,7 +73,7 @@ def test_forecasts_are_measured_per_step_and_no_device_becomes_a_series(gateway)
         'intraday_forecast_step_seconds_count{workflow="forecast"} > 0')} >= {
         "make_forecast", "deliver"} and True, timeout=30)
     assert steps, query('intraday_forecast_step_seconds_count{workflow="forecast"}')
-    assert eventually(lambda: query('intraday_workflow_outcomes_total{workflow="forecast_workflow_v2",'
+    assert eventually(lambda: query('intraday_workflow_outcomes_total{workflow="forecast_workflow_v3",'
                                     'status="COMPLETED"} >= 3'), timeout=30)
     # The actors that served them were activated, and the model came from a cache tier.
     active = eventually(lambda: query('intraday_actors_active{actor_type="DeviceActor"} >= 3'), timeout=30)
