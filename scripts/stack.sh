@@ -114,9 +114,11 @@ zipkin_jar() { ls "${XDG_CACHE_HOME:-$HOME/.cache}"/intraday/zipkin/zipkin-serve
 # CPU bench/load.py counts per process); 150,000 spans (about 6,000
 # forecasts' traces) do.
 start_zipkin() {  # traces from every sidecar (components/config/local.yaml), in memory
+  # At a lower priority (nice 10): the collector (a managed service off these
+  # cores in production) takes what serving leaves, not a share of it.
   if http_ok "http://127.0.0.1:$zipkin_port/health"; then say "zipkin already up on :$zipkin_port"; return; fi
   local jar; jar="$(zipkin_jar)"; [[ -n "$jar" ]] || die "the Zipkin server is not installed: run make setup"
-  STORAGE_TYPE=mem MEM_MAX_SPANS="${INTRADAY_ZIPKIN_MAX_SPANS:-150000}" start_daemon zipkin java -Xms64m -Xmx384m -XX:+UseSerialGC -jar "$jar" \
+  STORAGE_TYPE=mem MEM_MAX_SPANS="${INTRADAY_ZIPKIN_MAX_SPANS:-150000}" start_daemon zipkin nice -n 10 java -Xms64m -Xmx384m -XX:+UseSerialGC -jar "$jar" \
     "--armeria.ports[0].port=$zipkin_port" --armeria.ports[0].ip=127.0.0.1 --armeria.ports[0].protocols[0]=http
   wait_for zipkin 90 http_ok "http://127.0.0.1:$zipkin_port/health" || die "zipkin did not start (see $logs/zipkin.log)"
   say "zipkin up on http://127.0.0.1:$zipkin_port"
