@@ -17,7 +17,6 @@ from dapr.ext.fastapi import DaprActor
 from dapr.ext.workflow.logger import LoggerOptions
 from fastapi import FastAPI, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 from grpc import RpcError, StatusCode
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,7 +33,7 @@ from services import metrics, sidecar, tracing
 from services.forecaster import fleet, scoring, weather
 from services.forecaster.batching import Batcher
 from services.forecaster.models import catalog
-from services.http import install_common
+from services.http import FastJSONResponse, install_common
 from services.sidecar import SidecarError, call_actor_async
 from workflows import activities
 from workflows.contracts import ForecastJob, ForecastRequest, TrainingRequest
@@ -154,7 +153,7 @@ async def start_forecast(
     request: ForecastRequest,
     wait: bool = Query(False, description="return the finished forecast"),
     timeout: float = Query(60.0, gt=0, le=120),
-) -> JSONResponse:
+) -> FastJSONResponse:
     settings = get_settings()
     now = datetime.now(UTC)
     start = check_forecast_start(request.forecast_start or next_quarter_hour(now), now)
@@ -177,17 +176,17 @@ async def start_forecast(
     )
     recorded = await run_in_threadpool(_recorded, fid)
     if recorded is not None:  # made before (its workflow instance may be purged)
-        return JSONResponse({"forecast_id": fid, "status": "COMPLETED", "result": recorded,
+        return FastJSONResponse({"forecast_id": fid, "status": "COMPLETED", "result": recorded,
                              "created": False}, status_code=200)
     if wait:  # batched with whatever else is asked for now (a lone request runs at once)
         try:
             view = await asyncio.wait_for(batcher.submit(fid, job.model_dump()), timeout)
         except TimeoutError:
             view = {"forecast_id": fid, "status": "RUNNING", "created": True}
-        return JSONResponse(view, status_code=_status_code(view))
+        return FastJSONResponse(view, status_code=_status_code(view))
     async with _starting_lock(fid):
         created = await run_in_threadpool(_start_once, fid, job)
-    return JSONResponse({"forecast_id": fid, "status": "SCHEDULED" if created else "EXISTS",
+    return FastJSONResponse({"forecast_id": fid, "status": "SCHEDULED" if created else "EXISTS",
                          "created": created}, status_code=202)
 
 
@@ -389,7 +388,7 @@ async def start_fleet_forecast(
     wait: bool = Query(False, description="return the finished forecast"),
     timeout: float = Query(60.0, gt=0, le=300),
     table: bool = Query(False, description="include the portfolio's full quantile table"),
-) -> JSONResponse:
+) -> FastJSONResponse:
     settings = get_settings()
     now = datetime.now(UTC)
     start = check_forecast_start(request.forecast_start or next_quarter_hour(now), now)
@@ -403,7 +402,7 @@ async def start_fleet_forecast(
     fid = fleet_forecast_id(devices, start, horizon, version)
     recorded = await run_in_threadpool(_recorded_fleet, fid, table)
     if recorded is not None:
-        return JSONResponse({"forecast_id": fid, "status": "COMPLETED", "result": recorded,
+        return FastJSONResponse({"forecast_id": fid, "status": "COMPLETED", "result": recorded,
                              "created": False}, status_code=200)
     job = {"fleet_forecast_id": fid, "device_ids": devices, "forecast_start": isoformat_z(start),
            "horizon_intervals": horizon, "model_version": version,
@@ -429,7 +428,7 @@ async def start_fleet_forecast(
             if run is not None:
                 view["run"] = run
     view["created"] = created
-    return JSONResponse(view, status_code=_status_code(view) if wait else 202)
+    return FastJSONResponse(view, status_code=_status_code(view) if wait else 202)
 
 
 def _recorded_fleet(fid: str, table: bool = False) -> dict | None:
@@ -441,17 +440,17 @@ def _recorded_fleet(fid: str, table: bool = False) -> dict | None:
 async def get_forecast(
     fid: str,
     table: bool = Query(False, description="a fleet forecast's full quantile table"),
-) -> JSONResponse:
+) -> FastJSONResponse:
     """A finished forecast from the audit store; one still running (or
     failed, kept a day) from its workflow instance."""
     recorded = await run_in_threadpool(_recorded_fleet, fid, table) if fid.startswith("fl-") \
         else await run_in_threadpool(_recorded, fid)
     if recorded is not None:
-        return JSONResponse({"forecast_id": fid, "status": "COMPLETED", "result": recorded})
+        return FastJSONResponse({"forecast_id": fid, "status": "COMPLETED", "result": recorded})
     state = await run_in_threadpool(_read_state, client.get_workflow_state, fid,
                                     fetch_payloads=True)
     view = _view(fid, state)
-    return JSONResponse(view, status_code=_status_code(view))
+    return FastJSONResponse(view, status_code=_status_code(view))
 
 
 @app.get("/batching")
@@ -548,10 +547,10 @@ def _training_view(tid: str, state: wf.WorkflowState | None) -> dict:
     return view
 
 
-async def _run_training(tid: str, job: dict, wait: bool, timeout: float) -> JSONResponse:
+async def _run_training(tid: str, job: dict, wait: bool, timeout: float) -> FastJSONResponse:
     recorded = await run_in_threadpool(_recorded_training, tid)
     if recorded is not None:
-        return JSONResponse({"training_id": tid, "status": "COMPLETED", "result": recorded,
+        return FastJSONResponse({"training_id": tid, "status": "COMPLETED", "result": recorded,
                              "created": False})
     async with _starting_lock(tid):
         created = await run_in_threadpool(_start_once, tid, job, TRAINING_WORKFLOW_NAME)
@@ -562,7 +561,7 @@ async def _run_training(tid: str, job: dict, wait: bool, timeout: float) -> JSON
         _waited(TRAINING_WORKFLOW_NAME, state)
         view = _training_view(tid, state)
     view["created"] = created
-    return JSONResponse(view, status_code=_status_code(view) if wait else 202)
+    return FastJSONResponse(view, status_code=_status_code(view) if wait else 202)
 
 
 @app.post("/trainings")
@@ -570,7 +569,7 @@ async def start_training(
     request: TrainingRequest,
     wait: bool = Query(False, description="return the finished training's decision"),
     timeout: float = Query(900.0, gt=0, le=3600),
-) -> JSONResponse:
+) -> FastJSONResponse:
     """Train a candidate on the telemetry window, score it against the
     served model on the same held-out days, promote it if better (or
     `force`), and record the decision."""
@@ -587,13 +586,13 @@ async def start_training(
 
 
 @app.get("/trainings/{tid}")
-async def get_training(tid: str) -> JSONResponse:
+async def get_training(tid: str) -> FastJSONResponse:
     recorded = await run_in_threadpool(_recorded_training, tid)
     if recorded is not None:
-        return JSONResponse({"training_id": tid, "status": "COMPLETED", "result": recorded})
+        return FastJSONResponse({"training_id": tid, "status": "COMPLETED", "result": recorded})
     view = _training_view(tid, await run_in_threadpool(_read_state, client.get_workflow_state, tid,
                                                        fetch_payloads=True))
-    return JSONResponse(view, status_code=_status_code(view))
+    return FastJSONResponse(view, status_code=_status_code(view))
 
 
 @app.get("/models")
