@@ -17,8 +17,9 @@ RUN python -m venv /venv
 WORKDIR /app
 # Dependencies first (cached while only the code changes), then the code.
 COPY pyproject.toml README.md ./
-RUN mkdir -p intraday services actors workflows && /venv/bin/pip install .
+RUN mkdir -p intraday clients services actors workflows && /venv/bin/pip install .
 COPY intraday intraday
+COPY clients clients
 COPY services services
 COPY actors actors
 COPY workflows workflows

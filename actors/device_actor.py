@@ -17,16 +17,16 @@ import numpy as np
 from dapr.actor import Actor, ActorInterface, actormethod
 
 from actors.state import DeviceState
+from clients.fleet_list import listed_device
+from clients.metrics import ACTOR_ACTIVATIONS, ACTOR_DEACTIVATIONS, ACTORS_ACTIVE
+from clients.models import catalog
+from clients.sidecar import SidecarError, fetch_device, fetch_window
+from clients.weather import on_window, stale_forecast_note
 from intraday.config import get_settings
 from intraday.errors import InsufficientHistory
 from intraday.forecasting import baseline, engine
 from intraday.forecasting.types import TelemetryWindow
 from intraday.timeutil import INTERVALS_PER_DAY, QUARTER_HOUR, floor_quarter_hour, isoformat_z
-from services.forecaster.models import catalog
-from services.forecaster.weather import on_window, stale_forecast_note
-from services.metrics import ACTOR_ACTIVATIONS, ACTOR_DEACTIVATIONS, ACTORS_ACTIVE
-from services.sidecar import SidecarError, fetch_device, fetch_window
-from workflows.activities import listed_device
 
 log = logging.getLogger("forecaster.actor")
 ACTOR_TYPE = "DeviceActor"

@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 
 from dapr.actor import Actor, ActorInterface, actormethod
 
+from clients.metrics import ACTOR_ACTIVATIONS, ACTOR_DEACTIVATIONS, ACTORS_ACTIVE
 from intraday.config import get_settings
 from intraday.trading.rules import PriceMoveRule
-from services.metrics import ACTOR_ACTIVATIONS, ACTOR_DEACTIVATIONS, ACTORS_ACTIVE
 
 ACTOR_TYPE = "TradingRuleActor"
 STATE_KEY = "rule"

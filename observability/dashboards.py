@@ -6,7 +6,7 @@ The JSON is committed: Grafana provisions it from that folder
 (observability/grafana/provisioning/), and a unit test fails when it is not
 what this module generates. Every panel's queries are run against the live
 Prometheus by tests/integration/test_dashboards.py, so a panel cannot
-silently show nothing. Metric names: services/metrics.py (the apps) and
+silently show nothing. Metric names: clients/metrics.py (the apps) and
 the Dapr sidecars' own (dapr_*).
 """
 

@@ -19,9 +19,9 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from clients import tracing
+from clients.metrics import REQUEST_SECONDS
 from intraday.errors import InsufficientHistory, InvalidRequest, UnknownDevice
-from services import tracing
-from services.metrics import REQUEST_SECONDS
 
 
 class FastJSONResponse(JSONResponse):
@@ -174,8 +174,8 @@ def serve(service: str, port: int) -> None:
     before the app module is imported (so every client it makes is traced)."""
     import uvicorn
 
+    from clients import secrets
     from intraday.config import get_settings
-    from services import secrets
 
     loaded = secrets.load(service)
     get_settings.cache_clear()

@@ -22,7 +22,7 @@ from datetime import timedelta
 
 import dapr.ext.workflow as wf
 
-from services.forecaster import fleet as activities
+from workflows import fleet_activities as activities
 from workflows.forecast import IO_RETRY
 
 FLEET_WORKFLOW_NAME = "fleet_forecast_workflow"

@@ -19,7 +19,7 @@ from datetime import timedelta
 
 import dapr.ext.workflow as wf
 
-from services.forecaster import training as activities
+from workflows import training_activities as activities
 from workflows.forecast import IO_RETRY, ForecastFailed, _check
 
 TRAINING_WORKFLOW_NAME = "training_workflow"

@@ -22,6 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from actors.device_actor import DeviceActor
 from actors.state import StateSerializer
+from clients import fleet_list, metrics, sidecar, tracing, weather
+from clients.audit_pool import audit_pool
+from clients.models import catalog
+from clients.sidecar import SidecarError, call_actor_async
 from intraday.audit import db as audit_db
 from intraday.audit import scores as audit_scores
 from intraday.config import get_settings
@@ -29,13 +33,10 @@ from intraday.errors import InvalidRequest, UnknownDevice
 from intraday.forecasting import baseline, engine
 from intraday.forecasting.request import check_forecast_start, forecast_id, horizon_intervals
 from intraday.timeutil import floor_quarter_hour, isoformat_z, next_quarter_hour
-from services import metrics, sidecar, tracing
-from services.forecaster import fleet, scoring, weather
+from services.forecaster import scoring
 from services.forecaster.batching import Batcher
-from services.forecaster.models import catalog
 from services.http import FastJSONResponse, install_common
-from services.sidecar import SidecarError, call_actor_async
-from workflows import activities
+from workflows import fleet_activities as fleet
 from workflows.contracts import ForecastJob, ForecastRequest, TrainingRequest
 from workflows.fleet import BATCH_WORKFLOW_NAME, FLEET_WORKFLOW_NAME
 from workflows.fleet import register as register_fleet
@@ -65,7 +66,7 @@ async def lifespan(app: FastAPI):
     )
     fleet.bind(asyncio.get_running_loop())
     tracing.instrument_workflow_client()  # before the runtime and client open their channels
-    # Their records go to the root's JSON handler (services/tracing.py), not a handler of their own.
+    # Their records go to the root's JSON handler (clients/tracing.py), not a handler of their own.
     quiet = LoggerOptions(log_level=logging.WARNING, log_handler=logging.NullHandler())
     runtime = wf.WorkflowRuntime(maximum_thread_pool_workers=16, logger_options=quiet)
     register(runtime)
@@ -90,7 +91,7 @@ async def lifespan(app: FastAPI):
 
 
 async def _fleet_locations() -> set[str]:
-    devices = await run_in_threadpool(activities.fleet_devices)
+    devices = await run_in_threadpool(fleet_list.fleet_devices)
     return {d["location"] for d in devices.values() if d.get("location")}
 
 
@@ -158,8 +159,8 @@ async def start_forecast(
     now = datetime.now(UTC)
     start = check_forecast_start(request.forecast_start or next_quarter_hour(now), now)
     horizon = horizon_intervals(request.horizon_hours, settings.max_horizon_hours)
-    if not await run_in_threadpool(activities.device_exists, request.device_id):
-        raise UnknownDevice(request.device_id, activities.retired_devices.get(request.device_id))
+    if not await run_in_threadpool(fleet_list.device_exists, request.device_id):
+        raise UnknownDevice(request.device_id, fleet_list.retired_devices.get(request.device_id))
 
     # The served model is part of the forecast's identity: the same request
     # under a newly promoted model is a new forecast, not a repeat.
@@ -269,12 +270,12 @@ async def _run_batch(take: list[tuple[str, dict]]) -> dict[str, dict]:
 def _recorded(fid: str) -> dict | None:
     """The forecast as the audit store holds it, once its workflow has
     written it there (the workflow's last step)."""
-    with activities._audit_pool().connection() as conn:
+    with audit_pool().connection() as conn:
         return audit_db.read_forecast(conn, fid)
 
 
 def _recorded_many(fids: list[str]) -> dict[str, dict]:
-    with activities._audit_pool().connection() as conn:
+    with audit_pool().connection() as conn:
         return audit_db.read_results(conn, fids)
 
 
@@ -332,12 +333,12 @@ async def warm(request: WarmRequest) -> dict:
     next burst finds them warm."""
     started = time.monotonic()
     # An actor for a device that is not in the fleet would be state about nothing.
-    _require_in_fleet(request.devices, await run_in_threadpool(fleet.fleet_devices))
+    _require_in_fleet(request.devices, await run_in_threadpool(fleet_list.fleet_devices))
     model = await catalog.current()
     top = []
     if request.top:
         def ask() -> list[str]:
-            with activities._audit_pool().connection() as conn:
+            with audit_pool().connection() as conn:
                 return audit_db.most_requested(conn, request.days, request.top)
 
         top = await run_in_threadpool(ask)
@@ -393,7 +394,7 @@ async def start_fleet_forecast(
     now = datetime.now(UTC)
     start = check_forecast_start(request.forecast_start or next_quarter_hour(now), now)
     horizon = horizon_intervals(request.horizon_hours, settings.max_horizon_hours)
-    known = await run_in_threadpool(fleet.fleet_devices)
+    known = await run_in_threadpool(fleet_list.fleet_devices)
     devices = sorted(set(request.devices)) if request.devices else sorted(known)
     _require_in_fleet(devices, known)
     if not devices:
@@ -432,7 +433,7 @@ async def start_fleet_forecast(
 
 
 def _recorded_fleet(fid: str, table: bool = False) -> dict | None:
-    with activities._audit_pool().connection() as conn:
+    with audit_pool().connection() as conn:
         return audit_db.read_fleet_forecast(conn, fid, table)
 
 
@@ -507,7 +508,7 @@ async def live_scores() -> dict:
     promoted = await asyncio.to_thread(catalog.store.promoted) or baseline.MODEL_VERSION
 
     def read() -> dict:
-        with activities._audit_pool().connection() as conn:
+        with audit_pool().connection() as conn:
             return {"model_version": promoted, "live": audit_scores.summary(conn, datetime.now(UTC).date()),
                     "training": audit_scores.training_scores(conn, promoted)}
     return await run_in_threadpool(read)
@@ -534,7 +535,7 @@ def _training_job(tid: str, end: datetime, request: TrainingRequest, trigger: st
 
 
 def _recorded_training(tid: str) -> dict | None:
-    with activities._audit_pool().connection() as conn:
+    with audit_pool().connection() as conn:
         found = audit_db.read_trainings(conn, 1, tid)
     return found[0] if found else None
 
@@ -604,7 +605,7 @@ async def models(limit: int = Query(20, ge=1, le=500)) -> dict:
                                               asyncio.to_thread(store.promoted))
 
     def history() -> list[dict]:
-        with activities._audit_pool().connection() as conn:
+        with audit_pool().connection() as conn:
             return audit_db.read_trainings(conn, limit)
     return {"promoted": promoted, "models": versions, "trainings": await run_in_threadpool(history)}
 

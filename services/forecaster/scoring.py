@@ -20,11 +20,11 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from clients import metrics, sidecar
+from clients.audit_pool import audit_pool
 from intraday.audit import db, scores
 from intraday.config import get_settings
 from intraday.forecasting import fallback, live, recalibration
-from services import metrics, sidecar
-from workflows.activities import _audit_pool
 
 SCORING_JOB = "intraday-scoring"
 LIMIT = 200  # forecasts of each kind per run
@@ -42,14 +42,14 @@ def run(now: datetime | None = None) -> dict:
         return {"running": True, "scored": 0}
     try:
         started = time.perf_counter()
-        with _audit_pool().connection() as conn:
+        with audit_pool().connection() as conn:
             items = scores.due(conn, until=now - timedelta(hours=settings.scoring_lag_hours),
                                since=now - timedelta(days=settings.scoring_lookback_days), limit=LIMIT)
         scored = {"fleet": 0, "device": 0}
         cells = 0
         for item in items:
             sums, missing, day = score(item)
-            with _audit_pool().connection() as conn:
+            with audit_pool().connection() as conn:
                 if scores.record(conn, item, missing, sums, day):
                     scored[item.kind] += 1
                     metrics.FORECASTS_SCORED.labels(item.kind).inc()
@@ -65,7 +65,7 @@ def score(item: scores.Due) -> tuple[dict, int, recalibration.Day | None]:
     """A forecast's sums per level, its cells with a forecast but no
     reading, and, for a fleet forecast of a model made after its training
     data, its scores for that model's rolling recalibration."""
-    with _audit_pool().connection() as conn:
+    with audit_pool().connection() as conn:
         recorded = db.read_forecasts(conn, item.forecast_ids)
     shape = (len(item.forecast_ids), item.horizon)
     p10, p50, p90, mean = (np.full(shape, np.nan) for _ in range(4))
@@ -98,7 +98,7 @@ def score(item: scores.Due) -> tuple[dict, int, recalibration.Day | None]:
 def refresh(now: datetime | None = None) -> dict:
     """Set the live gauges from the audit store: the last week's live
     scores (`scores.summary`)."""
-    with _audit_pool().connection() as conn:
+    with audit_pool().connection() as conn:
         out = scores.summary(conn, (now or datetime.now(UTC)).date())
     metrics.set_live(out)
     return out

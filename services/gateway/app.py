@@ -23,6 +23,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from clients import sidecar
 from intraday import auth
 from intraday.audit import db
 from intraday.config import get_settings
@@ -30,7 +31,6 @@ from intraday.errors import InvalidRequest
 from intraday.telemetry.registry import new_change_id
 from intraday.tokens import TokenKeysUnavailable, TokenVerifier
 from intraday.trading.rules import check_tick_time
-from services import sidecar
 from services.gateway import dashboard
 from services.http import BodyLimit, install_common
 from workflows.contracts import ForecastRequest, TrainingRequest

@@ -37,10 +37,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from psycopg_pool import ConnectionPool
 
+from clients import sidecar
 from intraday.audit import dashboard as reads
 from intraday.errors import UnknownDevice
 from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, isoformat_z
-from services import sidecar
 
 log = logging.getLogger("gateway.dashboard")
 UI = FilePath(__file__).with_name("ui")

@@ -33,6 +33,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from clients import metrics, sidecar
 from intraday.config import get_settings
 from intraday.errors import BatchConflict, InvalidRequest, UnknownDevice
 from intraday.telemetry import openmeteo, window_batch
@@ -49,7 +50,6 @@ from intraday.telemetry.store import TelemetryStore, check_device_id
 from intraday.telemetry.weather import parse_weather
 from intraday.telemetry.weather import records_frame as weather_frame
 from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, is_quarter_hour, isoformat_z, to_utc
-from services import metrics, sidecar
 from services.http import install_common
 
 log = logging.getLogger(__name__)

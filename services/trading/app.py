@@ -24,13 +24,13 @@ from psycopg_pool import ConnectionPool
 
 from actors.state import StateSerializer
 from actors.trading_rule import ACTOR_TYPE, TradingRuleActor
+from clients import metrics, sidecar, tracing
 from intraday import failpoints
 from intraday.audit import db
 from intraday.config import get_settings
 from intraday.forecasting.types import PortfolioForecast
 from intraday.timeutil import QUARTER_HOUR, isoformat_z, next_quarter_hour, to_utc
 from intraday.trading.rules import check_tick_time, decide
-from services import metrics, sidecar, tracing
 from services.http import install_common
 
 log = logging.getLogger("trading")

@@ -1,5 +1,5 @@
 """The services read their secrets (the audit DSN, the API keys' pepper)
-from the Dapr secret store at startup (services/secrets.py): locally the
+from the Dapr secret store at startup (clients/secrets.py): locally the
 file `make up` writes, readable only through the sidecars of the services
 that need it."""
 

@@ -21,7 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from services import secrets
+from clients import secrets
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "intraday"
@@ -187,7 +187,7 @@ def test_the_components_are_the_local_ones_with_their_scopes(values):
         assert _meta(components["pubsub"])[name]["value"] == local_pubsub[name]["value"]
     assert set(components["pubsub"]["scopes"]) == set(APPS)
     # The actor and workflow hosts hold the state store; the services that
-    # read secrets (services/secrets.py) hold the secret store.
+    # read secrets (clients/secrets.py) hold the secret store.
     assert set(components["statestore"]["scopes"]) == set(_local("statestore")["scopes"]) >= {"forecaster",
                                                                                               "trading"}
     assert _meta(components["statestore"])["actorStateStore"]["value"] == "true"

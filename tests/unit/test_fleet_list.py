@@ -1,4 +1,4 @@
-"""The forecaster's fleet list (workflows/activities.fleet_devices):
+"""The forecaster's fleet list (clients/fleet_list.fleet_devices):
 re-validated in the background, so no request waits for it; while the
 telemetry service is down or hangs, the last list it gave is served, so
 forecasts for known devices go on; with none yet, the failure is raised.
@@ -14,8 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from services import sidecar
-from workflows import activities
+from clients import fleet_list, sidecar
 
 
 class Telemetry:
@@ -54,11 +53,11 @@ class Telemetry:
 def telemetry(monkeypatch):
     service = Telemetry()
     monkeypatch.setattr(sidecar, "_sync", httpx.Client(base_url=f"http://127.0.0.1:{service.server.server_port}"))
-    monkeypatch.setattr(activities, "_fleet", None)
+    monkeypatch.setattr(fleet_list, "_fleet", None)
     yield service
-    activities._fleet = None  # the re-validating thread ends with the list
-    if activities._keeper is not None:
-        activities._keeper.join(timeout=10)
+    fleet_list._fleet = None  # the re-validating thread ends with the list
+    if fleet_list._keeper is not None:
+        fleet_list._keeper.join(timeout=10)
     service.server.shutdown()
 
 
@@ -77,38 +76,38 @@ def _timed(call) -> tuple[object, float]:
 
 
 def test_the_last_list_is_served_while_telemetry_is_down_or_hangs(telemetry, monkeypatch):
-    assert set(activities.fleet_devices()) == {"hp-0001", "hp-0002"}
-    monkeypatch.setattr(activities, "_FLEET_TTL_S", 0.05)  # re-validated all the time
-    monkeypatch.setattr(activities, "_FLEET_RETRY_S", 0.05)
+    assert set(fleet_list.fleet_devices()) == {"hp-0001", "hp-0002"}
+    monkeypatch.setattr(fleet_list, "_FLEET_TTL_S", 0.05)  # re-validated all the time
+    monkeypatch.setattr(fleet_list, "_FLEET_RETRY_S", 0.05)
     for mode in ("down", "hang"):
         telemetry.mode = mode
         asked = telemetry.calls + 1
         assert _until(lambda n=asked: telemetry.calls >= n)  # it does ask
-        devices, seconds = _timed(activities.fleet_devices)
+        devices, seconds = _timed(fleet_list.fleet_devices)
         assert set(devices) == {"hp-0001", "hp-0002"}
         assert seconds < 0.5  # a request waits neither for the refresh nor for the hang
 
 
 def test_a_changed_registry_reaches_the_list_without_a_request_waiting(telemetry, monkeypatch):
-    assert set(activities.fleet_devices()) == {"hp-0001", "hp-0002"}
-    monkeypatch.setattr(activities, "_FLEET_TTL_S", 0.05)
+    assert set(fleet_list.fleet_devices()) == {"hp-0001", "hp-0002"}
+    monkeypatch.setattr(fleet_list, "_FLEET_TTL_S", 0.05)
     telemetry.devices = ["hp-0001", "hp-0003"]
-    assert _until(lambda: set(activities.fleet_devices()) == {"hp-0001", "hp-0003"})
-    assert _timed(activities.fleet_devices)[1] < 0.05  # from memory
+    assert _until(lambda: set(fleet_list.fleet_devices()) == {"hp-0001", "hp-0003"})
+    assert _timed(fleet_list.fleet_devices)[1] < 0.05  # from memory
 
 
 def test_without_a_list_yet_the_failure_is_raised(telemetry):
     telemetry.mode = "down"
     with pytest.raises(httpx.HTTPStatusError):
-        activities.fleet_devices()
+        fleet_list.fleet_devices()
 
 
 def test_after_a_failed_refresh_the_next_try_waits(telemetry, monkeypatch):
-    activities.fleet_devices()
-    monkeypatch.setattr(activities, "_FLEET_TTL_S", 0.05)
+    fleet_list.fleet_devices()
+    monkeypatch.setattr(fleet_list, "_FLEET_TTL_S", 0.05)
     telemetry.mode = "down"
     before = telemetry.calls
     assert _until(lambda: telemetry.calls > before)  # a refresh failed
     time.sleep(1.0)
     assert telemetry.calls == before + 1  # the next waits _FLEET_RETRY_S (10 s), not the 0.05 s TTL
-    assert set(activities.fleet_devices()) == {"hp-0001", "hp-0002"}
+    assert set(fleet_list.fleet_devices()) == {"hp-0001", "hp-0002"}

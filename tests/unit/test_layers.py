@@ -58,8 +58,8 @@ def test_the_check_sees_an_arrow_up(tmp_path, monkeypatch):
     clients module importing an actor, both inside functions, are found."""
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     (tmp_path / "intraday").mkdir()
-    (tmp_path / "intraday" / "bad.py").write_text("def f():\n    from services.sidecar import invoke\n")
+    (tmp_path / "intraday" / "bad.py").write_text("def f():\n    from clients.sidecar import invoke\n")
     (tmp_path / "clients").mkdir()
     (tmp_path / "clients" / "bad.py").write_text("import os\n\n\ndef g():\n    import actors.device_actor\n")
-    assert arrows_up("intraday") == ["intraday/bad.py:2 imports services.sidecar"]
+    assert arrows_up("intraday") == ["intraday/bad.py:2 imports clients.sidecar"]
     assert arrows_up("clients") == ["clients/bad.py:5 imports actors.device_actor"]

@@ -1,4 +1,4 @@
-"""Where the services' secrets come from (services/secrets.py): production
+"""Where the services' secrets come from (clients/secrets.py): production
 refuses to start without a secret store, or with the secrets in its plain
 environment; locally without a store the settings stay as given."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from services import secrets
+from clients import secrets
 
 
 @pytest.fixture

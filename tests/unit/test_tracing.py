@@ -1,5 +1,5 @@
 """The apps' tracing setup: where spans go by setting, and JSON logs that
-carry the current trace (services/tracing.py)."""
+carry the current trace (clients/tracing.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SNIPPET = """
 import logging
 from opentelemetry.sdk.trace import TracerProvider
-from services import tracing
+from clients import tracing
 
 tracing.setup("forecaster")
 logging.getLogger("outside").warning("no span here")
@@ -48,8 +48,8 @@ def test_the_exporter_follows_the_setting(monkeypatch):
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.exporter.zipkin.json import ZipkinExporter
 
+    from clients.tracing import _exporter
     from intraday.config import Settings
-    from services.tracing import _exporter
 
     zipkin = _exporter(Settings(traces_exporter="zipkin", zipkin_url="http://127.0.0.1:19411/api/v2/spans"))
     assert isinstance(zipkin, ZipkinExporter) and zipkin.endpoint == "http://127.0.0.1:19411/api/v2/spans"

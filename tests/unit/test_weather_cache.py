@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from clients import weather
 from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour
-from services.forecaster import weather
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import time
 
 import httpx
 
-from services.sidecar import sidecar_url, token_headers
+from clients.sidecar import sidecar_url, token_headers
 
 # secret name in the store -> the setting it fills
 SETTINGS = {"pg-dsn": "INTRADAY_PG_DSN", "api-key-pepper": "INTRADAY_API_KEY_PEPPER"}

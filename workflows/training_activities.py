@@ -25,12 +25,13 @@ import dapr.ext.workflow as wf
 import numpy as np
 import pandas as pd
 
+from clients import sidecar
+from clients.audit_pool import audit_pool
 from intraday.audit import db
 from intraday.forecasting import baseline
 from intraday.forecasting.types import FleetWindow
 from intraday.timeutil import isoformat_z
-from services import sidecar
-from workflows.activities import _audit_pool, step
+from workflows.activities import step
 
 log = logging.getLogger(__name__)
 WINDOW_CHUNK = 1_000  # devices per /windows call: 30 days of float32 is 11.5 MB, inside the 64 MiB body limit
@@ -154,6 +155,6 @@ def decide_training(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
            "data_end": outcome["data_end"], "devices": outcome["devices"], "candidate_version": candidate,
            "champion_version": outcome["champion_version"], "promoted": promote, "forced": job["force"],
            "reason": reason, "evaluation": e, "trace_id": job.get("trace_id")}
-    with _audit_pool().connection() as conn:
+    with audit_pool().connection() as conn:
         db.record_training(conn, row)
         return db.read_trainings(conn, 1, job["training_id"])[0]

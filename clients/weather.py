@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from clients.sidecar import fetch_temperature
 from intraday.config import get_settings
 from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, isoformat_z
-from services.sidecar import fetch_temperature
 
 WEATHER_DAYS = 8  # observed temperature the features read before forecast_start
 BEFORE, AFTER = timedelta(days=9), timedelta(days=10)  # the span one request fetches around as_of

@@ -25,6 +25,12 @@ from datetime import datetime, timedelta
 import dapr.ext.workflow as wf
 import numpy as np
 
+from clients import sidecar, tracing
+from clients.audit_pool import audit_pool
+from clients.fleet_list import fleet_devices
+from clients.metrics import BATCH_DEVICES, STEP_SECONDS
+from clients.models import catalog
+from clients.weather import on_window, stale_forecast_note
 from intraday import messages
 from intraday.audit import db
 from intraday.config import get_settings
@@ -33,11 +39,7 @@ from intraday.forecasting import baseline, engine, portfolio, recalibration
 from intraday.forecasting.request import forecast_id
 from intraday.forecasting.types import Forecast, TelemetryWindow
 from intraday.timeutil import isoformat_z
-from services import sidecar, tracing
-from services.forecaster.models import catalog
-from services.forecaster.weather import on_window, stale_forecast_note
-from services.metrics import BATCH_DEVICES, STEP_SECONDS
-from workflows.activities import _audit_pool, fleet_devices, step
+from workflows.activities import step
 
 _loop: asyncio.AbstractEventLoop | None = None
 
@@ -146,7 +148,7 @@ def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
         made.append((forecast_id(d, start, horizon, version), r, w.missing, a.get("location") or ""))
     requested_at = datetime.fromisoformat(job["requested_at"])
     trace_id = tracing.current_trace_id()  # the shard's activity runs in the request's trace
-    with _audit_pool().connection() as conn:
+    with audit_pool().connection() as conn:
         # A forecast recorded before (a single request, an earlier fleet run)
         # is summed as recorded and not published again.
         recorded = db.read_forecasts(conn, [m[0] for m in made])
@@ -234,7 +236,7 @@ def record_fleet(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
         pf["notes"] = [*pf["notes"], f"stale weather: {sum(stale.values())} devices at {len(stale)} "
                        f"location(s) ({names}) have no temperature forecast issued within "
                        f"{get_settings().weather_forecast_max_age_hours:g} h"]
-    with _audit_pool().connection() as conn:
+    with audit_pool().connection() as conn:
         inserted = db.record_fleet_forecast(conn, job["fleet_forecast_id"], {
             **job, "device_ids": device_ids, "forecast_ids": forecast_ids, "failed": failed,
             "portfolio": pf, "trace_id": tracing.current_trace_id()})

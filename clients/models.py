@@ -14,12 +14,12 @@ import logging
 import time
 from collections import Counter
 
+from clients import metrics, sidecar
 from intraday.config import get_settings
 from intraday.forecasting import baseline
 from intraday.forecasting.model import QuantileModel
 from intraday.forecasting.modelstore import ModelStore, default_store
 from intraday.forecasting.recalibration import Window
-from services import metrics, sidecar
 
 log = logging.getLogger("forecaster.models")
 STATE_PREFIX = "model-artifact-"
@@ -99,11 +99,11 @@ class ModelCatalog:
         published fleet forecasts (sql/postgres/010_forecast_scores.sql):
         the rolling recalibration the backtest measures, live. Without the
         audit store the model keeps the window it has."""
+        from clients.audit_pool import audit_pool
         from intraday.audit import scores
-        from workflows.activities import _audit_pool
 
         try:
-            with _audit_pool().connection() as conn:
+            with audit_pool().connection() as conn:
                 days = scores.live_days(conn, version)
         except Exception:
             log.warning("model %s: reading its scored days failed; its window is unchanged", version,
