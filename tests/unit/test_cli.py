@@ -1,4 +1,4 @@
-"""The command line's contract (intraday/cli.py): every command and flag it
+"""The command line's contract (intraday/cli/): every command and flag it
 has had, one-line errors with the documented exit codes, no traceback on a
 closed pipe or Ctrl-C, and shell completion. Run as a user would: the
 console script in a subprocess."""

@@ -22,7 +22,8 @@ import httpx
 import pandas as pd
 import typer
 
-from intraday.cli import _fail, _gateway, _http_error, _open_store, _stderr, _table, _working, send_chunks
+from intraday.cli.common import _fail, _gateway, _http_error, _open_store, _stderr, _table, _working
+from intraday.cli.fleet import send_chunks
 from intraday.config import get_settings
 
 DEVICES_PER_REQUEST = 5_000  # a registry change through the gateway (its body limit is 2 MiB)

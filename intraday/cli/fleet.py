@@ -1,0 +1,147 @@
+"""`fleet generate|load` and `ingest`: fleet data into the telemetry store,
+directly or through the service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from intraday.cli.common import _fail, _http_error, _open_store, _stderr, _working
+from intraday.config import get_settings
+
+
+def _fleet_args(args: argparse.Namespace):
+    from intraday.telemetry import fleet
+    from intraday.timeutil import floor_quarter_hour
+
+    if args.devices < 1 or args.days < 1:
+        _fail("--devices and --days must be at least 1")
+    end = args.end or datetime.now(UTC)
+    end = floor_quarter_hour(end)
+    start = end - timedelta(days=args.days)
+    faults = fleet.NO_FAULTS if args.faults == "none" else fleet.FaultRates()
+    return start, end, faults
+
+
+def cmd_fleet_generate(args: argparse.Namespace) -> None:
+    from intraday.telemetry.loader import load_fleet, write_fleet
+
+    start, end, faults = _fleet_args(args)
+    _stderr(f"generating {args.devices:,} heat pumps x {args.days} days "
+            f"({start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC), seed {args.seed}, "
+            f"faults {args.faults}")
+    if args.out:
+        with _working("generating"):
+            summary = write_fleet(Path(args.out), args.devices, start, end, args.seed, faults, _stderr)
+        print(f"wrote {summary.readings:,} readings of {summary.devices:,} devices in "
+              f"{summary.seconds:.1f} s: {', '.join(summary.files)}")
+    else:
+        store = _open_store()
+        try:
+            if args.if_empty and store.device_count() > 0:
+                print(f"telemetry store has {store.device_count()} devices; fleet not loaded")
+                return
+            with _working("generating and storing"):
+                summary = load_fleet(store, args.devices, start, end, args.seed, faults, _stderr)
+        finally:
+            store.close()
+        r = summary.ingest
+        print(f"loaded {summary.devices:,} devices in {summary.seconds:.1f} s: "
+              f"{r.inserted:,} readings stored, {r.duplicates:,} duplicate messages dropped, "
+              f"{r.already_stored:,} already stored, {r.quarantined:,} quarantined; "
+              f"{summary.weather_rows:,} weather rows")
+    print("faults: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in summary.faults.items()))
+
+
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from intraday.errors import BatchConflict, InvalidRequest
+    from intraday.telemetry.ingest import ingest_file
+
+    path = Path(args.file)
+    if not path.is_file():
+        _fail(f"{path}: no such file")
+
+    def progress(report) -> None:
+        _stderr(f"  {report.rows:>12,} rows  inserted {report.inserted:,}  "
+                f"quarantined {report.quarantined:,}")
+
+    store = None if args.url else _open_store(required=False)
+    try:
+        with _working(f"ingesting {path}"):
+            if store is not None:
+                report = ingest_file(store, path, batch_id=args.batch_id, progress=progress).to_dict()
+            else:
+                report = _ingest_via_service(path, args, progress)
+    except (InvalidRequest, BatchConflict) as e:
+        _fail(str(e), 2)
+    finally:
+        if store is not None:
+            store.close()
+    report.pop("touched", None)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif report["status"] == "duplicate_batch":
+        print(f"{path}: already ingested as batch {report['batch_id']}; nothing written")
+    else:
+        print(f"{path}: {report['status']}: {report['rows']:,} rows, {report['inserted']:,} inserted, "
+              f"{report['duplicates']:,} duplicates dropped, {report['already_stored']:,} already stored, "
+              f"{report['quarantined']:,} quarantined")
+        for reason, n in report["reasons"].items():
+            print(f"  quarantined {n:,} x {reason}")
+        for e in report["errors"]:
+            print(f"  rejected: {e}")
+    if report["status"] == "rejected":
+        raise SystemExit(2)
+    if report["quarantined"] and report["status"] != "duplicate_batch":
+        raise SystemExit(3)
+
+
+def _ingest_via_service(path: Path, args: argparse.Namespace, progress) -> dict:
+    """Send the file chunk by chunk to the telemetry service (which owns the
+    embedded store while it runs)."""
+    from intraday.telemetry.ingest import file_batch_id, read_chunks
+
+    batch_id = args.batch_id or file_batch_id(path)
+    chunks = ((f"{batch_id}/{n:05d}", chunk) for n, chunk in enumerate(read_chunks(path)))
+    return send_chunks(chunks, batch_id, "file", progress, args.url)
+
+
+def send_chunks(chunks, batch_id: str, source: str, progress, url: str | None = None) -> dict:
+    """(batch id, frame) chunks of readings to the telemetry service's
+    `POST /ingest` as Parquet, in order; one report for them all."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from intraday.telemetry.ingest import IngestReport
+
+    url = url or get_settings().telemetry_url
+    total = IngestReport(batch_id=batch_id, source=source, status="duplicate_batch")
+    offset = 0
+    # The telemetry app answers only its sidecar's token (make up keeps it
+    # in the data directory, readable by the operator of this machine).
+    token = get_settings().app_api_token
+    headers = {"dapr-api-token": token} if token else {}
+    with httpx.Client(base_url=url, timeout=300, headers=headers) as client:
+        for chunk_id, chunk in chunks:
+            buf = io.BytesIO()
+            pq.write_table(pa.Table.from_pandas(chunk, preserve_index=False), buf)
+            try:
+                r = client.post("/ingest", content=buf.getvalue(),
+                                params={"batch_id": chunk_id, "row_offset": offset},
+                                headers={"content-type": "application/vnd.apache.parquet"})
+            except httpx.ConnectError:
+                _fail(f"telemetry service not reachable at {url}")
+            # 422 with a report: the chunk was rejected as a batch; other errors stop.
+            rejected = r.json().get("detail") if r.status_code == 422 else None
+            if r.status_code >= 400 and not isinstance(rejected, dict):
+                _http_error(r)
+            total.add(IngestReport(**(rejected or r.json())))
+            offset += len(chunk)
+            progress(total)
+    return total.to_dict()
