@@ -98,24 +98,21 @@ def forecast_workflow_v2(ctx: wf.DaprWorkflowContext, job: dict):
     making = ctx.call_activity(activities.make_forecast, input=job, retry_policy=IO_RETRY)
     if (yield wf.when_any([making, deadline])) is deadline:
         raise ForecastFailed(f"deadline of {DEADLINE.seconds} s passed while making the forecast")
-    made = _check(making.get_result())
-    result = {"forecast_id": ctx.instance_id, **made, "requested_by": job["requested_by"],
-              "requested_at": job["requested_at"]}
-    # Made in time: delivered with retries of its own (bounded by IO_RETRY),
-    # not raced against the deadline, so a forecast whose message may be out
-    # is never called failed for being late.
-    delivered = yield ctx.call_activity(activities.deliver, input={"job": job, "forecast": result},
-                                        retry_policy=IO_RETRY)
-    if not delivered.get("audited"):
-        yield ctx.call_activity(activities.audit, input={"job": job, "forecast": result},
-                                retry_policy=AUDIT_RETRY)
-    return result
+    return (yield from _delivered(ctx, job, _check(making.get_result())))
 
 
 def forecast_workflow_v3(ctx: wf.DaprWorkflowContext, job: dict):
     deadline = ctx.current_utc_datetime + DEADLINE
     made = _check((yield ctx.call_activity(activities.make_forecast, retry_policy=IO_RETRY,
                                            input={**job, "deadline": deadline.isoformat()})))
+    return (yield from _delivered(ctx, job, made))
+
+
+def _delivered(ctx: wf.DaprWorkflowContext, job: dict, made: dict):
+    """The forecast made in time, delivered with retries of its own (bounded
+    by IO_RETRY), not raced against the deadline, so a forecast whose
+    message may be out is never called failed for being late; its audit
+    owed in a step of its own if `deliver` could not write it."""
     result = {"forecast_id": ctx.instance_id, **made, "requested_by": job["requested_by"],
               "requested_at": job["requested_at"]}
     delivered = yield ctx.call_activity(activities.deliver, input={"job": job, "forecast": result},
