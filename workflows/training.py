@@ -7,7 +7,7 @@
                         both sets of metrics recorded in `model_trainings`
 
 Started on demand (`POST /trainings`, `intraday train` while the stack runs)
-and daily by Dapr's scheduler (the Jobs API: services/forecaster/app.py).
+and daily by Dapr's scheduler (the Jobs API: services/forecaster/routes/trainings.py).
 The instance id is the training id: a request repeated with the same window
 and the same champion finds the same training, and the daily job's id is
 its date, so a job delivered twice trains once.

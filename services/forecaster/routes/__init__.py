@@ -1,0 +1,1 @@
+"""The forecaster's HTTP routes, one module per resource."""
