@@ -126,7 +126,7 @@ async def start_fleet_forecast(
     recorded = await run_in_threadpool(read_recorded_fleet, fid, table)
     if recorded is not None:
         return FastJSONResponse({"forecast_id": fid, "status": "COMPLETED", "result": recorded,
-                             "created": False}, status_code=200)
+                                 "created": False}, status_code=200)
     job = {"fleet_forecast_id": fid, "device_ids": devices, "forecast_start": isoformat_z(start),
            "horizon_intervals": horizon, "model_version": version,
            "data_end": isoformat_z(min(start, floor_quarter_hour(now))),

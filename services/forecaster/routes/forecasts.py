@@ -72,7 +72,7 @@ async def start_forecast(
     recorded = await run_in_threadpool(read_recorded, fid)
     if recorded is not None:  # made before (its workflow instance may be purged)
         return FastJSONResponse({"forecast_id": fid, "status": "COMPLETED", "result": recorded,
-                             "created": False}, status_code=200)
+                                 "created": False}, status_code=200)
     if wait:  # batched with whatever else is asked for now (a lone request runs at once)
         try:
             view = await asyncio.wait_for(batcher.submit(fid, job.model_dump()), timeout)
@@ -82,7 +82,7 @@ async def start_forecast(
     async with starting_lock(fid):
         created = await run_in_threadpool(start_once, fid, job)
     return FastJSONResponse({"forecast_id": fid, "status": "SCHEDULED" if created else "EXISTS",
-                         "created": created}, status_code=202)
+                             "created": created}, status_code=202)
 
 
 async def run_single(fid: str, job: dict) -> dict:

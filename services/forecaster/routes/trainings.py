@@ -67,7 +67,7 @@ async def _run_training(tid: str, job: dict, wait: bool, timeout: float) -> Fast
     recorded = await run_in_threadpool(_recorded_training, tid)
     if recorded is not None:
         return FastJSONResponse({"training_id": tid, "status": "COMPLETED", "result": recorded,
-                             "created": False})
+                                 "created": False})
     async with starting_lock(tid):
         created = await run_in_threadpool(start_once, tid, job, TRAINING_WORKFLOW_NAME)
     view: dict = {"training_id": tid, "status": "SCHEDULED" if created else "EXISTS"}
