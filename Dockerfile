@@ -2,8 +2,9 @@
 # One image for the four services (the role is the command:
 # `python -m services.gateway|forecaster|telemetry|trading`), built in stages:
 #   app         every service; no compiler
-#   forecaster  app + gcc and treelite/tl2cgen, which compile the served
-#               model's trees at load (intraday/forecasting/compiled.py)
+#   forecaster  app + gcc, with which treelite/tl2cgen (in the locked set)
+#               compile the served model's trees at load
+#               (intraday/forecasting/compiled.py)
 #   dapr        Dapr's daprd, sentry, placement and scheduler; daprd behind
 #               an entry that reads Sentry's trust anchors from a file (daprd
 #               takes them from its environment only)
@@ -15,9 +16,11 @@ FROM python:${PYTHON_VERSION}-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /venv
 WORKDIR /app
-# Dependencies first (cached while only the code changes), then the code.
+# Dependencies first (cached while only the code changes): exactly the
+# locked set, hashes checked (requirements.lock, scripts/lock.sh); then the code.
+COPY requirements.lock ./
+RUN /venv/bin/pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
-RUN mkdir -p intraday clients services actors workflows && /venv/bin/pip install .
 COPY intraday intraday
 COPY clients clients
 COPY services services
@@ -26,9 +29,6 @@ COPY workflows workflows
 COPY sql sql
 # Editable: the code runs from /app, where it finds sql/ beside it.
 RUN /venv/bin/pip install --no-deps -e .
-
-FROM build AS build-forecaster
-RUN /venv/bin/pip install "treelite>=4.3" "tl2cgen>=1.0"
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS app
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin intraday \
@@ -45,7 +45,6 @@ FROM app AS forecaster
 USER root
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=build-forecaster /venv /venv
 USER 10001
 EXPOSE 8001
 CMD ["python", "-m", "services.forecaster"]

@@ -1,6 +1,6 @@
 # The two commands that matter: `make setup` (fresh machine -> everything
 # installed) and `make test` (the whole suite). See README.md.
-.PHONY: setup test unit integration up down up-swiss down-swiss status bench bench-load bench-dashboard bench-training bench-telemetry bench-onboarding bench-forecasting bench-real bench-cold bench-fuzz bench-faults lint
+.PHONY: setup test checks lock upgrade typecheck unit integration up down up-swiss down-swiss status bench bench-load bench-dashboard bench-training bench-telemetry bench-onboarding bench-forecasting bench-real bench-cold bench-fuzz bench-faults lint
 
 PY := .venv/bin/python
 
@@ -12,10 +12,25 @@ setup:
 # first `make up` is: it trains and serves a model first; then a user's own
 # fleet (tests/own_fleet: the registry, weather, the Swiss heat pumps live)
 # on a stack without the demo fleet.
-test:
+test: checks
 	$(PY) -m pytest -q
 	INTRADAY_COMPONENTS=gcp-emulated INTRADAY_FIRST_MODEL=on $(PY) -m pytest -q tests/gcp
 	INTRADAY_DEMO_FLEET=off $(PY) -m pytest -q tests/own_fleet
+
+# What holds the build together, before the suite: the locks match
+# pyproject.toml.
+checks:
+	bash scripts/lock.sh check
+
+# After editing pyproject.toml's dependencies: the locks follow, every other
+# pin kept. `make upgrade`: every package to its newest allowed release.
+lock:
+	bash scripts/lock.sh
+upgrade:
+	bash scripts/lock.sh upgrade
+
+typecheck:
+	$(PY) -m mypy
 
 unit:
 	$(PY) -m pytest -q -m "not integration"

@@ -32,18 +32,25 @@ else
   say "redis-server, postgresql, prometheus and chromium already installed"
 fi
 
-# 2. Python environment; reinstalled only when pyproject.toml changes.
+# 2. Python environment: exactly the locked set (requirements-dev.lock, every
+#    package pinned with its hashes; scripts/lock.sh makes it), installed by
+#    uv at the version the lock names; then the project itself, editable.
 python="${PYTHON:-python3}"
 [[ -x .venv/bin/python ]] || { say "creating .venv"; "$python" -m venv .venv; }
-stamp=.venv/.intraday-deps
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+uv_version="$(sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements-dev.lock)"
+if [[ "$(.venv/bin/uv --version 2>/dev/null)" != "uv $uv_version"* ]]; then
+  say "installing uv $uv_version"
+  .venv/bin/python -m pip install -q --disable-pip-version-check "uv==$uv_version"
+fi
+stamp=.venv/.intraday-lock
+want="$(cat requirements-dev.lock pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-  say "installing Python packages into .venv"
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  say "installing the locked Python packages into .venv (uv)"
+  .venv/bin/uv pip sync -q --python .venv/bin/python --require-hashes requirements-dev.lock
+  .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
   echo "$want" >"$stamp"
 else
-  say "Python packages up to date"
+  say "Python packages match requirements-dev.lock"
 fi
 
 # 3. Dapr runtime and CLI.
