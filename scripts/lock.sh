@@ -11,6 +11,7 @@
 #                                  follow it, every other pin kept (make lock)
 #   bash scripts/lock.sh upgrade   every package to its newest allowed release
 #                                  (make upgrade)
+#   bash scripts/lock.sh upgrade NAME...   those packages only
 #   bash scripts/lock.sh check     fails when pyproject.toml and the locks
 #                                  disagree; changes nothing (make test)
 set -euo pipefail
@@ -31,7 +32,9 @@ compile() {  # compile [uv args...]: both locks, in the working directory
 
 case "$mode" in
   sync) compile ;;
-  upgrade) compile --upgrade ;;
+  upgrade)
+    shift
+    if (($#)); then compile $(printf -- '--upgrade-package %s ' "$@"); else compile --upgrade; fi ;;
   check)
     # Resolved again from the committed locks as preferences (uv keeps a
     # pin that still satisfies pyproject.toml): any difference means a
