@@ -53,14 +53,17 @@ class DeviceActorInterface(ActorInterface):
     @actormethod(name="Prepare")
     async def prepare(self, request: dict) -> dict:
         """Bring the window up to `forecast_start`; describe the data window."""
+        raise NotImplementedError  # the actor implements it; callers reach it by proxy
 
     @actormethod(name="Forecast")
     async def forecast(self, request: dict) -> dict:
         """P10/P50/P90 for `horizon_intervals` from `forecast_start`."""
+        raise NotImplementedError  # the actor implements it; callers reach it by proxy
 
     @actormethod(name="ExtendWindow")
     async def extend_window(self, batch: dict) -> dict:
         """Merge newer quarter-hour values {start, values} into the window."""
+        raise NotImplementedError  # the actor implements it; callers reach it by proxy
 
 
 class DeviceActor(Actor, DeviceActorInterface):
@@ -96,25 +99,24 @@ class DeviceActor(Actor, DeviceActorInterface):
             _raise_unless_unavailable(e)
             raise TelemetryUnavailable(f"{self.id.id}: no window held and the telemetry service is "
                                        f"unavailable ({str(e)[:200]})") from e
-        await self._save(window)
-        return self._state
+        return await self._save(window)
 
-    async def _save(self, window: TelemetryWindow) -> None:
-        self._state = DeviceState(
+    async def _save(self, window: TelemetryWindow) -> DeviceState:
+        state = self._state = DeviceState(
             device_id=self.id.id,
             window=window,
             model_version=baseline.MODEL_VERSION,
             refreshed_at=datetime.now(UTC),
         )
-        await self._state_manager.set_state(STATE_KEY, self._state)
+        await self._state_manager.set_state(STATE_KEY, state)
         await self._state_manager.save_state()
+        return state
 
     def _keep_intervals(self) -> int:
         return get_settings().history_days * INTERVALS_PER_DAY
 
     async def prepare(self, request: dict) -> dict:
-        await self._load()
-        window = self._state.window
+        window = (await self._load()).window
         # Data for the forecast ends at forecast_start, and cannot go past now.
         wanted_end = min(
             floor_quarter_hour(datetime.fromisoformat(request["forecast_start"])),
@@ -132,8 +134,7 @@ class DeviceActor(Actor, DeviceActorInterface):
                             self.id.id, str(e)[:200], isoformat_z(window.end))
                 self._telemetry_down = window.end
             else:
-                await self._save(window.merged(tail, self._keep_intervals()))
-                window = self._state.window
+                window = (await self._save(window.merged(tail, self._keep_intervals()))).window
         return {
             "device_id": self.id.id,
             "model_version": engine.model_version(await catalog.current()),
@@ -143,7 +144,7 @@ class DeviceActor(Actor, DeviceActorInterface):
         }
 
     async def forecast(self, request: dict) -> dict:
-        await self._load()
+        state = await self._load()
         start = datetime.fromisoformat(request["forecast_start"])
         horizon = int(request["horizon_intervals"])
         # The version the request was admitted under, so the forecast id,
@@ -157,7 +158,7 @@ class DeviceActor(Actor, DeviceActorInterface):
         # readings pushed to the actor (ExtendWindow) may have started the
         # current one, whose mean is not known yet.
         until = min(floor_quarter_hour(start), floor_quarter_hour(datetime.now(UTC)))
-        window = self._state.window
+        window = state.window
         notes: tuple[str, ...] = ()
         if window.end < until:  # nothing known since the window's end: missing readings
             gap = TelemetryWindow(self.id.id, window.end,
@@ -176,6 +177,7 @@ class DeviceActor(Actor, DeviceActorInterface):
             return {"error": str(e), "kind": "insufficient_history"}
         result = engine.until_retirement(result, (self._attributes or {}).get("retired_at"))
         if temps is not None:
+            assert self._attributes is not None  # temperatures are read at the device's location
             stale = stale_forecast_note(self._attributes["location"], start)
             notes = (*notes, stale) if stale else notes
         if notes:
@@ -221,7 +223,7 @@ class DeviceActor(Actor, DeviceActorInterface):
         update = TelemetryWindow(
             self.id.id,
             datetime.fromisoformat(batch["start"]),
-            [float("nan") if v is None else float(v) for v in batch["values"]],
+            np.array([np.nan if v is None else float(v) for v in batch["values"]]),
         )
         await self._save(self._state.window.merged(update, self._keep_intervals()))
         return {"window_end": isoformat_z(self._state.window.end)}

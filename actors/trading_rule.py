@@ -29,24 +29,27 @@ class TradingRuleActorInterface(ActorInterface):
     @actormethod(name="Observe")
     async def observe(self, tick: dict) -> dict:
         """{decision_id, price_eur_mwh, at}: {trade, reference_price, state}."""
+        raise NotImplementedError  # the actor implements it; callers reach it by proxy
 
     @actormethod(name="Decided")
     async def decided(self, request: dict) -> dict:
         """{decision_id}: the decision is recorded; forget it as pending."""
+        raise NotImplementedError  # the actor implements it; callers reach it by proxy
 
     @actormethod(name="GetState")
     async def get_state(self) -> dict:
         """The rule's reference price, last trigger, pending and decided ids."""
+        raise NotImplementedError  # the actor implements it; callers reach it by proxy
 
 
 class TradingRuleActor(Actor, TradingRuleActorInterface):
-    _memory: dict | None = None
+    _memory: dict  # set at activation: the rule, pending and decided decision ids
 
     async def _on_activate(self) -> None:
         ACTOR_ACTIVATIONS.labels(ACTOR_TYPE).inc()
         ACTORS_ACTIVE.labels(ACTOR_TYPE).inc()
         found, memory = await self._state_manager.try_get_state(STATE_KEY)
-        self._memory = memory if found else {"rule": {}, "pending": {}, "decided": []}
+        self._memory = memory if found and memory is not None else {"rule": {}, "pending": {}, "decided": []}
 
     async def _on_deactivate(self) -> None:
         ACTOR_DEACTIVATIONS.labels(ACTOR_TYPE).inc()

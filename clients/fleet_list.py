@@ -53,6 +53,7 @@ def fleet_devices() -> dict[str, dict]:
         if _keeper is None or not _keeper.is_alive():
             _keeper = threading.Thread(target=_keep_fresh, name="fleet-list", daemon=True)
             _keeper.start()
+        assert _fleet is not None  # _refresh raised otherwise
         return _fleet[1]
 
 

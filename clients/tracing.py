@@ -119,7 +119,7 @@ def instrument_workflow_client() -> None:
     from opentelemetry.instrumentation.grpc import GrpcInstrumentorClient, filters
 
     instrumentor = GrpcInstrumentorClient(
-        filter_=filters.any_of(*map(filters.method_name, WORKFLOW_CLIENT_CALLS)))
+        filter_=filters.any_of(*(filters.method_name(name) for name in WORKFLOW_CLIENT_CALLS)))
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument()
 

@@ -15,6 +15,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -141,7 +142,7 @@ def touch(conn: psycopg.Connection, key_ids: list[str]) -> None:
     conn.execute("UPDATE api_keys SET last_used_at = now() WHERE key_id = ANY(%s)", (key_ids,))
 
 
-def list_keys(conn: psycopg.Connection) -> list[dict]:
+def list_keys(conn: psycopg.Connection) -> list[dict[str, Any]]:
     rows = conn.execute("SELECT key_id, name, scopes, created_at, revoked_at, last_used_at, rate_per_minute"
                         " FROM api_keys ORDER BY created_at").fetchall()
     names = ("key_id", "name", "scopes", "created_at", "revoked_at", "last_used_at", "rate_per_minute")

@@ -20,6 +20,7 @@ import json
 from datetime import datetime
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ def _watts(kw: np.ndarray) -> np.ndarray:
 
 
 def forecast_message(forecast_id: str, f: Forecast, missing_intervals: int | None, requested_by: str,
-                     requested_at: str, trace_id: str | None) -> dict:
+                     requested_at: str, trace_id: str | None) -> dict[str, Any]:
     """The `forecasts` message of one device forecast. Arrays are NumPy
     (int64 watts): `sidecar.publish_bulk` writes them with orjson;
     `jsonable` makes lists of them for other encoders."""
@@ -62,7 +63,7 @@ def forecast_message(forecast_id: str, f: Forecast, missing_intervals: int | Non
     }
 
 
-def forecast_message_of(result: dict) -> dict:
+def forecast_message_of(result: dict[str, Any]) -> dict[str, Any]:
     """The `forecasts` message of a request's result (`Forecast.to_result`):
     what the single-device workflow publishes."""
     f = Forecast.from_dict(result)
@@ -70,11 +71,11 @@ def forecast_message_of(result: dict) -> dict:
                                      result["requested_by"], result["requested_at"], result.get("trace_id")))
 
 
-def jsonable(message: dict) -> dict:
+def jsonable(message: dict[str, Any]) -> dict[str, Any]:
     return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in message.items()}
 
 
-def read_forecast(message: dict) -> Forecast:
+def read_forecast(message: dict[str, Any]) -> Forecast:
     """A `forecasts` message as a `Forecast` (kW, to the watt it carried)."""
     if message.get("schema_version") != FORECAST_SCHEMA_VERSION:
         raise ValueError(f"forecasts message schema_version {message.get('schema_version')!r}, "
@@ -99,13 +100,14 @@ def read_forecast(message: dict) -> Forecast:
 
 
 @cache
-def schema(topic: str) -> dict:
+def schema(topic: str) -> dict[str, Any]:
     if topic not in TOPICS:
         raise KeyError(f"no schema for topic {topic!r} (topics: {', '.join(TOPICS)})")
-    return json.loads((SCHEMAS / f"{topic}.schema.json").read_text())
+    schema: dict[str, Any] = json.loads((SCHEMAS / f"{topic}.schema.json").read_text())
+    return schema
 
 
-def validate(topic: str, message: dict) -> None:
+def validate(topic: str, message: dict[str, Any]) -> None:
     """Raise jsonschema.ValidationError if `message` is not a valid message
     of `topic`."""
     import jsonschema

@@ -47,7 +47,8 @@ def fleet_forecast_workflow(ctx: wf.DaprWorkflowContext, job: dict):
     # another infers, a third publishes and audits), not every shard at once
     # queueing for the same two cores and holding its windows meanwhile.
     parallel = max(1, int(job.get("parallel_shards") or len(shards)))
-    tasks, running = [], []
+    tasks: list = []
+    running: list = []
     for k, shard in enumerate(shards):
         if len(running) >= parallel:
             done = yield wf.when_any(running)

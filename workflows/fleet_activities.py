@@ -65,12 +65,12 @@ def _temperatures(attributes: list[dict], window_start: datetime, start: datetim
     """What DeviceActor._temperatures gives each device; the shard's windows
     share one grid, so each location is built once."""
     by_location: dict[str, np.ndarray | None] = {}
-    for location in {a.get("location") for a in attributes if a.get("location")}:
+    for location in {str(a["location"]) for a in attributes if a.get("location")}:
         try:
             by_location[location] = _run(on_window(location, window_start, start, horizon))
         except sidecar.SidecarError:
             by_location[location] = None
-    return [by_location.get(a.get("location")) if a.get("location") else None for a in attributes]
+    return [by_location.get(str(a["location"])) if a.get("location") else None for a in attributes]
 
 
 class _Stopwatch:
@@ -140,6 +140,7 @@ def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
         if isinstance(r, InsufficientHistory):
             failed[d] = f"insufficient_history: {r}"
             continue
+        assert isinstance(r, Forecast)  # NeedsWholeWindow: forecast again from the whole window above
         r = engine.until_retirement(r, a.get("retired_at"))
         note = stale_forecast_note(a["location"], start) if t is not None else None
         if note:

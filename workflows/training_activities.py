@@ -20,6 +20,7 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta
+from typing import Any
 
 import dapr.ext.workflow as wf
 import numpy as np
@@ -46,7 +47,7 @@ class RemoteTelemetry:
     def __init__(self) -> None:
         self.http = sidecar.sync_client()
 
-    def _get(self, path: str, **params) -> object:
+    def _get(self, path: str, **params) -> Any:
         r = self.http.get(f"/v1.0/invoke/telemetry/method/{path}", params=params,
                           timeout=sidecar.LONG_TIMEOUT)
         return sidecar._raise_for(r).json()

@@ -24,6 +24,7 @@ def marks(conn: psycopg.Connection) -> dict[str, str | None]:
                   (SELECT tick_id FROM price_ticks ORDER BY received_at DESC LIMIT 1),
                   (SELECT training_id FROM model_trainings ORDER BY finished_at DESC LIMIT 1),
                   (SELECT max(scored_at)::text FROM forecast_scorings)""").fetchone()
+    assert row is not None  # a SELECT without FROM: always one row
     return dict(zip(("forecast", "decision", "price", "training", "scores"), row, strict=True))
 
 
@@ -61,8 +62,9 @@ def decisions(conn: psycopg.Connection, limit: int = 20) -> list[dict[str, Any]]
         d["decided_at"], d["forecast_start"] = isoformat_z(d["decided_at"]), isoformat_z(d["forecast_start"])
         out.append(d)
     if out:
-        out[0]["orders"] = conn.execute("SELECT orders FROM trade_decisions WHERE decision_id = %s",
-                                        (out[0]["decision_id"],)).fetchone()[0]
+        orders = conn.execute("SELECT orders FROM trade_decisions WHERE decision_id = %s",
+                              (out[0]["decision_id"],)).fetchone()
+        out[0]["orders"] = orders[0] if orders else None
     return out
 
 

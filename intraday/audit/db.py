@@ -147,7 +147,7 @@ def read_forecasts(conn: psycopg.Connection, request_ids: list[str]) -> dict[str
     return {rid: row[0] for rid, row in _read_recorded(conn, request_ids).items()}
 
 
-def _read_recorded(conn: psycopg.Connection, request_ids: list[str]) -> dict[str, tuple]:
+def _read_recorded(conn: psycopg.Connection, request_ids: list[str]) -> dict[str, tuple[Any, ...]]:
     """id -> (Forecast, missing intervals, requested_by, requested_at, trace_id)."""
     rows = conn.execute(
         """SELECT r.request_id, r.device_id, r.forecast_start, r.model_version, r.data_window_start,
@@ -163,7 +163,8 @@ def _read_recorded(conn: psycopg.Connection, request_ids: list[str]) -> dict[str
             old = conn.execute("SELECT p10, p50, p90, coalesce(mean, 'NaN') FROM forecast_results"
                                " WHERE request_id = %s ORDER BY interval_start", (request_id,)).fetchall()
             series = [list(c) for c in zip(*old, strict=True)] if old else [[], [], [], []]
-        forecast = Forecast(device, start, version, *(np.array(s, np.float64) for s in series),
+        p10, p50, p90, mean = (np.array(s, np.float64) for s in series)
+        forecast = Forecast(device, start, version, p10, p50, p90, mean,
                             data_window_start=window_start, data_window_end=window_end,
                             history_days=history_days, notes=tuple(notes or ()))
         out[request_id] = (forecast, missing, requested_by, requested_at, trace_id)
@@ -223,7 +224,7 @@ def most_requested(conn: psycopg.Connection, days: int, limit: int) -> list[str]
 
 
 def positions(conn: psycopg.Connection, starts: list[datetime]) -> list[float]:
-    rows = dict(
+    rows: dict[datetime, float] = dict(
         conn.execute(
             "SELECT interval_start, position_mw FROM positions WHERE interval_start = ANY(%s)",
             (starts,),

@@ -4,6 +4,7 @@ the dashboard, `intraday status` and the metrics read."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -31,8 +32,8 @@ class Due:
     model_version: str
     device_ids: list[str]
     forecast_ids: list[str]
-    portfolio: dict | None = None  # the fleet's total: {"p10": [...], "p50", "p90", "mean"}
-    recalibration: dict | None = None  # the factors its bands were scaled by (recalibration.used)
+    portfolio: dict[str, Any] | None = None  # the fleet's total: {"p10": [...], "p50", "p90", "mean"}
+    recalibration: dict[str, Any] | None = None  # the factors its bands were scaled by (recalibration.used)
 
     @property
     def end(self) -> datetime:
@@ -101,8 +102,10 @@ def _add_day(conn: psycopg.Connection, version: str, day: Day) -> None:
     conn.execute("INSERT INTO live_recalibration (model_version, day, forecasts, scores)"
                  " VALUES (%s, %s, 0, %s) ON CONFLICT DO NOTHING",
                  (version, day.day, Jsonb(Day(day.day).to_dict())))
-    (stored,) = conn.execute("SELECT scores FROM live_recalibration WHERE model_version = %s AND day = %s"
-                             " FOR UPDATE", (version, day.day)).fetchone()
+    row = conn.execute("SELECT scores FROM live_recalibration WHERE model_version = %s AND day = %s"
+                       " FOR UPDATE", (version, day.day)).fetchone()
+    assert row is not None  # inserted above, or already there
+    (stored,) = row
     window = Window([Day.from_dict(stored)])
     window.add(day)
     conn.execute("UPDATE live_recalibration SET scores = %s, forecasts = forecasts + 1, updated_at = now()"
@@ -117,9 +120,9 @@ def live_days(conn: psycopg.Connection, version: str, days: int = 2 * WINDOW_DAY
     return [Day.from_dict(r[0]) for r in reversed(rows)]
 
 
-def _sums(row) -> Sums:
-    return Sums(**{f: (int(v) if isinstance(Sums.__dataclass_fields__[f].default, int) else float(v))
-                   for f, v in zip(FIELDS, row, strict=True)})
+def _sums(row: Sequence[Any]) -> Sums:
+    return Sums(**{f: (int(v) if isinstance(Sums.__dataclass_fields__[f].default, int)  # type: ignore[arg-type]
+                       else float(v)) for f, v in zip(FIELDS, row, strict=True)})
 
 
 _SUMMED = ", ".join(f"sum({f})" for f in FIELDS)
@@ -142,7 +145,7 @@ def summary(conn: psycopg.Connection, today: date, days: int = live.WEEK_DAYS) -
             " GROUP BY level, block ORDER BY block", (first, today)).fetchall():
         week[level] = week[level] + _sums(row)
         blocks[level][int(block)] = _sums(row).measures(level)
-    forecasts, last = conn.execute(
+    forecasts, last = conn.execute(  # type: ignore[misc]  # an aggregate: always one row
         "SELECT count(*) FILTER (WHERE s.cells > 0), max(s.scored_at) FROM forecast_scorings s"
         " WHERE s.forecast_end > %s AND s.forecast_start <= %s",
         (datetime.combine(first, time(), UTC), datetime.combine(today + timedelta(days=1), time(), UTC),
@@ -173,8 +176,9 @@ def training_scores(conn: psycopg.Connection, version: str) -> dict[str, Any] | 
                        "pinball": dev.get("pinball_mean"), "coverage": dev.get("coverage_p10_p90")}}
 
 
-def as_arrays(values: dict[str, list]) -> tuple[np.ndarray, ...]:
+def as_arrays(values: dict[str, list[Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """P10, P50, P90 and mean of a recorded total as arrays (None -> NaN)."""
-    return tuple(np.array([np.nan if v is None else v for v in values[q]], float)
-                 for q in ("p10", "p50", "p90", "mean"))
+    p10, p50, p90, mean = (np.array([np.nan if v is None else v for v in values[q]], float)
+                           for q in ("p10", "p50", "p90", "mean"))
+    return p10, p50, p90, mean
 

@@ -24,9 +24,10 @@ from __future__ import annotations
 import argparse
 import enum
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -73,7 +74,7 @@ TrainRows = Annotated[int, typer.Option(help="training rows sampled")]
 Trees = Annotated[int, typer.Option(help="boosting rounds of the P50 model (P10/P90: half)")]
 
 
-def _run(func, **options) -> None:
+def _run(func: Callable[[argparse.Namespace], None], **options: Any) -> None:
     func(argparse.Namespace(**options))
 
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from intraday.cli.common import _fail, _stderr, _table, _working
 
+if TYPE_CHECKING:
+    from intraday.forecasting.backtest import BacktestData
+    from intraday.forecasting.features import Panel
+    from intraday.forecasting.model import TrainingConfig
 
-def _training_config(args: argparse.Namespace, horizon: int):
+
+def _training_config(args: argparse.Namespace, horizon: int) -> TrainingConfig:
     from intraday.forecasting.model import TrainingConfig
 
     if args.train_rows < 10_000 or args.trees < 10:
@@ -18,7 +24,7 @@ def _training_config(args: argparse.Namespace, horizon: int):
                           tail_trees=max(10, args.trees // 2))
 
 
-def _load_backtest_data(args: argparse.Namespace):
+def _load_backtest_data(args: argparse.Namespace) -> BacktestData:
     from intraday.errors import InvalidRequest
     from intraday.forecasting import backtest
 
@@ -45,14 +51,14 @@ def _load_backtest_data(args: argparse.Namespace):
     return data
 
 
-def _horizon(args: argparse.Namespace, panel) -> int:
+def _horizon(args: argparse.Namespace, panel: Panel) -> int:
     """--horizon in steps of the data's grid: one day of them by default, two at most."""
     if args.horizon is None:
         return panel.per_day
     if not 1 <= args.horizon <= 2 * panel.per_day:
         _fail(f"--horizon {args.horizon}: must be 1..{2 * panel.per_day} steps of {panel.step_minutes} min "
               "(up to two days)", 2)
-    return args.horizon
+    return int(args.horizon)
 
 
 def cmd_backtest(args: argparse.Namespace) -> None:

@@ -4,19 +4,26 @@ the gateway client, the telemetry store, progress."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, overload
 
 import httpx
 
 from intraday.config import get_settings
 
+if TYPE_CHECKING:
+    from rich.console import Console
 
-def _fail(message: str, code: int = 1) -> None:
+    from intraday.telemetry.store import TelemetryStore
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
     print(f"intraday: {message}", file=sys.stderr)
     raise SystemExit(code)
 
 
-def _console(stderr: bool = False):
+def _console(stderr: bool = False) -> Console:
     """Rich's console: colour and the terminal's width on a terminal; plain,
     wide lines into a pipe or a file (so a table is not folded to 80 columns)."""
     from rich.console import Console
@@ -26,7 +33,7 @@ def _console(stderr: bool = False):
                    no_color=not stream.isatty())
 
 
-def _table(columns: list[str], rows: list[list], title: str | None = None,
+def _table(columns: list[str], rows: list[list[Any]], title: str | None = None,
            right: tuple[int, ...] = ()) -> None:
     """A table on stdout; `right` are the indexes of numeric columns."""
     from rich import box
@@ -50,7 +57,7 @@ def _gateway() -> httpx.Client:
     return httpx.Client(base_url=settings.gateway_url, timeout=90, headers=headers)
 
 
-def _http_error(r: httpx.Response) -> None:
+def _http_error(r: httpx.Response) -> NoReturn:
     try:
         detail = r.json().get("detail") or r.json().get("error") or r.text
     except ValueError:
@@ -58,7 +65,11 @@ def _http_error(r: httpx.Response) -> None:
     _fail(f"{r.request.method} {r.request.url.path} -> {r.status_code}: {detail}")
 
 
-def _open_store(required: bool = True):
+@overload
+def _open_store(required: Literal[True] = ...) -> TelemetryStore: ...
+@overload
+def _open_store(required: bool) -> TelemetryStore | None: ...
+def _open_store(required: bool = True) -> TelemetryStore | None:
     """The telemetry store, or None when the telemetry service holds it."""
     from intraday.errors import StoreInUse
     from intraday.telemetry.store import TelemetryStore
@@ -73,7 +84,7 @@ def _open_store(required: bool = True):
     return store
 
 
-_live = None  # (Progress, task id) while a long command runs on a terminal
+_live: tuple[Any, Any] | None = None  # (Progress, task id) while a long command runs on a terminal
 
 
 def _stderr(line: str) -> None:
@@ -89,7 +100,7 @@ def _stderr(line: str) -> None:
 
 
 @contextmanager
-def _working(label: str):
+def _working(label: str) -> Iterator[None]:
     """Rich's spinner and elapsed time on stderr for a long step, when stderr
     is a terminal; lines otherwise."""
     global _live

@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from intraday.cli.common import _fail, _http_error, _open_store, _stderr, _working
 from intraday.config import get_settings
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def _fleet_args(args: argparse.Namespace):
+    from intraday.telemetry import fleet
+
+
+def _fleet_args(args: argparse.Namespace) -> tuple[datetime, datetime, fleet.FaultRates]:
     from intraday.telemetry import fleet
     from intraday.timeutil import floor_quarter_hour
 
@@ -50,6 +57,7 @@ def cmd_fleet_generate(args: argparse.Namespace) -> None:
         finally:
             store.close()
         r = summary.ingest
+        assert r is not None
         print(f"loaded {summary.devices:,} devices in {summary.seconds:.1f} s: "
               f"{r.inserted:,} readings stored, {r.duplicates:,} duplicate messages dropped, "
               f"{r.already_stored:,} already stored, {r.quarantined:,} quarantined; "
@@ -65,7 +73,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     if not path.is_file():
         _fail(f"{path}: no such file")
 
-    def progress(report) -> None:
+    def progress(report: Any) -> None:
         _stderr(f"  {report.rows:>12,} rows  inserted {report.inserted:,}  "
                 f"quarantined {report.quarantined:,}")
 
@@ -92,15 +100,16 @@ def cmd_ingest(args: argparse.Namespace) -> None:
               f"{report['quarantined']:,} quarantined")
         for reason, n in report["reasons"].items():
             print(f"  quarantined {n:,} x {reason}")
-        for e in report["errors"]:
-            print(f"  rejected: {e}")
+        for error in report["errors"]:
+            print(f"  rejected: {error}")
     if report["status"] == "rejected":
         raise SystemExit(2)
     if report["quarantined"] and report["status"] != "duplicate_batch":
         raise SystemExit(3)
 
 
-def _ingest_via_service(path: Path, args: argparse.Namespace, progress) -> dict:
+def _ingest_via_service(path: Path, args: argparse.Namespace,
+                        progress: Callable[[Any], None]) -> dict[str, Any]:
     """Send the file chunk by chunk to the telemetry service (which owns the
     embedded store while it runs)."""
     from intraday.telemetry.ingest import file_batch_id, read_chunks
@@ -110,7 +119,8 @@ def _ingest_via_service(path: Path, args: argparse.Namespace, progress) -> dict:
     return send_chunks(chunks, batch_id, "file", progress, args.url)
 
 
-def send_chunks(chunks, batch_id: str, source: str, progress, url: str | None = None) -> dict:
+def send_chunks(chunks: Iterable[tuple[str, pd.DataFrame]], batch_id: str, source: str,
+                progress: Callable[[Any], None], url: str | None = None) -> dict[str, Any]:
     """(batch id, frame) chunks of readings to the telemetry service's
     `POST /ingest` as Parquet, in order; one report for them all."""
     import io

@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import numpy as np
@@ -17,7 +18,7 @@ from intraday.config import get_settings
 def cmd_forecast(args: argparse.Namespace) -> None:
     if args.fleet == (args.device_id is not None):
         _fail("name one DEVICE_ID, or --fleet [--devices ...] for a portfolio")
-    body: dict = {"horizon_hours": args.horizon_hours}
+    body: dict[str, Any] = {"horizon_hours": args.horizon_hours}
     if args.fleet:
         if args.devices:
             body["devices"] = [d.strip() for d in args.devices.split(",") if d.strip()]
@@ -45,7 +46,7 @@ def cmd_forecast(args: argparse.Namespace) -> None:
         print_forecast(view["result"])
 
 
-def print_fleet_forecast(result: dict) -> None:
+def print_fleet_forecast(result: dict[str, Any]) -> None:
     pf = result["portfolio"]
     print(f"fleet forecast {result['forecast_id']}")
     print(f"  {pf['devices']} devices  model {result['model_version']}  data to {result['data_end']}"
@@ -58,7 +59,7 @@ def print_fleet_forecast(result: dict) -> None:
            title="the portfolio's total, hourly", right=(1, 2, 3, 4))
 
 
-def print_forecast(result: dict) -> None:
+def print_forecast(result: dict[str, Any]) -> None:
     intervals = result["intervals"]
     p90_max = max(i["p90"] for i in intervals) or 1.0
     print(f"forecast {result['forecast_id']}")
@@ -86,14 +87,15 @@ def cmd_prices(args: argparse.Namespace) -> None:
         for n in range(args.count):
             if n:
                 price += rng.normal(0, args.step) + (rng.random() < 0.1) * rng.normal(0, 4 * args.step)
-            tick = {"price_eur_mwh": round(float(price), 2), "at": datetime.now(UTC).isoformat()}
+            at = datetime.now(UTC).isoformat()
+            tick = {"price_eur_mwh": round(float(price), 2), "at": at}
             try:
                 r = gw.post("/prices", json=tick)
             except httpx.ConnectError:
                 _fail(f"gateway not reachable at {get_settings().gateway_url} (is `make up` running?)")
             if r.status_code >= 400:
                 _http_error(r)
-            print(f"[{n + 1}/{args.count}] {tick['at'][:19]}  {tick['price_eur_mwh']:8.2f} EUR/MWh",
+            print(f"[{n + 1}/{args.count}] {at[:19]}  {tick['price_eur_mwh']:8.2f} EUR/MWh",
                   flush=True)
             if n + 1 < args.count:
                 time.sleep(args.interval)

@@ -7,12 +7,20 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from intraday.cli.backtest import _horizon, _load_backtest_data, _training_config
 from intraday.cli.common import _fail, _gateway, _http_error, _open_store, _stderr, _table, _working
 from intraday.config import get_settings
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from intraday.forecasting.backtest import BacktestData
+    from intraday.forecasting.evaluation import Evaluation
+    from intraday.forecasting.recalibration import Factors
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -87,9 +95,9 @@ def _train_here(args: argparse.Namespace) -> None:
         print_training(decision)
 
 
-def _band_factors(factors) -> str:
+def _band_factors(factors: Factors) -> str:
     """The rolling recalibration a model serves with, in a line."""
-    def mean(f):
+    def mean(f: np.ndarray) -> str:
         return f"x{f[:, 0].mean():.2f} below, x{f[:, 1].mean():.2f} above"
 
     parts = [f"devices {mean(factors.device)}"] if factors.device is not None else []
@@ -98,7 +106,8 @@ def _band_factors(factors) -> str:
         else "as calibrated (no scored days)"
 
 
-def _record_local_training(version, served, promoted, forced, reason, scored, data) -> dict:
+def _record_local_training(version: str, served: str | None, promoted: bool, forced: bool, reason: str,
+                           scored: Evaluation, data: BacktestData) -> dict[str, Any]:
     """The decision as the training workflow records it (trigger `cli`);
     printed, and written to the audit database when it is reachable."""
     import uuid
@@ -123,7 +132,7 @@ def _record_local_training(version, served, promoted, forced, reason, scored, da
     return row
 
 
-def print_training(t: dict) -> None:
+def print_training(t: dict[str, Any]) -> None:
     """A training's decision: what was promoted or kept, why, and both scores."""
     verdict = "promoted" if t["promoted"] else "kept the champion"
     print(f"training {t['training_id']} ({t['trigger']}): {verdict}")
@@ -180,7 +189,7 @@ def _train_via_gateway(args: argparse.Namespace) -> bool:
     return True
 
 
-def _store_training_data(days: int, until: str | None = None):
+def _store_training_data(days: int, until: str | None = None) -> tuple[BacktestData, dict[str, Any]]:
     from intraday.errors import InvalidRequest
     from intraday.forecasting import backtest
     from intraday.timeutil import floor_quarter_hour
@@ -209,7 +218,7 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _models_listing(limit: int = 20) -> dict:
+def _models_listing(limit: int = 20) -> dict[str, Any]:
     """{promoted, models, trainings}: from the running stack, else from the
     model store and the audit database here (trainings empty without one)."""
     from intraday.audit import db
@@ -223,7 +232,8 @@ def _models_listing(limit: int = 20) -> dict:
     if r is not None:
         if r.status_code >= 400:
             _http_error(r)
-        return r.json()
+        listing: dict[str, Any] = r.json()
+        return listing
     store = modelstore.default_store()
     listing = {"promoted": store.promoted(), "models": store.versions(), "trainings": []}
     try:

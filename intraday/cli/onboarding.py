@@ -14,6 +14,7 @@ import getpass
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,7 +46,7 @@ def _refusal(detail: Any) -> str:
     return detail if isinstance(detail, str) else json.dumps(detail)
 
 
-def _post(gw: httpx.Client, path: str, **kwargs) -> dict:
+def _post(gw: httpx.Client, path: str, **kwargs: Any) -> dict[str, Any]:
     try:
         r = gw.post(path, **kwargs)
     except httpx.ConnectError:
@@ -54,10 +55,11 @@ def _post(gw: httpx.Client, path: str, **kwargs) -> dict:
         _fail(_refusal(r.json().get("detail")), 2)
     if r.status_code >= 400:
         _http_error(r)
-    return r.json()
+    answer: dict[str, Any] = r.json()
+    return answer
 
 
-def _get(path: str, **params) -> httpx.Response:
+def _get(path: str, **params: Any) -> httpx.Response:
     with _gateway() as gw:
         try:
             r = gw.get(path, params=params)
@@ -68,7 +70,7 @@ def _get(path: str, **params) -> httpx.Response:
     return r
 
 
-def _local_audit(change: dict) -> None:
+def _local_audit(change: dict[str, Any]) -> None:
     """A change written to the store directly: recorded in the audit store
     too when PostgreSQL answers (the rows carry who made it either way)."""
     import psycopg
@@ -90,7 +92,7 @@ def _changed_by() -> str:
 
 # -- devices -------------------------------------------------------------------
 
-def register_devices(df: pd.DataFrame, progress=_stderr) -> dict:
+def register_devices(df: pd.DataFrame, progress: Callable[[str], None] = _stderr) -> dict[str, Any]:
     """Check the rows here (every bad row named, nothing written), then
     write them: through the gateway when the stack holds the store, else
     into the store. Returns the change (summed over requests)."""
@@ -103,15 +105,14 @@ def register_devices(df: pd.DataFrame, progress=_stderr) -> dict:
     store = _open_store(required=False)
     if store is not None:
         try:
-            change = registry.upsert(store, rows, _changed_by(), registry.new_change_id())
+            done = registry.upsert(store, rows, _changed_by(), registry.new_change_id()).to_dict()
         except registry.Refused as e:
             _fail(str(e), 2)
         finally:
             store.close()
-        change = change.to_dict()
-        _local_audit(change)
-        return change
-    total: dict = {}
+        _local_audit(done)
+        return done
+    total: dict[str, Any] = {}
     with _gateway() as gw:
         for k in range(0, len(rows), DEVICES_PER_REQUEST):
             part = [{c: (v.isoformat() if hasattr(v, "isoformat") else v) for c, v in r.items()}
@@ -128,7 +129,7 @@ def register_devices(df: pd.DataFrame, progress=_stderr) -> dict:
     return total
 
 
-def _change_line(change: dict) -> str:
+def _change_line(change: dict[str, Any]) -> str:
     parts = [f"{len(change[k]):,} {k}" for k in ("added", "updated", "reactivated", "retired")
              if change.get(k)]
     parts.append(f"{change['unchanged']:,} unchanged")
@@ -149,7 +150,7 @@ def devices_list(
         print(json.dumps(r.json(), indent=2))
         return
 
-    def kw(v) -> str:
+    def kw(v: float | None) -> str:
         return "" if v is None else f"{v:.1f}"
 
     _table(["device", "location", "country", "building", "heat pump", "rated kW", "tariff"]
@@ -192,10 +193,10 @@ def devices_retire(
     when = None
     if at:
         try:
-            when = datetime.fromisoformat(at)
+            parsed = datetime.fromisoformat(at)
         except ValueError:
             _fail(f"--at {at!r}: not an ISO time", 2)
-        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+        when = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     store = _open_store(required=False)
     if store is not None:
         try:
@@ -207,7 +208,7 @@ def devices_retire(
             store.close()
         _local_audit(change)
     else:
-        body: dict = {"device_ids": device_ids}
+        body: dict[str, Any] = {"device_ids": device_ids}
         if when:
             body["at"] = when.isoformat()
         with _gateway() as gw:
@@ -236,7 +237,8 @@ def devices_changes(
 
 # -- weather -------------------------------------------------------------------
 
-def store_weather(observed: pd.DataFrame | None, forecast: pd.DataFrame | None, progress=_stderr) -> dict:
+def store_weather(observed: pd.DataFrame | None, forecast: pd.DataFrame | None,
+                  progress: Callable[[str], None] = _stderr) -> dict[str, Any]:
     """Checked weather batches into the store, or through the gateway."""
     batches = {k: v for k, v in (("observed", observed), ("forecast", forecast)) if v is not None and len(v)}
     store = _open_store(required=False)
@@ -289,7 +291,7 @@ def weather_ingest(
 
 # -- readings and the one-shot import ------------------------------------------
 
-def send_readings(chunks, batch_id: str, progress) -> dict:
+def send_readings(chunks: Iterator[Any], batch_id: str, progress: Callable[[Any], None]) -> dict[str, Any]:
     """Readings chunks into the store (the stack down) or to the telemetry
     service that holds it (as `intraday ingest` sends a file)."""
     from intraday.telemetry.ingest import ingest_chunks
@@ -317,7 +319,7 @@ def import_fleet(devices: Path, readings: Path, weather: Path | None, weather_lo
     try:
         device_rows = read_devices_file(devices)
         shift = onboarding.plan_shift(readings, now) if shift_to_now else None
-        zones = (device_rows["location"].replace("", pd.NA).dropna().unique()
+        zones: Any = (device_rows["location"].replace("", pd.NA).dropna().unique()
                  if "location" in device_rows else [])
         location = weather_location or (str(zones[0]) if len(zones) == 1 else None)
         batches = onboarding.weather_batches(weather, shift, location, now) if weather else None
@@ -336,7 +338,7 @@ def import_fleet(devices: Path, readings: Path, weather: Path | None, weather_lo
         chunks = list(onboarding.reading_chunks(readings, shift))
         held = sum(c.held_back for c in chunks)
 
-        def progress(report) -> None:
+        def progress(report: Any) -> None:
             _stderr(f"  readings {report.rows:>12,}  inserted {report.inserted:,}  "
                     f"already stored {report.already_stored:,}  quarantined {report.quarantined:,}  "
                     f"{time.monotonic() - started:5.1f} s")
@@ -372,8 +374,8 @@ def import_fleet(devices: Path, readings: Path, weather: Path | None, weather_lo
         print(f"imported in {seconds:.1f} s; next: `intraday train` (a model on them, on the running stack), "
               "then `intraday forecast --fleet`")
     if report["status"] == "rejected":
-        for e in report["errors"]:
-            print(f"intraday: readings rejected: {e}", file=sys.stderr)
+        for error in report["errors"]:
+            print(f"intraday: readings rejected: {error}", file=sys.stderr)
         raise SystemExit(2)
     if report["quarantined"] and report["status"] != "duplicate_batch":
         raise SystemExit(3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 import httpx
 import numpy as np
@@ -79,7 +80,7 @@ def cmd_status(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
-def _print_status(apps: list[dict], fleet: dict, overview: dict) -> None:
+def _print_status(apps: list[dict[str, Any]], fleet: dict[str, Any], overview: dict[str, Any]) -> None:
     out = _console()
     if apps:
         _table(["app", "port", "health", "sidecar"],
@@ -105,7 +106,7 @@ def _print_status(apps: list[dict], fleet: dict, overview: dict) -> None:
     quiet = [d for d in (fleet.get("freshness") or {}).get("stalest", [])
              if d["age_seconds"] is None or d["age_seconds"] > 3600]
     if quiet:
-        def quiet_for(d: dict) -> str:
+        def quiet_for(d: dict[str, Any]) -> str:
             return "never reported" if d["age_seconds"] is None else f"{d['age_seconds'] / 3600:.1f} h"
 
         out.print("  no recent readings (the stalest): "
@@ -124,7 +125,7 @@ def _print_status(apps: list[dict], fleet: dict, overview: dict) -> None:
         out.print("[bold]decisions[/] none yet")
 
 
-def _print_scores(scores: dict) -> None:
+def _print_scores(scores: dict[str, Any]) -> None:
     """Live accuracy (GET /scores): the last 7 days' scored forecasts
     beside the served model's held-out scores from its training."""
     out, live = _console(), scores.get("live")
@@ -137,7 +138,7 @@ def _print_scores(scores: dict) -> None:
                   f"{get_settings().scoring_lag_hours:g} h over)")
         return
 
-    def cells(pf: dict | None, dev: dict | None) -> list[str]:
+    def cells(pf: dict[str, Any] | None, dev: dict[str, Any] | None) -> list[str]:
         pf, dev = pf or {}, dev or {}
         return [_pct(pf.get("wape")), _pct(pf.get("bias"), signed=True),
                 "–" if pf.get("pinball") is None else f"{pf['pinball']:.2f}", _pct(pf.get("coverage")),

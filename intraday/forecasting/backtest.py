@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,9 @@ from intraday.forecasting.features import (
 from intraday.forecasting.model import QuantileModel, TrainingConfig, device_locations, fit
 from intraday.forecasting.recalibration import Factors
 from intraday.timeutil import isoformat_z
+
+if TYPE_CHECKING:
+    from intraday.forecasting.types import FleetWindow
 
 REPORT_SCHEMA = 3  # 2: the mean, the portfolio section; 3: the rolling recalibration
 REQUIRED = ("device_id", "timestamp", "power")
@@ -85,7 +89,8 @@ def _read(path: Path, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             names = [c for c in pq.read_schema(path).names if columns is None or c in columns]
-            return pq.read_table(path, columns=names).to_pandas()
+            frame: pd.DataFrame = pq.read_table(path, columns=names).to_pandas()
+            return frame
         if path.suffix.lower() in (".csv", ".gz"):
             return pd.read_csv(path, usecols=lambda c: columns is None or c in columns)
     except (OSError, ValueError, pd.errors.ParserError) as e:
@@ -135,7 +140,7 @@ def load_data(path: Path, devices: Path | None = None, weather: Path | None = No
     gaps = df.groupby("device_id", sort=False)["timestamp"].diff().dropna()
     if gaps.empty:
         raise InvalidRequest(f"{path}: every device has a single reading; nothing to forecast from")
-    resolution = gaps.median()
+    resolution = pd.Timedelta(gaps.median())
     step = step or _inferred_step(resolution, path)
     grid = pd.Timedelta(minutes=step)
     if resolution > grid:
@@ -213,8 +218,9 @@ def _without_duplicates(df: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, int
     conflict = distinct[distinct.duplicated(key, keep=False)].sort_values(key, kind="stable")
     if len(conflict):
         examples = "; ".join(
-            f"{dev} at {isoformat_z(t)}: power " + " vs ".join(f"{p:g}" for p in g["power"])
-            for (dev, t), g in list(conflict.groupby(key, sort=False))[:3])
+            f"{g['device_id'].iloc[0]} at {isoformat_z(g['timestamp'].iloc[0])}: power "
+            + " vs ".join(f"{p:g}" for p in g["power"])
+            for _, g in list(conflict.groupby(key, sort=False))[:3])
         raise InvalidRequest(f"{path}: {conflict[key].drop_duplicates().shape[0]} (device_id, timestamp) "
                              f"keys have readings that differ, e.g. {examples}; keep one reading per key")
     out = df.drop_duplicates()
@@ -256,7 +262,9 @@ def temperature_source(w: pd.DataFrame, panel: Panel) -> TemperatureSource:
         w = w.assign(location=w["location"].astype(str))
         locations = sorted(w["location"].unique())
         known = {loc: k for k, loc in enumerate(locations)}
-        device_loc = np.array([known.get(str(x), -1) for x in panel.attributes["location"]])
+        where = (panel.attributes["location"] if panel.attributes is not None
+                 else [None] * len(panel.device_ids))  # no attributes: no device has a location
+        device_loc = np.array([known.get(str(x), -1) for x in where])
     else:
         w = w.assign(location="")
         locations, device_loc = [""], np.zeros(len(panel.device_ids), np.int64)
@@ -264,7 +272,7 @@ def temperature_source(w: pd.DataFrame, panel: Panel) -> TemperatureSource:
     # Values finer than the grid are averaged to it, as the readings are.
     w = w.assign(timestamp=w["timestamp"].dt.floor(grid))
     keys = ["location", "timestamp"] + (["issued_at"] if "issued_at" in w else [])
-    w = w.groupby(keys, as_index=False, sort=False)["outdoor_temp"].mean()
+    w = w.groupby(keys, as_index=False, sort=False)[["outdoor_temp"]].mean()
     loc = w["location"].map({x: k for k, x in enumerate(locations)}).to_numpy()
     i = ((w["timestamp"] - pd.Timestamp(panel.start)) / grid).to_numpy().astype(np.int64)
     if "issued_at" not in w:
@@ -274,7 +282,7 @@ def temperature_source(w: pd.DataFrame, panel: Panel) -> TemperatureSource:
         values[loc[ok], i[ok]] = w["outdoor_temp"].to_numpy()[ok]
         return TemperatureSeries(device_loc, fill_gaps(values, _steps(WEATHER_MAX_GAP, panel),
                                                        _steps(WEATHER_HOLD, panel)))
-    r_idx = np.ceil((w["issued_at"] - pd.Timestamp(panel.start)) / grid).to_numpy().astype(np.int64)
+    r_idx = np.ceil(((w["issued_at"] - pd.Timestamp(panel.start)) / grid).to_numpy()).astype(np.int64)
     runs, run = np.unique(r_idx, return_inverse=True)
     lead = i - r_idx
     ok = lead >= 0
@@ -289,7 +297,18 @@ def _steps(quarter_hours: int, panel: Panel) -> int:
     return max(quarter_hours * 15 // panel.step_minutes, 0)
 
 
-def from_store(store, start: datetime, end: datetime) -> BacktestData:
+class TrainingSource(Protocol):
+    """What `from_store` reads: the telemetry store here, or the telemetry
+    service through its sidecar (workflows/training_activities.py)."""
+
+    def devices(self) -> list[dict[str, Any]]: ...
+    def fleet_window(self, start: datetime, end: datetime, device_ids: list[str]) -> FleetWindow: ...
+    def weather_window(self, locations: list[str], start: datetime, end: datetime,
+                       as_of: datetime) -> np.ndarray: ...
+    def weather_forecasts(self, locations: list[str], start: datetime, end: datetime) -> pd.DataFrame: ...
+
+
+def from_store(store: TrainingSource, start: datetime, end: datetime) -> BacktestData:
     """The training data as the telemetry store holds it: every registered
     device's quarter-hour power in [start, end), the observed temperature at
     its location, and the temperature forecasts issued in that span."""
@@ -343,7 +362,7 @@ def _truncated(panel: Panel, end: int) -> Panel:
 
 @dataclass
 class BacktestResult:
-    report: dict
+    report: dict[str, Any]
     forecasts: pd.DataFrame
     cube: dict[str, np.ndarray]  # method -> (CUBE_ROWS, devices, origins, horizon)
     actual: np.ndarray  # (devices, origins, horizon)
@@ -354,7 +373,7 @@ class BacktestResult:
 
 def run(data: BacktestData, *, horizon: int | None = None, origins: int = 14, issue_time: str = "10:00",
         config: TrainingConfig | None = None, peer: bool = True, progress: Progress | None = None,
-        source: dict | None = None) -> BacktestResult:
+        source: dict[str, Any] | None = None) -> BacktestResult:
     say = progress or (lambda _: None)
     panel = data.panel
     day = panel.per_day
@@ -448,7 +467,7 @@ def run(data: BacktestData, *, horizon: int | None = None, origins: int = 14, is
 FALLBACK_WINDOW_DAYS = Settings.model_fields["history_days"].default
 
 
-def fill_missing(cube: np.ndarray, panel: Panel, idx: list[int], horizon: int) -> dict:
+def fill_missing(cube: np.ndarray, panel: Panel, idx: list[int], horizon: int) -> dict[str, Any]:
     """Fill, in place, each (device, origin) the model left without a
     forecast in `cube` (4, devices, origins, steps) as the service would:
     the device's own daily profile over the readings before the origin,
@@ -488,7 +507,7 @@ def origin_days(panel: Panel, idx: list[int]) -> list[str]:
 
 
 def rolling_factors(model: QuantileModel, first: np.ndarray, actual: np.ndarray, locations: np.ndarray,
-                    idx: list[int], horizon: int, days: list[str], totals: dict | None = None,
+                    idx: list[int], horizon: int, days: list[str], totals: dict[str, Any] | None = None,
                     ) -> tuple[list[Factors], recalibration.Window]:
     """Per origin, the recalibration factors from the model's scored days
     before the first origin (its calibration span's, and any it was
@@ -507,11 +526,11 @@ def rolling_factors(model: QuantileModel, first: np.ndarray, actual: np.ndarray,
     steps = np.arange(horizon)
 
     def score(j: int) -> None:
-        window.add(recalibration.device_day(days[j], actual[:, j], *first[:3, :, j], steps,
-                                            model.block_steps, blocks))
+        window.add(recalibration.device_day(days[j], actual[:, j], first[0, :, j], first[1, :, j],
+                                            first[2, :, j], steps, model.block_steps, blocks))
         if model.portfolio is not None:
-            window.add(recalibration.portfolio_day(days[j], D, actual_total[j], *total[:3, j],
-                                                   model.portfolio.block_steps, blocks))
+            window.add(recalibration.portfolio_day(days[j], D, actual_total[j], total[0, j], total[1, j],
+                                                   total[2, j], model.portfolio.block_steps, blocks))
 
     scored, out = 0, []
     for k, origin in enumerate(idx):
@@ -530,17 +549,20 @@ def rescaled(first: np.ndarray, factors: list[Factors], block_steps: int) -> np.
     block = np.arange(first.shape[-1]) // block_steps
     for k, f in enumerate(factors):
         lo, hi = f.device_tails(block)
-        out[0, :, k], out[2, :, k] = recalibration.widen(*first[:3, :, k], lo, hi)
+        out[0, :, k], out[2, :, k] = recalibration.widen(first[0, :, k], first[1, :, k], first[2, :, k],
+                                                         lo, hi)
     return out
 
 
-def _recalibration_report(first, rescaled, actual, first_total, totals, factors, days, devices) -> dict:
+def _recalibration_report(first: np.ndarray, rescaled: np.ndarray, actual: np.ndarray,
+                          first_total: np.ndarray, totals: dict[str, np.ndarray], factors: list[Factors],
+                          days: list[str], devices: int) -> dict[str, Any]:
     """The bands before and after the rolling recalibration, and its factors per origin."""
-    def coverage(c, y):
+    def coverage(c: np.ndarray, y: np.ndarray) -> float | None:
         ok = ~np.isnan(y) & ~np.isnan(c[1])
         return float(((y >= c[0]) & (y <= c[2]))[ok].mean()) if ok.any() else None
 
-    def mean_tails(where):
+    def mean_tails(where: np.ndarray | None) -> list[float] | None:
         return None if where is None else [round(float(x), 3) for x in np.asarray(where).mean(axis=0)]
 
     return {
@@ -576,7 +598,7 @@ def portfolio_forecasts(cube: dict[str, np.ndarray], actual: np.ndarray, model: 
     engine = cube["engine"]
     if members is None:
         members = ~np.isnan(actual) & ~np.isnan(engine[3])
-    present = members.any(axis=0)
+    present = np.asarray(members.any(axis=0))
     out = {"actual": np.where(present, np.where(members, actual, 0.0).sum(axis=0), np.nan)}
     fallback = cube.get("seasonal_quantiles")
     for name, c in cube.items():
@@ -603,10 +625,12 @@ def _allocated(aggregate: np.ndarray, panel: Panel, first_origin: int, scored: n
     with np.errstate(invalid="ignore"):
         level = np.nan_to_num(np.nanmean(panel.power[:, :first_origin], axis=1))
     share = np.where(scored, level[:, None, None], 0.0).sum(axis=0) / max(level.sum(), 1e-12)
-    return aggregate * share[None]
+    allocated: np.ndarray = aggregate * share[None]
+    return allocated
 
 
-def _portfolio_report(totals, cube, actual, members, model, panel) -> dict:
+def _portfolio_report(totals: dict[str, np.ndarray], cube: dict[str, np.ndarray], actual: np.ndarray,
+                      members: np.ndarray, model: QuantileModel | None, panel: Panel) -> dict[str, Any]:
     y = totals["actual"]
     ok = ~np.isnan(y)
     for t in totals.values():
@@ -633,15 +657,18 @@ def _portfolio_report(totals, cube, actual, members, model, panel) -> dict:
         "cells": {"total": int(ok.size), "scored": int(ok.sum()),
                   "devices_per_cell_min": int(members.sum(axis=0)[ok].min()) if ok.any() else 0},
         "methods": methods,
-        "comparison": {f"engine_wape_vs_{name}": engine / m["wape"] - 1.0
-                       for name, m in methods.items() if name != "engine" and m.get("wape")},
+        "comparison": {f"engine_wape_vs_{name}": engine / wape - 1.0
+                       for name, m in methods.items()
+                       if name != "engine" and (wape := m.get("wape")) and engine is not None},
         "locations": by_location,
     }
 
 
-def _report(data, model, cube, actual, scored, idx, H, issue_time, timings, source) -> dict:
+def _report(data: BacktestData, model: QuantileModel, cube: dict[str, np.ndarray], actual: np.ndarray,
+            scored: np.ndarray, idx: list[int], H: int, issue_time: str, timings: dict[str, float],
+            source: dict[str, Any] | None) -> dict[str, Any]:
     panel = data.panel
-    methods = {}
+    methods: dict[str, dict[str, Any]] = {}
     for name, c in cube.items():
         per_device = {}
         for d, device in enumerate(panel.device_ids):
@@ -660,7 +687,7 @@ def _report(data, model, cube, actual, scored, idx, H, issue_time, timings, sour
         "schema_version": REPORT_SCHEMA,
         "generated_at": isoformat_z(datetime.now(UTC)),
         "data": {
-            **source,
+            **(source or {}),
             "devices": int(len(panel.device_ids)),
             "start": isoformat_z(panel.start),
             "end": isoformat_z(panel.timestamp(panel.intervals)),

@@ -79,13 +79,13 @@ def seasonal_quantile_matrix(
     ordered = np.sort(samples, axis=2)
     out = np.full((len(QUANTILES) + 1, *counts.shape), np.nan)
     last = np.maximum(counts - 1, 0)[..., None]
-    for k, q in enumerate(QUANTILES):
+    for j, q in enumerate(QUANTILES):
         pos = q * last
         lo = np.floor(pos).astype(np.int64)
         hi = np.minimum(lo + 1, last)
         a = np.take_along_axis(ordered, lo, axis=2)[..., 0]
         b = np.take_along_axis(ordered, hi, axis=2)[..., 0]
-        out[k] = np.where(counts > 0, a + (pos[..., 0] - lo[..., 0]) * (b - a), np.nan)
+        out[j] = np.where(counts > 0, a + (pos[..., 0] - lo[..., 0]) * (b - a), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         out[-1] = np.where(counts > 0, np.nansum(samples, axis=2) / np.maximum(counts, 1), np.nan)
     return out, counts

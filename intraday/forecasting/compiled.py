@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ SMALL_BATCH = 2_000  # rows below which one thread beats two
 
 
 class CompiledTrees:
-    def __init__(self, boosters: dict, names: tuple[str, ...], cache_dir: Path):
+    def __init__(self, boosters: dict[str, Any], names: tuple[str, ...], cache_dir: Path):
         import tl2cgen
         import treelite
 
@@ -59,7 +60,7 @@ class CompiledTrees:
             return np.stack([preds[q].predict(dm).ravel().astype(np.float64) for q in self._names])
 
 
-def compile_trees(boosters: dict, names: tuple[str, ...], cache_dir: Path) -> CompiledTrees | None:
+def compile_trees(boosters: dict[str, Any], names: tuple[str, ...], cache_dir: Path) -> CompiledTrees | None:
     try:
         return CompiledTrees(boosters, names, cache_dir)
     except Exception as e:  # no compiler, or tl2cgen cannot build here: LightGBM still works

@@ -9,8 +9,10 @@ temperature at its location on the window's grid: observations before
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +59,7 @@ def forecast(
     window: TelemetryWindow,
     forecast_start: datetime,
     horizon_intervals: int,
-    attributes: dict | None = None,
+    attributes: dict[str, Any] | None = None,
     temperature: np.ndarray | None = None,
     baseline_days: int = 14,
 ) -> Forecast:
@@ -68,6 +70,7 @@ def forecast(
                               [temperature], baseline_days)
     if isinstance(result, InsufficientHistory):
         raise result
+    assert isinstance(result, Forecast)  # NeedsWholeWindow comes only of cut windows
     return result
 
 
@@ -93,8 +96,8 @@ def profile_forecast(window: TelemetryWindow, forecast_start: datetime, horizon_
         notes=(fallback.profile_note(f"{last:%Y-%m-%dT%H:%MZ}", ok.sum() / DAY),))
 
 
-def from_peers(results: list, windows: list[TelemetryWindow], attributes: list[dict | None],
-                forecast_start: datetime, version: str) -> None:
+def from_peers(results: list[Any], windows: list[TelemetryWindow],
+               attributes: Sequence[dict[str, Any] | None], forecast_start: datetime, version: str) -> None:
     """Devices left without a forecast (InsufficientHistory) get one from
     the model's forecasts of the others in `results` (fallback.from_peers),
     in place; with too few peers they keep their InsufficientHistory."""
@@ -123,10 +126,10 @@ def _is_fallback(f: Forecast) -> bool:
     return fallback.made_by_fallback(f.notes)
 
 
-def _rated(attributes: dict | None) -> float | None:
-    value = (attributes or {}).get("rated_power_kw")
+def _rated(attributes: dict[str, Any] | None) -> float | None:
+    raw = (attributes or {}).get("rated_power_kw")
     try:
-        value = float(value)
+        value = float(raw)  # type: ignore[arg-type]  # None raises TypeError: not rated
     except (TypeError, ValueError):
         return None
     return value if np.isfinite(value) and value > 0 else None
@@ -137,7 +140,7 @@ def forecast_many(
     windows: list[TelemetryWindow],
     forecast_start: datetime,
     horizon_intervals: int,
-    attributes: list[dict | None],
+    attributes: Sequence[dict[str, Any] | None],
     temperature: list[np.ndarray | None],
     baseline_days: int = 14,
     peers: bool = True,
@@ -152,7 +155,7 @@ def forecast_many(
     Given cut windows, a device the model cannot forecast comes back as
     NeedsWholeWindow."""
     forecast_start = to_utc(forecast_start)
-    out: list[Forecast | InsufficientHistory | None] = [None] * len(windows)
+    out: list[Forecast | InsufficientHistory | NeedsWholeWindow | None] = [None] * len(windows)
     if model is None:
         for i, w in enumerate(windows):
             try:
@@ -161,13 +164,14 @@ def forecast_many(
             except InsufficientHistory as e:
                 out[i] = profile_forecast(w, forecast_start, horizon_intervals, baseline.MODEL_VERSION) or e
         return out  # type: ignore[return-value]
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[tuple[Any, ...], list[int]] = {}
     for i, w in enumerate(windows):
         groups.setdefault((w.start, len(w.values), temperature[i] is not None), []).append(i)
     for (*_, has_temp), members in groups.items():
         for i, result in zip(members, _batch(model, [windows[i] for i in members], forecast_start,
                                              horizon_intervals, [attributes[i] or {} for i in members],
-                                             [temperature[i] for i in members] if has_temp else None),
+                                             [t for i in members if (t := temperature[i]) is not None]
+                                             if has_temp else None),
                              strict=True):
             out[i] = result
     if peers:
@@ -176,8 +180,8 @@ def forecast_many(
 
 
 def _batch(model: QuantileModel, windows: list[TelemetryWindow], forecast_start: datetime,
-           horizon_intervals: int, attributes: list[dict],
-           temperature: list[np.ndarray] | None) -> list[Forecast | InsufficientHistory]:
+           horizon_intervals: int, attributes: list[dict[str, Any]],
+           temperature: list[np.ndarray] | None) -> list[Forecast | InsufficientHistory | NeedsWholeWindow]:
     """Devices whose windows share one grid, all with or all without temperature."""
     # The features read nothing older than READ_DAYS before the start: the
     # panel holds only that (a window cut there remembers where the device's
@@ -258,9 +262,10 @@ def until_retirement(forecast: Forecast, retired_at: str | datetime | None) -> F
     first = max(0, -(-(at - forecast.forecast_start) // QUARTER_HOUR))  # the first interval from it on
     if first >= forecast.horizon_intervals:
         return forecast
-    cut = {k: np.where(np.arange(forecast.horizon_intervals) >= first, 0.0, getattr(forecast, k))
-           for k in ("p10", "p50", "p90", "mean")}
-    return replace(forecast, **cut, notes=(*forecast.notes, f"retired at {at:%Y-%m-%dT%H:%MZ}: "
+    after = np.arange(forecast.horizon_intervals) >= first
+    return replace(forecast, p10=np.where(after, 0.0, forecast.p10), p50=np.where(after, 0.0, forecast.p50),
+                   p90=np.where(after, 0.0, forecast.p90), mean=np.where(after, 0.0, forecast.mean),
+                   notes=(*forecast.notes, f"retired at {at:%Y-%m-%dT%H:%MZ}: "
                                                             "nothing forecast from then on"))
 
 
@@ -319,6 +324,7 @@ def portfolio_from(model: QuantileModel | None, part: portfolio.Partial, forecas
         mean, table = part.mean.copy(), part.quantile_sums.copy()
         notes += (UNCALIBRATED_NOTE,)
     else:
+        assert model is not None  # calibration is the model's
         levels = portfolio.LEVELS
         # Rescaled by the recent days' scores of a total of this size, when
         # the model's window has them (recalibration.py).

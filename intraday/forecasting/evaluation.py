@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
 from intraday.errors import InvalidRequest
 from intraday.forecasting import backtest, baseline, metrics
 from intraday.forecasting.features import Rows
-from intraday.forecasting.model import QuantileModel, TrainingConfig, device_locations, fit
+from intraday.forecasting.model import Progress, QuantileModel, TrainingConfig, device_locations, fit
 from intraday.forecasting.recalibration import NO_FACTORS, Factors
 from intraday.timeutil import isoformat_z
 
@@ -68,7 +69,7 @@ def check_coverage(data: backtest.BacktestData, holdout_days: int) -> None:
 
 
 def train_candidate(data: backtest.BacktestData, config: TrainingConfig, holdout_days: int,
-                    progress=None) -> tuple[QuantileModel, list[int]]:
+                    progress: Progress | None = None) -> tuple[QuantileModel, list[int]]:
     """A model trained on the data before the held-out span (on all of it
     with `holdout_days` 0), and the held-out origins."""
     check_coverage(data, holdout_days)
@@ -94,7 +95,7 @@ def _actual(data: backtest.BacktestData, origins: list[int], horizon: int) -> np
     """(devices, origins, horizon) readings."""
     D = len(data.panel.device_ids)
     target = Rows.grid(np.repeat(np.arange(D), len(origins)), np.tile(np.array(origins), D), horizon)
-    return data.actual[target.device, target.target].reshape(D, len(origins), horizon)
+    return np.asarray(data.actual[target.device, target.target].reshape(D, len(origins), horizon))
 
 
 def _cube(model: QuantileModel | None, data: backtest.BacktestData, origins: list[int],
@@ -122,12 +123,12 @@ def _trained_until(model: QuantileModel | None) -> datetime | None:
 @dataclass
 class Evaluation:
     origins: list[str]  # the held-out forecast starts both were scored at
-    candidate: dict  # {"portfolio": scores, "devices": scores}
-    champion: dict
+    candidate: dict[str, Any]  # {"portfolio": scores, "devices": scores}
+    champion: dict[str, Any]
     champion_in_sample: bool  # the champion had seen every held-out day in training
-    test: dict | None = None  # the Diebold-Mariano test on the daily portfolio pinball losses
+    test: dict[str, Any] | None = None  # the Diebold-Mariano test on the daily portfolio pinball losses
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"decided_on": DECIDED_ON, "origins": self.origins, "candidate": self.candidate,
                 "champion": self.champion, "champion_in_sample": self.champion_in_sample,
                 "test": self.test}
@@ -148,7 +149,7 @@ def evaluate(candidate: QuantileModel, champion: QuantileModel | None, data: bac
     locations = device_locations(panel)
     days = backtest.origin_days(panel, use)
 
-    def rolling(model: QuantileModel | None) -> tuple[np.ndarray, list | None]:
+    def rolling(model: QuantileModel | None) -> tuple[np.ndarray, list[Any] | None]:
         """Each held-out day's forecasts as they would have been served:
         bands rescaled by the days scored before it."""
         first = _cube(model, data, use, horizon, NO_FACTORS)
@@ -161,7 +162,7 @@ def evaluate(candidate: QuantileModel, champion: QuantileModel | None, data: bac
     (cand, cand_factors), (champ, champ_factors) = rolling(candidate), rolling(champion)
     members = ~np.isnan(actual) & ~np.isnan(cand[3]) & ~np.isnan(champ[3])
 
-    def scored(cube: np.ndarray, model: QuantileModel | None, factors: list | None) -> dict:
+    def scored(cube: np.ndarray, model: QuantileModel | None, factors: list[Any] | None) -> dict[str, Any]:
         totals, _ = backtest.portfolio_forecasts({"engine": cube}, actual, model, locations, members, factors)
         y, t = totals["actual"], totals["engine"]
         ok = ~np.isnan(y) & ~np.isnan(t).any(axis=0)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -97,7 +98,7 @@ class Panel:
     # Per device, the index of its first reading when the panel was cut from
     # longer windows (negative: before `start`); None: read from `power`.
     first_reading: np.ndarray | None = None
-    _cum: dict = field(default_factory=dict, repr=False, compare=False)
+    _cum: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "start", to_utc(self.start))
@@ -109,7 +110,7 @@ class Panel:
 
     @property
     def intervals(self) -> int:
-        return self.power.shape[1]
+        return int(self.power.shape[1])
 
     @property
     def step(self) -> timedelta:
@@ -135,6 +136,7 @@ class Panel:
         of [a, b) is (s[b] - s[a]) / (n[b] - n[a])."""
         if name not in self._cum:
             x = self.power if name == "power" else self.outdoor_temp
+            assert x is not None, "no outdoor_temp in this panel"
             ok = ~np.isnan(x)
             z = np.where(ok, x, 0.0)
             shape = (x.shape[0], x.shape[1] + 1)
@@ -143,7 +145,8 @@ class Panel:
             np.cumsum(z * z, axis=1, out=out[1][:, 1:])
             np.cumsum(ok, axis=1, out=out[2][:, 1:])
             self._cum[name] = out
-        return self._cum[name]
+        cum: tuple[np.ndarray, np.ndarray, np.ndarray] = self._cum[name]
+        return cum
 
     def first_valid(self) -> np.ndarray:
         """Per device, the index of its first reading (intervals if none;
@@ -153,7 +156,8 @@ class Panel:
         if "first" not in self._cum:
             ok = ~np.isnan(self.power)
             self._cum["first"] = np.where(ok.any(axis=1), ok.argmax(axis=1), self.intervals)
-        return self._cum["first"]
+        first: np.ndarray = self._cum["first"]
+        return first
 
 
 def stuck_min_run(step_minutes: int) -> int:
@@ -254,13 +258,13 @@ class Vocabulary:
                 values[col] = []
         return cls(values)
 
-    def encode_one(self, attributes: dict) -> np.ndarray:
+    def encode_one(self, attributes: dict[str, Any]) -> np.ndarray:
         """(1, numeric + categorical) of one device, without pandas (the hot path)."""
         out = np.full((1, len(NUMERIC_ATTRIBUTES) + len(CATEGORICAL_ATTRIBUTES)), np.nan, np.float32)
         for j, col in enumerate(NUMERIC_ATTRIBUTES):
             try:
-                out[0, j] = float(attributes.get(col))
-            except (TypeError, ValueError):
+                out[0, j] = float(attributes[col])
+            except (KeyError, TypeError, ValueError):
                 pass
         for j, col in enumerate(CATEGORICAL_ATTRIBUTES, start=len(NUMERIC_ATTRIBUTES)):
             value = attributes.get(col)
@@ -292,7 +296,8 @@ class Rows:
     device: np.ndarray
     origin: np.ndarray
     horizon: np.ndarray
-    history_start: np.ndarray | None = None
+    # None: all of the panel (zeros, set in __post_init__).
+    history_start: np.ndarray = None  # type: ignore[assignment]
     _pair: np.ndarray | None = field(default=None, repr=False)
     _pair_first: np.ndarray | None = field(default=None, repr=False)
 
@@ -318,7 +323,8 @@ class Rows:
 
     @property
     def target(self) -> np.ndarray:
-        return self.origin + self.horizon
+        target: np.ndarray = self.origin + self.horizon
+        return target
 
     @classmethod
     def grid(cls, devices: np.ndarray, origins: np.ndarray, horizon: int) -> Rows:
@@ -330,12 +336,13 @@ class Rows:
                    _pair_first=np.arange(len(origins)) * horizon)
 
 
-def _clip(x, lo, hi):
+def _clip(x: Any, lo: Any, hi: Any) -> Any:
     """np.clip without its Python-level overhead (hot path: one device)."""
     return np.minimum(np.maximum(x, lo), hi)
 
 
-def _window_mean(cum, dev, a, b):
+def _window_mean(cum: tuple[np.ndarray, np.ndarray, np.ndarray], dev: np.ndarray, a: np.ndarray,
+                 b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     s, q, n = cum
     cnt = n[dev, b] - n[dev, a]
     total = s[dev, b] - s[dev, a]
@@ -345,7 +352,8 @@ def _window_mean(cum, dev, a, b):
     return mean, np.sqrt(np.maximum(var, 0.0)), cnt
 
 
-def _gather(x: np.ndarray, dev: np.ndarray, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _gather(x: np.ndarray, dev: np.ndarray, idx: np.ndarray, lo: np.ndarray | int,
+            hi: np.ndarray) -> np.ndarray:
     """x[dev, idx] where lo <= idx < hi (and inside x), else NaN."""
     ok = (idx >= lo) & (idx < np.minimum(hi, x.shape[1]))
     out = x[dev, _clip(idx, 0, x.shape[1] - 1)]
@@ -462,7 +470,8 @@ def _start_features(
     cum = panel.cumulative("power")
     b = _clip(origin, 0, T)
 
-    def recent(k: int, series: tuple = cum, floor: np.ndarray = lo):
+    def recent(k: int, series: tuple[np.ndarray, np.ndarray, np.ndarray] = cum,
+               floor: np.ndarray = lo) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return _window_mean(series, dev, _clip(np.maximum(origin - k, floor), 0, T), b)
 
     hour, day = panel.per_hour, panel.per_day
@@ -547,7 +556,7 @@ class TemperatureSeries(TemperatureSource):
     location: np.ndarray
     values: np.ndarray
 
-    def forecast(self, device, origin, target):
+    def forecast(self, device: np.ndarray, origin: np.ndarray, target: np.ndarray) -> np.ndarray:
         loc = self.location[device]
         ok = (loc >= 0) & (target >= 0) & (target < self.values.shape[1])
         out = self.values[np.maximum(loc, 0), _clip(target, 0, self.values.shape[1] - 1)]
@@ -564,7 +573,7 @@ class IssuedForecasts(TemperatureSource):
     runs: np.ndarray  # grid index of each run's issue time, ascending
     values: np.ndarray  # (locations, runs, lead intervals)
 
-    def forecast(self, device, origin, target):
+    def forecast(self, device: np.ndarray, origin: np.ndarray, target: np.ndarray) -> np.ndarray:
         r = np.searchsorted(self.runs, origin, side="right") - 1
         lead = target - self.runs[np.maximum(r, 0)]
         loc = self.location[device]
@@ -577,14 +586,14 @@ class _quiet:
     """Silence NumPy's 'mean of empty slice' warnings (all-NaN columns are
     expected: a new device has no week-old lag)."""
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         import warnings
 
         self._w = warnings.catch_warnings()
         self._w.__enter__()
         warnings.simplefilter("ignore", RuntimeWarning)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self._w.__exit__(*exc)
 
 

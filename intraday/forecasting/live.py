@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ class Sums:
     def __add__(self, other: Sums) -> Sums:
         return Sums(**{f: getattr(self, f) + getattr(other, f) for f in FIELDS})
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def measures(self, level: str) -> dict[str, float | int | None]:
@@ -100,7 +101,7 @@ def score(start: datetime, actual: np.ndarray, p10: np.ndarray, p50: np.ndarray,
                                                                                    strict=True)], axis=0)
     n = len(keys)
 
-    def add(values) -> np.ndarray:
+    def add(values: np.ndarray) -> np.ndarray:
         return np.bincount(g, weights=np.asarray(values, float), minlength=n)
 
     columns = {"cells": np.bincount(g, minlength=n), "actual": add(np.abs(a)),
@@ -110,7 +111,8 @@ def score(start: datetime, actual: np.ndarray, p10: np.ndarray, p50: np.ndarray,
                "below": np.bincount(g, weights=a < q10, minlength=n),
                "above": np.bincount(g, weights=a > q90, minlength=n), "band": add(q90 - q10)}
     counts = {"cells", "inside", "below", "above"}
-    return {k: Sums(**{f: int(columns[f][i]) if f in counts else float(columns[f][i]) for f in FIELDS})
+    return {k: Sums(**{f: int(columns[f][i]) if f in counts else float(columns[f][i])  # type: ignore[arg-type]
+                       for f in FIELDS})
             for i, k in enumerate(keys) if columns["cells"][i] > 0}
 
 
@@ -128,9 +130,10 @@ def portfolio_actual(actual: np.ndarray, forecast: np.ndarray) -> np.ndarray:
 def alerts(week: dict[str, float | int | None]) -> list[str]:
     """What is out of line in a week's portfolio measures (`Sums.measures`)."""
     out = []
-    if week.get("coverage") is not None and not COVERAGE_RANGE[0] <= week["coverage"] <= COVERAGE_RANGE[1]:
-        out.append(f"portfolio P10-P90 coverage {week['coverage']:.1%} is outside "
+    coverage, bias = week.get("coverage"), week.get("bias")
+    if coverage is not None and not COVERAGE_RANGE[0] <= coverage <= COVERAGE_RANGE[1]:
+        out.append(f"portfolio P10-P90 coverage {coverage:.1%} is outside "
                    f"{COVERAGE_RANGE[0]:.0%}-{COVERAGE_RANGE[1]:.0%}")
-    if week.get("bias") is not None and abs(week["bias"]) > BIAS_LIMIT:
-        out.append(f"portfolio bias {week['bias']:+.1%} is past +-{BIAS_LIMIT:.0%}")
+    if bias is not None and abs(bias) > BIAS_LIMIT:
+        out.append(f"portfolio bias {bias:+.1%} is past +-{BIAS_LIMIT:.0%}")
     return out

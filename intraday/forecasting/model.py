@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import time
 import zipfile
 from collections.abc import Callable
@@ -177,14 +178,14 @@ class QuantileModel:
         """(OUTPUTS, rows): uncalibrated quantiles and the mean, in units of
         the device's scale."""
         if self.compiled is not None:
-            return self.compiled.predict(X)
+            return np.asarray(self.compiled.predict(X))
         return np.stack([self.boosters[q].predict(X, num_threads=_threads(len(X))) for q in OUTPUTS])
 
     @property
     def block_steps(self) -> int:
         return block_steps(self.step_minutes)
 
-    def compile(self, cache_dir) -> bool:
+    def compile(self, cache_dir: str | os.PathLike[str]) -> bool:
         """Predict with compiled trees from now on (same results, faster);
         False if they cannot be built here."""
         from pathlib import Path
@@ -254,7 +255,7 @@ def block_steps(step_minutes: int) -> int:
 
 
 def _take(values: list[float], idx: np.ndarray) -> np.ndarray:
-    return np.asarray(values)[idx]
+    return np.asarray(np.asarray(values)[idx])
 
 
 def _threads(rows: int) -> int:
@@ -286,7 +287,8 @@ def sample_rows(
     return Rows(rows.device[keep], rows.origin[keep], rows.horizon[keep], rows.history_start[keep])
 
 
-def _dataset(panel, rows, vocabulary, temperature, static):
+def _dataset(panel: Panel, rows: Rows, vocabulary: Vocabulary, temperature: TemperatureSource | None,
+             static: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, Rows]:
     X, scale = design_matrix(panel, rows, vocabulary, temperature, static)
     y = panel.power[rows.device, rows.target] / scale
     ok = ~np.isnan(y)
@@ -294,7 +296,8 @@ def _dataset(panel, rows, vocabulary, temperature, static):
                                          rows.history_start[ok])
 
 
-def _train(X, y, config: TrainingConfig, progress: Progress | None, label: str) -> dict[str, lgb.Booster]:
+def _train(X: np.ndarray, y: np.ndarray, config: TrainingConfig, progress: Progress | None,
+           label: str) -> dict[str, lgb.Booster]:
     cats = [FEATURES.index(c) for c in CATEGORICAL_ATTRIBUTES]
     data = lgb.Dataset(X, y, feature_name=list(FEATURES), categorical_feature=cats, free_raw_data=False,
                        params={"max_bin": 127, "verbose": -1})
@@ -304,7 +307,7 @@ def _train(X, y, config: TrainingConfig, progress: Progress | None, label: str) 
         started = time.monotonic()
         callbacks = []
         if progress:
-            def report(env, q=q, trees=trees, started=started):
+            def report(env: Any, q: str = q, trees: int = trees, started: float = started) -> None:
                 if (env.iteration + 1) % 10 == 0 or env.iteration + 1 == trees:
                     progress(f"  {label}: {q} {env.iteration + 1}/{trees} trees on {len(y):,} rows, "
                              f"{time.monotonic() - started:.0f} s")
@@ -315,7 +318,7 @@ def _train(X, y, config: TrainingConfig, progress: Progress | None, label: str) 
 
 
 def calibration_factors(raw: np.ndarray, y: np.ndarray, horizon: np.ndarray, blocks: int,
-                        steps_per_block: int = DAY // 4) -> dict:
+                        steps_per_block: int = DAY // 4) -> dict[str, Any]:
     """Per tail and horizon block, the factor s such that the share of
     actuals beyond `P50 -/+ s * (P50 - P10 | P90 - P50)` is 10 %: the
     conformal quantile of the score (y - P50) / (P90 - P50) (and mirrored)."""
@@ -480,7 +483,8 @@ def _iso(panel: Panel, i: int) -> str:
     return isoformat_z(panel.timestamp(i))
 
 
-def _normalized_metrics(model, X, y, scale, horizon, short) -> dict[str, float]:
+def _normalized_metrics(model: QuantileModel, X: np.ndarray, y: np.ndarray, scale: np.ndarray,
+                        horizon: np.ndarray, short: bool) -> dict[str, float]:
     """Held-out metrics in kW on the calibration rows (in-sample for the
     calibration factors, so coverage is by construction close to 80 %)."""
     raw = model.raw(X)

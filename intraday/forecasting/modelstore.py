@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from intraday.errors import IntradayError
 from intraday.timeutil import isoformat_z
@@ -75,7 +75,7 @@ class GcsObjectStore:
     application-default credentials of the environment."""
 
     def __init__(self, url: str):
-        from google.cloud import storage
+        from google.cloud import storage  # type: ignore[attr-defined]
 
         bucket, _, prefix = url.removeprefix("gs://").partition("/")
         self._bucket = storage.Client().bucket(bucket)
@@ -90,7 +90,8 @@ class GcsObjectStore:
         from google.api_core.exceptions import NotFound
 
         try:
-            return self._bucket.blob(self._prefix + key).download_as_bytes()
+            data: bytes = self._bucket.blob(self._prefix + key).download_as_bytes()
+            return data
         except NotFound:
             return None
 
@@ -110,7 +111,7 @@ class ModelStore:
     def __init__(self, objects: ObjectStore):
         self.objects = objects
 
-    def save(self, artifact: bytes, manifest: dict) -> str:
+    def save(self, artifact: bytes, manifest: dict[str, Any]) -> str:
         """Store an artifact; returns its version."""
         digest = hashlib.sha256(artifact).hexdigest()
         version = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{digest[:12]}"
@@ -122,7 +123,7 @@ class ModelStore:
         self.objects.put(f"models/{version}/manifest.json", json.dumps(manifest, indent=2).encode())
         return version
 
-    def versions(self) -> list[dict]:
+    def versions(self) -> list[dict[str, Any]]:
         """Manifests of every stored version, oldest first."""
         out = []
         for key in self.objects.list("models/"):
@@ -142,7 +143,7 @@ class ModelStore:
         data = self.objects.get(PROMOTED)
         return json.loads(data)["version"] if data else None
 
-    def promote(self, version: str) -> dict:
+    def promote(self, version: str) -> dict[str, Any]:
         self.artifact(version)  # refuses unknown or damaged versions
         pointer = {"version": version, "promoted_at": isoformat_z(datetime.now(UTC)),
                    "previous": self.promoted()}

@@ -30,12 +30,14 @@ the README gives the figures and why this one was chosen.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 # Quantile levels the calibrated shape holds; any level in between is
 # interpolated. The trade reads the cost-optimal one (see trading/rules.py).
 LEVELS = np.round(np.arange(0.01, 1.0, 0.01), 2)
+Levels = np.ndarray | tuple[float, ...]  # quantile levels asked of a total
 # Sizes of the random sub-portfolios calibrated (those up to the fleet's size).
 SIZES = (1, 3, 10, 30, 100, 300, 1000, 3000, 10000)
 SUBSETS_PER_SIZE = 24
@@ -51,32 +53,32 @@ class PortfolioCalibration:
     sizes: list[int]  # portfolio sizes whose shape is calibrated, ascending
     z: list[list[float]]  # z[size][level]: quantiles of the standardized total at LEVELS
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> PortfolioCalibration:
+    def from_dict(cls, d: dict[str, Any]) -> PortfolioCalibration:
         return cls(**d)
 
     def block(self, step: np.ndarray) -> np.ndarray:
-        return np.minimum(np.asarray(step) // self.block_steps, len(self.rho_fleet) - 1)
+        return np.asarray(np.minimum(np.asarray(step) // self.block_steps, len(self.rho_fleet) - 1))
 
     def device_sd(self, mean: np.ndarray, p10: np.ndarray, p90: np.ndarray, step: np.ndarray) -> np.ndarray:
         """Standard deviation of each device's error; `step` broadcasts
         against the last axis."""
         coef = np.asarray(self.variance)[self.block(step)]
-        return np.sqrt(coef[..., 0] * (p90 - p10) ** 2 + coef[..., 1] * mean**2)
+        return np.asarray(np.sqrt(coef[..., 0] * (p90 - p10) ** 2 + coef[..., 1] * mean**2))
 
     def shape(self, devices: int) -> np.ndarray:
         """Standardized quantiles at LEVELS for a portfolio of `devices`."""
         z = np.asarray(self.z)
         if len(self.sizes) == 1:
-            return z[0]
+            return np.asarray(z[0])
         x = np.log(np.clip(devices, self.sizes[0], self.sizes[-1]))
         k = int(np.clip(np.searchsorted(self.sizes, devices) - 1, 0, len(self.sizes) - 2))
         lo, hi = np.log(self.sizes[k]), np.log(self.sizes[k + 1])
         w = (x - lo) / (hi - lo)
-        return (1 - w) * z[k] + w * z[k + 1]
+        return np.asarray((1 - w) * z[k] + w * z[k + 1])
 
 
 def total_sd(sd: np.ndarray, location: np.ndarray, rho_location: np.ndarray,
@@ -95,12 +97,12 @@ def _sd_sums(s: np.ndarray, location: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return (s * s).sum(axis=0), s.sum(axis=0), dict(zip(codes.tolist(), per_loc, strict=True))
 
 
-def _sd_of(squares: np.ndarray, total: np.ndarray, by_location, rho_location: np.ndarray,
+def _sd_of(squares: np.ndarray, total: np.ndarray, by_location: Any, rho_location: np.ndarray,
            rho_fleet: np.ndarray) -> np.ndarray:
     """The total's sd from the sums of `_sd_sums`."""
     within = sum((s**2 for s in by_location), np.zeros_like(total))
     var = (1 - rho_location) * squares + (rho_location - rho_fleet) * within + rho_fleet * total**2
-    return np.sqrt(np.maximum(var, 0.0))
+    return np.asarray(np.sqrt(np.maximum(var, 0.0)))
 
 
 @dataclass
@@ -127,14 +129,14 @@ class Partial:
                        self.quantile_sums + other.quantile_sums, self.sd_squares + other.sd_squares,
                        self.sd_sum + other.sd_sum, by_location)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"present": self.present.tolist(), "mean": self.mean.tolist(),
                 "quantile_sums": self.quantile_sums.tolist(), "sd_squares": self.sd_squares.tolist(),
                 "sd_sum": self.sd_sum.tolist(),
                 "sd_by_location": {k: v.tolist() for k, v in self.sd_by_location.items()}}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Partial:
+    def from_dict(cls, d: dict[str, Any]) -> Partial:
         return cls(np.asarray(d["present"], np.int64), np.asarray(d["mean"], float),
                    np.asarray(d["quantile_sums"], float), np.asarray(d["sd_squares"], float),
                    np.asarray(d["sd_sum"], float),
@@ -158,7 +160,7 @@ def partial(calibration: PortfolioCalibration | None, mean: np.ndarray, p10: np.
                    by_location)
 
 
-def quantiles_of(calibration: PortfolioCalibration, part: Partial, levels=LEVELS,
+def quantiles_of(calibration: PortfolioCalibration, part: Partial, levels: Levels = LEVELS,
                  factors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The total's mean per step and its (levels, steps) quantiles,
     non-negative and non-decreasing in the level, from its Partial.
@@ -186,7 +188,7 @@ def quantiles_of(calibration: PortfolioCalibration, part: Partial, levels=LEVELS
 
 
 def quantiles(calibration: PortfolioCalibration, mean: np.ndarray, p10: np.ndarray, p90: np.ndarray,
-              location: np.ndarray, levels=LEVELS, factors: np.ndarray | None = None,
+              location: np.ndarray, levels: Levels = LEVELS, factors: np.ndarray | None = None,
               ) -> tuple[np.ndarray, np.ndarray]:
     """The portfolio of the devices x steps forecasts (NaN: the device is
     not part of it at that step): its mean per step (the sum of the device
@@ -296,4 +298,4 @@ def _nonnegative_lstsq(A: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.array([1.0 / 2.5631**2, 0.0])  # a normal's P10-P90 width is 2.5631 sd
     scale = np.sqrt((A**2).mean(axis=0)) + 1e-12  # columns of comparable size for nnls
     coef, _ = nnls(A / scale, y)
-    return coef / scale
+    return np.asarray(coef / scale)

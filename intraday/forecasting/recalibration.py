@@ -29,6 +29,7 @@ in, exactly as a service scoring its published forecasts would.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +67,8 @@ def _scores(actual: np.ndarray, p10: np.ndarray, p50: np.ndarray, p90: np.ndarra
     return down, up
 
 
-def _block_histograms(actual, p10, p50, p90, block: np.ndarray, blocks: int) -> list[list[list[int]]]:
+def _block_histograms(actual: np.ndarray, p10: np.ndarray, p50: np.ndarray, p90: np.ndarray,
+                      block: np.ndarray, blocks: int) -> list[list[list[int]]]:
     """[block][tail] histograms of the scores of cells with an actual."""
     ok = ~np.isnan(actual) & ~np.isnan(p50)
     down, up = _scores(actual, p10, p50, p90)
@@ -83,12 +85,12 @@ class Day:
     device: list[list[list[int]]] | None = None
     portfolio: dict[int, list[list[list[int]]]] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"day": self.day, "device": self.device,
                 "portfolio": {str(k): v for k, v in self.portfolio.items()}}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Day:
+    def from_dict(cls, d: dict[str, Any]) -> Day:
         return cls(d["day"], d.get("device"), {int(k): v for k, v in (d.get("portfolio") or {}).items()})
 
 
@@ -152,7 +154,7 @@ class Factors:
         not scored in the window."""
         return self.portfolio.get(size_class(devices))
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         return {"days": self.days,
                 "device": None if self.device is None else np.round(self.device, 3).tolist(),
                 "portfolio": {str(k): np.round(v, 3).tolist() for k, v in self.portfolio.items()}}
@@ -183,7 +185,7 @@ class Window:
         the date `before` (up to the newest without it)."""
         chosen = [d for d in self.days if before is None or d.day < before][-(days or WINDOW_DAYS):]
         device = None
-        portfolio: dict[int, list] = {}
+        portfolio: dict[int, list[Any]] = {}
         for d in chosen:
             device = _sum(device, d.device)
             for k, v in d.portfolio.items():
@@ -193,12 +195,12 @@ class Window:
             {k: _factors_of(v) for k, v in portfolio.items()},
             [d.day for d in chosen])
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"grid": [float(GRID[0]), float(GRID[-1]), len(GRID)],
                 "days": [d.to_dict() for d in self.days]}
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> Window:
+    def from_dict(cls, d: dict[str, Any] | None) -> Window:
         if not d:
             return cls()
         if d.get("grid") != [float(GRID[0]), float(GRID[-1]), len(GRID)]:
@@ -206,7 +208,8 @@ class Window:
         return cls([Day.from_dict(x) for x in d["days"]])
 
 
-def _sum(a, b):
+def _sum(a: Any, b: Any) -> Any:
+    """Histograms (nested lists) added cell by cell; None is none yet."""
     if a is None:
         return None if b is None else np.asarray(b).tolist()
     if b is None:
@@ -214,7 +217,7 @@ def _sum(a, b):
     return (np.asarray(a) + np.asarray(b)).tolist()
 
 
-def _factors_of(histograms) -> np.ndarray:
+def _factors_of(histograms: Any) -> np.ndarray:
     h = np.asarray(histograms)  # (blocks, tails, grid + 1)
     return np.array([[_factor(h[b, t]) for t in range(h.shape[1])] for b in range(h.shape[0])])
 
@@ -229,7 +232,7 @@ def widen(p10: np.ndarray, p50: np.ndarray, p90: np.ndarray, lo: np.ndarray, hi:
 # -- published forecasts: the service's side of the rolling window ----------
 
 def used(factors: Factors, devices: int, device_blocks: int, portfolio_blocks: int,
-         block_steps: int, trained_to: str) -> dict:
+         block_steps: int, trained_to: str) -> dict[str, Any]:
     """What a fleet forecast records of the factors its bands were scaled by
     (its devices' and its total's), so its scores can be taken on the bands
     before scaling once its readings are in (`published_day`); and the end
@@ -242,7 +245,8 @@ def used(factors: Factors, devices: int, device_blocks: int, portfolio_blocks: i
             "portfolio_blocks": portfolio_blocks}
 
 
-def _unscaled(p10, p50, p90, tails, blocks: int, block_steps: int):
+def _unscaled(p10: np.ndarray, p50: np.ndarray, p90: np.ndarray, tails: Any, blocks: int,
+              block_steps: int) -> tuple[np.ndarray, np.ndarray]:
     """P10 and P90 with the scaling by `tails` (blocks, 2) undone (the
     inverse of `widen`; where widen clipped P10 at zero, the band's lower
     half is taken as it was published, scaled back)."""
@@ -253,7 +257,7 @@ def _unscaled(p10, p50, p90, tails, blocks: int, block_steps: int):
     return p50 - (p50 - p10) / f[:, 0], p50 + (p90 - p50) / f[:, 1]
 
 
-def published_day(day: str, record: dict, actual: np.ndarray, p10: np.ndarray, p50: np.ndarray,
+def published_day(day: str, record: dict[str, Any], actual: np.ndarray, p10: np.ndarray, p50: np.ndarray,
                   p90: np.ndarray, total: np.ndarray | None = None,
                   totals: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, devices: int = 0) -> Day:
     """The scores of a published fleet forecast against its readings, as a

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -117,7 +118,7 @@ class Forecast:
     def horizon_intervals(self) -> int:
         return len(self.p50)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The wire form shared by workflow output, pub/sub and the API."""
         bounds = interval_bounds(self.forecast_start, self.horizon_intervals)
         return {
@@ -148,7 +149,7 @@ class Forecast:
 
 
     def to_result(self, forecast_id: str, missing_intervals: int | None, requested_by: str,
-                  requested_at: str, trace_id: str | None = None) -> dict:
+                  requested_at: str, trace_id: str | None = None) -> dict[str, Any]:
         """The wire form as a request's result: with its id, the gaps of the
         data window, who asked and the trace that made it (what the workflow
         returns, the audit store serves and `forecasts` carries)."""
@@ -158,7 +159,7 @@ class Forecast:
                 "trace_id": trace_id}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Forecast:
+    def from_dict(cls, d: dict[str, Any]) -> Forecast:
         """The inverse of `to_dict` (what a consumer of the wire form holds)."""
         intervals = d["intervals"]
 
@@ -208,10 +209,10 @@ class PortfolioForecast:
             raise ValueError(f"a quantile level lies strictly between 0 and 1, not {level}")
         k = int(np.clip(np.searchsorted(self.levels, level) - 1, 0, max(len(self.levels) - 2, 0)))
         if len(self.levels) == 1:
-            return self.quantiles[0].copy()
+            return np.asarray(self.quantiles[0].copy())
         lo, hi = self.levels[k], self.levels[k + 1]
         w = float(np.clip((level - lo) / (hi - lo), 0.0, 1.0))
-        return (1 - w) * self.quantiles[k] + w * self.quantiles[k + 1]
+        return np.asarray((1 - w) * self.quantiles[k] + w * self.quantiles[k + 1])
 
     @property
     def p10(self) -> np.ndarray:
@@ -229,7 +230,7 @@ class PortfolioForecast:
     def horizon_intervals(self) -> int:
         return len(self.mean)
 
-    def to_dict(self, table: bool = False) -> dict:
+    def to_dict(self, table: bool = False) -> dict[str, Any]:
         """The wire form: per interval p10/p50/p90 and mean; with `table`,
         also every level held (`levels`, `quantile_table`), from which
         `from_dict` restores the forecast and any quantile of the total."""
@@ -252,7 +253,7 @@ class PortfolioForecast:
         }
 
     @classmethod
-    def from_dict(cls, d: dict, device_ids: tuple[str, ...] = ()) -> PortfolioForecast:
+    def from_dict(cls, d: dict[str, Any], device_ids: tuple[str, ...] = ()) -> PortfolioForecast:
         """The inverse of `to_dict`: exact with the quantile table, else from
         p10/p50/p90 (levels between them interpolated)."""
         intervals = d["intervals"]
@@ -282,7 +283,7 @@ class FleetWindow:
 
     @property
     def end(self) -> datetime:
-        return self.start + self.values.shape[1] * QUARTER_HOUR
+        return self.start + int(self.values.shape[1]) * QUARTER_HOUR
 
     def device(self, row: int) -> TelemetryWindow:
         return TelemetryWindow(str(self.device_ids[row]), self.start, self.values[row])

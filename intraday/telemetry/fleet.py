@@ -140,7 +140,7 @@ def reference_positions(timestamps: pd.DatetimeIndex) -> np.ndarray:
     k = np.where(k > 3, k - 7, k)
     day = (doy + k) % 365
     quarter = (local.hour.to_numpy() * 4 + local.minute.to_numpy() // 15)
-    return day * STEPS_PER_DAY + quarter
+    return np.asarray(day * STEPS_PER_DAY + quarter)
 
 
 def heat_pump_cop(source_c: np.ndarray, flow_c: np.ndarray | float) -> np.ndarray:
@@ -155,7 +155,7 @@ def heating_curve(outdoor_c: np.ndarray, setpoint_c: np.ndarray, flow_design_c: 
     """Flow temperature: the setpoint at mild weather rising to the design
     flow temperature at the design outdoor temperature."""
     load = np.clip((setpoint_c - outdoor_c) / (setpoint_c - DESIGN_OUTDOOR_C), 0.0, 1.2)
-    return np.maximum(setpoint_c + (flow_design_c - setpoint_c) * load ** 0.77, 25.0)
+    return np.asarray(np.maximum(setpoint_c + (flow_design_c - setpoint_c) * load ** 0.77, 25.0))
 
 
 def ground_temperature(timestamps: pd.DatetimeIndex) -> np.ndarray:
@@ -265,7 +265,7 @@ def weather_frames(timestamps: pd.DatetimeIndex, truth: np.ndarray, seed: int) -
     grid = pd.date_range(timestamps[0], periods=truth.shape[1], freq="15min")
     runs = pd.date_range(timestamps[0].ceil("12h"), timestamps[-1], freq="12h")
     for run in runs[np.isin(runs.hour, FORECAST_RUNS_UTC)]:
-        i0 = int((run - timestamps[0]) / QUARTER_HOUR)
+        i0 = int((run - timestamps[0]) / pd.Timedelta(QUARTER_HOUR))
         hi = min(i0 + steps, truth.shape[1])
         rng = np.random.default_rng([seed, 2_000_000, int(run.timestamp()) // 3600])
         bias = rng.normal(0.0, FORECAST_BIAS_SIGMA, (n_loc, 1))
@@ -328,7 +328,7 @@ def simulate(
 
     def mean24(x: np.ndarray) -> np.ndarray:
         c = np.cumsum(x, axis=1)
-        return (c[:, warm:] - c[:, :-warm]) / warm
+        return np.asarray((c[:, warm:] - c[:, :-warm]) / warm)
 
     t24_loc, t24_ref = mean24(t_loc_all), mean24(t_ref_all)
     t_loc = t_loc_all[:, warm:]
@@ -485,7 +485,7 @@ def generate(
             rows_late.append(late)
         r_dev, r_t, r_late = (np.concatenate(x) for x in (rows_dev, rows_t, rows_late))
         frame = pd.DataFrame({
-            "device_id": pd.Categorical.from_codes(r_dev, chunk["device_id"].tolist()),
+            "device_id": pd.Categorical.from_codes(r_dev, chunk["device_id"].tolist()),  # type: ignore[arg-type]
             "timestamp": pd.Series(ts_values[r_t]).dt.tz_localize("UTC"),
             **{name: sim[name][r_dev, r_t] for name in names},
         })

@@ -244,10 +244,11 @@ def commit_batch(store: TelemetryStore, prepared: Prepared) -> IngestReport:
         q = pd.concat(quarantine, ignore_index=True).sort_values("row", kind="stable")
         store.insert_quarantine(_quarantine_rows(prepared.df, q, report.batch_id, prepared.row_offset))
         report.quarantined = len(q)
-        report.reasons = {k: int(v) for k, v in q["reason"].value_counts().sort_index().items()}
+        report.reasons = {str(k): int(v) for k, v in q["reason"].value_counts().sort_index().items()}
         report.examples = [
-            {"row": int(r.row), "reason": r.reason, "detail": r.detail}
-            for r in q.head(MAX_EXAMPLES).itertuples(index=False)
+            {"row": int(row), "reason": reason, "detail": detail}
+            for row, reason, detail in q.head(MAX_EXAMPLES)[["row", "reason", "detail"]].itertuples(
+                index=False)
         ]
     if len(clean):
         store.insert_readings(clean.arrow())
@@ -284,7 +285,7 @@ class Clean:
 
     def key(self) -> np.ndarray:
         """(device, timestamp) as one int64: code in the high bits."""
-        return (self.code.astype(np.int64) << 42) | self.ts
+        return np.asarray((self.code.astype(np.int64) << 42) | self.ts)
 
     def take(self, mask: np.ndarray) -> None:
         self.code, self.ts, self.row = self.code[mask], self.ts[mask], self.row[mask]
@@ -293,7 +294,10 @@ class Clean:
     def arrow(self, mask: np.ndarray | None = None) -> pa.Table:
         """The rows (those where `mask` is true, if given) as an Arrow
         table in `power_consumption`'s columns."""
-        pick = (lambda a: a) if mask is None else (lambda a: a[mask])
+
+        def pick(a: np.ndarray) -> np.ndarray:
+            return a if mask is None else a[mask]
+
         device = pa.DictionaryArray.from_arrays(
             pa.array(pick(self.code), pa.int32()), pa.array(self.ids.astype(str), pa.string())
         )
@@ -383,7 +387,8 @@ def _timestamps(col: pd.Series) -> pd.Series:
     else:
         text = col.astype("string").str.strip()
         ts = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
-    return ts.astype("datetime64[ms, UTC]")
+    out: pd.Series = ts.astype("datetime64[ms, UTC]")
+    return out
 
 
 def _validate(
@@ -403,8 +408,8 @@ def _validate(
         details.setdefault(name, []).append((new, text))
 
     # Device ids: work on the distinct values only.
-    codes, uniq = pd.factorize(df["device_id"], use_na_sentinel=True)
-    uniq = np.asarray(uniq, dtype=object)
+    codes, distinct = pd.factorize(df["device_id"], use_na_sentinel=True)
+    uniq = np.asarray(distinct, dtype=object)
     stripped = np.array([str(u).strip() for u in uniq], dtype=object)
     flag((codes < 0) | (stripped[codes] == "") if len(uniq) else codes < 0, "missing_device_id")
     if len(uniq):

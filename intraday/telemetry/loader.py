@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -130,7 +131,7 @@ def write_fleet(
     return summary
 
 
-def backtest_weather(weather):
+def backtest_weather(weather: pd.DataFrame) -> pd.DataFrame:
     """The issued temperature forecasts in the backtest's `--weather` format
     (observations are the readings' `outdoor_temp`)."""
     fc = weather[weather["kind"] == "forecast"]
@@ -138,6 +139,6 @@ def backtest_weather(weather):
         ["location", "timestamp", "issued_at", "outdoor_temp"]].reset_index(drop=True)
 
 
-def _out_table(frame) -> pa.Table:
+def _out_table(frame: pd.DataFrame) -> pa.Table:
     frame = frame.assign(device_id=frame["device_id"].astype(str))
     return pa.Table.from_pandas(frame[OUT_SCHEMA.names], schema=OUT_SCHEMA, preserve_index=False)

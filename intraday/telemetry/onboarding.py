@@ -64,9 +64,9 @@ def _timestamp_column(path: Path) -> pd.Series:
 
 def _utc(col: pd.Series) -> pd.Series:
     if isinstance(col.dtype, pd.DatetimeTZDtype):
-        return col.dt.tz_convert("UTC")
+        return pd.Series(col.dt.tz_convert("UTC"))
     if pd.api.types.is_datetime64_dtype(col):
-        return col.dt.tz_localize("UTC")
+        return pd.Series(col.dt.tz_localize("UTC"))
     return pd.to_datetime(col.astype("string").str.strip(), utc=True, errors="coerce", format="ISO8601")
 
 

@@ -86,7 +86,7 @@ def request_params(points: list[tuple[float, float]], past_hours: int = 6, forec
     }
 
 
-def _times(raw: list, offset: int) -> pd.DatetimeIndex:
+def _times(raw: list[Any], offset: int) -> pd.DatetimeIndex:
     """Unix times are UTC; ISO 8601 times are local to the requested time
     zone (GMT here), without a suffix, `offset` seconds ahead of UTC."""
     if raw and isinstance(raw[0], int | float):

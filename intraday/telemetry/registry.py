@@ -25,7 +25,7 @@ import re
 import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -168,8 +168,11 @@ def parse_devices(df: pd.DataFrame) -> list[dict[str, Any]]:
         raise Refused("duplicate column names", [])
     if len(df) > MAX_DEVICES:
         raise Refused(f"{len(df):,} devices in one change; send at most {MAX_DEVICES:,}", [])
-    rows, errors, seen = [], [], {}
-    for n, record in enumerate(df.to_dict(orient="records"), start=1):
+    rows: list[dict[str, Any]] = []
+    errors: list[RowError] = []
+    seen: dict[str, int] = {}
+    records = cast(list[dict[str, Any]], df.to_dict(orient="records"))  # the columns are names
+    for n, record in enumerate(records, start=1):
         raw_id = record.get("device_id")
         device_id = "" if _blank(raw_id) else str(raw_id).strip()
         problems: list[str] = []
@@ -240,7 +243,7 @@ def upsert(store: TelemetryStore, rows: list[dict[str, Any]], changed_by: str, c
     out, errors = [], []
     for n, row in enumerate(rows, start=1):
         old = stored.get(row["device_id"])
-        new = {a: (old or {}).get(a) for a in ATTRIBUTES}
+        new: dict[str, Any] = {a: (old or {}).get(a) for a in ATTRIBUTES}
         new.update({k: v for k, v in row.items() if k != "device_id"})
         if "location" not in row and "latitude" in row and (old is None or _grid_named(old)):
             new["location"] = grid_location(new["latitude"], new["longitude"])

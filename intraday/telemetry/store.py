@@ -212,6 +212,11 @@ class TelemetryStore:
         """Run SQL with `{db}` standing for this store's database."""
         return self._backend.query_arrow(sql.replace("{db}", self.db), params)
 
+    def frame(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """`query`'s result as a DataFrame."""
+        frame: pd.DataFrame = self.query(sql, params).to_pandas()
+        return frame
+
     # -- schema -----------------------------------------------------------
 
     def migrate(self) -> list[str]:
@@ -263,7 +268,7 @@ class TelemetryStore:
         read aggregates anyway."""
         table = _as_arrow(readings, READING_COLUMNS)
         self._backend.insert(f"{self.db}.power_consumption", table, FAST_INSERT)
-        return table.num_rows
+        return int(table.num_rows)
 
     def upsert_devices(self, devices: pd.DataFrame) -> int:
         cols = [c for c in DEVICE_COLUMNS if c in devices.columns]
@@ -299,7 +304,7 @@ class TelemetryStore:
     def insert_weather(self, weather: pd.DataFrame | pa.Table) -> int:
         table = _as_arrow(weather, WEATHER_COLUMNS)
         self._backend.insert(f"{self.db}.weather", table, FAST_INSERT)
-        return table.num_rows
+        return int(table.num_rows)
 
     def insert_quarantine(self, rows: pd.DataFrame) -> int:
         self._backend.insert(f"{self.db}.ingest_quarantine", _as_arrow(rows, QUARANTINE_COLUMNS))
@@ -354,11 +359,11 @@ class TelemetryStore:
 
     def quarantined(self, batch_id: str | None = None) -> pd.DataFrame:
         where = "WHERE batch_id = {batch_id:String}" if batch_id is not None else ""
-        return self.query(
+        return self.frame(
             f"SELECT {', '.join(QUARANTINE_COLUMNS)} FROM {{db}}.ingest_quarantine FINAL {where}"
             " ORDER BY batch_id, row",
             {"batch_id": batch_id} if batch_id is not None else None,
-        ).to_pandas()
+        )
 
     def latest_intervals(self, since: datetime) -> dict[str, datetime]:
         """Each device's newest quarter-hour with readings since `since`
@@ -388,10 +393,10 @@ class TelemetryStore:
 
     def stored_readings(self, device_ids: list[str], first: datetime, last: datetime) -> pd.DataFrame:
         """Raw readings of these devices with first <= timestamp <= last."""
-        return self.query(
+        return self.frame(
             f"SELECT {', '.join(READING_COLUMNS)} FROM {{db}}.power_consumption {_KEY_RANGE}",
             _key_range(device_ids, first, last),
-        ).to_pandas()
+        )
 
     def stored_matching(self, keys: pa.Table) -> pd.DataFrame:
         """Stored readings with these (device_id, timestamp) keys. The keys
@@ -410,12 +415,12 @@ class TelemetryStore:
         )
         try:
             self._backend.insert(scratch, keys.select(["device_id", "timestamp"]))
-            return self.query(
+            return self.frame(
                 f"SELECT {', '.join(READING_COLUMNS)} FROM {{db}}.power_consumption {_KEY_RANGE}"
                 f"  AND cityHash64(device_id, timestamp) IN"
                 f"      (SELECT cityHash64(device_id, timestamp) FROM {scratch})",
                 _key_range(ids, first, last),
-            ).to_pandas()
+            )
         finally:
             self._backend.command(f"DROP TABLE IF EXISTS {scratch}")
 
@@ -423,12 +428,12 @@ class TelemetryStore:
         """Per device, its first and last stored reading between `first` and
         `last` (`lo`, `hi` in epoch milliseconds); devices with none there
         are absent. Tells ingest which new rows could be stored already."""
-        return self.query(
+        return self.frame(
             "SELECT device_id, toUnixTimestamp64Milli(min(timestamp)) AS lo,"
             "       toUnixTimestamp64Milli(max(timestamp)) AS hi"
             f" FROM {{db}}.power_consumption {_KEY_RANGE} GROUP BY device_id",
             _key_range(device_ids, first, last),
-        ).to_pandas()
+        )
 
     # -- reads ------------------------------------------------------------
 
@@ -590,7 +595,7 @@ class TelemetryStore:
             {"locs": list(locations), "start": int(to_utc(start).timestamp()),
              "end": int(to_utc(end).timestamp())},
         )
-        df = table.to_pandas()
+        df: pd.DataFrame = table.to_pandas()
         for col in ("issued_at", "timestamp"):
             if col in df and not isinstance(df[col].dtype, pd.DatetimeTZDtype):
                 df[col] = pd.to_datetime(df[col].astype("int64"), unit="s", utc=True)
@@ -666,7 +671,9 @@ def _cells(ids: pa.ChunkedArray, idx: pa.ChunkedArray, rows: np.ndarray, n: int)
     looked up once per dictionary (chunks from one part share it), plain
     ones per value. A device id not in `rows` raises `KeyError` with the ids."""
     value_set = pa.array(rows, type=pa.string())
-    cells, seen, row_of = [], None, None
+    cells: list[Any] = []
+    seen: Any = None
+    row_of: Any = None
     for chunk, i in zip(ids.chunks, idx.chunks, strict=True):
         if pa.types.is_dictionary(chunk.type):
             if seen is None or not chunk.dictionary.equals(seen):

@@ -20,7 +20,9 @@ hours apart (`intraday.forecasting.features.fill_gaps`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,9 +42,9 @@ COLUMNS = ("location", "latitude", "longitude", "timestamp", "issued_at", *TEMPE
 
 def _times(col: pd.Series) -> pd.Series:
     if isinstance(col.dtype, pd.DatetimeTZDtype):
-        return col.dt.tz_convert("UTC")
+        return pd.Series(col.dt.tz_convert("UTC"))
     if pd.api.types.is_datetime64_dtype(col):
-        return col.dt.tz_localize("UTC")
+        return pd.Series(col.dt.tz_localize("UTC"))
     text = col.astype("string").str.strip()
     return pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
 
@@ -85,9 +87,9 @@ def parse_weather(df: pd.DataFrame, kind: str, now: datetime | None = None) -> p
     n = len(df)
     problems: list[list[str]] = [[] for _ in range(n)]
 
-    def flag(mask: np.ndarray, reason) -> None:
+    def flag(mask: np.ndarray, reason: str | Callable[[int], str]) -> None:
         for i in np.flatnonzero(mask):
-            problems[i].append(reason(i) if callable(reason) else reason)
+            problems[i].append(reason(int(i)) if callable(reason) else reason)
 
     location = np.full(n, "", dtype=object)
     if "location" in cols:
@@ -147,7 +149,7 @@ def parse_weather(df: pd.DataFrame, kind: str, now: datetime | None = None) -> p
     return rows[~copy.to_numpy()].reset_index(drop=True)
 
 
-def records_frame(records) -> pd.DataFrame:
+def records_frame(records: Any) -> pd.DataFrame:
     """A JSON list of weather objects as a DataFrame of what was sent."""
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise Refused("expected a list of objects", [])

@@ -36,7 +36,8 @@ def encode(fleet: FleetWindow, first_reading: np.ndarray, missing_before: np.nda
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, schema) as writer:
         writer.write_batch(batch)
-    return sink.getvalue().to_pybytes()
+    data: bytes = sink.getvalue().to_pybytes()
+    return data
 
 
 @dataclass(frozen=True)

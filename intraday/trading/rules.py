@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -56,12 +57,12 @@ class PriceMoveRule:
         self.last_trigger_at = at
         return True
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         """What the rule remembers between prices (kept in actor state)."""
         return {"reference_price": self.reference_price,
                 "last_trigger_at": isoformat_z(self.last_trigger_at) if self.last_trigger_at else None}
 
-    def restore(self, state: dict) -> None:
+    def restore(self, state: dict[str, Any]) -> None:
         self.reference_price = state.get("reference_price")
         at = state.get("last_trigger_at")
         self.last_trigger_at = datetime.fromisoformat(at) if at else None
@@ -103,7 +104,7 @@ class TradeDecision:
     def interval_starts(self) -> list[datetime]:
         return [self.forecast_start + i * QUARTER_HOUR for i in range(len(self.order_mw))]
 
-    def orders(self) -> list[dict]:
+    def orders(self) -> list[dict[str, Any]]:
         return [
             {
                 "interval_start": isoformat_z(s),

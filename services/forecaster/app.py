@@ -53,7 +53,7 @@ async def lifespan(app: FastAPI):
     fleet.bind(asyncio.get_running_loop())
     tracing.instrument_workflow_client()  # before the runtime and client open their channels
     # Their records go to the root's JSON handler (clients/tracing.py), not a handler of their own.
-    quiet = LoggerOptions(log_level=logging.WARNING, log_handler=logging.NullHandler())
+    quiet = LoggerOptions(log_level="WARNING", log_handler=logging.NullHandler())
     runtime = wf.WorkflowRuntime(maximum_thread_pool_workers=16, logger_options=quiet)
     register(runtime)
     register_fleet(runtime)

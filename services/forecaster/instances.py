@@ -20,7 +20,7 @@ from workflows.contracts import ForecastJob
 from workflows.forecast import WORKFLOW_NAME
 
 TERMINAL_RERUN = {wf.WorkflowStatus.FAILED, wf.WorkflowStatus.TERMINATED}
-client: wf.DaprWorkflowClient | None = None  # set by the app's lifespan
+client: wf.DaprWorkflowClient = None  # type: ignore[assignment]  # set by the app's lifespan
 _starting: dict[str, asyncio.Lock] = {}
 
 

@@ -90,7 +90,7 @@ def score(item: scores.Due) -> tuple[dict, int, recalibration.Day | None]:
                             for f in (recorded.get(fid) for fid in item.forecast_ids)])
             day = recalibration.published_day(
                 item.forecast_start.date().isoformat(), scaled, np.where(own[:, None], actual, np.nan),
-                p10, p50, p90, total, totals[:3], len(item.device_ids))
+                p10, p50, p90, total, (totals[0], totals[1], totals[2]), len(item.device_ids))
     missing = int(np.sum(~np.isnan(mean) & np.isnan(actual)))
     return sums, missing, day
 

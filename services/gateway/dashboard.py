@@ -82,6 +82,7 @@ class Watcher:
 
     async def _run(self) -> None:
         while self._listeners:
+            marks: dict | None
             try:
                 marks = await run_in_threadpool(self._read)
             except Exception as e:  # the database restarting: try again, say nothing to the pages
@@ -109,7 +110,8 @@ class _Timed:
     """A value fetched at most every `seconds` (per key)."""
 
     def __init__(self, seconds: float):
-        self.seconds, self._values = seconds, {}
+        self.seconds = seconds
+        self._values: dict = {}
 
     async def get(self, key, fetch):
         hit = self._values.get(key)

@@ -24,6 +24,7 @@ import math
 import threading
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import httpx
 import numpy as np
@@ -99,9 +100,9 @@ class Freshness:
         self.devices: set[str] = set()
         self.latest: dict[str, float] = {}  # device -> POSIX time its newest quarter-hour ends
         for q in ("0.5", "0.9", "1"):
-            metrics.STALENESS.labels(q).set_function(lambda q=float(q): self.age_quantile(q))
+            metrics.STALENESS.labels(q).set_function(partial(self.age_quantile, float(q)))
         for name, seconds in self.THRESHOLDS.items():
-            metrics.STALE_DEVICES.labels(name).set_function(lambda s=seconds: self.stale(s))
+            metrics.STALE_DEVICES.labels(name).set_function(partial(self.stale, seconds))
         metrics.FLEET_DEVICES.set_function(lambda: len(self.devices))
 
     def seed(self, store: TelemetryStore) -> None:

@@ -146,7 +146,9 @@ async def _decide(decision_id: str, price: float, reference: float | None, at: d
                 fleet["forecast_id"], {"portfolio_forecast_id": fleet["forecast_id"], **total.to_dict()},
                 trace_id,
             )
-            return inserted, db.read_decision(conn, decision_id)
+            recorded = db.read_decision(conn, decision_id)
+            assert recorded is not None  # written above, in this transaction
+            return inserted, recorded
 
     inserted, message = await run_in_threadpool(record)
     await sidecar.publish_async("orders", message)

@@ -40,7 +40,7 @@ from workflows.forecast import WORKFLOW_NAME
 
 log = logging.getLogger("forecaster")
 router = APIRouter()
-batcher: Batcher | None = None  # set by the app's lifespan
+batcher: Batcher = None  # type: ignore[assignment]  # set by the app's lifespan
 
 
 @router.post("/forecasts")

@@ -92,10 +92,11 @@ async def start_training(
     now = datetime.now(UTC)
     end = floor_quarter_hour(now)
     if request.end is not None:
-        end = request.end.astimezone(UTC) if request.end.tzinfo else None
-        if end is None or end != floor_quarter_hour(end) or end > now:
+        asked = request.end.astimezone(UTC) if request.end.tzinfo else None
+        if asked is None or asked != floor_quarter_hour(asked) or asked > now:
             raise InvalidRequest("end must be a quarter-hour in the past with a time zone "
                                  "(e.g. 2026-01-31T12:00:00Z)")
+        end = asked
     champion = await asyncio.to_thread(catalog.store.promoted) or baseline.MODEL_VERSION
     tid = training_id(end, request, champion)
     return await _run_training(tid, _training_job(tid, end, request, "request"), wait, timeout)
