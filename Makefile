@@ -18,9 +18,11 @@ test: checks
 	INTRADAY_DEMO_FLEET=off $(PY) -m pytest -q tests/own_fleet
 
 # What holds the build together, before the suite: the locks match
-# pyproject.toml.
+# pyproject.toml; the type checker is clean (intraday/ strict, the rest in
+# mypy's default mode; pyproject.toml [tool.mypy]).
 checks:
 	bash scripts/lock.sh check
+	$(PY) -m mypy
 
 # After editing pyproject.toml's dependencies: the locks follow, every other
 # pin kept. `make upgrade`: every package to its newest allowed release.
