@@ -1,8 +1,10 @@
 # The two commands that matter: `make setup` (fresh machine -> everything
-# installed) and `make test` (the whole suite). See README.md.
-.PHONY: setup test checks lock upgrade typecheck unit integration up down up-swiss down-swiss status bench bench-load bench-dashboard bench-training bench-telemetry bench-onboarding bench-forecasting bench-real bench-cold bench-fuzz bench-faults lint
+# installed) and `make test` (the whole suite). See README.md and docs/.
+.PHONY: setup test checks lock upgrade typecheck docs unit integration up down up-swiss down-swiss status bench bench-load bench-dashboard bench-training bench-telemetry bench-onboarding bench-forecasting bench-real bench-cold bench-fuzz bench-faults lint
 
 PY := .venv/bin/python
+# MkDocs 1.x, quiet about its successors' notices.
+MKDOCS := NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(PY) -m mkdocs
 
 setup:
 	bash scripts/setup.sh
@@ -19,10 +21,12 @@ test: checks
 
 # What holds the build together, before the suite: the locks match
 # pyproject.toml; the type checker is clean (intraday/ strict, the rest in
-# mypy's default mode; pyproject.toml [tool.mypy]).
+# mypy's default mode; pyproject.toml [tool.mypy]); the docs site builds
+# with no broken link and its reference pages generate from the code.
 checks:
 	bash scripts/lock.sh check
 	$(PY) -m mypy
+	$(MKDOCS) build --strict --quiet --site-dir .data/site
 
 # After editing pyproject.toml's dependencies: the locks follow, every other
 # pin kept. `make upgrade`: every package to its newest allowed release.
@@ -33,6 +37,10 @@ upgrade:
 
 typecheck:
 	$(PY) -m mypy
+
+# The docs site on http://127.0.0.1:8008, rebuilt as the pages change.
+docs:
+	$(MKDOCS) serve --dev-addr 127.0.0.1:8008
 
 unit:
 	$(PY) -m pytest -q -m "not integration"

@@ -1,7 +1,7 @@
 """One configuration object for every process, read from INTRADAY_* variables.
 
 Defaults describe the local stack started by `make up`; production sets the
-variables (see README "Configuration"). `Settings` refuses the local defaults
+variables (the docs' settings reference). `Settings` refuses the local defaults
 for credentials-bearing settings when INTRADAY_ENVIRONMENT=production.
 """
 
@@ -22,117 +22,151 @@ LOCAL_API_KEY_PEPPER = "intraday-local-pepper"  # refused in production
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="INTRADAY_", frozen=True)
+    """Every process's settings, from `INTRADAY_<NAME>` variables. Each field's
+    docstring is its description: the docs' settings reference is generated
+    from them (docs/gen_pages.py)."""
+
+    model_config = SettingsConfigDict(env_prefix="INTRADAY_", frozen=True, use_attribute_docstrings=True)
 
     environment: Literal["local", "production"] = "local"
+    """`production` refuses to start with local defaults or without TLS: the local PostgreSQL DSN or one
+    without `sslmode=require`/`verify-ca`/`verify-full`, the local API-key pepper (or one under 32
+    characters), a plain-HTTP ClickHouse URL, the local Zipkin, failpoints."""
     data_dir: Path = REPO_ROOT / ".data"
+    """Redis, PostgreSQL, the scheduler, chDB and the logs of the local stack."""
 
-    # Telemetry store: chDB in-process (owned by the telemetry service) or a
-    # ClickHouse server.
     telemetry_backend: Literal["chdb", "clickhouse"] = "chdb"
+    """The telemetry store: chDB in-process (owned by the telemetry service) or a ClickHouse server."""
     clickhouse_url: str = "http://127.0.0.1:8123"
+    """The ClickHouse server (`clickhouse` backend; https in production)."""
     clickhouse_database: str = "intraday"
-    # A ClickHouse cluster's name (its remote_servers entry): the schema is
-    # then sql/clickhouse-cluster (replicated tables per shard, Distributed
-    # tables of the same names) and inserts wait for the shards.
+    """Its database."""
     clickhouse_cluster: str = ""
+    """A ClickHouse cluster's name (its remote_servers entry): the schema is then sql/clickhouse-cluster
+    (replicated tables per shard, Distributed tables of the same names) and inserts wait for the
+    shards."""
 
-    # Audit database (forecast requests/results, trade decisions).
     pg_dsn: str = LOCAL_PG_DSN
+    """The audit database (forecasts, trade decisions, trainings, API keys); read from the secret store
+    where one is configured."""
 
-    # The address the services listen on: their own sidecar's (localhost)
-    # only, unless a pod's port must be reached from outside it (the
-    # gateway's clients, the kubelet's probes, scrapes: charts/).
     http_host: str = "127.0.0.1"
+    """The address the services listen on: their own sidecar's (localhost) only, unless a pod's port
+    must be reached from outside it (`0.0.0.0`: the gateway in Compose, every pod in `charts/` for the
+    probes and scrapes)."""
 
-    # Public entry point, used by the CLI and benchmarks.
     gateway_url: str = "http://127.0.0.1:8000"
-    # The telemetry service, for `intraday ingest` while the service holds
-    # the embedded store.
+    """The public entry point, for the CLI and the benchmarks."""
     telemetry_url: str = "http://127.0.0.1:8002"
+    """The telemetry service, where `intraday ingest` sends files while the service holds the chDB
+    store."""
 
-    # Forecasting. Model artifacts live in object storage under models/: a
-    # directory (default: data_dir) or gs://bucket[/prefix].
     model_store: str = ""
-    model_refresh_seconds: float = 30.0  # how often a forecaster re-reads which version is promoted
-    # The daily training workflow's Dapr job: a six-field cron (seconds
-    # first) or "@every 24h"; "" schedules none.
+    """The object store of model artifacts (under models/): a directory or `gs://bucket[/prefix]`;
+    empty: the data directory."""
+    model_refresh_seconds: float = 30.0
+    """How often a forecaster re-reads which version is promoted."""
     training_schedule: str = "0 0 3 * * *"
-    training_days: int = 30  # the scheduled training's window
-    training_rows: int = 1_500_000  # and its training rows
-    # Live accuracy (services/forecaster/scoring.py): the Dapr job that
-    # scores published forecasts against their readings, how long after a
-    # forecast's last interval its readings are waited for, and how far
-    # back forecasts are looked for.
+    """The daily training workflow's Dapr job: a six-field cron (seconds first) or `@every 24h`; empty
+    schedules none."""
+    training_days: int = 30
+    """The scheduled training's window."""
+    training_rows: int = 1_500_000
+    """The scheduled training's sampled rows."""
     scoring_schedule: str = "@every 1h"
+    """Live accuracy (services/forecaster/scoring.py): the Dapr job that scores published forecasts
+    against their readings; empty: none."""
     scoring_lag_hours: float = 6.0
+    """How long after a forecast's last interval its readings are waited for before it is scored."""
     scoring_lookback_days: int = 14
-    compiled_trees: bool = True  # serve with treelite/tl2cgen-compiled trees (same numbers, ~2x faster)
-    history_days: int = 30  # telemetry window a DeviceActor keeps
-    # A location whose newest temperature forecast is older than this has
-    # no fresh forecast: a note on its devices' forecasts and a metric.
+    """How far back unscored forecasts are looked for."""
+    compiled_trees: bool = True
+    """Serve with treelite/tl2cgen-compiled trees (the same numbers, about twice as fast); false:
+    LightGBM's predictor."""
+    history_days: int = 30
+    """Days of quarter-hour power a DeviceActor keeps."""
     weather_forecast_max_age_hours: float = 18.0
-    # The Open-Meteo connector (intraday/telemetry/openmeteo.py): its forecast
-    # endpoint (e.g. https://api.open-meteo.com/v1/forecast; "" = off), pulled
-    # by the Dapr job `intraday-weather` on this schedule, with this model.
+    """A location whose newest temperature forecast is older has no fresh forecast: a note on its
+    devices' forecasts and a metric."""
     weather_provider_url: str = ""
+    """The Open-Meteo forecast endpoint the telemetry service pulls temperature forecasts from
+    (intraday/telemetry/openmeteo.py, e.g. https://api.open-meteo.com/v1/forecast); empty: off."""
     weather_schedule: str = "@every 1h"
+    """The pull's Dapr job (`intraday-weather`) schedule."""
     weather_model: str = "best_match"
-    weather_past_hours: int = 6  # the provider's recent hours, stored as observations
-    baseline_days: int = 14  # days the seasonal baseline draws quantiles from
+    """The provider's weather model."""
+    weather_past_hours: int = 6
+    """The provider's recent hours, stored as observations."""
+    baseline_days: int = 14
+    """Days the seasonal baseline draws its quantiles from."""
     max_horizon_hours: int = 48
+    """The longest horizon a request may ask for."""
     forecast_deadline_seconds: float = 60.0
+    """How long a request with `wait=true` waits for its forecast."""
     actor_idle_timeout_seconds: int = 900
-    # Dynamic batching of concurrent single-device requests (forecaster):
-    # at most this many devices per batch, this many batches at once, and
-    # this long a batch may wait to fill once a slot is free under load.
+    """An idle DeviceActor deactivates after this long."""
     batch_max_size: int = 500
+    """Dynamic batching of concurrent single-device requests (forecaster): devices per batch at most."""
     batch_max_in_flight: int = 2
+    """Batches at once."""
     batch_max_wait_ms: float = 5.0
-    fleet_shard_size: int = 1000  # devices per shard of a fleet forecast (measured: README, bench/load.py)
-    # Shards of one fleet forecast in flight at a time: enough that one reads
-    # while another infers and a third publishes and audits (bench/load.py)
+    """How long a batch may wait to fill once a slot is free under load."""
+    fleet_shard_size: int = 1000
+    """Devices per shard of a fleet forecast (at most 2,000: the telemetry `POST /windows` limit;
+    measured in bench/load.py)."""
     fleet_parallel_shards: int = Field(default=3, ge=1, le=64)
+    """Shards of one fleet forecast in flight at a time: one reads while another infers and a third
+    publishes and audits (on 10,000 devices 2, 3 and 10 took the same time within the spread; 3 keeps
+    the forecaster's memory bounded)."""
 
-    # Trading rule: forecast when the price moved at least this much since the
-    # last forecast, at most once per debounce period.
     price_move_threshold_eur_mwh: float = 5.0
+    """The trading rule: a new forecast when the price moved at least this much since the last one."""
     price_debounce_seconds: float = 30.0
-    portfolio: str = "all"  # comma-separated device ids, or "all"
-    # Imbalance cost of being short / long (EUR/MWh): the position targets the
-    # portfolio's c_short / (c_short + c_long) quantile (equal costs: its median).
+    """And at most once in this period."""
+    portfolio: str = "all"
+    """The device ids the trading service forecasts, comma-separated, or `all`."""
     imbalance_cost_short_eur_mwh: float = 100.0
+    """Imbalance cost of being short (EUR/MWh): the position targets the portfolio's
+    short / (short + long) quantile (equal costs: its median)."""
     imbalance_cost_long_eur_mwh: float = 100.0
+    """Imbalance cost of being long (EUR/MWh)."""
 
-    # API keys (intraday/auth.py): the server-side pepper their hashes are
-    # keyed with (production must set its own, from a secret store), how long
-    # the gateway trusts a verified key before asking PostgreSQL again (a
-    # revoked key is refused within this time), and the key the CLI and the
-    # benchmarks present: INTRADAY_API_KEY, else the file `make up` writes.
     api_key_pepper: str = LOCAL_API_KEY_PEPPER
+    """The server-side secret API keys are hashed with (intraday/auth.py); production sets its own, 32
+    characters or more, from a secret store."""
     api_key_cache_seconds: float = 10.0
-    # Requests a minute per key (bursts of up to a minute's worth) unless the
-    # key has its own (`intraday keys create --rate`).
+    """How long the gateway trusts a verified key before asking PostgreSQL again (a revoked key is
+    refused within this time)."""
     api_rate_per_minute: int = Field(6000, gt=0)
+    """Requests a minute per key (bursts of up to a minute's worth) unless the key has its own
+    (`intraday keys create --rate`)."""
     api_key: str = ""
+    """The key the CLI and the benchmarks present to the gateway."""
     api_key_file: Path | None = None
-    # Tokens from an identity provider (intraday/tokens.py), accepted beside
-    # the API keys when a JWKS URL is set: the provider's published keys, the
-    # issuer and audience a token must name, the claim its scopes are in.
+    """Where that key is read from when `INTRADAY_API_KEY` is empty; default: `api-key` in the data
+    directory (`make up` writes it)."""
     jwt_jwks_url: str = ""
+    """Tokens from an identity provider (intraday/tokens.py), accepted beside the API keys when set: the
+    provider's published keys (https and an issuer in production)."""
     jwt_issuer: str = ""
+    """The issuer a token must name."""
     jwt_audience: str = "intraday"
+    """The audience a token must name."""
     jwt_scope_claim: str = "scope"
-    # Where the fault suite arms failpoints (intraday/failpoints.py); empty:
-    # off. Refused in production.
+    """The claim a token's scopes are in (OAuth 2.0's space-separated list)."""
     failpoints_dir: str = ""
+    """Where the fault suite arms failpoints (intraday/failpoints.py); empty: off. Refused in
+    production."""
 
-    # Traces of the apps (the sidecars' own go where components/config/ says):
-    # the local Zipkin server, an OpenTelemetry collector (OTLP, configured by
-    # the standard OTEL_EXPORTER_OTLP_* variables), Cloud Trace, or nowhere.
     traces_exporter: Literal["zipkin", "otlp", "gcp", "none"] = "zipkin"
+    """Where the apps' spans go (the sidecars' own go where components/config/ says): the Zipkin server,
+    an OpenTelemetry collector (OTLP, configured by the standard `OTEL_EXPORTER_OTLP_*` variables),
+    Cloud Trace, or nowhere."""
     zipkin_url: str = "http://127.0.0.1:9411/api/v2/spans"
-    trace_sample_ratio: float = Field(1.0, ge=0.0, le=1.0)  # of new traces; children follow their parent
+    """The Zipkin server's span endpoint."""
+    trace_sample_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    """The share of new traces the apps sample (a trace begun upstream follows its parent's
+    decision)."""
 
     @property
     def model_store_url(self) -> str:

@@ -67,6 +67,7 @@ def install_common(app: FastAPI, service: str) -> None:
 
     @app.get("/health")
     async def health() -> dict:
+        """Liveness: the service answers (no key needed)."""
         return {"status": "ok", "service": service}
 
     @app.get("/metrics", include_in_schema=False)

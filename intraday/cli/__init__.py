@@ -269,7 +269,7 @@ onboarding.register(app)
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: the command, with every ending an exit code and
-    at most one line on stderr (README: exit codes). INTRADAY_DEBUG=1
+    at most one line on stderr (the exit codes in `intraday --help`). INTRADAY_DEBUG=1
     shows the traceback of an unexpected error."""
     import os
 

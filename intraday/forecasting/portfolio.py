@@ -24,7 +24,7 @@ held-out totals:
 
 `bench/forecasting.py` (part "seasons") compares this with the simpler choices (summed
 device quantiles, independent devices, one correlation) on held-out data;
-the README gives the figures and why this one was chosen.
+docs/evaluation.md ("Seasons and the portfolio") gives the figures and why this one was chosen.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ the current quarter-hour or past it. What then lies in the future is held
 back: readings are not stored (the data ends at the current quarter-hour),
 and observed temperatures after now are stored as a temperature forecast
 issued at the current quarter-hour: a perfect forecast, which only a replay
-can have, said so on the command line and in the README.
+can have, said so on the command line and in docs/getting-started.md.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, Path, Query, Request, Response, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -98,8 +98,9 @@ def _principal(key: str) -> auth.Principal:
 
 def scope(name: str):
     """A dependency: the caller's principal, if its key holds scope `name`."""
-    async def caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) \
-            -> auth.Principal:
+    # Security (a Depends) names the scope in the route's OpenAPI security requirement.
+    async def caller(credentials: HTTPAuthorizationCredentials | None = Security(_bearer, scopes=[name]),
+                     ) -> auth.Principal:
         if credentials is None:
             raise auth.AuthError("an API key (or an identity provider's token) is required: "
                                  "Authorization: Bearer <key>")
@@ -208,6 +209,10 @@ async def get_forecast(
     forecast_id: str = Path(max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
                             description="fc-... (a device forecast) or fl-... (a fleet forecast)"),
 ) -> Response:
+    """`{forecast_id, status, result?, error?}`: `result` has the intervals, `model_version`,
+    `data_window` and `trace_id` (the trace that made it). A finished forecast is read from the
+    audit store (its workflow instance is purged 10 s after completion), one in progress or failed
+    from its workflow."""
     return _relay(await sidecar.invoke("forecaster", "GET", f"forecasts/{forecast_id}"))
 
 
@@ -243,6 +248,7 @@ async def get_training(
     _: ForecastReader,
     training_id: str = Path(max_length=200, pattern=r"^train-[A-Za-z0-9_.:-]+$"),
 ) -> Response:
+    """A training's status while it runs, then its recorded decision."""
     return _relay(await sidecar.invoke("forecaster", "GET", f"trainings/{training_id}"))
 
 

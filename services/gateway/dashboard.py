@@ -216,12 +216,14 @@ def router(reader: Any, pool: Callable[[], ConnectionPool]) -> APIRouter:
 
     @api.get("/ui/api/overview")
     async def overview(_=caller) -> JSONResponse:
+        """The dashboard's page data: portfolio, actuals, positions, decisions, prices, model."""
         return JSONResponse(await _overview())
 
     @api.get("/ui/api/devices/{device_id}")
     async def device(
         device_id: str = Path(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"), _=caller,
     ) -> JSONResponse:
+        """A device's registry entry, its latest forecast and the readings around it."""
         known = await sidecar.invoke("telemetry", "GET", f"devices/{device_id}")
         if known.status_code == 404:
             raise UnknownDevice(device_id)
@@ -240,6 +242,7 @@ def router(reader: Any, pool: Callable[[], ConnectionPool]) -> APIRouter:
 
     @api.get("/ui/api/freshness")
     async def freshness(_=caller) -> JSONResponse:
+        """The fleet's quiet and never-reporting devices, for the dashboard."""
         r = await sidecar.invoke("telemetry", "GET", "portfolio/freshness", params={"limit": 12})
         return JSONResponse(r.json(), status_code=200 if r.is_success else 502)
 
