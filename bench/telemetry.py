@@ -5,7 +5,7 @@
 1. Generates the fleet (realistic faults) to a Parquet file with
    `intraday fleet generate --out`, cached under .data/bench/.
 2. Ingests it into a fresh store through the validated, idempotent path
-   (`intraday.telemetry.ingest.ingest_file`): rows/s.
+   (`intraday.telemetry.ingest_files.ingest_file`): rows/s.
 3. Ingests the first 2 M rows again under another batch id (every row found
    already stored): the deduplication path's rows/s.
 4. Warm 30-day window of one device (random devices): p50/p99, and the
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from common import machine, summary  # noqa: E402
 
-from intraday.telemetry.ingest import ingest_file  # noqa: E402
+from intraday.telemetry.ingest_files import ingest_file  # noqa: E402
 from intraday.telemetry.store import DEVICE_COLUMNS, ChdbBackend, TelemetryStore  # noqa: E402
 
 END = datetime(2026, 2, 1, tzinfo=UTC)  # a fixed end keeps the cached file valid

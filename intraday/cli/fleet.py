@@ -67,7 +67,7 @@ def cmd_fleet_generate(args: argparse.Namespace) -> None:
 
 def cmd_ingest(args: argparse.Namespace) -> None:
     from intraday.errors import BatchConflict, InvalidRequest
-    from intraday.telemetry.ingest import ingest_file
+    from intraday.telemetry.ingest_files import ingest_file
 
     path = Path(args.file)
     if not path.is_file():
@@ -112,7 +112,7 @@ def _ingest_via_service(path: Path, args: argparse.Namespace,
                         progress: Callable[[Any], None]) -> dict[str, Any]:
     """Send the file chunk by chunk to the telemetry service (which owns the
     embedded store while it runs)."""
-    from intraday.telemetry.ingest import file_batch_id, read_chunks
+    from intraday.telemetry.ingest_files import file_batch_id, read_chunks
 
     batch_id = args.batch_id or file_batch_id(path)
     chunks = ((f"{batch_id}/{n:05d}", chunk) for n, chunk in enumerate(read_chunks(path)))

@@ -294,7 +294,7 @@ def weather_ingest(
 def send_readings(chunks: Iterator[Any], batch_id: str, progress: Callable[[Any], None]) -> dict[str, Any]:
     """Readings chunks into the store (the stack down) or to the telemetry
     service that holds it (as `intraday ingest` sends a file)."""
-    from intraday.telemetry.ingest import ingest_chunks
+    from intraday.telemetry.ingest_files import ingest_chunks
 
     store = _open_store(required=False)
     if store is None:

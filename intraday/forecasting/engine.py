@@ -25,9 +25,9 @@ from intraday.forecasting.features import (
     SHORT_HISTORY_DAYS,
     Panel,
     Rows,
-    TemperatureSeries,
 )
 from intraday.forecasting.model import QuantileModel
+from intraday.forecasting.temperature import TemperatureSeries
 from intraday.forecasting.types import Forecast, PortfolioForecast, TelemetryWindow
 from intraday.timeutil import QUARTER_HOUR, to_utc
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from intraday.errors import InvalidRequest
-from intraday.forecasting import backtest, baseline, metrics
+from intraday.forecasting import backtest, backtest_report, baseline, metrics
 from intraday.forecasting.features import Rows
 from intraday.forecasting.model import Progress, QuantileModel, TrainingConfig, device_locations, fit
 from intraday.forecasting.recalibration import NO_FACTORS, Factors
@@ -84,8 +84,9 @@ def train_candidate(data: backtest.BacktestData, config: TrainingConfig, holdout
         # rescaled by how it did on them (recalibration.py).
         first, actual = _cube(model, data, origins, config.horizon, NO_FACTORS), _actual(data, origins,
                                                                                           config.horizon)
-        _, window = backtest.rolling_factors(model, first, actual, device_locations(data.panel), origins,
-                                             config.horizon, backtest.origin_days(data.panel, origins))
+        _, window = backtest_report.rolling_factors(model, first, actual, device_locations(data.panel),
+                                                    origins,
+                                             config.horizon, backtest_report.origin_days(data.panel, origins))
         model.rescore(window)
     model.manifest.setdefault("validation", {})["recalibration"] = model.factors.summary()
     return model, origins
@@ -147,7 +148,7 @@ def evaluate(candidate: QuantileModel, champion: QuantileModel | None, data: bac
     use = fresh or origins
     actual = _actual(data, use, horizon)
     locations = device_locations(panel)
-    days = backtest.origin_days(panel, use)
+    days = backtest_report.origin_days(panel, use)
 
     def rolling(model: QuantileModel | None) -> tuple[np.ndarray, list[Any] | None]:
         """Each held-out day's forecasts as they would have been served:
@@ -155,15 +156,16 @@ def evaluate(candidate: QuantileModel, champion: QuantileModel | None, data: bac
         first = _cube(model, data, use, horizon, NO_FACTORS)
         if model is None:
             return first, None
-        factors, _ = backtest.rolling_factors(model, first, actual, locations, use, horizon, days)
-        return (backtest.rescaled(first, factors, model.block_steps),
+        factors, _ = backtest_report.rolling_factors(model, first, actual, locations, use, horizon, days)
+        return (backtest_report.rescaled(first, factors, model.block_steps),
                 [f.portfolio_tails(len(panel.device_ids)) for f in factors])
 
     (cand, cand_factors), (champ, champ_factors) = rolling(candidate), rolling(champion)
     members = ~np.isnan(actual) & ~np.isnan(cand[3]) & ~np.isnan(champ[3])
 
     def scored(cube: np.ndarray, model: QuantileModel | None, factors: list[Any] | None) -> dict[str, Any]:
-        totals, _ = backtest.portfolio_forecasts({"engine": cube}, actual, model, locations, members, factors)
+        totals, _ = backtest_report.portfolio_forecasts({"engine": cube}, actual, model, locations, members,
+                                                        factors)
         y, t = totals["actual"], totals["engine"]
         ok = ~np.isnan(y) & ~np.isnan(t).any(axis=0)
         daily = metrics.daily_pinball(np.where(ok, y, np.nan), t[0], t[1], t[2])

@@ -52,12 +52,12 @@ from intraday.forecasting.features import (
     SHORT_HISTORY_DAYS,
     Panel,
     Rows,
-    TemperatureSource,
     Vocabulary,
     design_matrix,
 )
 from intraday.forecasting.portfolio import PortfolioCalibration
 from intraday.forecasting.recalibration import Factors, Window
+from intraday.forecasting.temperature import TemperatureSource
 from intraday.timeutil import isoformat_z
 
 QUANTILE_NAMES = ("p10", "p50", "p90")

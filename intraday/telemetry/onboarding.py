@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from intraday.errors import InvalidRequest
-from intraday.telemetry.ingest import CHUNK_ROWS, file_digest, read_chunks
+from intraday.telemetry.ingest_files import CHUNK_ROWS, file_digest, read_chunks
 from intraday.telemetry.weather import parse_weather
 from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, to_utc
 

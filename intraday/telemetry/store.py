@@ -7,15 +7,13 @@ service owns the store and everything else asks that service.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import re
-import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,9 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from intraday.config import REPO_ROOT, Settings
-from intraday.errors import StoreInUse
-from intraday.forecasting.features import WEATHER_MAX_GAP, fill_gaps
+from intraday.forecasting.temperature import WEATHER_MAX_GAP, fill_gaps
 from intraday.forecasting.types import FleetWindow, TelemetryWindow
+from intraday.telemetry.backends import Backend, ChdbBackend, ClickHouseBackend
+from intraday.telemetry.cells import cell_indexes, sum_split_cells
 from intraday.timeutil import QUARTER_HOUR, isoformat_z, to_utc
 
 SQL_DIR = REPO_ROOT / "sql" / "clickhouse"
@@ -56,114 +55,6 @@ QUARANTINE_COLUMNS = [
     "batch_id", "row", "reason", "detail", "device_id", "timestamp", "power",
     "heating_electricity", "dhw_electricity",
 ]
-
-
-class Backend(Protocol):
-    def command(self, sql: str) -> None: ...
-    def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table: ...
-    def insert(self, table: str, data: pa.Table, settings: dict[str, Any] | None = None) -> None: ...
-    def close(self) -> None: ...
-
-
-def _settings_clause(settings: dict[str, Any] | None) -> str:
-    if not settings:
-        return ""
-    return " SETTINGS " + ", ".join(f"{k} = {v!r}" for k, v in settings.items())
-
-
-def _check_not_in_use(path: Path) -> None:
-    """chDB locks `<path>/status` for the life of the process that opened it;
-    fail with a clear error instead of chDB's opaque one."""
-    status = path / "status"
-    if not status.exists():
-        return
-    with open(status, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StoreInUse(
-                f"telemetry store {path} is open in another process (the telemetry service?)"
-            ) from None
-        fcntl.flock(f, fcntl.LOCK_UN)
-
-
-class ChdbBackend:
-    """chDB session on a directory; queries are serialized by a lock because
-    one session is shared by the service's worker threads."""
-
-    def __init__(self, path: Path):
-        from chdb import session
-
-        path.mkdir(parents=True, exist_ok=True)
-        _check_not_in_use(path)
-        self._session = session.Session(str(path))
-        # Results cross in process memory: compressing them only costs time
-        # (the fleet window's transfer drops from 1.4 s to 0.5 s without it).
-        self._session.query("SET output_format_arrow_compression_method = 'none'")
-        self._lock = threading.Lock()
-
-    def command(self, sql: str) -> None:
-        with self._lock:
-            self._session.query(sql)
-
-    def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
-        params = {k: _chdb_param(v) for k, v in (params or {}).items()}
-        with self._lock:
-            result = self._session.query(sql, "Arrow", params=params)
-        # Read the result in place, but keep chDB's result object alive as
-        # long as any column points into it. chDB's own ArrowTable
-        # conversion reads it in place without that, and with uncompressed
-        # Arrow the columns then point into memory freed under them.
-        if not len(result):
-            return pa.table({})
-        view = np.frombuffer(result.get_memview().view(), dtype=np.uint8)
-        owned = pa.foreign_buffer(view.ctypes.data, view.nbytes, base=result)
-        return pa.ipc.open_file(owned).read_all()
-
-    def insert(self, table: str, data: pa.Table, settings: dict[str, Any] | None = None) -> None:
-        # chDB's Python() table function reads the Arrow table named `frame`
-        # from this frame's locals, without a copy through a file.
-        frame = data  # noqa: F841
-        cols = ", ".join(data.column_names)
-        with self._lock:
-            self._session.query(
-                f"INSERT INTO {table} ({cols}) SELECT {cols} FROM Python(frame)"
-                + _settings_clause(settings)
-            )
-
-    def close(self) -> None:
-        with self._lock:
-            self._session.close()
-
-
-def _chdb_param(value: Any) -> Any:
-    """chDB takes parameters as text: arrays as ClickHouse literals."""
-    if isinstance(value, list | tuple):
-        quoted = (str(v).replace("\\", "\\\\").replace("'", "\\'") for v in value)
-        return "[" + ",".join(f"'{v}'" for v in quoted) + "]"
-    return value
-
-
-class ClickHouseBackend:
-    """A ClickHouse server through clickhouse-connect (production)."""
-
-    def __init__(self, url: str, settings: dict[str, Any] | None = None):
-        import clickhouse_connect
-
-        self._client = clickhouse_connect.get_client(dsn=url, settings=settings or {})
-
-    def command(self, sql: str) -> None:
-        self._client.command(sql)
-
-    def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
-        return self._client.query_arrow(sql, parameters=params or {})
-
-    def insert(self, table: str, data: pa.Table, settings: dict[str, Any] | None = None) -> None:
-        db, _, name = table.rpartition(".")
-        self._client.insert_arrow(name, data, database=db or None, settings=settings)
-
-    def close(self) -> None:
-        self._client.close()
 
 
 def check_device_id(device_id: str) -> str:
@@ -506,15 +397,15 @@ class TelemetryStore:
         if device_ids is None:
             rows = np.array(sorted(self.known_devices()), dtype=object)
             try:
-                cells = _cells(ids, idx, rows, n)
+                cells = cell_indexes(ids, idx, rows, n)
             except KeyError as e:
                 # Readings of devices never registered (raw inserts bypass
                 # ingest's check): they get rows too.
                 rows = np.array(sorted(set(rows) | set(e.args[0])), dtype=object)
-                cells = _cells(ids, idx, rows, n)
+                cells = cell_indexes(ids, idx, rows, n)
         else:
             rows = np.asarray(list(device_ids), dtype=object)
-            cells = _cells(ids, idx, rows, n)
+            cells = cell_indexes(ids, idx, rows, n)
         # Chunk by chunk: no 28.8 M-row concatenations to allocate.
         sums, samples = table.column("power_sum").chunks, table.column("samples").chunks
         chunks = list(zip(cells, sums, samples, strict=True))
@@ -522,7 +413,7 @@ class TelemetryStore:
         for cell, power_sum, count in chunks:
             values[cell] = power_sum.to_numpy() / count.to_numpy()
         if len(values) - np.count_nonzero(np.isnan(values)) < table.num_rows:
-            _sum_split_cells(values, chunks)
+            sum_split_cells(values, chunks)
         return FleetWindow(rows, start, values.reshape(len(rows), n))
 
     def recent_windows(self, start: datetime, cut: datetime, end: datetime,
@@ -663,49 +554,6 @@ def _json_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if isinstance(v, datetime):
                 r[k] = isoformat_z(v)
     return rows
-
-
-def _cells(ids: pa.ChunkedArray, idx: pa.ChunkedArray, rows: np.ndarray, n: int) -> list[np.ndarray]:
-    """Per chunk, the flat index `row * n + i` into a (rows x n) matrix of
-    each pair of device id and interval index. Dictionary-encoded ids are
-    looked up once per dictionary (chunks from one part share it), plain
-    ones per value. A device id not in `rows` raises `KeyError` with the ids."""
-    value_set = pa.array(rows, type=pa.string())
-    cells: list[Any] = []
-    seen: Any = None
-    row_of: Any = None
-    for chunk, i in zip(ids.chunks, idx.chunks, strict=True):
-        if pa.types.is_dictionary(chunk.type):
-            if seen is None or not chunk.dictionary.equals(seen):
-                seen = chunk.dictionary
-                row_of = pc.index_in(seen, value_set=value_set)
-            row = row_of.take(chunk.indices)
-        else:
-            row = pc.index_in(chunk, value_set=value_set)
-        if row.null_count:
-            raise KeyError(sorted(set(pc.filter(chunk, pc.is_null(row)).to_pylist())))
-        cells.append(row.to_numpy().astype(np.int64) * n + i.to_numpy())
-    return cells
-
-
-def _sum_split_cells(values: np.ndarray, chunks: list[tuple[np.ndarray, pa.Array, pa.Array]]) -> None:
-    """Fix the cells of `values` that several rows fall into (a quarter-hour
-    whose readings arrived in different inserts, in parts not merged yet):
-    their mean is the sum of the rows' power sums over the sum of their
-    samples. Only those cells are recomputed; they are few."""
-    count = np.bincount(np.concatenate([c for c, _, _ in chunks]), minlength=len(values))
-    split = count > 1
-    del count
-    cells, sums, samples = [], [], []
-    for cell, power_sum, n in chunks:
-        hit = split[cell]
-        if hit.any():
-            cells.append(cell[hit])
-            sums.append(power_sum.to_numpy()[hit])
-            samples.append(n.to_numpy()[hit])
-    where, group = np.unique(np.concatenate(cells), return_inverse=True)
-    values[where] = (np.bincount(group, weights=np.concatenate(sums))
-                     / np.bincount(group, weights=np.concatenate(samples)))
 
 
 def _as_arrow(data: pd.DataFrame | pa.Table, columns: list[str]) -> pa.Table:

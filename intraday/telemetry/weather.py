@@ -15,7 +15,7 @@ A location is a zone name (as the devices' `location`) or `latitude` and
 `longitude`, which name their 0.1-degree grid cell (`47.4N8.5E`), as a
 device's coordinates do. Temperatures may come hourly or every quarter-hour
 (times on a quarter-hour); readers interpolate between values up to three
-hours apart (`intraday.forecasting.features.fill_gaps`).
+hours apart (`intraday.forecasting.temperature.fill_gaps`).
 """
 
 from __future__ import annotations

@@ -286,7 +286,7 @@ def _run(capsys, argv: list[str]) -> str:
 
 
 def test_train_reads_the_telemetry_store_when_no_file_is_given(data_dir, capsys):
-    from intraday.forecasting.features import IssuedForecasts
+    from intraday.forecasting.temperature import IssuedForecasts
     from intraday.telemetry.loader import load_fleet
     from intraday.telemetry.store import TelemetryStore
     from intraday.timeutil import floor_quarter_hour

@@ -13,7 +13,6 @@ from intraday.forecasting import backtest, engine, portfolio
 from intraday.forecasting.features import (
     DAY,
     FEATURES,
-    IssuedForecasts,
     Panel,
     Rows,
     Vocabulary,
@@ -22,6 +21,7 @@ from intraday.forecasting.features import (
     drop_stuck,
 )
 from intraday.forecasting.model import QuantileModel, calibration_factors, device_locations, fit
+from intraday.forecasting.temperature import IssuedForecasts
 from intraday.forecasting.types import Forecast
 
 

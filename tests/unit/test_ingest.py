@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 
 from intraday.errors import BatchConflict, InvalidRequest
+from intraday.telemetry.backends import ChdbBackend
 from intraday.telemetry.fleet import fleet_devices
-from intraday.telemetry.ingest import ingest_batch, ingest_file, records_frame
-from intraday.telemetry.store import DEVICE_COLUMNS, ChdbBackend, TelemetryStore
+from intraday.telemetry.ingest import ingest_batch, records_frame
+from intraday.telemetry.ingest_files import ingest_file
+from intraday.telemetry.store import DEVICE_COLUMNS, TelemetryStore
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 

@@ -63,3 +63,19 @@ def test_the_check_sees_an_arrow_up(tmp_path, monkeypatch):
     (tmp_path / "clients" / "bad.py").write_text("import os\n\n\ndef g():\n    import actors.device_actor\n")
     assert arrows_up("intraday") == ["intraday/bad.py:2 imports clients.sidecar"]
     assert arrows_up("clients") == ["clients/bad.py:5 imports actors.device_actor"]
+
+
+# Small rooms: a module the next engineer can read in one sitting.
+MAX_LINES = 600
+
+
+def python_files() -> list[Path]:
+    """Every Python file of the project (not the data directory's or the venv's)."""
+    return sorted(p for top in ROOT.iterdir() if top.is_dir() and not top.name.startswith(".")
+                  for p in top.rglob("*.py"))
+
+
+def test_no_python_file_is_over_600_lines():
+    too_long = {str(p.relative_to(ROOT)): n for p in python_files()
+                if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not too_long, f"split these by what they do (at most {MAX_LINES} lines each): {too_long}"

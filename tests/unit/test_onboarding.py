@@ -14,8 +14,9 @@ import pytest
 
 from intraday.errors import InvalidRequest
 from intraday.telemetry import onboarding
+from intraday.telemetry.backends import ChdbBackend
 from intraday.telemetry.loader import write_fleet
-from intraday.telemetry.store import ChdbBackend, TelemetryStore
+from intraday.telemetry.store import TelemetryStore
 
 ROOT = Path(__file__).resolve().parents[2]
 INTRADAY = str(ROOT / ".venv" / "bin" / "intraday")

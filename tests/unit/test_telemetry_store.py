@@ -10,9 +10,10 @@ import pytest
 
 from intraday.telemetry import store as store_module
 from intraday.telemetry import window_batch
+from intraday.telemetry.backends import ChdbBackend
 from intraday.telemetry.fleet import fleet_devices
 from intraday.telemetry.ingest import ingest_batch
-from intraday.telemetry.store import DEVICE_COLUMNS, ChdbBackend, MigrationError, TelemetryStore
+from intraday.telemetry.store import DEVICE_COLUMNS, MigrationError, TelemetryStore
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 

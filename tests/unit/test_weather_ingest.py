@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from intraday.forecasting.features import fill_gaps
+from intraday.forecasting.temperature import fill_gaps
 from intraday.telemetry.registry import Refused
 from intraday.telemetry.weather import parse_weather
 
