@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import typing
 from pathlib import Path
 
 import mkdocs_gen_files
@@ -38,8 +39,9 @@ def http_api() -> str:
     for path, operations in spec["paths"].items():
         for method, op in operations.items():
             scopes = [s for req in op.get("security", []) for s in next(iter(req.values()), [])]
+            what = (op.get("description") or op.get("summary", "")).split("\n\n")[0]  # its docstring's lead
             rows.append(f"| `{method.upper()} {path}` | {', '.join(f'`{s}`' for s in scopes) or 'none'} "
-                        f"| {_cell(op.get('summary', ''))} |")
+                        f"| {_cell(what)} |")
     body = OpenAPIV3DocumentationHandler(spec, style="MARKDOWN").write()
     # Its own title is the document's; this page has one.
     body = body.split("\n", 1)[1] if body.startswith("# ") else body
@@ -51,6 +53,16 @@ def http_api() -> str:
         "| route | scope | what it does |", "|---|---|---|", *rows, "", body])
 
 
+def _type_name(annotation: object) -> str:
+    """`str`, `Path or none`, `local or production` (a Literal's values)."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return " or ".join(f"`{a}`" for a in args)
+    if args:  # a union
+        return " or ".join("none" if a is type(None) else _type_name(a) for a in args)
+    return getattr(annotation, "__name__", str(annotation))
+
+
 def settings() -> str:
     from intraday.config import Settings
 
@@ -60,7 +72,7 @@ def settings() -> str:
         if isinstance(default, Path) and ROOT in default.parents:
             default = f"./{default.relative_to(ROOT)}"
         shown = "empty" if default == "" else "none" if default is None else f"`{default}`"
-        kind = getattr(field.annotation, "__name__", None) or str(field.annotation)
+        kind = _type_name(field.annotation)
         rows.append(f"| `INTRADAY_{name.upper()}` | {_cell(kind)} | {_cell(shown)} | "
                     f"{_cell(field.description or '')} |")
     return "\n".join([
