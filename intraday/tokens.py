@@ -12,6 +12,7 @@ import jwt
 
 from intraday.auth import SCOPES, AuthError, Principal
 
+KEYS_REFRESH_COOLDOWN_S = 60.0
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384"]  # asymmetric only: no shared secret
 
 
@@ -25,7 +26,11 @@ class TokenVerifier:
         if not (jwks_url and issuer and audience):
             raise ValueError("a token verifier needs the JWKS URL, the issuer and the audience")
         self.issuer, self.audience, self.scope_claim = issuer, audience, scope_claim
-        self._keys = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=keys_cache_seconds, timeout=5)
+        # A token naming a key id the provider does not publish makes PyJWT
+        # read the keys again, at most once per cooldown: a flood of such
+        # tokens does not become a flood of requests to the provider.
+        self._keys = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=keys_cache_seconds, timeout=5,
+                                     cooldown_duration=KEYS_REFRESH_COOLDOWN_S)
 
     def verify(self, token: str) -> Principal:
         """The principal a token stands for; AuthError if it is malformed,

@@ -142,9 +142,12 @@ class IdentityProvider:
         self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private.public_key()))
         body = json.dumps({"keys": [{**public, "kid": "test-1", "use": "sig", "alg": "RS256"}]}).encode()
+        self.fetches = 0  # how often the keys were read
+        provider = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
+                provider.fetches += 1
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.end_headers()

@@ -67,6 +67,7 @@ class Problem(BaseModel):
 # Declared on every route, so that the schema says what errors look like
 # (FastAPI would otherwise declare only its own 422 shape).
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem, "description": what} for code, what in (
+    (400, "a path with encoded separators or dots, backslashes or dot segments"),
     (401, "no valid API key"), (403, "the key lacks the route's scope"), (404, "unknown device or forecast"),
     (413, "body too large"), (422, "invalid request, with the reason"),
     (429, "over the key's rate; see Retry-After"), (502, "a service behind the gateway failed"))}

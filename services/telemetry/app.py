@@ -46,7 +46,14 @@ from intraday.telemetry.store import TelemetryStore, check_device_id
 from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, isoformat_z, to_utc
 from services.http import install_common
 from services.telemetry import state
-from services.telemetry.inputs import MAX_BATCH_DEVICES, MAX_BATCH_ROWS, check_span, frame_from_request
+from services.telemetry.inputs import (
+    MAX_BATCH_DEVICES,
+    MAX_BATCH_ROWS,
+    READINGS_FIELDS,
+    check_span,
+    frame_from_request,
+    only_fields,
+)
 from services.telemetry.routes import weather as weather_routes
 from services.telemetry.routes.weather import (
     WEATHER_JOB,
@@ -148,6 +155,7 @@ async def register_devices(request: Request) -> dict:
         if not isinstance(doc, dict) or not isinstance(doc.get("devices"), list) \
                 or not all(isinstance(d, dict) for d in doc["devices"]):
             raise InvalidRequest('expected {"devices": [{"device_id": "...", ...}, ...]}')
+        only_fields(doc, ("devices", "changed_by", "change_id"), "a devices change")
         df = pd.DataFrame.from_records(doc["devices"]).astype(object)
     else:
         df, _ = await frame_from_request(request)
@@ -351,6 +359,7 @@ async def on_telemetry(request: Request) -> dict:
     try:
         if not isinstance(data, dict) or "readings" not in data:
             raise InvalidRequest('expected data {"batch_id": "...", "readings": [...]}')
+        only_fields(data, READINGS_FIELDS, "a readings message")
         batch_id = parse_batch_id(data.get("batch_id")) or parse_batch_id(event.get("id"))
         df = records_frame(data["readings"])
         report = await run_in_threadpool(_ingest, df, "stream", batch_id, 0, json.dumps(data))

@@ -19,15 +19,19 @@ from intraday.telemetry.ingest import (
 from intraday.timeutil import is_quarter_hour
 
 MAX_WINDOW = timedelta(days=400)
-
-
 MAX_BATCH_ROWS = 2_000_000
-
-
 MAX_BATCH_DEVICES = 2_000  # windows per POST /windows
-
-
+READINGS_FIELDS = ("batch_id", "readings")  # a readings batch's JSON body
 MAX_BODY_BYTES = 256 * 1024 * 1024
+
+
+def only_fields(doc: dict, allowed: tuple[str, ...], what: str) -> None:
+    """422 naming the fields of a JSON body that `what` does not take: a
+    misspelt field is refused, not silently dropped."""
+    unknown = sorted(str(k) for k in doc if k not in allowed)
+    if unknown:
+        raise InvalidRequest(f"{what} has unknown field(s) {', '.join(unknown)}; "
+                             f"it takes {', '.join(allowed)}")
 
 
 def check_span(start: datetime, end: datetime, quarter_hours: bool = True) -> None:
@@ -52,6 +56,7 @@ async def frame_from_request(request: Request) -> tuple[pd.DataFrame, str | None
             raise InvalidRequest(f"body is not JSON: {e}") from None
         if not isinstance(doc, dict) or "readings" not in doc:
             raise InvalidRequest('expected {"batch_id": "...", "readings": [{...}, ...]}')
+        only_fields(doc, READINGS_FIELDS, "a readings batch")
         return records_frame(doc["readings"]), parse_batch_id(doc.get("batch_id")) or batch_id
     if kind == "text/csv":
         try:

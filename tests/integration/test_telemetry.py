@@ -66,11 +66,27 @@ def test_http_batch_reports_every_row_and_is_idempotent(http):
     ({"json": {"rows": []}}, 422, "expected"),
     ({"json": {"readings": [{"device_id": "hp-0001", "power": 1}]}}, 422, "missing columns: timestamp"),
     ({"content": b"a;b", "headers": {"content-type": "text/plain"}}, 415, "content-type"),
+    ({"json": {"batch_id": "it-extra", "source": "meter-7", "readings": [
+        {"device_id": "hp-0001", "timestamp": "2026-01-02T00:00:00Z", "power": 1.0}]}},
+     422, "unknown field(s) source"),
 ])
 def test_http_bad_batches_get_a_reason_and_write_nothing(http, kwargs, status, reason):
     r = http.post(INGEST, **kwargs)
     assert r.status_code == status, r.text
     assert reason in str(r.json()["detail"])
+
+
+def test_a_misspelt_field_is_refused_not_dropped(http):
+    """Every JSON body the telemetry service takes names what it does not
+    take, and nothing is written."""
+    for path, body in (
+        ("ingest/weather", {"observations": [], "forecast": []}),
+        ("devices", {"devices": [{"device_id": "it-misspelt"}], "change_by": "x"}),
+    ):
+        r = http.post(f"{TELEMETRY}/{path}", json=body)
+        assert r.status_code == 422 and "unknown field(s)" in r.json()["detail"], (path, r.text)
+    assert http.get(f"{TELEMETRY}/devices/it-misspelt").status_code == 404
+    assert http.get(f"{TELEMETRY}/ingest/it-extra").status_code == 404
 
 
 def test_csv_body(http):

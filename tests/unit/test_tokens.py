@@ -73,3 +73,15 @@ def test_unreachable_keys_are_unavailable_not_a_refusal(provider):
     with pytest.raises(TokenKeysUnavailable):
         TokenVerifier("http://127.0.0.1:1/jwks.json", ISSUER, AUDIENCE).verify(
             provider.token("desk-7", "forecast:read"))
+
+
+def test_a_flood_of_unknown_key_ids_reads_the_providers_keys_once_per_cooldown(provider):
+    verifier = _verifier(provider)
+    verifier.verify(provider.token("desk-7", "forecast:read"))  # the keys read once, as in service
+    before = provider.fetches
+    for n in range(300):  # each token names a key id nobody published
+        with pytest.raises(AuthError, match="invalid token"):
+            verifier.verify(provider.token("desk-7", "forecast:read", kid=f"forged-{n}"))
+    reads = provider.fetches - before
+    assert reads <= 1, f"{reads} reads of the keys for 300 forged tokens"
+    assert verifier.verify(provider.token("desk-7", "forecast:read")).name == "desk-7"  # the real key works

@@ -26,7 +26,7 @@ from intraday.telemetry.weather import parse_weather
 from intraday.telemetry.weather import records_frame as weather_frame
 from intraday.timeutil import isoformat_z, to_utc
 from services.telemetry import state
-from services.telemetry.inputs import MAX_BATCH_DEVICES, check_span, frame_from_request
+from services.telemetry.inputs import MAX_BATCH_DEVICES, check_span, frame_from_request, only_fields
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -88,6 +88,7 @@ def _store_weather(frames: dict[str, pd.DataFrame]) -> dict:
 def _weather_frames(doc: object) -> dict[str, pd.DataFrame]:
     if not isinstance(doc, dict) or not set(doc) & set(WEATHER_BATCH_KEYS.values()):
         raise InvalidRequest('expected {"observations": [...]} and/or {"forecasts": [...]}')
+    only_fields(doc, tuple(WEATHER_BATCH_KEYS.values()), "a weather batch")
     return {kind: weather_frame(doc[key]) for kind, key in WEATHER_BATCH_KEYS.items() if key in doc}
 
 
