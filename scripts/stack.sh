@@ -113,7 +113,7 @@ zipkin_jar() { ls "${XDG_CACHE_HOME:-$HOME/.cache}"/intraday/zipkin/zipkin-serve
 # its JVM spent a whole core collecting garbage, idle stack or not (the
 # CPU bench/load.py counts per process); 150,000 spans (about 6,000
 # forecasts' traces) do.
-start_zipkin() {  # traces from every sidecar (components/config/local.yaml), in memory
+start_zipkin() {  # traces from every sidecar (components/config/local*.yaml), in memory
   # At a lower priority (nice 10): the collector (a managed service off these
   # cores in production) takes what serving leaves, not a share of it.
   if http_ok "http://127.0.0.1:$zipkin_port/health"; then say "zipkin already up on :$zipkin_port"; return; fi
@@ -209,32 +209,40 @@ start_dapr_control_plane() {
 # deploy/gcp_emulated.py.
 run_file() {
   # Absolute paths: `dapr run` reads a run file's paths from its own directory.
-  local config="$root/components/config/local.yaml" resources="$root/components/local"
-  if [[ "${INTRADAY_OBSERVABILITY:-on}" == off ]]; then
-    sed -e 's/samplingRate: "1"/samplingRate: "0"/' \
-        -e '/^  metrics:/,/^    enabled:/s/enabled: true/enabled: false/' \
-        "$config" >"$run/config-untraced.yaml"
-    config="$run/config-untraced.yaml"
-  fi
-  if [[ "${INTRADAY_MTLS:-on}" == off ]]; then
-    .venv/bin/python - "$config" "$run/config-plain.yaml" <<'PY'
+  # Each app has its own configuration (components/config/local-<app>.yaml:
+  # the shared one and its secrets, deploy/app_configs.py); a change applies
+  # to every one of them.
+  local resources="$root/components/local" derived=0 app
+  local changes=()
+  [[ "${INTRADAY_OBSERVABILITY:-on}" == off ]] && changes+=(untraced)
+  [[ "${INTRADAY_MTLS:-on}" == off ]] && changes+=(plain)
+  if ((${#changes[@]})); then
+    for app in gateway forecaster telemetry trading; do
+      .venv/bin/python - "$root/components/config/local-$app.yaml" "$run/config-$app.yaml" "${changes[@]}" <<'PY'
 import sys
 import yaml
-doc = yaml.safe_load(open(sys.argv[1]))
-doc["spec"]["mtls"] = {"enabled": False}
-doc["spec"].pop("accessControl", None)
-yaml.safe_dump(doc, open(sys.argv[2], "w"), sort_keys=False)
+source, target, *changes = sys.argv[1:]
+doc = yaml.safe_load(open(source))
+if "untraced" in changes:
+    doc["spec"]["tracing"]["samplingRate"] = "0"
+    doc["spec"]["metrics"]["enabled"] = False
+if "plain" in changes:
+    doc["spec"]["mtls"] = {"enabled": False}
+    doc["spec"].pop("accessControl", None)
+yaml.safe_dump(doc, open(target, "w"), sort_keys=False)
 PY
-    config="$run/config-plain.yaml"
+    done
+    derived=1
   fi
   if [[ "$components" == gcp-emulated ]]; then
     resources="$run/components-gcp-emulated"
     .venv/bin/python -m deploy.gcp_emulated "$resources" --endpoint "127.0.0.1:$pubsub_emulator_port" >/dev/null
+    derived=1
   fi
-  if [[ "$config" == "$root/components/config/local.yaml" && "$resources" == "$root/components/local" ]]; then
-    echo dapr.yaml; return
-  fi
-  sed -e "s|configFilePath: ./components/config/local.yaml|configFilePath: $config|" \
+  ((derived)) || { echo dapr.yaml; return; }
+  local configs=(-e "s|configFilePath: ./components/config/|configFilePath: $root/components/config/|")
+  ((${#changes[@]})) && configs=(-e "s|configFilePath: ./components/config/local-\([a-z]*\)\.yaml|configFilePath: $run/config-\1.yaml|")
+  sed "${configs[@]}" \
       -e "s|resourcesPath: ./components/local|resourcesPath: $resources|" \
       -e "s|appDirPath: \.$|appDirPath: $root|" dapr.yaml >"$run/dapr-run.yaml"
   echo "$run/dapr-run.yaml"

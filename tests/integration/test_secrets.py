@@ -34,3 +34,16 @@ def test_a_service_without_secrets_cannot_read_them(stack):
     r = _secret(stack, 3502, "pg-dsn")  # telemetry is outside the store's scopes
     assert r.status_code != 200 and "pg-dsn" not in r.text.replace("pg-dsn not", "")
     assert "postgresql://" not in r.text
+
+
+def test_each_sidecar_reads_only_the_secrets_its_app_needs(stack):
+    """Secret scoping (each app's configuration, deploy/app_configs.py): the
+    pepper the gateway hashes API keys with is refused to the forecaster's
+    and the trading service's sidecars, which read the audit DSN only."""
+    settings = Settings(data_dir=stack["data_dir"])
+    for port in (3501, 3503):  # forecaster, trading
+        assert _secret(stack, port, "pg-dsn").json() == {"pg-dsn": settings.pg_dsn}
+        r = _secret(stack, port, "api-key-pepper")
+        assert r.status_code == 403, (port, r.status_code, r.text)
+        assert settings.api_key_pepper not in r.text
+    assert _secret(stack, 3500, "pg-dsn").status_code == 200  # the gateway reads both

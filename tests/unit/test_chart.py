@@ -247,7 +247,11 @@ def test_each_deployment_has_its_sidecar_service_account_pdb_and_service(values)
         assert ann["dapr.io/enabled"] == "true" and ann["dapr.io/app-id"] == app
         port = container["ports"][0]["containerPort"]
         assert int(ann["dapr.io/app-port"]) == port == run_file[app]["appPort"]
-        assert ann["dapr.io/config"] in configs
+        assert ann["dapr.io/config"] == f"intraday-{app}" and ann["dapr.io/config"] in configs
+        # Its sidecar reads the secrets its app needs, and no other.
+        scope, = configs[ann["dapr.io/config"]]["spec"]["secrets"]["scopes"]
+        assert (scope["storeName"], scope["defaultAccess"]) == ("secretstore", "deny")
+        assert scope.get("allowedSecrets", []) == list(secrets.NEEDED.get(app, ()))
         assert ann["dapr.io/log-as-json"] == "true" and ann["dapr.io/enable-metrics"] == "true"
         assert int(ann["dapr.io/graceful-shutdown-seconds"]) < pod["spec"]["terminationGracePeriodSeconds"]
         assert ann["dapr.io/max-body-size"] == run_file[app].get("maxBodySize", ann["dapr.io/max-body-size"])
@@ -275,7 +279,7 @@ def test_workload_identity_only_where_gcp_is_used():
 
 def test_the_configuration_and_resiliency_are_the_repositorys_with_this_namespace():
     docs = _render("gke")
-    config = _kind(docs, "Configuration")["intraday"]["spec"]
+    config = _kind(docs, "Configuration")["intraday-forecaster"]["spec"]
     source = yaml.safe_load((ROOT / "components" / "config" / "gcp.yaml").read_text())["spec"]
     assert config["metrics"] == source["metrics"] and config["workflow"] == source["workflow"]
     policies = config["accessControl"]["policies"]

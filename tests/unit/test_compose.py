@@ -17,7 +17,8 @@ import compose
 import pytest
 import yaml
 
-from deploy import compose_assets
+from clients import secrets
+from deploy import app_configs, compose_assets
 
 ROOT = Path(__file__).resolve().parents[2]
 # The binary itself: the package's wrapper script drops the exit code.
@@ -67,7 +68,7 @@ def test_every_app_has_its_sidecar_with_the_ports_of_the_local_run_file(model):
         assert int(_flag(command, "--dapr-http-port")) == local["daprHTTPPort"]
         assert int(_flag(command, "--dapr-grpc-port")) == local["daprGRPCPort"]
         assert int(_flag(command, "--metrics-port")) == local["metricsPort"]
-        assert _flag(command, "--config") == "/config/compose.yaml"
+        assert _flag(command, "--config") == f"/config/compose-{app}.yaml"
         assert "--enable-mtls" in command and _flag(command, "--sentry-address") == "sentry:50001"
         if "maxBodySize" in local:
             assert _flag(command, "--max-body-size") == local["maxBodySize"]
@@ -99,6 +100,24 @@ def test_every_long_running_service_has_a_health_check(model):
             continue
         check = service.get("healthcheck", {})
         assert check.get("test") and not check.get("disable"), name
+
+
+def test_each_sidecar_has_its_own_configuration_with_only_its_secrets():
+    """dapr.yaml names each app's configuration (deploy/app_configs.py): the
+    shared one, and the secrets clients/secrets.py reads for that app, every
+    other one denied."""
+    for path, text in app_configs.assets().items():
+        assert path.exists() and path.read_text() == text, \
+            f"{path.relative_to(ROOT)} is stale: run python -m deploy.app_configs"
+    shared = yaml.safe_load((ROOT / "components" / "config" / "local.yaml").read_text())["spec"]
+    run_file = {a["appID"]: a for a in yaml.safe_load((ROOT / "dapr.yaml").read_text())["apps"]}
+    for app in APPS:
+        assert run_file[app]["configFilePath"] == f"./components/config/local-{app}.yaml"
+        spec = yaml.safe_load((ROOT / "components" / "config" / f"local-{app}.yaml").read_text())["spec"]
+        assert {k: v for k, v in spec.items() if k != "secrets"} == shared
+        scope, = spec["secrets"]["scopes"]
+        assert (scope["storeName"], scope["defaultAccess"]) == ("secretstore", "deny")
+        assert scope.get("allowedSecrets", []) == list(secrets.NEEDED.get(app, ()))
 
 
 def test_the_mounted_files_are_the_local_ones_with_compose_hosts():
