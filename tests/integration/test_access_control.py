@@ -29,7 +29,7 @@ def test_every_sidecar_and_the_control_plane_hold_a_certificate_from_sentry(stac
 @pytest.mark.parametrize(("caller", "app", "method", "path"), [
     ("trading", "telemetry", "POST", "ingest"),  # only the gateway ingests
     ("forecaster", "telemetry", "POST", "ingest"),
-    ("telemetry", "forecaster", "POST", "forecasts"),  # only the gateway and trading forecast
+    # (telemetry's sidecar does not serve service invocation at all: test_sidecar_apis.py)
     ("trading", "forecaster", "POST", "forecasts"),  # trading asks for fleet forecasts only
     ("trading", "forecaster", "POST", "warm"),  # warming is the gateway's (models:admin)
     ("gateway", "trading", "GET", "decisions"),  # nothing invokes trading
