@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from clients import secrets
+from deploy import app_configs
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "intraday"
@@ -252,6 +253,7 @@ def test_each_deployment_has_its_sidecar_service_account_pdb_and_service(values)
         scope, = configs[ann["dapr.io/config"]]["spec"]["secrets"]["scopes"]
         assert (scope["storeName"], scope["defaultAccess"]) == ("secretstore", "deny")
         assert scope.get("allowedSecrets", []) == list(secrets.NEEDED.get(app, ()))
+        assert configs[ann["dapr.io/config"]]["spec"]["api"]["allowed"] == app_configs.api_rules(app)
         assert ann["dapr.io/log-as-json"] == "true" and ann["dapr.io/enable-metrics"] == "true"
         assert int(ann["dapr.io/graceful-shutdown-seconds"]) < pod["spec"]["terminationGracePeriodSeconds"]
         assert ann["dapr.io/max-body-size"] == run_file[app].get("maxBodySize", ann["dapr.io/max-body-size"])

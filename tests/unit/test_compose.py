@@ -102,7 +102,7 @@ def test_every_long_running_service_has_a_health_check(model):
         assert check.get("test") and not check.get("disable"), name
 
 
-def test_each_sidecar_has_its_own_configuration_with_only_its_secrets():
+def test_each_sidecar_has_its_own_configuration_with_only_its_secrets_and_apis():
     """dapr.yaml names each app's configuration (deploy/app_configs.py): the
     shared one, and the secrets clients/secrets.py reads for that app, every
     other one denied."""
@@ -114,7 +114,8 @@ def test_each_sidecar_has_its_own_configuration_with_only_its_secrets():
     for app in APPS:
         assert run_file[app]["configFilePath"] == f"./components/config/local-{app}.yaml"
         spec = yaml.safe_load((ROOT / "components" / "config" / f"local-{app}.yaml").read_text())["spec"]
-        assert {k: v for k, v in spec.items() if k != "secrets"} == shared
+        assert {k: v for k, v in spec.items() if k not in ("secrets", "api")} == shared
+        assert spec["api"]["allowed"] == app_configs.api_rules(app)
         scope, = spec["secrets"]["scopes"]
         assert (scope["storeName"], scope["defaultAccess"]) == ("secretstore", "deny")
         assert scope.get("allowedSecrets", []) == list(secrets.NEEDED.get(app, ()))
