@@ -268,7 +268,9 @@ start_services() {
     export DAPR_API_TOKEN APP_API_TOKEN DAPR_TRUST_ANCHORS
     DAPR_API_TOKEN="$(token dapr-api-token)"
     APP_API_TOKEN="$(token app-api-token)"
-    DAPR_TRUST_ANCHORS="$(cat "$data/certs/ca.crt")"  # daprd checks Sentry and its peers against it
+    # daprd checks Sentry and its peers against the trust anchors (none without mTLS: no Sentry ran).
+    DAPR_TRUST_ANCHORS=""
+    [[ "${INTRADAY_MTLS:-on}" == off ]] || DAPR_TRUST_ANCHORS="$(cat "$data/certs/ca.crt")"
     # The services read their secrets (the audit DSN, the keys' pepper) from
     # the secret store (components/local/secretstore.yaml), a file made here
     # from the settings, as production reads them from Secret Manager.
