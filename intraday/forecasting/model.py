@@ -255,7 +255,7 @@ def block_steps(step_minutes: int) -> int:
 
 
 def _take(values: list[float], idx: np.ndarray) -> np.ndarray:
-    return np.asarray(np.asarray(values)[idx])
+    return np.take(values, idx)
 
 
 def _threads(rows: int) -> int:
