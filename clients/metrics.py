@@ -77,6 +77,10 @@ WEATHER_PULLS = Counter("intraday_weather_pulls", "Pulls of the weather provider
 REGISTRY_CHANGES = Counter("intraday_registry_devices_written",
                            "Devices the registry's changes wrote, by outcome", ["outcome"])
 
+# -- messages ------------------------------------------------------------------
+DEAD_LETTERS = Counter("intraday_dead_letters", "Messages no subscriber could take, kept by the gateway "
+                       "from the dead-letter topic, by their topic", ["topic"])
+
 # -- trading -------------------------------------------------------------------
 PRICE_TICKS = Counter("intraday_price_ticks", "Price messages received, by what the rule made of them",
                       ["verdict"])
@@ -162,6 +166,8 @@ def _initialise() -> None:
         TRADE_DECISIONS.labels(result)
     for side in ("buy", "sell"):
         ORDER_MWH.labels(side)
+    for topic in ("prices", "telemetry", "weather"):
+        DEAD_LETTERS.labels(topic)
 
 
 _initialise()

@@ -25,6 +25,9 @@ from intraday.telemetry import window_batch
 from intraday.timeutil import isoformat_z
 
 PUBSUB = "pubsub"  # component name, same locally and on GCP
+# Where a subscriber's sidecar sends a message its app refused or kept failing
+# (each subscription names it; services/gateway/dead_letters.py keeps them).
+DEAD_LETTER_TOPIC = "dead-letter"
 TIMEOUT = httpx.Timeout(10.0, connect=2.0)
 LONG_TIMEOUT = httpx.Timeout(60.0, connect=2.0)  # bulk calls: a shard's windows, messages, state
 # An actor call waits for the actor's turn, which a burst makes long. The
@@ -250,8 +253,13 @@ def fetch_windows(device_ids: list[str], start: datetime, end: datetime,
     return window_batch.decode(r.content, len(device_ids))
 
 
-async def publish_async(topic: str, data: dict) -> None:
-    _raise_for(await _request("POST", f"/v1.0/publish/{PUBSUB}/{topic}", json=data))
+async def publish_async(topic: str, data: dict, message_id: str | None = None) -> None:
+    """Publish `data` on `topic`. With `message_id`, the message's CloudEvent
+    id is that (not a random one): the same message published twice (a
+    retried request, a redelivery that decides again) carries one id, which
+    its consumers deduplicate on."""
+    params = {"metadata.cloudevent.id": message_id} if message_id else None
+    _raise_for(await _request("POST", f"/v1.0/publish/{PUBSUB}/{topic}", json=data, params=params))
 
 
 async def call_actor_async(actor_type: str, actor_id: str, method: str, body: dict) -> Any:

@@ -27,6 +27,7 @@ SCOPES = {
     "fleet:admin": "add, update and retire devices in the registry",
     "readings:write": "send meter readings",
     "weather:write": "send weather observations and issued temperature forecasts",
+    "messages:admin": "see the messages no subscriber could take (dead letters) and send them again",
 }
 ALL = "all"
 _KEY = re.compile(r"^ik_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")

@@ -28,9 +28,17 @@ log = logging.getLogger("intraday.failpoints")
 # Every failpoint the code has (a test arms one by name).
 TRADING_AFTER_DECISION = "trading.after_decision"  # recorded and published, not acknowledged
 TELEMETRY_MID_INGEST = "telemetry.mid_ingest"  # a batch half written to the store
+TRADING_ON_PRICE = "trading.on_price"  # a price message, before anything is done with it
+TRADING_BEFORE_DECISION = "trading.before_decision"  # a move observed (pending), not yet decided
+TELEMETRY_ON_BATCH = "telemetry.on_batch"  # a telemetry message, before anything is done with it
 FORECAST_AFTER_PUBLISH = "forecast.after_publish"  # published, not yet audited
 FORECAST_IN_FETCH = "forecast.in_fetch"  # the fetch activity, before it asks the actor
-KNOWN = (TRADING_AFTER_DECISION, TELEMETRY_MID_INGEST, FORECAST_AFTER_PUBLISH, FORECAST_IN_FETCH)
+KNOWN = (TRADING_AFTER_DECISION, TELEMETRY_MID_INGEST, FORECAST_AFTER_PUBLISH, FORECAST_IN_FETCH,
+         TRADING_ON_PRICE, TRADING_BEFORE_DECISION, TELEMETRY_ON_BATCH)
+
+
+class FailpointError(RuntimeError):
+    """Raised where a failpoint armed with `fail=N` is reached."""
 
 
 def _directory() -> Path | None:
@@ -38,16 +46,21 @@ def _directory() -> Path | None:
     return Path(where) if where else None
 
 
-def arm(directory: Path, name: str, hang: float | None = None) -> Path:
+def arm(directory: Path, name: str, hang: float | None = None, fail: float | None = None) -> Path:
     """Make the next process that reaches `name` die there, or with `hang`
-    hold it there that many seconds (tests)."""
+    hold it there that many seconds, or with `fail` fail there for that
+    many seconds from now (tests)."""
     if name not in KNOWN:
         raise ValueError(f"unknown failpoint {name!r}; known: {', '.join(KNOWN)}")
-    if hang is not None and not hang > 0:
-        raise ValueError(f"hang must be a positive number of seconds, not {hang!r}")
+    for what, value in (("hang", hang), ("fail", fail)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{what} must be a positive number of seconds, not {value!r}")
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
-    path.write_text("" if hang is None else f"hang {hang}")
+    action = "" if hang is None else f"hang {hang}"
+    if fail is not None:
+        action = f"fail_until {time.time() + fail}"
+    path.write_text(action)
     return path
 
 
@@ -60,8 +73,12 @@ def reach(name: str) -> None:
     path = directory / name
     try:
         action = path.read_text().split()
+        if action and action[0] == "fail_until" and time.time() < float(action[1]):
+            raise FailpointError(f"failpoint {name}: failing until {action[1]}")
         path.unlink()
     except FileNotFoundError:
+        return
+    if action and action[0] == "fail_until":
         return
     if action and action[0] == "hang":
         log.warning("failpoint %s: hanging %s s", name, action[1])

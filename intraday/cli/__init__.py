@@ -39,7 +39,7 @@ from intraday.cli.fleet import cmd_fleet_generate, cmd_ingest
 from intraday.cli.forecast import cmd_forecast, cmd_prices, cmd_warm
 from intraday.cli.keys import cmd_db_migrate, cmd_keys_create, cmd_keys_list, cmd_keys_revoke
 from intraday.cli.models import cmd_models_list, cmd_models_promote, cmd_train
-from intraday.cli.status import cmd_status
+from intraday.cli.status import cmd_dead_letters, cmd_dead_letters_replay, cmd_status
 from intraday.config import get_settings
 
 # -- the command line (Typer): each command gathers its options into the
@@ -54,10 +54,13 @@ db_app = typer.Typer(help="audit database", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys of the gateway", no_args_is_help=True)
 fleet_app = typer.Typer(help="fleet data", no_args_is_help=True)
 models_app = typer.Typer(help="the model store", no_args_is_help=True)
+dead_app = typer.Typer(help="messages no subscriber could take (key scope messages:admin)",
+                       no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(models_app, name="models")
+app.add_typer(dead_app, name="dead-letters")
 
 Json = Annotated[bool, typer.Option("--json", help="print the full JSON")]
 Data = Annotated[str | None, typer.Option(help="CSV or Parquet: device_id, timestamp (UTC), power (kW)")]
@@ -114,6 +117,24 @@ def status(json_: Json = False) -> None:
     _run(cmd_status, json=json_)
 
 
+@dead_app.command("list")
+def dead_letters_list(
+    limit: Annotated[int, typer.Option(help="the newest this many", min=1, max=500)] = 20,
+    json_: Json = False,
+) -> None:
+    """Dead letters per topic (waiting to be sent again, total) and the newest."""
+    _run(cmd_dead_letters, limit=limit, json=json_)
+
+
+@dead_app.command("replay")
+def dead_letters_replay(
+    topic: Annotated[str, typer.Argument(help="its topic: prices, telemetry or weather")],
+    message_id: Annotated[str, typer.Argument(help="its message id (intraday dead-letters list)")],
+) -> None:
+    """Publish a dead letter again on its topic, under its own id (after its cause is mended)."""
+    _run(cmd_dead_letters_replay, topic=topic, message_id=message_id)
+
+
 @db_app.command()
 def migrate() -> None:
     """Create or update the audit schema."""
@@ -125,7 +146,7 @@ def keys_create(
     name: Annotated[str, typer.Argument(help="who holds it (recorded as requested_by)")],
     scopes: Annotated[str, typer.Option(
         help="comma-separated: forecast:read, forecast:request, prices:publish, models:admin, "
-             "fleet:admin, readings:write, weather:write; or all")],
+             "fleet:admin, readings:write, weather:write, messages:admin; or all")],
     out: Annotated[Path | None, typer.Option(help="also write the key to this file (mode 600)")] = None,
     rate: Annotated[int | None, typer.Option(
         help="requests a minute this key may make (default: the gateway's)")] = None,

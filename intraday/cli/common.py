@@ -57,12 +57,12 @@ def _gateway() -> httpx.Client:
     return httpx.Client(base_url=settings.gateway_url, timeout=90, headers=headers)
 
 
-def _http_error(r: httpx.Response) -> NoReturn:
+def _http_error(r: httpx.Response, code: int = 1) -> NoReturn:
     try:
         detail = r.json().get("detail") or r.json().get("error") or r.text
     except ValueError:
         detail = r.text
-    _fail(f"{r.request.method} {r.request.url.path} -> {r.status_code}: {detail}")
+    _fail(f"{r.request.method} {r.request.url.path} -> {r.status_code}: {detail}", code)
 
 
 @overload

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from intraday.cli.common import _console, _gateway, _table
+from intraday.cli.common import _console, _fail, _gateway, _http_error, _table
 from intraday.config import get_settings
 
 
@@ -70,12 +70,17 @@ def cmd_status(args: argparse.Namespace) -> None:
             r = gw.get("/devices/freshness", params={"limit": 5})
             if r.status_code == 200:
                 fleet["freshness"] = r.json()
+            r = gw.get("/dead-letters", params={"limit": 5})
+            dead = r.json() if r.status_code == 200 else {"error": f"{r.status_code}: {r.text[:200]}"}
         except httpx.TransportError as e:
             overview = {"error": f"gateway not reachable at {get_settings().gateway_url}: {e}"}
+            dead = {"error": "gateway not reachable"}
     if args.json:
-        print(json.dumps({"apps": apps, "fleet": fleet, "overview": overview}, indent=2))
+        print(json.dumps({"apps": apps, "fleet": fleet, "overview": overview, "dead_letters": dead},
+                         indent=2))
     else:
         _print_status(apps, fleet, overview)
+        _print_dead_letters(dead)
     if "error" in (overview or {}):
         raise SystemExit(1)
 
@@ -125,6 +130,26 @@ def _print_status(apps: list[dict[str, Any]], fleet: dict[str, Any], overview: d
         out.print("[bold]decisions[/] none yet")
 
 
+def _print_dead_letters(dead: dict[str, Any]) -> None:
+    """Messages no subscriber could take (GET /dead-letters): how many per
+    topic wait to be sent again, and the newest."""
+    out = _console()
+    if "error" in dead:
+        out.print(f"[bold]dead letters[/] not readable ({dead['error']}; the key needs messages:admin)")
+        return
+    if not dead["topics"]:
+        out.print("[bold]dead letters[/] none: every message was taken")
+        return
+    counts = ", ".join(f"{topic} {c['waiting']} waiting of {c['total']} (last {c['last_at'][:19]})"
+                       for topic, c in dead["topics"].items())
+    style = "[red]" if dead["waiting"] else "[bold]"
+    out.print(f"{style}dead letters[/] {counts}")
+    for d in dead["latest"]:
+        if d["replayed_at"] is None:
+            out.print(f"  {d['topic']} {d['message_id']} from {d['source'] or '?'} at "
+                      f"{d['received_at'][:19]}: intraday dead-letters replay {d['topic']} {d['message_id']}")
+
+
 def _print_scores(scores: dict[str, Any]) -> None:
     """Live accuracy (GET /scores): the last 7 days' scored forecasts
     beside the served model's held-out scores from its training."""
@@ -159,3 +184,35 @@ def _print_scores(scores: dict[str, Any]) -> None:
 
 def _pct(value: float | None, signed: bool = False) -> str:
     return "–" if value is None else f"{100 * value:{'+' if signed else ''}.1f} %"
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> None:
+    """The dead letters (GET /dead-letters): per topic and the newest."""
+    with _gateway() as gw:
+        try:
+            r = gw.get("/dead-letters", params={"limit": args.limit})
+        except httpx.TransportError as e:
+            _fail(f"gateway not reachable at {get_settings().gateway_url}: {e}")
+    if r.status_code != 200:
+        _http_error(r)
+    if args.json:
+        print(json.dumps(r.json(), indent=2))
+        return
+    dead = r.json()
+    _print_dead_letters(dead)
+    if dead["latest"]:
+        _table(["topic", "message", "from", "received (UTC)", "sent again (UTC)"],
+               [[d["topic"], d["message_id"], d["source"], d["received_at"][:19],
+                 (d["replayed_at"] or "")[:19]] for d in dead["latest"]], title="the newest dead letters")
+
+
+def cmd_dead_letters_replay(args: argparse.Namespace) -> None:
+    """Publish a dead letter again on its topic, under its own id."""
+    with _gateway() as gw:
+        try:
+            r = gw.post(f"/dead-letters/{args.topic}/{args.message_id}/replay")
+        except httpx.TransportError as e:
+            _fail(f"gateway not reachable at {get_settings().gateway_url}: {e}")
+    if r.status_code != 200:
+        _http_error(r, code=2 if r.status_code in (404, 422) else 1)
+    print(f"sent {args.message_id} again on {args.topic}")

@@ -31,7 +31,7 @@ from intraday.errors import InvalidRequest
 from intraday.telemetry.registry import new_change_id
 from intraday.tokens import TokenKeysUnavailable, TokenVerifier
 from intraday.trading.rules import check_tick_time
-from services.gateway import dashboard
+from services.gateway import dashboard, dead_letters
 from services.http import BodyLimit, install_common
 from workflows.contracts import ForecastRequest, TrainingRequest
 
@@ -116,6 +116,7 @@ def scope(name: str):
 ForecastRequester = Annotated[auth.Principal, Depends(scope("forecast:request"))]
 ForecastReader = Annotated[auth.Principal, Depends(scope("forecast:read"))]
 app.include_router(dashboard.router(scope("forecast:read"), lambda: pool))
+app.include_router(dead_letters.router(scope("messages:admin"), lambda: pool))
 
 
 @app.exception_handler(auth.AuthError)
@@ -143,6 +144,10 @@ class PriceTick(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     price_eur_mwh: float = Field(allow_inf_nan=False)
+    tick_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+    """The feed's own id for the tick: the message is published under it, so
+    a tick sent twice (a retried request) is decided once. Without it, each
+    request is a tick of its own."""
     market: str = "DE-intraday"
     at: datetime | None = None
 
@@ -420,8 +425,10 @@ async def send_weather_forecasts(request: Request, _: WeatherWriter) -> Response
 async def publish_price(tick: PriceTick,
                         _: Annotated[auth.Principal, Depends(scope("prices:publish"))]) -> dict:
     """Put a price tick on the `prices` topic (simulated feeds, feed adapters)."""
-    await sidecar.publish_async("prices", tick.model_dump(mode="json", exclude_none=True))
-    return {"published": True}
+    message_id = f"tick-{tick.tick_id}" if tick.tick_id else None
+    await sidecar.publish_async("prices", tick.model_dump(mode="json", exclude_none=True),
+                                message_id=message_id)
+    return {"published": True, "message_id": message_id}
 
 
 @app.exception_handler(sidecar.SidecarError)

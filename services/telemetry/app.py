@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from clients import metrics, sidecar
+from intraday import failpoints
 from intraday.config import get_settings
 from intraday.errors import BatchConflict, InvalidRequest, UnknownDevice
 from intraday.telemetry import window_batch
@@ -326,8 +327,12 @@ async def ingest_report(batch_id: str) -> dict:
 
 @app.get("/dapr/subscribe")
 async def subscriptions() -> list[dict]:
-    return [{"pubsubname": sidecar.PUBSUB, "topic": "telemetry", "route": "/telemetry"},
-            {"pubsubname": sidecar.PUBSUB, "topic": "weather", "route": "/weather-events"}]
+    # A message refused (DROP) or failed until the sidecar's retries run out
+    # goes to `dead-letter` (services/gateway/dead_letters.py).
+    return [{"pubsubname": sidecar.PUBSUB, "topic": "telemetry", "route": "/telemetry",
+             "deadLetterTopic": sidecar.DEAD_LETTER_TOPIC},
+            {"pubsubname": sidecar.PUBSUB, "topic": "weather", "route": "/weather-events",
+             "deadLetterTopic": sidecar.DEAD_LETTER_TOPIC}]
 
 
 @app.post("/weather-events")
@@ -354,6 +359,7 @@ async def on_telemetry(request: Request) -> dict:
     """A batch from the `telemetry` topic. SUCCESS when stored (or stored
     before), DROP when it can never be stored (kept in the ingest ledger
     with its payload), RETRY when the store or an actor failed."""
+    failpoints.reach(failpoints.TELEMETRY_ON_BATCH)
     event = await request.json()
     data = event.get("data")
     try:

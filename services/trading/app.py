@@ -58,7 +58,10 @@ install_common(app, "trading")
 
 @app.get("/dapr/subscribe")
 async def subscriptions() -> list[dict]:
-    return [{"pubsubname": sidecar.PUBSUB, "topic": "prices", "route": "/prices"}]
+    # A message this handler refuses (DROP) or fails until the sidecar's
+    # retries run out goes to `dead-letter` (services/gateway/dead_letters.py).
+    return [{"pubsubname": sidecar.PUBSUB, "topic": "prices", "route": "/prices",
+             "deadLetterTopic": sidecar.DEAD_LETTER_TOPIC}]
 
 
 def _portfolio_devices() -> list[str] | None:
@@ -87,6 +90,7 @@ async def _fleet_forecast(start: datetime) -> dict:
 
 @app.post("/prices")
 async def on_price(request: Request) -> dict:
+    failpoints.reach(failpoints.TRADING_ON_PRICE)
     event = await request.json()
     data = event.get("data", event)
     try:
@@ -110,7 +114,10 @@ async def on_price(request: Request) -> dict:
         return {"status": "SUCCESS"}
     # Decide before acknowledging: if this process dies mid-way, the message is
     # redelivered, the actor hands back the pending decision, and its id keeps
-    # the recorded decision single.
+    # the recorded decision single. So does it for a redelivery that arrives
+    # while this delivery still runs (the broker's processing timeout passed):
+    # both decide, one records, the other finds it recorded.
+    await run_in_threadpool(failpoints.reach, failpoints.TRADING_BEFORE_DECISION)
     with metrics.DECISION_SECONDS.time():
         await _decide(decision_id, price, verdict.get("reference_price"), at)
     failpoints.reach(failpoints.TRADING_AFTER_DECISION)
@@ -151,7 +158,9 @@ async def _decide(decision_id: str, price: float, reference: float | None, at: d
             return inserted, recorded
 
     inserted, message = await run_in_threadpool(record)
-    await sidecar.publish_async("orders", message)
+    # Under the decision's id: a decision published again (its price message
+    # redelivered) is one message to the consumers, who deduplicate on it.
+    await sidecar.publish_async("orders", message, message_id=decision_id)
     metrics.TRADE_DECISIONS.labels("new" if inserted else "repeat").inc()
     if inserted:
         metrics.ORDER_MWH.labels("buy").inc(message["buy_mwh"])

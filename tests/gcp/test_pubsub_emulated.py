@@ -82,7 +82,7 @@ def test_the_subscriptions_are_the_ones_the_chart_scales_on_with_the_dead_letter
         assert r.status_code == 200, f"Dapr made no subscription {name}: {r.text}"
         sub = r.json()
         assert sub["topic"] == f"projects/{PROJECT}/topics/{name.split('-', 1)[1]}"
-        dead_letter = f"projects/{PROJECT}/topics/intraday-dead-letter"
+        dead_letter = f"projects/{PROJECT}/topics/dead-letter"
         assert sub["deadLetterPolicy"] == {"deadLetterTopic": dead_letter, "maxDeliveryAttempts": 10}
 
 

@@ -57,3 +57,18 @@ def test_a_failpoint_armed_to_hang_holds_the_thread_then_lets_it_go_on(tmp_path)
     assert not armed.exists()
     with pytest.raises(ValueError, match="positive"):
         failpoints.arm(tmp_path, failpoints.TRADING_AFTER_DECISION, hang=0)
+
+
+def test_a_failpoint_armed_to_fail_raises_until_its_time_is_up(tmp_path):
+    env = {"INTRADAY_FAILPOINTS_DIR": str(tmp_path)}
+    armed = failpoints.arm(tmp_path, failpoints.TRADING_AFTER_DECISION, fail=2)
+    first, second = _run(env), _run(env)
+    for r in (first, second):  # every pass raises while armed, and the file stays
+        assert r.returncode == 1 and "FailpointError" in r.stderr and "passed" not in r.stdout
+    assert armed.exists()
+    armed.write_text("fail_until 0")  # its time is up
+    third = _run(env)
+    assert third.returncode == 0 and "passed" in third.stdout
+    assert not armed.exists()
+    with pytest.raises(ValueError, match="fail must be a positive"):
+        failpoints.arm(tmp_path, failpoints.TRADING_AFTER_DECISION, fail=0)
