@@ -20,6 +20,9 @@ FIGURES = ROOT / ".data" / "test-stack" / "faults.json"  # tests/faults/books.py
 OUT = ROOT / "bench" / "results" / "faults.json"
 COLUMNS = ("in_flight_at_fault", "accepted", "completed", "failed", "lost", "duplicated_audit_rows",
            "repeat_deliveries", "price_ticks", "decisions", "seconds_to_recover")
+# The message cases (tests/faults/test_messages.py): each numbered tick and batch taken or dead-lettered.
+MESSAGE_COLUMNS = ("ticks", "ticks_taken", "ticks_dead_lettered", "ticks_lost", "batches", "batches_taken",
+                   "batches_dead_lettered", "batches_lost", "seconds_to_close_books")
 
 
 def main(args: list[str]) -> int:
@@ -37,10 +40,14 @@ def main(args: list[str]) -> int:
         "suite_passed": run.returncode == 0,
         "faults": faults,
     }, indent=2, sort_keys=True) + "\n")
-    width = max(map(len, faults))
-    print(f"\n{'fault':<{width}}  " + "  ".join(c.replace("_", " ") for c in COLUMNS))
-    for name, figures in faults.items():
-        print(f"{name:<{width}}  " + "  ".join(f"{figures.get(c, '-')!s:>{len(c)}}" for c in COLUMNS))
+    for columns, rows in ((COLUMNS, {k: v for k, v in faults.items() if not k.startswith("messages:")}),
+                          (MESSAGE_COLUMNS, {k: v for k, v in faults.items() if k.startswith("messages:")})):
+        if not rows:
+            continue
+        width = max(map(len, rows))
+        print(f"\n{'fault':<{width}}  " + "  ".join(c.replace("_", " ") for c in columns))
+        for name, figures in rows.items():
+            print(f"{name:<{width}}  " + "  ".join(f"{figures.get(c, '-')!s:>{len(c)}}" for c in columns))
     print(f"\nwritten: {OUT.relative_to(ROOT)}")
     return run.returncode
 

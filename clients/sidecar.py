@@ -25,6 +25,14 @@ from intraday.telemetry import window_batch
 from intraday.timeutil import isoformat_z
 
 PUBSUB = "pubsub"  # component name, same locally and on GCP
+# The forecasts topic's own component (components/local/pubsub-forecasts.yaml:
+# trimmed by count, the others by age).
+FORECASTS_PUBSUB = "pubsub-forecasts"
+
+
+def _component(topic: str) -> str:
+    """The pub/sub component a topic is on."""
+    return FORECASTS_PUBSUB if topic == "forecasts" else PUBSUB
 # Where a subscriber's sidecar sends a message its app refused or kept failing
 # (each subscription names it; services/gateway/dead_letters.py keeps them).
 DEAD_LETTER_TOPIC = "dead-letter"
@@ -214,7 +222,7 @@ def call_actor(actor_type: str, actor_id: str, method: str, body: dict) -> Any:
 
 
 def publish(topic: str, data: dict, headers: dict[str, str] | None = None) -> None:
-    _raise_for(sync_client().post(f"/v1.0/publish/{PUBSUB}/{topic}", json=data,
+    _raise_for(sync_client().post(f"/v1.0/publish/{_component(topic)}/{topic}", json=data,
                                   headers=headers))
 
 
@@ -232,8 +240,9 @@ def publish_bulk(topic: str, events: list[tuple[str, dict]]) -> None:
     # hold no NaN (the API could not serve one either). NumPy arrays (the
     # forecast messages' watts) are written as JSON arrays.
     content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-    r = _raise_for(sync_client().post(f"/v1.0-alpha1/publish/bulk/{PUBSUB}/{topic}", content=content,
-                                      headers={"content-type": "application/json"}, timeout=LONG_TIMEOUT))
+    r = _raise_for(sync_client().post(f"/v1.0-alpha1/publish/bulk/{_component(topic)}/{topic}",
+                                      content=content, headers={"content-type": "application/json"},
+                                      timeout=LONG_TIMEOUT))
     failed = r.json().get("failedEntries") if r.content else None
     if failed:
         raise SidecarError(500, f"bulk publish on {topic}: {len(failed)} of {len(events)} entries failed: "
@@ -259,7 +268,8 @@ async def publish_async(topic: str, data: dict, message_id: str | None = None) -
     retried request, a redelivery that decides again) carries one id, which
     its consumers deduplicate on."""
     params = {"metadata.cloudevent.id": message_id} if message_id else None
-    _raise_for(await _request("POST", f"/v1.0/publish/{PUBSUB}/{topic}", json=data, params=params))
+    _raise_for(await _request("POST", f"/v1.0/publish/{_component(topic)}/{topic}", json=data,
+                              params=params))
 
 
 async def call_actor_async(actor_type: str, actor_id: str, method: str, body: dict) -> Any:

@@ -1,5 +1,5 @@
 """The components of `INTRADAY_COMPONENTS=gcp-emulated` (scripts/stack.sh):
-the local ones, but pub/sub is components/gcp/pubsub.yaml itself, pointed at
+the local ones, but pub/sub is components/gcp/pubsub*.yaml itself, pointed at
 the Pub/Sub emulator of the Google Cloud CLI. Only the project and the
 endpoint differ from production; topics, subscriptions, scopes, delivery
 attempts and the dead-letter topic are the production file's.
@@ -20,9 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 HEADER = "# Made by deploy/gcp_emulated.py from {source} for the Pub/Sub emulator: do not edit.\n"
 
 
-def pubsub(endpoint: str, project: str) -> dict:
-    """components/gcp/pubsub.yaml with the emulator's project and endpoint."""
-    component = yaml.safe_load((ROOT / "components" / "gcp" / "pubsub.yaml").read_text())
+PUBSUBS = ("pubsub.yaml", "pubsub-forecasts.yaml")
+
+
+def pubsub(endpoint: str, project: str, name: str = "pubsub.yaml") -> dict:
+    """components/gcp/<name> with the emulator's project and endpoint."""
+    component = yaml.safe_load((ROOT / "components" / "gcp" / name).read_text())
     metadata = [m for m in component["spec"]["metadata"] if m["name"] not in ("projectId", "endpoint")]
     component["spec"]["metadata"] = [{"name": "projectId", "value": project}, *metadata,
                                       {"name": "endpoint", "value": endpoint}]
@@ -35,12 +38,14 @@ def write(out: Path, endpoint: str, project: str) -> list[Path]:
         old.unlink()
     written = []
     for source in sorted((ROOT / "components" / "local").glob("*.yaml")):
-        if source.name != "pubsub.yaml":
+        if source.name not in PUBSUBS:
             written.append(Path(shutil.copy(source, out / source.name)))
-    target = out / "pubsub.yaml"
-    target.write_text(HEADER.format(source="components/gcp/pubsub.yaml")
-                      + yaml.safe_dump(pubsub(endpoint, project), sort_keys=False))
-    return [*written, target]
+    for name in PUBSUBS:
+        target = out / name
+        target.write_text(HEADER.format(source=f"components/gcp/{name}")
+                          + yaml.safe_dump(pubsub(endpoint, project, name), sort_keys=False))
+        written.append(target)
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -145,12 +145,18 @@ def test_topics_are_scoped_to_their_publishers(stack, pg):
     app's sidecar refuses, and nothing is traded."""
     before = pg.execute("SELECT count(*) FROM trade_decisions").fetchone()[0]
     for port, topic in ((3503, "prices"), (3501, "prices"), (3502, "prices"), (3501, "orders"),
-                        (3500, "orders"), (3503, "forecasts")):
+                        (3500, "orders"), (3503, "forecasts"), (3501, "forecasts")):
         r = httpx.post(f"http://127.0.0.1:{port}/v1.0/publish/pubsub/{topic}", headers=dapr_headers(stack),
                        json={"price_eur_mwh": 9999.0}, timeout=10)
         # Telemetry's sidecar does not serve publishing at all (its API allowlist:
-        # test_sidecar_apis.py); the others refuse the topic.
+        # test_sidecar_apis.py); the others refuse the topic (the forecaster's
+        # forecasts go on their own component, pubsub-forecasts).
         assert r.status_code == (404 if port == 3502 else 403), (port, topic, r.status_code, r.text)
+    # pubsub-forecasts carries the forecasts alone, from the forecaster alone.
+    for port, topic, refused in ((3501, "prices", 403), (3500, "forecasts", 404), (3503, "forecasts", 404)):
+        r = httpx.post(f"http://127.0.0.1:{port}/v1.0/publish/pubsub-forecasts/{topic}",
+                       headers=dapr_headers(stack), json={"price_eur_mwh": 9999.0}, timeout=10)
+        assert r.status_code == refused, (port, topic, r.status_code, r.text)
     eventually(lambda: False, timeout=2)
     assert pg.execute("SELECT count(*) FROM trade_decisions").fetchone()[0] == before
 

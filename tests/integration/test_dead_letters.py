@@ -33,7 +33,8 @@ def _dead(gateway: httpx.Client, topic: str, message_id: str) -> dict | None:
 
 
 def _metric(text: str, topic: str) -> float:
-    line = next(x for x in text.splitlines() if x.startswith(f'intraday_dead_letters_total{{topic="{topic}"}}'))
+    series = f'intraday_dead_letters_total{{topic="{topic}"}}'
+    line = next(x for x in text.splitlines() if x.startswith(series))
     return float(line.rsplit(" ", 1)[1])
 
 
@@ -86,7 +87,8 @@ def test_a_message_whose_handler_keeps_failing_is_dead_lettered_then_replayed_on
     for _ in range(2):
         r = gateway.post(f"/dead-letters/prices/{message_id}/replay")
         assert r.status_code == 200, r.text
-        assert eventually(lambda: _tick_rows(pg, message_id) == 1, timeout=30), "the replayed tick was not taken"
+        taken = eventually(lambda: _tick_rows(pg, message_id) == 1, timeout=30)
+        assert taken, "the replayed tick was not taken"
     time.sleep(3)
     assert _tick_rows(pg, message_id) == 1
     listing = gateway.get("/dead-letters", params={"limit": 50}).json()

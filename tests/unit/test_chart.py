@@ -182,11 +182,13 @@ def _meta(component: dict) -> dict[str, dict]:
 @pytest.mark.parametrize("values", sorted(VALUES))
 def test_the_components_are_the_local_ones_with_their_scopes(values):
     components = _kind(_render(values), "Component")
-    assert set(components) == {"pubsub", "statestore", "secretstore"}
-    local_pubsub = _meta(_local("pubsub"))
-    for name in ("publishingScopes", "subscriptionScopes"):
-        assert _meta(components["pubsub"])[name]["value"] == local_pubsub[name]["value"]
+    assert set(components) == {"pubsub", "pubsub-forecasts", "statestore", "secretstore"}
+    for pubsub in ("pubsub", "pubsub-forecasts"):
+        local_pubsub = _meta(_local(pubsub))
+        for name in ("publishingScopes", "subscriptionScopes"):
+            assert _meta(components[pubsub])[name]["value"] == local_pubsub[name]["value"]
     assert set(components["pubsub"]["scopes"]) == set(APPS)
+    assert components["pubsub-forecasts"]["scopes"] == ["forecaster"]
     # The actor and workflow hosts hold the state store; the services that
     # read secrets (clients/secrets.py) hold the secret store.
     assert set(components["statestore"]["scopes"]) == set(_local("statestore")["scopes"]) >= {"forecaster",
