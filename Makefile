@@ -18,6 +18,7 @@ test: checks
 	$(PY) -m pytest -q
 	INTRADAY_COMPONENTS=gcp-emulated INTRADAY_FIRST_MODEL=on $(PY) -m pytest -q tests/gcp
 	INTRADAY_DEMO_FLEET=off $(PY) -m pytest -q tests/own_fleet
+	INTRADAY_WORKLOAD_CERT_TTL=60s $(PY) -m pytest -q tests/certs
 
 # What holds the build together, before the suite: the locks match
 # pyproject.toml; the type checker is clean (intraday/ strict, the rest in

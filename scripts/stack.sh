@@ -160,9 +160,18 @@ start_prometheus() {  # scrapes every sidecar, the control plane and the apps (o
 start_sentry() {
   mkdir -p "$data/certs"
   local fresh=0; [[ -s "$data/certs/ca.crt" ]] || fresh=1
+  # INTRADAY_WORKLOAD_CERT_TTL (e.g. 90s; tests/certs): workload certificates
+  # that short-lived, and backdated by 5 s rather than 15 min, so that
+  # renewal (at half their life) and expiry come within minutes.
+  local config=components/config/sentry.yaml
+  if [[ -n "${INTRADAY_WORKLOAD_CERT_TTL:-}" ]]; then
+    config="$run/sentry.yaml"
+    sed -e "s|workloadCertTTL: .*|workloadCertTTL: \"$INTRADAY_WORKLOAD_CERT_TTL\"|" \
+        -e 's|allowedClockSkew: .*|allowedClockSkew: "5s"|' components/config/sentry.yaml >"$config"
+  fi
   start_daemon sentry "$dapr_bin/sentry" --issuer-credentials "$data/certs" --trust-domain localhost \
     --port "$sentry_port" --listen-address 127.0.0.1 --healthz-port 58083 --metrics-port 59093 \
-    --config components/config/sentry.yaml --log-level warn
+    --config "$config" --log-level warn
   wait_for sentry 30 http_ok http://127.0.0.1:58083/healthz || die "sentry unhealthy (see $logs/sentry.log)"
   # A new root makes Sentry reload its credentials, once per file it wrote,
   # two seconds apart: wait until that settles.

@@ -40,9 +40,11 @@ def _busy(port: int) -> bool:
 # Suites that run in a session of their own, on a stack started for them:
 # tests/gcp with Google Cloud's emulators (INTRADAY_COMPONENTS=gcp-emulated),
 # tests/own_fleet without the demo fleet (INTRADAY_DEMO_FLEET=off), the
-# user's fleet imported into it. Such a session runs nothing else, the
-# others not them.
-SESSIONS = {"gcp": ("INTRADAY_COMPONENTS", "gcp-emulated"), "own_fleet": ("INTRADAY_DEMO_FLEET", "off")}
+# user's fleet imported into it; tests/certs with workload certificates that
+# live a minute (INTRADAY_WORKLOAD_CERT_TTL=60s). Such a session runs nothing
+# else, the others not them.
+SESSIONS = {"gcp": ("INTRADAY_COMPONENTS", "gcp-emulated"), "own_fleet": ("INTRADAY_DEMO_FLEET", "off"),
+            "certs": ("INTRADAY_WORKLOAD_CERT_TTL", "60s")}
 
 
 def _session_of(item) -> str | None:
