@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / ".data" / "test-stack" / "faults.json"  # tests/faults/books.py, in the test stack
 OUT = ROOT / "bench" / "results" / "faults.json"
 COLUMNS = ("in_flight_at_fault", "accepted", "completed", "failed", "lost", "duplicated_audit_rows",
-           "repeat_deliveries", "price_ticks", "decisions", "seconds_to_recover")
+           "repeat_deliveries", "redriven_by_watchdog", "price_ticks", "decisions", "seconds_to_recover")
 # The message cases (tests/faults/test_messages.py): each numbered tick and batch taken or dead-lettered.
 MESSAGE_COLUMNS = ("ticks", "ticks_taken", "ticks_dead_lettered", "ticks_lost", "batches", "batches_taken",
                    "batches_dead_lettered", "batches_lost", "seconds_to_close_books")

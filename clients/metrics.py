@@ -77,6 +77,10 @@ WEATHER_PULLS = Counter("intraday_weather_pulls", "Pulls of the weather provider
 REGISTRY_CHANGES = Counter("intraday_registry_devices_written",
                            "Devices the registry's changes wrote, by outcome", ["outcome"])
 
+WORKFLOWS_MENDED = Counter("intraday_workflows_mended", "Workflow instances the watchdog found stuck past "
+                           "their deadline or lost, by what it did (redriven, failed)",
+                           ["workflow", "action"])
+
 # -- messages ------------------------------------------------------------------
 DEAD_LETTERS = Counter("intraday_dead_letters", "Messages no subscriber could take, kept by the gateway "
                        "from the dead-letter topic, by their topic", ["topic"])
@@ -168,6 +172,10 @@ def _initialise() -> None:
         ORDER_MWH.labels(side)
     for topic in ("prices", "telemetry", "weather"):
         DEAD_LETTERS.labels(topic)
+    for workflow in ("forecast_workflow_v3", "batch_forecast_workflow", "fleet_forecast_workflow",
+                     "training_workflow"):
+        for action in ("redriven", "failed"):
+            WORKFLOWS_MENDED.labels(workflow, action)
 
 
 _initialise()

@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     scoring_schedule: str = "@every 1h"
     """Live accuracy (services/forecaster/scoring.py): the Dapr job that scores published forecasts
     against their readings; empty: none."""
+    watchdog_schedule: str = "@every 30s"
+    """The workflow watchdog's Dapr job (services/forecaster/watchdog.py): how often instances past
+    their deadline are looked for; empty: none."""
+    watchdog_grace_seconds: float = 30.0
+    """How long past its deadline an instance may run before the watchdog mends it."""
     scoring_lag_hours: float = 6.0
     """How long after a forecast's last interval its readings are waited for before it is scored."""
     scoring_lookback_days: int = 14

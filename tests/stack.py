@@ -66,7 +66,7 @@ def pytest_collection_modifyitems(config, items):
         if "faults" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
             item.add_marker(pytest.mark.faults)
-    # The dashboard's tests, then the fuzzing, run after the other
+    # The dashboard's and the dead letters' tests, then the fuzzing, run after the other
     # integration tests: what they do (whole-fleet forecasts, prices that
     # move the trading service) would be found by the tests that make those
     # themselves (a fleet forecast is made once per start and model, so a
@@ -74,7 +74,7 @@ def pytest_collection_modifyitems(config, items):
     # suite last: what it breaks cannot disturb another test.
     items.sort(key=lambda item: ("faults" in str(item.fspath),
                                  item.fspath.basename.startswith("test_fuzz"),
-                                 item.fspath.basename == "test_dashboard.py"))
+                                 item.fspath.basename in ("test_dashboard.py", "test_dead_letters.py")))
 
 
 @pytest.fixture(scope="session")
@@ -100,6 +100,8 @@ def run_stack(extra_env: dict[str, str] | None = None) -> Iterator[dict]:
     # A verified API key is trusted for 1 s (a revocation test waits for it).
     env = {**os.environ, "INTRADAY_DATA_DIR": str(data_dir), "INTRADAY_MODEL_REFRESH_SECONDS": "1",
            "INTRADAY_PRICE_DEBOUNCE_SECONDS": "1", "INTRADAY_API_KEY_CACHE_SECONDS": "1",
+           # The workflow watchdog looks every 5 s, 10 s past an instance's deadline.
+           "INTRADAY_WATCHDOG_SCHEDULE": "@every 5s", "INTRADAY_WATCHDOG_GRACE_SECONDS": "10",
            "INTRADAY_FAILPOINTS_DIR": str(data_dir / "failpoints"),
            # The daily training (tests/integration/test_training.py triggers it): small.
            "INTRADAY_TRAINING_ROWS": "50000",

@@ -54,6 +54,9 @@ from workflows import activities
 from workflows.contracts import DEADLINE
 
 WORKFLOW_NAME = "forecast_workflow_v3"
+# The custom status while a published forecast's audit is owed (the watchdog
+# then lets the instance run for the audit's hour: services/forecaster/watchdog.py).
+OWED_AUDIT = "owed-audit"
 LEGACY_WORKFLOW_NAME = "forecast_workflow_v2"  # the durable timer; instances started before v3 replay it
 
 # I/O steps (actor calls, pub/sub): exponential backoff, bounded well inside
@@ -118,6 +121,7 @@ def _delivered(ctx: wf.DaprWorkflowContext, job: dict, made: dict):
     delivered = yield ctx.call_activity(activities.deliver, input={"job": job, "forecast": result},
                                         retry_policy=IO_RETRY)
     if not delivered.get("audited"):
+        ctx.set_custom_status(OWED_AUDIT)
         yield ctx.call_activity(activities.audit, input={"job": job, "forecast": result},
                                 retry_policy=AUDIT_RETRY)
     return result

@@ -22,7 +22,7 @@ from actors.device_actor import DeviceActor
 from actors.state import StateSerializer
 from clients import fleet_list, metrics, sidecar, tracing, weather
 from intraday.config import get_settings
-from services.forecaster import instances, scoring
+from services.forecaster import instances, scoring, watchdog
 from services.forecaster.batching import Batcher
 from services.forecaster.routes import fleet as fleet_routes
 from services.forecaster.routes import forecasts, scores, trainings
@@ -67,7 +67,8 @@ async def lifespan(app: FastAPI):
     scheduling = asyncio.gather(
         sidecar.schedule_job(trainings.TRAINING_JOB, settings.training_schedule,
                              {"workflow": TRAINING_WORKFLOW_NAME}),
-        sidecar.schedule_job(scoring.SCORING_JOB, settings.scoring_schedule, {"score": "published"}))
+        sidecar.schedule_job(scoring.SCORING_JOB, settings.scoring_schedule, {"score": "published"}),
+        sidecar.schedule_job(watchdog.WATCHDOG_JOB, settings.watchdog_schedule, {"sweep": "workflows"}))
     live_gauges = asyncio.create_task(scores.live_gauges_loop())
     warm_weather = asyncio.create_task(weather.keep_warm(_fleet_locations))
     yield
@@ -87,3 +88,10 @@ actor = DaprActor(app)
 install_common(app, "forecaster")
 for resource in (forecasts, fleet_routes, scores, trainings):
     app.include_router(resource.router)
+
+
+@app.post(f"/job/{watchdog.WATCHDOG_JOB}")
+async def watchdog_sweep() -> dict:
+    """The watchdog's tick (Dapr's scheduler calls this, on one replica):
+    instances past their deadline mended (services/forecaster/watchdog.py)."""
+    return await run_in_threadpool(watchdog.sweep)

@@ -53,6 +53,12 @@ def view_of(fid: str, state: wf.WorkflowState | None) -> dict:
     if state.failure_details is not None:
         # `detail`, as every error answer has it; `error`, as results have it.
         body["error"] = body["detail"] = state.failure_details.message
+    elif state.runtime_status == wf.WorkflowStatus.TERMINATED:
+        import json
+
+        output = json.loads(state.serialized_output) if state.serialized_output else None
+        reason = output.get("error") if isinstance(output, dict) else None
+        body["error"] = body["detail"] = reason or "terminated"
     return body
 
 
@@ -62,7 +68,7 @@ def status_code(view: dict) -> int:
         return 200
     if status == "NOT_FOUND":
         return 404
-    if status == "FAILED":
+    if status in ("FAILED", "TERMINATED"):
         error = view.get("error", "")
         if "unknown_device" in error:
             return 404
@@ -123,6 +129,9 @@ def start_once(fid: str, job: ForecastJob | dict, workflow: str = WORKFLOW_NAME)
         if "already exists" in (e.details() or ""):
             return False
         raise
+    from services.forecaster import watchdog  # it reads this module's client
+
+    watchdog.register(fid, workflow, payload)
     return True
 
 

@@ -124,7 +124,7 @@ class Traffic:
 
 
 def check_forecast_books(views: dict[str, dict], accepted: dict[str, dict], pg: psycopg.Connection,
-                         rds: redis.Redis) -> dict:
+                         rds: redis.Redis, streams_rolled_back: bool = False) -> dict:
     """The invariants of the forecast path, whatever the fault:
     every accepted request ended COMPLETED or FAILED with a reason; each
     completed forecast has exactly one audit row with all its intervals and
@@ -154,7 +154,10 @@ def check_forecast_books(views: dict[str, dict], accepted: dict[str, dict], pg: 
     for m in messages:
         by_id.setdefault(m["forecast_id"], []).append(m)
     missing = [fid for fid in completed if fid not in by_id]
-    assert not missing, f"completed forecasts never published: {missing}"
+    # Locally the streams live in the state store's Redis: rolled back to an
+    # older snapshot, they lose what was published since (in production
+    # pub/sub is another service, and a snapshot of the state store keeps it).
+    assert streams_rolled_back or not missing, f"completed forecasts never published: {missing}"
     for fid, copies in by_id.items():
         numbers = {json.dumps([c[k] for k in ("mean", "p10", "p50", "p90")]) for c in copies}
         assert len(numbers) == 1, f"{fid} published twice with different numbers"
@@ -164,6 +167,7 @@ def check_forecast_books(views: dict[str, dict], accepted: dict[str, dict], pg: 
     return {"accepted": len(ids), "completed": len(completed), "failed": len(failed),
             "lost": len(ids) - len(completed) - len(failed),
             "duplicated_audit_rows": audit_rows - len(rows), "repeat_deliveries": sum(repeats.values()),
+            "messages_rolled_back": len(missing),
             "failure_reasons": sorted({v["error"][:120] for v in failed.values()})}
 
 

@@ -6,6 +6,8 @@ moved twice, nothing is half-written. Each case records its figures."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -61,7 +63,7 @@ def devices(gateway) -> list[str]:
 
 
 def _run_fault(stack, gateway, rds, devices, name: str, offset_hours: int, inject,
-               lost: bool = False) -> dict:
+               lost: bool = False, rolled_back: bool = False) -> dict:
     """Traffic for a few seconds, `inject()` (returns once the fault is
     over), traffic a few seconds more; then the books and the figures. With
     `lost` (the state store lost its data), a forecast whose workflow is
@@ -86,7 +88,11 @@ def _run_fault(stack, gateway, rds, devices, name: str, offset_hours: int, injec
     assert rule and not rule["pending"], f"{name}: price ticks still pending a decision: {rule}"
     # A connection of its own: a fault may have taken the session's down.
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        figures = check_forecast_books(views, traffic.accepted, conn, rds)
+        figures = check_forecast_books(views, traffic.accepted, conn, rds, streams_rolled_back=rolled_back)
+        # What the watchdog (services/forecaster/watchdog.py) had to start again or fail.
+        figures["redriven_by_watchdog"], figures["failed_by_watchdog"] = conn.execute(
+            "SELECT count(*) FILTER (WHERE redriven > 0), count(*) FILTER (WHERE outcome LIKE 'failed:%%')"
+            " FROM workflow_runs WHERE instance_id = ANY(%s)", (sorted(traffic.accepted),)).fetchone()
         decided = conn.execute("SELECT count(*) FROM trade_decisions WHERE price_eur_mwh = ANY(%s)",
                                (traffic.prices,)).fetchone()[0]
         # In flight when the fault struck: requested before it, recorded after.
@@ -391,3 +397,47 @@ def test_redis_state_lost(stack, gateway, rds, devices):
                          lost=True)
     assert figures["asked_again_after_state_lost"] >= 1, figures  # the held one, at least
     assert figures["completed"] > 0 and _actor_keys(rds) > 0, figures
+
+
+def test_scheduler_sigterm_under_load(stack, gateway, rds, devices):
+    """A graceful stop of Dapr's scheduler (SIGTERM, not kill -9) while
+    forecasts start: in Dapr 1.18.2 a workflow whose start reminder fails
+    during the shutdown stays PENDING for good. Every accepted forecast
+    finishes (the watchdog starts a stuck one again) or fails with a reason."""
+    run = stack["data_dir"] / "run"
+
+    def inject():
+        os.kill(int((run / "scheduler.pid").read_text()), signal.SIGTERM)
+        back = eventually(lambda: _answers("http://127.0.0.1:58082/healthz"), timeout=120)
+        assert back, "scheduler not back"
+
+    figures = _run_fault(stack, gateway, rds, devices, "scheduler SIGTERM under load", 168, inject)
+    assert figures["completed"] > 0, figures
+
+
+def test_redis_restarted_from_a_snapshot_10_s_old(stack, gateway, rds, devices):
+    """What a failover of the state store to an asynchronous replica does:
+    Redis killed and started from its files as they were 10 s before, while
+    forecasts start. Workflows started since are gone from the state store;
+    the watchdog starts each again from its register (workflow_runs), so
+    every accepted forecast still finishes or fails with a reason, and is
+    audited once."""
+    data = stack["data_dir"] / "redis" / "appendonlydir"
+    snapshot = stack["data_dir"] / "redis-snapshot"
+
+    def inject():
+        rds.bgrewriteaof()
+        assert eventually(lambda: not (p := rds.info("persistence"))["aof_rewrite_in_progress"]
+                          and not p["aof_rewrite_scheduled"], timeout=60)
+        shutil.rmtree(snapshot, ignore_errors=True)
+        shutil.copytree(data, snapshot)
+        time.sleep(10)  # forecasts accepted and workflows started after the snapshot
+        os.kill(int((stack["data_dir"] / "run" / "redis.pid").read_text()), 9)
+        shutil.rmtree(data)
+        shutil.copytree(snapshot, data)
+        _stack_sh(stack, "start", "redis")
+        rds.connection_pool.disconnect()
+
+    figures = _run_fault(stack, gateway, rds, devices, "redis restarted from a snapshot 10 s old", 192, inject,
+                         rolled_back=True)
+    assert figures["completed"] > 0, figures

@@ -1,0 +1,66 @@
+"""The register of workflow instances the forecaster started
+(sql/postgres/012_workflow_runs.sql), which the watchdog reads."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+
+def register(conn: psycopg.Connection, instance_id: str, workflow: str, payload: dict[str, Any],
+             due_in: timedelta) -> None:
+    """An instance just started (or started again): open, due in `due_in`."""
+    conn.execute(
+        "INSERT INTO workflow_runs (instance_id, workflow, input, due_at) VALUES (%s, %s, %s, now() + %s)"
+        " ON CONFLICT (instance_id) DO UPDATE SET workflow = excluded.workflow, input = excluded.input,"
+        " started_at = now(), due_at = excluded.due_at, settled_at = NULL, outcome = NULL",
+        (instance_id, workflow, Jsonb(payload), due_in))
+
+
+def overdue(conn: psycopg.Connection, limit: int = 200) -> list[dict[str, Any]]:
+    """Open instances past their due time, the oldest first."""
+    rows = conn.execute(
+        "SELECT instance_id, workflow, input, started_at, due_at, redriven FROM workflow_runs"
+        " WHERE settled_at IS NULL AND due_at < now() ORDER BY due_at LIMIT %s", (limit,)).fetchall()
+    columns = ("instance_id", "workflow", "input", "started_at", "due_at", "redriven")
+    return [dict(zip(columns, r, strict=True)) for r in rows]
+
+
+def settle(conn: psycopg.Connection, instance_id: str, outcome: str) -> None:
+    conn.execute("UPDATE workflow_runs SET settled_at = now(), outcome = %s WHERE instance_id = %s",
+                 (outcome[:500], instance_id))
+
+
+def extend(conn: psycopg.Connection, instance_id: str, until: datetime) -> None:
+    """Still rightly running (its audit owed): look again at `until`."""
+    conn.execute("UPDATE workflow_runs SET due_at = %s WHERE instance_id = %s", (until, instance_id))
+
+
+def redriven(conn: psycopg.Connection, instance_id: str, due_in: timedelta) -> None:
+    conn.execute("UPDATE workflow_runs SET redriven = redriven + 1, started_at = now(), due_at = now() + %s"
+                 " WHERE instance_id = %s", (due_in, instance_id))
+
+
+def open_count(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM workflow_runs WHERE settled_at IS NULL").fetchone()
+    return int(row[0]) if row else 0
+
+
+def forecasts_recorded(conn: psycopg.Connection, forecast_ids: list[str]) -> bool:
+    """Every one of these device forecasts is in the audit store."""
+    row = conn.execute("SELECT count(*) FROM forecast_requests WHERE request_id = ANY(%s)",
+                       (forecast_ids,)).fetchone()
+    return row is not None and int(row[0]) == len(set(forecast_ids))
+
+
+def fleet_recorded(conn: psycopg.Connection, fleet_forecast_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM fleet_forecasts WHERE fleet_forecast_id = %s",
+                        (fleet_forecast_id,)).fetchone() is not None
+
+
+def training_recorded(conn: psycopg.Connection, training_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM model_trainings WHERE training_id = %s",
+                        (training_id,)).fetchone() is not None
