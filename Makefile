@@ -1,6 +1,6 @@
 # The two commands that matter: `make setup` (fresh machine -> everything
 # installed) and `make test` (the whole suite). See README.md and docs/.
-.PHONY: setup test checks lock upgrade typecheck docs unit integration up down up-swiss down-swiss status bench bench-load bench-dashboard bench-training bench-telemetry bench-onboarding bench-forecasting bench-real bench-cold bench-fuzz bench-faults lint
+.PHONY: setup test checks lock upgrade typecheck docs unit integration up down up-swiss down-swiss status bench bench-load bench-dashboard bench-training bench-telemetry bench-onboarding bench-forecasting bench-real bench-cold bench-fuzz bench-faults soak lint
 
 PY := .venv/bin/python
 # MkDocs 1.x, quiet about its successors' notices.
@@ -105,6 +105,10 @@ bench-cold:
 # stack of its own (stop `make up` first).
 bench-faults:
 	$(PY) bench/faults.py
+
+# The churn soak (bench/soak.py): an hour of traffic under a fault loop; MINUTES=10 for a short one.
+soak:
+	$(PY) bench/soak.py --minutes $(or $(MINUTES),60)
 
 bench-fuzz:
 	$(PY) bench/fuzz.py

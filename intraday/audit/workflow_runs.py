@@ -49,11 +49,12 @@ def open_count(conn: psycopg.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def forecasts_recorded(conn: psycopg.Connection, forecast_ids: list[str]) -> bool:
-    """Every one of these device forecasts is in the audit store."""
+def forecasts_recorded(conn: psycopg.Connection, forecast_ids: list[str], every: bool = True) -> bool:
+    """Every one (or, not `every`, any) of these device forecasts is in the audit store."""
     row = conn.execute("SELECT count(*) FROM forecast_requests WHERE request_id = ANY(%s)",
                        (forecast_ids,)).fetchone()
-    return row is not None and int(row[0]) == len(set(forecast_ids))
+    found = int(row[0]) if row is not None else 0
+    return found == len(set(forecast_ids)) if every else found > 0
 
 
 def fleet_recorded(conn: psycopg.Connection, fleet_forecast_id: str) -> bool:

@@ -20,6 +20,7 @@ from workflows.contracts import ForecastJob
 from workflows.forecast import WORKFLOW_NAME
 
 TERMINAL_RERUN = {wf.WorkflowStatus.FAILED, wf.WorkflowStatus.TERMINATED}
+FINISHED = {wf.WorkflowStatus.COMPLETED, *TERMINAL_RERUN}
 client: wf.DaprWorkflowClient = None  # type: ignore[assignment]  # set by the app's lifespan
 _starting: dict[str, asyncio.Lock] = {}
 
@@ -87,6 +88,17 @@ def wait_seconds() -> int:
 def waited(workflow: str, state: wf.WorkflowState | None) -> None:
     """Count the final status of an instance the forecaster waited for."""
     metrics.WORKFLOW_OUTCOMES.labels(workflow, state.runtime_status.name if state else "NOT_FOUND").inc()
+
+
+async def finished(workflow: str, instance_id: str, state: wf.WorkflowState | None) -> None:
+    """An instance waited for: its final status counted and, once finished,
+    settled in the watchdog's register (so that the watchdog need not tell
+    a finished one whose history was purged from a lost one)."""
+    waited(workflow, state)
+    if state is not None and state.runtime_status in FINISHED:
+        from services.forecaster import watchdog
+
+        await asyncio.to_thread(watchdog.settle_seen, instance_id, state.runtime_status.name)
 
 
 def read_recorded(fid: str) -> dict | None:

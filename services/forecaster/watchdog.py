@@ -48,7 +48,6 @@ from workflows.training import TRAINING_WORKFLOW_NAME
 
 log = logging.getLogger("forecaster.watchdog")
 WATCHDOG_JOB = "intraday-watchdog"
-FINISHED = {wf.WorkflowStatus.COMPLETED, wf.WorkflowStatus.FAILED, wf.WorkflowStatus.TERMINATED}
 REDRIVES = 1  # started again at most this often, then failed
 # How long an instance may rightly live past its start, beyond the forecast
 # deadline: a fleet forecast of 10,000 devices takes about 11 s, one a
@@ -89,11 +88,21 @@ def _recorded(conn: Any, run: dict[str, Any]) -> bool:
         return workflow_runs.fleet_recorded(conn, iid)
     if workflow == TRAINING_WORKFLOW_NAME:
         return workflow_runs.training_recorded(conn, iid)
-    if workflow == BATCH_WORKFLOW_NAME:
+    if workflow == BATCH_WORKFLOW_NAME:  # it ran, if any of its forecasts is recorded (some may fail)
         start = datetime.fromisoformat(job["forecast_start"])
         return workflow_runs.forecasts_recorded(conn, [
-            forecast_id(d, start, job["horizon_intervals"], job["model_version"]) for d in job["device_ids"]])
+            forecast_id(d, start, job["horizon_intervals"], job["model_version"]) for d in job["device_ids"]],
+            every=False)
     return workflow_runs.forecasts_recorded(conn, [iid])
+
+
+def settle_seen(instance_id: str, outcome: str) -> None:
+    """A waiting caller saw the instance finish: settled (best effort)."""
+    try:
+        with audit_pool().connection(timeout=2) as conn:
+            workflow_runs.settle(conn, instance_id, outcome)
+    except Exception as e:  # noqa: BLE001 - the watchdog settles it later
+        log.debug("workflow %s not settled now: %s", instance_id, e)
 
 
 def _custom_status(state: wf.WorkflowState) -> str:
@@ -111,7 +120,7 @@ def _terminated(instance_id: str, reason: str) -> bool:
     instances.client.terminate_workflow(instance_id, output={"error": reason})
     for _ in range(20):
         state = instances.read_state(instances.client.get_workflow_state, instance_id, fetch_payloads=False)
-        if state is None or state.runtime_status in FINISHED:
+        if state is None or state.runtime_status in instances.FINISHED:
             return True
         time.sleep(0.5)
     return False
@@ -123,7 +132,7 @@ def mend(run: dict[str, Any], now: datetime | None = None) -> str:
     iid, workflow = run["instance_id"], run["workflow"]
     state = instances.read_state(instances.client.get_workflow_state, iid, fetch_payloads=False)
     with audit_pool().connection() as conn:
-        if state is not None and state.runtime_status in FINISHED:
+        if state is not None and state.runtime_status in instances.FINISHED:
             workflow_runs.settle(conn, iid, state.runtime_status.name)
             return "settled"
         if state is None and _recorded(conn, run):

@@ -10,9 +10,11 @@ them to bench/results/faults.json.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -23,9 +25,12 @@ import psycopg
 import redis
 
 from intraday.timeutil import floor_quarter_hour, isoformat_z
-from tests.stack import topic_messages
+from tests.stack import PG_DSN, dapr_headers, topic_messages
 
 TERMINAL = ("COMPLETED", "FAILED")
+PUBLISH = "http://127.0.0.1:3500/v1.0/publish/pubsub"  # the gateway's sidecar
+TELEMETRY = "http://127.0.0.1:3500/v1.0/invoke/telemetry/method"
+DEVICE = "hp-0005"  # the device the numbered telemetry batches are readings of
 
 
 class Traffic:
@@ -206,3 +211,103 @@ def record_figures(stack: dict, fault: str, figures: dict) -> None:
     table = json.loads(path.read_text()) if path.exists() else {}
     table[fault] = figures
     path.write_text(json.dumps(table, indent=2, sort_keys=True))
+
+
+def decision_id(message_id: str) -> str:
+    return "td-" + hashlib.sha256(message_id.encode()).hexdigest()[:16]
+
+
+class Numbered:
+    """Price ticks (through the gateway, each with its tick id) and
+    telemetry batches (on the gateway's sidecar, each with its batch id),
+    `rate` of each a second from a background thread, numbered from 0."""
+
+    def __init__(self, stack: dict, gateway: httpx.Client, day: int, rate: float = 2.0):
+        self.stack, self.gateway, self.rate = stack, gateway, rate
+        self.run = uuid.uuid4().hex[:6]
+        self.base = datetime(2026, 1, 10, tzinfo=UTC) + timedelta(days=day)  # a day of readings per case
+        self.ticks: list[str] = []  # message ids the gateway accepted
+        self.batches: list[str] = []  # batch ids the sidecar accepted
+        self.refused = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._n = 0
+
+    def __enter__(self) -> Numbered:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _loop(self) -> None:
+        with httpx.Client(headers=dapr_headers(self.stack), timeout=30) as sidecar:
+            while not self._stop.wait(1.0 / self.rate):
+                n, self._n = self._n, self._n + 1
+                tick = f"{self.run}-p{n}"
+                try:
+                    r = self.gateway.post("/prices", json={"price_eur_mwh": 50.0 + (n % 7) * 0.01,
+                                                           "tick_id": tick}, timeout=30)
+                    if r.status_code == 202:
+                        self.ticks.append(f"tick-{tick}")
+                    else:
+                        self.refused += 1
+                    batch = f"{self.run}-t{n}"
+                    at = self.base + timedelta(minutes=n)
+                    r = sidecar.post(f"{PUBLISH}/telemetry", json={"batch_id": batch, "readings": [
+                        {"device_id": DEVICE, "timestamp": at.isoformat(), "power": 1.0 + n / 1000}]})
+                    if r.status_code == 204:
+                        self.batches.append(batch)
+                    else:
+                        self.refused += 1
+                except httpx.HTTPError:
+                    self.refused += 1
+
+
+def _dead(conn: psycopg.Connection, topic: str, ids: list[str]) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT message_id FROM dead_letters WHERE topic = %s"
+                                       " AND message_id = ANY(%s)", (topic, ids)).fetchall()}
+
+
+def _ticks_taken(conn: psycopg.Connection, ids: list[str]) -> set[str]:
+    by_decision = {decision_id(i): i for i in ids}
+    rows = conn.execute("SELECT tick_id FROM price_ticks WHERE tick_id = ANY(%s)",
+                        (list(by_decision),)).fetchall()
+    return {by_decision[r[0]] for r in rows}
+
+
+def _batches_taken(sidecar: httpx.Client, ids: list[str], known: set[str]) -> set[str]:
+    for batch in ids:
+        if batch not in known:
+            try:
+                if sidecar.get(f"{TELEMETRY}/ingest/{batch}", timeout=10).status_code == 200:
+                    known.add(batch)
+            except httpx.HTTPError:
+                pass
+    return known
+
+
+def account_messages(stack: dict, ticks: list[str], batches: list[str], day: datetime | None = None,
+             timeout: float = 240.0) -> dict:
+    """Wait until every id is taken or dead-lettered (or the timeout);
+    the counts, and how long the books took to close."""
+    t0, taken_batches = time.monotonic(), set()
+    with psycopg.connect(PG_DSN, autocommit=True) as conn, \
+            httpx.Client(headers=dapr_headers(stack)) as sidecar:
+        while True:
+            ticks_taken, ticks_dead = _ticks_taken(conn, ticks), _dead(conn, "prices", ticks)
+            _batches_taken(sidecar, batches, taken_batches)
+            batches_dead = _dead(conn, "telemetry", batches)
+            open_ticks = set(ticks) - ticks_taken - ticks_dead
+            open_batches = set(batches) - taken_batches - batches_dead
+            if not (open_ticks or open_batches) or time.monotonic() - t0 > timeout:
+                break
+            time.sleep(2.0)
+        readings = [] if day is None else sidecar.get(f"{TELEMETRY}/devices/{DEVICE}/readings", params={
+            "start": day.isoformat(), "end": (day + timedelta(hours=23, minutes=59)).isoformat()}).json()
+    return {"ticks": len(ticks), "ticks_taken": len(ticks_taken), "ticks_dead_lettered": len(ticks_dead),
+            "ticks_both": len(ticks_taken & ticks_dead), "ticks_lost": sorted(open_ticks)[:10],
+            "batches": len(batches), "batches_taken": len(taken_batches),
+            "batches_dead_lettered": len(batches_dead), "batches_lost": sorted(open_batches)[:10],
+            "readings_stored": readings, "seconds_to_close_books": round(time.monotonic() - t0, 1)}

@@ -9,130 +9,32 @@ delivery still decides must not trade twice."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
 import pytest
 
 from intraday import failpoints
-from tests.faults.books import check_trading_books, record_figures, settle_trading
+from tests.faults.books import (
+    PUBLISH,
+    Numbered,
+    account_messages,
+    check_trading_books,
+    decision_id,
+    record_figures,
+    settle_trading,
+)
 from tests.stack import PG_DSN, app_headers, app_pid, dapr_headers, eventually, healthy
 
 pytestmark = pytest.mark.timeout(600)
-PUBLISH = "http://127.0.0.1:3500/v1.0/publish/pubsub"
-TELEMETRY = "http://127.0.0.1:3500/v1.0/invoke/telemetry/method"
 PORTS = {"trading": 8003, "telemetry": 8002}
-DEVICE = "hp-0005"
-
-
-def _decision_id(message_id: str) -> str:
-    return "td-" + hashlib.sha256(message_id.encode()).hexdigest()[:16]
-
-
-class Numbered:
-    """Price ticks (through the gateway, each with its tick id) and
-    telemetry batches (on the gateway's sidecar, each with its batch id),
-    `rate` of each a second from a background thread, numbered from 0."""
-
-    def __init__(self, stack: dict, gateway: httpx.Client, day: int, rate: float = 2.0):
-        self.stack, self.gateway, self.rate = stack, gateway, rate
-        self.run = uuid.uuid4().hex[:6]
-        self.base = datetime(2026, 1, 10, tzinfo=UTC) + timedelta(days=day)  # a day of readings per case
-        self.ticks: list[str] = []  # message ids the gateway accepted
-        self.batches: list[str] = []  # batch ids the sidecar accepted
-        self.refused = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._n = 0
-
-    def __enter__(self) -> Numbered:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    def _loop(self) -> None:
-        with httpx.Client(headers=dapr_headers(self.stack), timeout=30) as sidecar:
-            while not self._stop.wait(1.0 / self.rate):
-                n, self._n = self._n, self._n + 1
-                tick = f"{self.run}-p{n}"
-                try:
-                    r = self.gateway.post("/prices", json={"price_eur_mwh": 50.0 + (n % 7) * 0.01,
-                                                           "tick_id": tick}, timeout=30)
-                    if r.status_code == 202:
-                        self.ticks.append(f"tick-{tick}")
-                    else:
-                        self.refused += 1
-                    batch = f"{self.run}-t{n}"
-                    at = self.base + timedelta(minutes=n)
-                    r = sidecar.post(f"{PUBLISH}/telemetry", json={"batch_id": batch, "readings": [
-                        {"device_id": DEVICE, "timestamp": at.isoformat(), "power": 1.0 + n / 1000}]})
-                    if r.status_code == 204:
-                        self.batches.append(batch)
-                    else:
-                        self.refused += 1
-                except httpx.HTTPError:
-                    self.refused += 1
-
-
-def _dead(conn: psycopg.Connection, topic: str, ids: list[str]) -> set[str]:
-    return {r[0] for r in conn.execute("SELECT message_id FROM dead_letters WHERE topic = %s"
-                                       " AND message_id = ANY(%s)", (topic, ids)).fetchall()}
-
-
-def _ticks_taken(conn: psycopg.Connection, ids: list[str]) -> set[str]:
-    by_decision = {_decision_id(i): i for i in ids}
-    rows = conn.execute("SELECT tick_id FROM price_ticks WHERE tick_id = ANY(%s)",
-                        (list(by_decision),)).fetchall()
-    return {by_decision[r[0]] for r in rows}
-
-
-def _batches_taken(sidecar: httpx.Client, ids: list[str], known: set[str]) -> set[str]:
-    for batch in ids:
-        if batch not in known:
-            try:
-                if sidecar.get(f"{TELEMETRY}/ingest/{batch}", timeout=10).status_code == 200:
-                    known.add(batch)
-            except httpx.HTTPError:
-                pass
-    return known
-
-
-def _account(stack: dict, ticks: list[str], batches: list[str], day: datetime | None = None,
-             timeout: float = 240.0) -> dict:
-    """Wait until every id is taken or dead-lettered (or the timeout);
-    the counts, and how long the books took to close."""
-    t0, taken_batches = time.monotonic(), set()
-    with psycopg.connect(PG_DSN, autocommit=True) as conn, \
-            httpx.Client(headers=dapr_headers(stack)) as sidecar:
-        while True:
-            ticks_taken, ticks_dead = _ticks_taken(conn, ticks), _dead(conn, "prices", ticks)
-            _batches_taken(sidecar, batches, taken_batches)
-            batches_dead = _dead(conn, "telemetry", batches)
-            open_ticks = set(ticks) - ticks_taken - ticks_dead
-            open_batches = set(batches) - taken_batches - batches_dead
-            if not (open_ticks or open_batches) or time.monotonic() - t0 > timeout:
-                break
-            time.sleep(2.0)
-        readings = [] if day is None else sidecar.get(f"{TELEMETRY}/devices/{DEVICE}/readings", params={
-            "start": day.isoformat(), "end": (day + timedelta(hours=23, minutes=59)).isoformat()}).json()
-    return {"ticks": len(ticks), "ticks_taken": len(ticks_taken), "ticks_dead_lettered": len(ticks_dead),
-            "ticks_both": len(ticks_taken & ticks_dead), "ticks_lost": sorted(open_ticks)[:10],
-            "batches": len(batches), "batches_taken": len(taken_batches),
-            "batches_dead_lettered": len(batches_dead), "batches_lost": sorted(open_batches)[:10],
-            "readings_stored": readings, "seconds_to_close_books": round(time.monotonic() - t0, 1)}
 
 
 def _case(stack, gateway, name: str, day: int, inject: Callable[[], None]) -> dict:
@@ -142,7 +44,7 @@ def _case(stack, gateway, name: str, day: int, inject: Callable[[], None]) -> di
         inject()
         fault_s = time.monotonic() - injected
         time.sleep(5)
-    books = _account(stack, traffic.ticks, traffic.batches, traffic.base)
+    books = account_messages(stack, traffic.ticks, traffic.batches, traffic.base)
     mine = books.pop("readings_stored")
     assert not books["ticks_lost"], f"{name}: price ticks neither taken nor dead-lettered: {books}"
     assert not books["batches_lost"], f"{name}: telemetry batches neither taken nor dead-lettered: {books}"
@@ -225,7 +127,7 @@ def test_a_burst_past_the_old_trim_length_loses_nothing(stack):
         os.kill(pid, signal.SIGCONT)
     publish_s = time.monotonic() - t0
     assert published == count
-    books = _account(stack, ids, [], timeout=420)
+    books = account_messages(stack, ids, [], timeout=420)
     books.pop("readings_stored")
     assert not books["ticks_lost"], f"ticks lost in the burst: {books}"
     record_figures(stack, "messages: trading paused, burst of 12,000 ticks", {
@@ -243,7 +145,7 @@ def test_a_redelivery_while_the_first_delivery_decides_does_not_trade_twice(stac
     reference = httpx.get("http://127.0.0.1:8003/rule", headers=app_headers(stack),
                           timeout=10).json().get("reference_price") or 80.0
     tick = f"race-{uuid.uuid4().hex[:6]}"
-    decision_id = _decision_id(f"tick-{tick}")
+    decided_as = decision_id(f"tick-{tick}")
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         failpoints.arm(stack["failpoints"], failpoints.TRADING_BEFORE_DECISION, hang=45)
         t0 = time.monotonic()
@@ -255,15 +157,15 @@ def test_a_redelivery_while_the_first_delivery_decides_does_not_trade_twice(stac
         assert eventually(lambda: not (stack["failpoints"] / failpoints.TRADING_BEFORE_DECISION).exists(), 5)
         time.sleep(50 - min(50, time.monotonic() - t0))  # the hung first delivery has finished too
         rows = conn.execute("SELECT count(*) FROM trade_decisions WHERE decision_id = %s",
-                            (decision_id,)).fetchone()[0]
+                            (decided_as,)).fetchone()[0]
         assert rows == 1, f"{rows} decisions for one price move"
         check_trading_books(conn)
     orders = [(entry[b"data"]) for _, entry in rds.xrange("orders")]
-    mine = [o for o in orders if decision_id.encode() in o]
+    mine = [o for o in orders if decided_as.encode() in o]
     ids = {json.loads(o)["id"] for o in mine}
     # Two messages: both deliveries decided (the race happened), under one id.
     assert len(mine) >= 2, f"{len(mine)} orders message(s): the message was not handed out twice"
-    assert ids == {decision_id}, ids
+    assert ids == {decided_as}, ids
     record_figures(stack, "messages: redelivery while the first delivery decides", {
         "decisions": rows, "orders_messages": len(mine), "distinct_message_ids": len(ids),
         "seconds": round(time.monotonic() - t0, 1)})

@@ -24,6 +24,7 @@ from intraday.forecasting.request import check_forecast_start, horizon_intervals
 from intraday.timeutil import floor_quarter_hour, isoformat_z, next_quarter_hour
 from services.forecaster import instances
 from services.forecaster.instances import (
+    finished,
     read_recorded_fleet,
     read_state,
     require_in_fleet,
@@ -31,7 +32,6 @@ from services.forecaster.instances import (
     starting_lock,
     status_code,
     view_of,
-    waited,
 )
 from services.http import FastJSONResponse
 from workflows.fleet import FLEET_WORKFLOW_NAME
@@ -142,7 +142,7 @@ async def start_fleet_forecast(
             state = await run_in_threadpool(
                 read_state, instances.client.wait_for_workflow_completion, fid, fetch_payloads=True,
                 timeout_in_seconds=int(timeout))
-        waited(FLEET_WORKFLOW_NAME, state)
+        await finished(FLEET_WORKFLOW_NAME, fid, state)
         view = view_of(fid, state)
         run = view.pop("result", None)  # the workflow's summary: shards and seconds per step
         if view["status"] in ("COMPLETED", "NOT_FOUND") and (found := await run_in_threadpool(

@@ -22,6 +22,7 @@ from intraday.timeutil import floor_quarter_hour, isoformat_z, next_quarter_hour
 from services.forecaster import instances
 from services.forecaster.batching import Batcher
 from services.forecaster.instances import (
+    finished,
     read_recorded,
     read_recorded_fleet,
     read_recorded_many,
@@ -31,7 +32,6 @@ from services.forecaster.instances import (
     status_code,
     view_of,
     wait_seconds,
-    waited,
 )
 from services.http import FastJSONResponse
 from workflows.contracts import ForecastJob, ForecastRequest
@@ -94,7 +94,7 @@ async def run_single(fid: str, job: dict) -> dict:
         state = await run_in_threadpool(
             read_state, instances.client.wait_for_workflow_completion, fid, fetch_payloads=True,
             timeout_in_seconds=wait_seconds())
-    waited(WORKFLOW_NAME, state)
+    await finished(WORKFLOW_NAME, fid, state)
     view = view_of(fid, state)
     if view["status"] == "NOT_FOUND" and (recorded := await run_in_threadpool(read_recorded, fid)):
         view = {"forecast_id": fid, "status": "COMPLETED", "result": recorded}  # already purged
@@ -128,7 +128,7 @@ async def run_batch(take: list[tuple[str, dict]]) -> dict[str, dict]:
         state = await run_in_threadpool(
             read_state, instances.client.wait_for_workflow_completion, bid, fetch_payloads=True,
             timeout_in_seconds=wait_seconds())
-    waited(BATCH_WORKFLOW_NAME, state)
+    await finished(BATCH_WORKFLOW_NAME, bid, state)
     view = view_of(bid, state)
     outcome = view.get("result") or {}
     log.info("batch %s of %d: %s in %.3f s; shard steps %s", bid, len(take), view["status"],

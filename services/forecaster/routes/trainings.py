@@ -20,7 +20,14 @@ from intraday.errors import InvalidRequest
 from intraday.forecasting import baseline
 from intraday.timeutil import floor_quarter_hour, isoformat_z
 from services.forecaster import instances
-from services.forecaster.instances import read_state, start_once, starting_lock, status_code, view_of, waited
+from services.forecaster.instances import (
+    finished,
+    read_state,
+    start_once,
+    starting_lock,
+    status_code,
+    view_of,
+)
 from services.http import FastJSONResponse
 from workflows.contracts import TrainingRequest
 from workflows.training import TRAINING_WORKFLOW_NAME
@@ -74,7 +81,7 @@ async def _run_training(tid: str, job: dict, wait: bool, timeout: float) -> Fast
     if wait:
         state = await run_in_threadpool(read_state, instances.client.wait_for_workflow_completion, tid,
                                         fetch_payloads=True, timeout_in_seconds=int(timeout))
-        waited(TRAINING_WORKFLOW_NAME, state)
+        await finished(TRAINING_WORKFLOW_NAME, tid, state)
         view = _training_view(tid, state)
     view["created"] = created
     return FastJSONResponse(view, status_code=status_code(view) if wait else 202)
