@@ -131,8 +131,10 @@ def inject(target: str, action: str, rng: random.Random, env: dict) -> float:
         return pause
     # PostgreSQL's SIGTERM is a smart shutdown that waits for every client to leave: fast instead.
     os.kill(pid, signal.SIGINT if (target == "postgres" and action == "SIGTERM") else getattr(signal, action))
+    # Over once the process is gone (a graceful stop finishes its work first),
+    # so that the recovery counts from there.
+    eventually(lambda: not Path(f"/proc/{pid}").exists(), timeout=60)
     if target in ("redis", "postgres"):  # not supervised: started again as `make up` does
-        eventually(lambda: not Path(f"/proc/{pid}").exists(), timeout=60)
         for attempt in range(5):  # a killed postmaster's backends take a moment to go
             try:
                 stack_sh("start", target, env=env)
