@@ -28,11 +28,6 @@ PUBSUB = "pubsub"  # component name, same locally and on GCP
 # The forecasts topic's own component (components/local/pubsub-forecasts.yaml:
 # trimmed by count, the others by age).
 FORECASTS_PUBSUB = "pubsub-forecasts"
-
-
-def _component(topic: str) -> str:
-    """The pub/sub component a topic is on."""
-    return FORECASTS_PUBSUB if topic == "forecasts" else PUBSUB
 # Where a subscriber's sidecar sends a message its app refused or kept failing
 # (each subscription names it; services/gateway/dead_letters.py keeps them).
 DEAD_LETTER_TOPIC = "dead-letter"
@@ -219,6 +214,11 @@ def call_actor(actor_type: str, actor_id: str, method: str, body: dict) -> Any:
     r = sync_client().post(f"/v1.0/actors/{actor_type}/{actor_id}/method/{method}", json=body,
                            timeout=ACTOR_TIMEOUT)
     return _raise_for(r).json()
+
+
+def _component(topic: str) -> str:
+    """The pub/sub component a topic is on."""
+    return FORECASTS_PUBSUB if topic == "forecasts" else PUBSUB
 
 
 def publish(topic: str, data: dict, headers: dict[str, str] | None = None) -> None:

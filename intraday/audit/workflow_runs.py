@@ -44,11 +44,6 @@ def redriven(conn: psycopg.Connection, instance_id: str, due_in: timedelta) -> N
                  " WHERE instance_id = %s", (due_in, instance_id))
 
 
-def open_count(conn: psycopg.Connection) -> int:
-    row = conn.execute("SELECT count(*) FROM workflow_runs WHERE settled_at IS NULL").fetchone()
-    return int(row[0]) if row else 0
-
-
 def forecasts_recorded(conn: psycopg.Connection, forecast_ids: list[str], every: bool = True) -> bool:
     """Every one (or, not `every`, any) of these device forecasts is in the audit store."""
     row = conn.execute("SELECT count(*) FROM forecast_requests WHERE request_id = ANY(%s)",

@@ -138,34 +138,34 @@ def mend(run: dict[str, Any], now: datetime | None = None) -> str:
         if state is None and _recorded(conn, run):
             workflow_runs.settle(conn, iid, "COMPLETED")  # and purged since
             return "settled"
+        owed_until = run["started_at"] + lifetime(workflow) + OWED_AUDIT_TIME
         if state is not None and state.runtime_status == wf.WorkflowStatus.RUNNING \
-                and _custom_status(state) == OWED_AUDIT \
-                and now < run["started_at"] + lifetime(workflow) + OWED_AUDIT_TIME:
-            workflow_runs.extend(conn, iid, run["started_at"] + lifetime(workflow) + OWED_AUDIT_TIME)
+                and _custom_status(state) == OWED_AUDIT and now < owed_until:
+            workflow_runs.extend(conn, iid, owed_until)
             return "owed_audit"
-        seen = state.runtime_status.name if state is not None else "gone from the state store"
-        overdue_s = (now - run["due_at"]).total_seconds() + lifetime(workflow).total_seconds()
-        if run["redriven"] < REDRIVES:
-            reason = f"{seen} {overdue_s:.0f} s after its start: started again by the watchdog"
-            if state is not None and not _terminated(iid, reason):
-                log.error("workflow %s (%s) is %s and does not take termination; trying again later",
-                          iid, workflow, seen)
-                return "unmendable"
-            instances.client.schedule_new_workflow(workflow, input=run["input"], instance_id=iid)
-            workflow_runs.redriven(conn, iid, lifetime(workflow))
-            log.error("workflow %s (%s) was %s; started it again from its input", iid, workflow, reason)
-            metrics.WORKFLOWS_MENDED.labels(workflow, "redriven").inc()
-            return "redriven"
+    seen = state.runtime_status.name if state is not None else "gone from the state store"
+    redrive = run["redriven"] < REDRIVES
+    if redrive:
+        age_s = (now - run["started_at"]).total_seconds()
+        reason = f"{seen} {age_s:.0f} s after its start: started again by the watchdog"
+    else:
         reason = (f"stuck ({seen}) past its deadline after being started again: failed by the watchdog; "
                   "ask for it again")
-        if state is not None and not _terminated(iid, reason):
-            log.error("workflow %s (%s) is %s and does not take termination; trying again later", iid,
-                      workflow, seen)
-            return "unmendable"
-        workflow_runs.settle(conn, iid, f"failed: {reason}")
-        log.error("workflow %s (%s): %s", iid, workflow, reason)
-        metrics.WORKFLOWS_MENDED.labels(workflow, "failed").inc()
-        return "failed"
+    # Outside the connection: termination may take seconds to be taken.
+    if state is not None and not _terminated(iid, reason):
+        log.error("workflow %s (%s) is %s and does not take termination; trying again later", iid, workflow,
+                  seen)
+        return "unmendable"
+    with audit_pool().connection() as conn:
+        if redrive:
+            instances.client.schedule_new_workflow(workflow, input=run["input"], instance_id=iid)
+            workflow_runs.redriven(conn, iid, lifetime(workflow))
+        else:
+            workflow_runs.settle(conn, iid, f"failed: {reason}")
+    action = "redriven" if redrive else "failed"
+    log.error("workflow %s (%s): %s", iid, workflow, reason)
+    metrics.WORKFLOWS_MENDED.labels(workflow, action).inc()
+    return action
 
 
 def sweep() -> dict[str, int]:
