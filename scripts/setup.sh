@@ -2,7 +2,7 @@
 # `make setup`: from a fresh machine to everything the project needs —
 # Redis, PostgreSQL, Prometheus and Chromium (Debian packages), the Python environment in .venv/
 # with the `intraday` console script, the Dapr runtime and CLI, the
-# Zipkin server, and helm.
+# Zipkin server, helm, and Toxiproxy.
 # Idempotent: each step checks what is there and a second run takes seconds.
 set -euo pipefail
 
@@ -105,5 +105,18 @@ else
 fi
 ln -sf "$gcs_bin/helm" .venv/bin/helm
 (cd /tmp && go mod download "github.com/kedacore/keda/v2@$keda_version")
+
+# 7. Toxiproxy (network faults between the stack's processes, tests/network),
+#    built from its Go module into the same cache.
+toxiproxy_version=v2.5.0
+if ! [[ -x "$gcs_bin/toxiproxy-server" && -f "$gcs_bin/.toxiproxy-$toxiproxy_version" ]]; then
+  say "building toxiproxy $toxiproxy_version (Go module)"
+  (cd /tmp && GOBIN="$gcs_bin" go install "github.com/Shopify/toxiproxy/v2/cmd/server@$toxiproxy_version")
+  mv -f "$gcs_bin/server" "$gcs_bin/toxiproxy-server"
+  touch "$gcs_bin/.toxiproxy-$toxiproxy_version"
+else
+  say "toxiproxy $toxiproxy_version present"
+fi
+ln -sf "$gcs_bin/toxiproxy-server" .venv/bin/toxiproxy-server
 
 say "done in $(($(date +%s) - started)) s"
