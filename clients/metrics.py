@@ -80,6 +80,9 @@ REGISTRY_CHANGES = Counter("intraday_registry_devices_written",
 WORKFLOWS_MENDED = Counter("intraday_workflows_mended", "Workflow instances the watchdog found stuck past "
                            "their deadline or lost, by what it did (redriven, failed)",
                            ["workflow", "action"])
+WORKFLOW_QUEUE_SECONDS = Histogram(
+    "intraday_workflow_queue_seconds", "From a workflow instance's start to its first step running (the "
+    "scheduler's backlog), by workflow", ["workflow"], buckets=LATENCY_BUCKETS)
 
 # -- messages ------------------------------------------------------------------
 DEAD_LETTERS = Counter("intraday_dead_letters", "Messages no subscriber could take, kept by the gateway "
@@ -176,6 +179,8 @@ def _initialise() -> None:
                      "training_workflow"):
         for action in ("redriven", "failed"):
             WORKFLOWS_MENDED.labels(workflow, action)
+    for workflow in ("forecast_workflow_v3", "fleet_forecast_workflow", "training_workflow"):
+        WORKFLOW_QUEUE_SECONDS.labels(workflow)
 
 
 _initialise()

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     their deadline are looked for; empty: none."""
     watchdog_grace_seconds: float = 30.0
     """How long past its deadline an instance may run before the watchdog mends it."""
+    workflow_patches_withheld: str = ""
+    """Workflow patches (workflows/patches.py) this process runs without, as the release before them
+    did (comma-separated; the deploy test). Refused in production."""
     scoring_lag_hours: float = 6.0
     """How long after a forecast's last interval its readings are waited for before it is scored."""
     scoring_lookback_days: int = 14
@@ -223,6 +226,9 @@ class Settings(BaseSettings):
         if self.failpoints_dir:
             raise ValueError("INTRADAY_FAILPOINTS_DIR (the fault suite's failpoints) must not be set in "
                              "production")
+        if self.workflow_patches_withheld:
+            raise ValueError("INTRADAY_WORKFLOW_PATCHES_WITHHELD (the deploy test's older release) must "
+                             "not be set in production")
 
     @model_validator(mode="after")
     def _refuse_local_defaults_in_production(self) -> Settings:

@@ -33,8 +33,11 @@ TRADING_BEFORE_DECISION = "trading.before_decision"  # a move observed (pending)
 TELEMETRY_ON_BATCH = "telemetry.on_batch"  # a telemetry message, before anything is done with it
 FORECAST_AFTER_PUBLISH = "forecast.after_publish"  # published, not yet audited
 FORECAST_IN_FETCH = "forecast.in_fetch"  # the fetch activity, before it asks the actor
+FLEET_IN_SHARD = "fleet.in_shard"  # a fleet forecast's shard, before it reads its windows
+TRAINING_BEFORE_DECISION = "training.before_decision"  # a candidate trained and scored, not yet decided on
 KNOWN = (TRADING_AFTER_DECISION, TELEMETRY_MID_INGEST, FORECAST_AFTER_PUBLISH, FORECAST_IN_FETCH,
-         TRADING_ON_PRICE, TRADING_BEFORE_DECISION, TELEMETRY_ON_BATCH)
+         TRADING_ON_PRICE, TRADING_BEFORE_DECISION, TELEMETRY_ON_BATCH, FLEET_IN_SHARD,
+         TRAINING_BEFORE_DECISION)
 
 
 class FailpointError(RuntimeError):

@@ -333,7 +333,7 @@ up() {
   fi
   start_services
   # Restarts an app or sidecar that dies, with backoff, as Kubernetes would.
-  rm -rf "$run/hold"  # nothing is held down by an earlier run
+  rm -rf "$run/hold" "$run/env"  # nothing held down, no deploy's environment, from an earlier run
   start_daemon supervisor .venv/bin/python scripts/supervise.py "$run"
   say "supervisor: restarts what dies (log: $logs/supervisor.log)"
   say "up: gateway on http://127.0.0.1:8000"

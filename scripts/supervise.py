@@ -10,6 +10,10 @@ death and restart is logged (one JSON line each, .data/logs/supervisor.log).
 A file RUN_DIR/hold/NAME (NAME as logged: `telemetry`, `daprd:telemetry`,
 `placement`) holds a dead process down until it is removed, as scaling a
 deployment to zero would: the fault suite keeps a service down that way.
+A file RUN_DIR/env/NAME (a JSON object: variable to value, null to unset)
+changes the environment NAME is started again with, as a deploy changes a
+pod's spec: the deploy test (tests/faults/test_deploy.py) restarts the
+forecaster as one release, then the next, that way.
 
     python scripts/supervise.py RUN_DIR      (stack.sh runs it; it stops with `stack.sh down`)
 """
@@ -47,6 +51,7 @@ class Process:
     due: float | None = None  # when a restart is due, once it died
     restarts: int = 0
     pidfile: Path | None = None  # kept up to date for stack.sh
+    deploys: Path | None = None  # RUN_DIR/env: the environment's changes, read at each restart
 
     def alive(self) -> bool:
         try:
@@ -58,9 +63,25 @@ class Process:
         except (FileNotFoundError, IndexError):
             return False
 
+    def environment(self) -> dict[str, str]:
+        env = dict(self.env)
+        changes = self.deploys / self.name if self.deploys is not None else None
+        if changes is not None and changes.exists():
+            try:
+                wanted = dict(json.loads(changes.read_text()))
+            except (ValueError, TypeError) as e:
+                say("deploy file ignored", process=self.name, file=str(changes), error=str(e))
+                return env
+            for key, value in wanted.items():
+                if value is None:
+                    env.pop(key, None)
+                else:
+                    env[key] = str(value)
+        return env
+
     def start(self) -> None:
         with open(self.log, "ab") as out:
-            child = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=out,
+            child = subprocess.Popen(self.argv, cwd=self.cwd, env=self.environment(), stdout=out,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         self.pid, self.started, self.restarts = child.pid, time.monotonic(), self.restarts + 1
@@ -119,6 +140,8 @@ def main(run_dir: Path) -> None:
     logs = run_dir.parent / "logs"
     procs = [record(name, sidecar, logs) for name in SERVICES for sidecar in (True, False)]
     procs += [record_daemon(name, run_dir, logs) for name in CONTROL_PLANE]
+    for p in procs:
+        p.deploys = run_dir / "env"
     held: set[str] = set()
     say("supervising", processes={p.name: p.pid for p in procs})
     stopping = False

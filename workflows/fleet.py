@@ -23,6 +23,7 @@ from datetime import timedelta
 import dapr.ext.workflow as wf
 
 from workflows import fleet_activities as activities
+from workflows import patches
 from workflows.forecast import IO_RETRY
 
 FLEET_WORKFLOW_NAME = "fleet_forecast_workflow"
@@ -40,6 +41,7 @@ SHARD_RETRY = wf.RetryPolicy(
 
 
 def fleet_forecast_workflow(ctx: wf.DaprWorkflowContext, job: dict):
+    stamping = patches.started(ctx, FLEET_WORKFLOW_NAME)  # alongside the first shards
     devices = job["device_ids"]
     size = job["shard_size"]
     shards = [devices[i : i + size] for i in range(0, len(devices), size)]
@@ -61,6 +63,8 @@ def fleet_forecast_workflow(ctx: wf.DaprWorkflowContext, job: dict):
     summary = yield ctx.call_activity(
         activities.record_fleet, input={"job": {**job, "device_ids": devices}, "shards": results},
         retry_policy=IO_RETRY)
+    if stamping is not None:
+        yield stamping
     return summary
 
 

@@ -31,7 +31,7 @@ from clients.fleet_list import fleet_devices
 from clients.metrics import BATCH_DEVICES, STEP_SECONDS
 from clients.models import catalog
 from clients.weather import on_window, stale_forecast_note
-from intraday import messages
+from intraday import failpoints, messages
 from intraday.audit import db
 from intraday.config import get_settings
 from intraday.errors import InsufficientHistory
@@ -98,6 +98,8 @@ def forecast_shard(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
     ids = list(job["device_ids"])
     settings = get_settings()
     batch = not job.get("partial", True)  # a batch of single requests: no portfolio
+    if not batch:
+        failpoints.reach(failpoints.FLEET_IN_SHARD)
     clock = _Stopwatch("batch" if batch else "fleet")
     BATCH_DEVICES.labels("batch" if batch else "shard").observe(len(ids))
     window_start = data_end - timedelta(days=settings.history_days)

@@ -50,7 +50,7 @@ from datetime import timedelta
 
 import dapr.ext.workflow as wf
 
-from workflows import activities
+from workflows import activities, patches
 from workflows.contracts import DEADLINE
 
 WORKFLOW_NAME = "forecast_workflow_v3"
@@ -105,10 +105,14 @@ def forecast_workflow_v2(ctx: wf.DaprWorkflowContext, job: dict):
 
 
 def forecast_workflow_v3(ctx: wf.DaprWorkflowContext, job: dict):
+    running = patches.started(ctx, WORKFLOW_NAME)  # alongside make_forecast: no time of the forecast's
     deadline = ctx.current_utc_datetime + DEADLINE
     made = _check((yield ctx.call_activity(activities.make_forecast, retry_policy=IO_RETRY,
                                            input={**job, "deadline": deadline.isoformat()})))
-    return (yield from _delivered(ctx, job, made))
+    result = yield from _delivered(ctx, job, made)
+    if running is not None:
+        yield running
+    return result
 
 
 def _delivered(ctx: wf.DaprWorkflowContext, job: dict, made: dict):
@@ -132,3 +136,4 @@ def register(runtime: wf.WorkflowRuntime) -> None:
     runtime.register_workflow(forecast_workflow_v2, name=LEGACY_WORKFLOW_NAME)
     for activity in (activities.make_forecast, activities.deliver, activities.audit):
         runtime.register_activity(activity, name=activity.__name__)
+    patches.register(runtime)

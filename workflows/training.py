@@ -19,6 +19,7 @@ from datetime import timedelta
 
 import dapr.ext.workflow as wf
 
+from workflows import patches
 from workflows import training_activities as activities
 from workflows.forecast import IO_RETRY, ForecastFailed, _check
 
@@ -35,10 +36,13 @@ TRAIN_RETRY = wf.RetryPolicy(
 
 
 def training_workflow(ctx: wf.DaprWorkflowContext, job: dict):
+    running = patches.started(ctx, TRAINING_WORKFLOW_NAME)  # alongside the training
     outcome = _check((yield ctx.call_activity(activities.train_and_evaluate, input=job,
                                               retry_policy=TRAIN_RETRY)))
     decision = yield ctx.call_activity(activities.decide_training, input={"job": job, "outcome": outcome},
                                        retry_policy=IO_RETRY)
+    if running is not None:
+        yield running
     return decision
 
 

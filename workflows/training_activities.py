@@ -28,6 +28,7 @@ import pandas as pd
 
 from clients import sidecar
 from clients.audit_pool import audit_pool
+from intraday import failpoints
 from intraday.audit import db
 from intraday.forecasting import baseline
 from intraday.forecasting.types import FleetWindow
@@ -137,6 +138,7 @@ def train_and_evaluate(ctx: wf.WorkflowActivityContext, job: dict) -> dict:
 def decide_training(ctx: wf.WorkflowActivityContext, payload: dict) -> dict:
     from intraday.forecasting import evaluation, modelstore
 
+    failpoints.reach(failpoints.TRAINING_BEFORE_DECISION)
     job, outcome = payload["job"], payload["outcome"]
     e = outcome["evaluation"]
     result = evaluation.Evaluation(e["origins"], e["candidate"], e["champion"], e["champion_in_sample"],

@@ -19,16 +19,19 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 def _run(pg, instance_id: str) -> dict | None:
-    row = pg.execute("SELECT workflow, input, redriven, settled_at, outcome FROM workflow_runs"
+    row = pg.execute("SELECT workflow, input, redriven, settled_at, outcome, running_at FROM workflow_runs"
                      " WHERE instance_id = %s", (instance_id,)).fetchone()
-    columns = ("workflow", "input", "redriven", "settled_at", "outcome")
+    columns = ("workflow", "input", "redriven", "settled_at", "outcome", "running_at")
     return dict(zip(columns, row, strict=True)) if row else None
 
 
-def _mended(action: str) -> float:
-    series = f'intraday_workflows_mended_total{{action="{action}",workflow="forecast_workflow_v3"}}'
+def _metric(series: str) -> float:
     text = httpx.get("http://127.0.0.1:8001/metrics", timeout=5).text
     return next(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(series))
+
+
+def _mended(action: str) -> float:
+    return _metric(f'intraday_workflows_mended_total{{action="{action}",workflow="forecast_workflow_v3"}}')
 
 
 def test_lost_instances_are_started_again_then_failed_and_finished_ones_settled(gateway, pg):
@@ -38,6 +41,9 @@ def test_lost_instances_are_started_again_then_failed_and_finished_ones_settled(
     made = r.json()["forecast_id"]
     run = _run(pg, made)
     assert run and run["workflow"] == "forecast_workflow_v3" and run["input"]["device_id"] == "hp-0007"
+    # Its first step stamped when it began running (the run-started patch), and its wait was observed.
+    assert run["running_at"] is not None, run
+    assert _metric('intraday_workflow_queue_seconds_count{workflow="forecast_workflow_v3"}') >= 1
     redriven, failed = _mended("redriven"), _mended("failed")
 
     # Registered, overdue, and gone from the state store: the watchdog starts it again.
@@ -54,10 +60,12 @@ def test_lost_instances_are_started_again_then_failed_and_finished_ones_settled(
     view = eventually(lambda: (v := gateway.get(f"/forecast/{lost}")).status_code == 200 and v.json(),
                       timeout=60)
     assert view and view["status"] == "COMPLETED" and view["forecast_id"] == lost, view
-    assert _run(pg, lost)["redriven"] == 1
+    again = _run(pg, lost)
+    assert again["redriven"] == 1 and again["running_at"] is not None, again
     assert _mended("redriven") >= redriven + 1
     settled = eventually(lambda: (x := _run(pg, gone)) and x["settled_at"] and x, timeout=60)
-    assert settled and settled["outcome"].startswith("failed: stuck (gone from the state store)"), settled
+    assert settled and settled["outcome"].startswith(
+        "failed: stuck (gone from the state store, no step of it seen running)"), settled
     assert _mended("failed") >= failed + 1
     assert gateway.get(f"/forecast/{gone}").status_code == 404  # nothing made under it
 

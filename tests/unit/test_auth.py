@@ -50,6 +50,7 @@ def test_production_settings_refuse_local_credentials_and_plaintext():
                             ({"telemetry_backend": "clickhouse", "clickhouse_url": "http://ch"}, "https"),
                             ({"traces_exporter": "zipkin"}, "TRACES"),
                             ({"failpoints_dir": "/tmp/failpoints"}, "FAILPOINTS"),
+                            ({"workflow_patches_withheld": "run-started"}, "PATCHES_WITHHELD"),
                             ({"jwt_jwks_url": "http://idp.internal/jwks", "jwt_issuer": "https://i"},
                              "JWKS"),
                             ({"jwt_jwks_url": "https://idp.example/jwks"}, "JWT_ISSUER")):
