@@ -13,12 +13,14 @@ setup:
 # (its emulator) in a session and stack of its own (tests/gcp), started as a
 # first `make up` is: it trains and serves a model first; then a user's own
 # fleet (tests/own_fleet: the registry, weather, the Swiss heat pumps live)
-# on a stack without the demo fleet.
+# on a stack without the demo fleet; workload certificates that live a
+# minute (tests/certs); network faults through Toxiproxy (tests/network).
 test: checks
 	$(PY) -m pytest -q
 	INTRADAY_COMPONENTS=gcp-emulated INTRADAY_FIRST_MODEL=on $(PY) -m pytest -q tests/gcp
 	INTRADAY_DEMO_FLEET=off $(PY) -m pytest -q tests/own_fleet
 	INTRADAY_WORKLOAD_CERT_TTL=60s $(PY) -m pytest -q tests/certs
+	INTRADAY_TOXIPROXY=on $(PY) -m pytest -q tests/network
 
 # What holds the build together, before the suite: the locks match
 # pyproject.toml; the type checker is clean (intraday/ strict, the rest in

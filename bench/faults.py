@@ -1,6 +1,7 @@
 """The fault suite's figures (`make bench-faults`): runs tests/faults on a
-fresh local stack (pytest starts and stops it), and tests/certs on one whose
-workload certificates live a minute, then writes what each fault
+fresh local stack (pytest starts and stops it), tests/certs on one whose
+workload certificates live a minute and tests/network on one with Toxiproxy
+on its links, then writes what each fault
 did to the books to bench/results/faults.json and prints a table.
 
     python bench/faults.py [pytest args...]
@@ -34,12 +35,16 @@ def main(args: list[str]) -> int:
         print("bench/faults.py: the fault suite recorded no figures", file=sys.stderr)
         return run.returncode or 1
     faults = json.loads(FIGURES.read_text())
-    # Sentry down past the workload certificates' TTL: a stack of its own (tests/certs).
-    certs = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/certs"],
-                           cwd=ROOT, env={**os.environ, "INTRADAY_WORKLOAD_CERT_TTL": "60s"})
-    if FIGURES.exists():
-        faults.update(json.loads(FIGURES.read_text()))
-    run = run if run.returncode else certs
+    # Sentry down past the workload certificates' TTL, and the network
+    # faults: each a stack of its own (tests/certs, tests/network).
+    for suite, variable, value in (("tests/certs", "INTRADAY_WORKLOAD_CERT_TTL", "60s"),
+                                   ("tests/network", "INTRADAY_TOXIPROXY", "on")):
+        FIGURES.unlink(missing_ok=True)
+        session = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", suite],
+                                 cwd=ROOT, env={**os.environ, variable: value})
+        if FIGURES.exists():
+            faults.update(json.loads(FIGURES.read_text()))
+        run = run if run.returncode else session
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),

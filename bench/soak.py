@@ -53,6 +53,7 @@ from tests.faults.books import (  # noqa: E402
     account_messages,
     check_forecast_books,
     check_trading_books,
+    forecast_ok,
 )
 from tests.stack import PG_DSN, app_pid, eventually  # noqa: E402
 
@@ -85,14 +86,6 @@ def pid_of(target: str) -> int:
                              text=True, check=True).stdout.split()
         return int(out[0])
     return app_pid(target)
-
-
-def probe(client: httpx.Client) -> bool:
-    try:
-        return client.post("/forecast/intraday", params={"wait": "true"},
-                           json={"device_id": "hp-0001", "horizon_hours": 1}, timeout=30).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 class Timed(Traffic):
@@ -178,7 +171,7 @@ def main() -> int:
     key = (DATA / "api-key").read_text().strip()
     client = httpx.Client(base_url=GATEWAY, headers={"authorization": f"Bearer {key}"}, timeout=30)
     rds = redis.Redis(port=6379, decode_responses=False)
-    assert eventually(lambda: probe(client), timeout=300), "no forecast from the fresh stack"
+    assert eventually(lambda: forecast_ok(client), timeout=300), "no forecast from the fresh stack"
     devices = [d["device_id"] for d in client.get("/devices").json()]
     before = {**levels(rds), "idle_cpu_cores": idle_cpu()}
     log(f"before: {before}")
@@ -201,7 +194,7 @@ def main() -> int:
                 log(f"{target} {action}: could not inject ({e})")
                 continue
             over = time.monotonic()
-            recovered = eventually(lambda: probe(client), timeout=300)
+            recovered = eventually(lambda: forecast_ok(client), timeout=300)
             recovery = time.monotonic() - over
             faults.append({"target": target, "action": action, "at_s": round(t0 - began, 1),
                            "paused_s": round(paused, 1), "recovered": bool(recovered),

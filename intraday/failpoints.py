@@ -35,9 +35,10 @@ FORECAST_AFTER_PUBLISH = "forecast.after_publish"  # published, not yet audited
 FORECAST_IN_FETCH = "forecast.in_fetch"  # the fetch activity, before it asks the actor
 FLEET_IN_SHARD = "fleet.in_shard"  # a fleet forecast's shard, before it reads its windows
 TRAINING_BEFORE_DECISION = "training.before_decision"  # a candidate trained and scored, not yet decided on
+AUDIT_BEFORE_COMMIT = "audit.before_commit"  # forecasts' audit rows written, their COMMIT not yet sent
 KNOWN = (TRADING_AFTER_DECISION, TELEMETRY_MID_INGEST, FORECAST_AFTER_PUBLISH, FORECAST_IN_FETCH,
          TRADING_ON_PRICE, TRADING_BEFORE_DECISION, TELEMETRY_ON_BATCH, FLEET_IN_SHARD,
-         TRAINING_BEFORE_DECISION)
+         TRAINING_BEFORE_DECISION, AUDIT_BEFORE_COMMIT)
 
 
 class FailpointError(RuntimeError):

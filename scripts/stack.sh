@@ -14,6 +14,12 @@
 # YAML only: components/gcp/pubsub.yaml pointed at the Pub/Sub emulator of
 # the Google Cloud CLI (127.0.0.1:8085, in memory), the other components
 # local (deploy/gcp_emulated.py).
+# INTRADAY_TOXIPROXY=on (tests/network) puts Toxiproxy (127.0.0.1:8474) on
+# the links a network fault is injected into: every daprd to placement
+# (:51005) and to the scheduler (:51006, which it also broadcasts), every
+# daprd to Redis (:16379), every app to PostgreSQL (:15432), and the
+# forecaster's daprd to its app (:18001); the processes are pointed at the
+# proxies by a derived run file and components (run_file).
 # Everything lives under INTRADAY_DATA_DIR (default ./.data): redis/,
 # postgres/, scheduler/, certs/ (Sentry's root and issuer), telemetry/ (chDB),
 # logs/, run/ (pid files).
@@ -34,6 +40,10 @@ sentry_port=50001  # where `dapr run` points daprd when the configuration enable
 zipkin_port=9411
 prometheus_port=9090
 pubsub_emulator_port="${INTRADAY_PUBSUB_EMULATOR_PORT:-8085}"
+toxiproxy="${INTRADAY_TOXIPROXY:-off}"
+toxiproxy_port=8474
+# name:listen port:upstream port (tests/network/toxics.py has the same)
+proxies=(placement:51005:50005 scheduler:51006:50006 redis:16379:6379 postgres:15432:5432 forecaster-app:18001:8001)
 components="${INTRADAY_COMPONENTS:-local}"
 # name:app-port:sidecar-http-port, as in dapr.yaml
 services=(telemetry:8002:3502 forecaster:8001:3501 trading:8003:3503 gateway:8000:3500)
@@ -139,6 +149,30 @@ start_pubsub_emulator() {  # Google Cloud Pub/Sub, emulated (INTRADAY_COMPONENTS
   say "pubsub emulator up on 127.0.0.1:$pubsub_emulator_port"
 }
 
+start_toxiproxy() {  # INTRADAY_TOXIPROXY=on: the proxies of the network faults
+  [[ -x .venv/bin/toxiproxy-server ]] || die "Toxiproxy is not installed: run make setup"
+  if ! http_ok "http://127.0.0.1:$toxiproxy_port/version"; then
+    local p name listen upstream sep=""
+    {
+      printf '['
+      for p in "${proxies[@]}"; do
+        IFS=: read -r name listen upstream <<<"$p"
+        # The app's proxy opens once the app answers (start_services): daprd
+        # waits for its app port to listen, then asks the app for its actors once.
+        printf '%s{"name": "%s", "listen": "127.0.0.1:%s", "upstream": "127.0.0.1:%s", "enabled": %s}' \
+          "$sep" "$name" "$listen" "$upstream" "$([[ $name == *-app ]] && echo false || echo true)"
+        sep=", "
+      done
+      printf ']\n'
+    } >"$run/toxiproxy.json"
+    start_daemon toxiproxy .venv/bin/toxiproxy-server -host 127.0.0.1 -port "$toxiproxy_port" \
+      -config "$run/toxiproxy.json"
+    wait_for toxiproxy 30 http_ok "http://127.0.0.1:$toxiproxy_port/version" \
+      || die "toxiproxy did not start (see $logs/toxiproxy.log)"
+  fi
+  say "toxiproxy up on :$toxiproxy_port (${#proxies[@]} proxies)"
+}
+
 start_prometheus() {  # scrapes every sidecar, the control plane and the apps (observability/prometheus.yml)
   if http_ok "http://127.0.0.1:$prometheus_port/-/ready"; then say "prometheus already up on :$prometheus_port"; return; fi
   command -v prometheus >/dev/null 2>&1 || die "Prometheus is not installed: run make setup"
@@ -198,10 +232,14 @@ start_dapr_control_plane() {
   start_daemon placement "$dapr_bin/placement" --port "$placement_port" "${tls[@]}" \
     --healthz-port 58081 --metrics-port 59091 --log-level warn
   mkdir -p "$data/scheduler"
+  # Where daprd connects to the scheduler: the address it broadcasts (the
+  # proxy's, with Toxiproxy on the link).
+  local broadcast_port=$scheduler_port
+  [[ "$toxiproxy" != on ]] || broadcast_port=51006
   start_daemon scheduler "$dapr_bin/scheduler" --port "$scheduler_port" "${tls[@]}" \
     --identity-directory-write "$data/run/scheduler-identity" \
     --etcd-data-dir "$data/scheduler" --etcd-client-port 52379 \
-    --override-broadcast-host-port "localhost:$scheduler_port" \
+    --override-broadcast-host-port "localhost:$broadcast_port" \
     --healthz-port 58082 --metrics-port 59092 --log-level warn
   wait_for placement 30 http_ok http://127.0.0.1:58081/healthz || die "placement unhealthy (see $logs/placement.log)"
   wait_for scheduler 60 http_ok http://127.0.0.1:58082/healthz || die "scheduler unhealthy (see $logs/scheduler.log)"
@@ -248,10 +286,22 @@ PY
     .venv/bin/python -m deploy.gcp_emulated "$resources" --endpoint "127.0.0.1:$pubsub_emulator_port" >/dev/null
     derived=1
   fi
+  local proxied=()
+  if [[ "$toxiproxy" == on ]]; then  # Redis through its proxy; placement, scheduler and the forecaster's app too
+    rm -rf "$run/components-proxied"; mkdir -p "$run/components-proxied"
+    for app in "$resources"/*.yaml; do
+      sed "s|localhost:$redis_port|localhost:16379|" "$app" >"$run/components-proxied/${app##*/}"
+    done
+    resources="$run/components-proxied"
+    proxied=(-e "s|placementHostAddress: localhost:$placement_port|placementHostAddress: localhost:51005|"
+             -e "s|schedulerHostAddress: localhost:$scheduler_port|schedulerHostAddress: localhost:51006|"
+             -e "s|appPort: 8001\$|appPort: 18001|")
+    derived=1
+  fi
   ((derived)) || { echo dapr.yaml; return; }
   local configs=(-e "s|configFilePath: ./components/config/|configFilePath: $root/components/config/|")
   ((${#changes[@]})) && configs=(-e "s|configFilePath: ./components/config/local-\([a-z]*\)\.yaml|configFilePath: $run/config-\1.yaml|")
-  sed "${configs[@]}" \
+  sed "${configs[@]}" "${proxied[@]}" \
       -e "s|resourcesPath: ./components/local|resourcesPath: $resources|" \
       -e "s|appDirPath: \.$|appDirPath: $root|" dapr.yaml >"$run/dapr-run.yaml"
   echo "$run/dapr-run.yaml"
@@ -280,6 +330,8 @@ start_services() {
     # daprd checks Sentry and its peers against the trust anchors (none without mTLS: no Sentry ran).
     DAPR_TRUST_ANCHORS=""
     [[ "${INTRADAY_MTLS:-on}" == off ]] || DAPR_TRUST_ANCHORS="$(cat "$data/certs/ca.crt")"
+    # With Toxiproxy on the link, the apps reach PostgreSQL through its proxy.
+    [[ "$toxiproxy" != on ]] || export INTRADAY_PG_DSN="postgresql://intraday@127.0.0.1:15432/intraday"
     # The services read their secrets (the audit DSN, the keys' pepper) from
     # the secret store (components/local/secretstore.yaml), a file made here
     # from the settings, as production reads them from Secret Manager.
@@ -297,6 +349,11 @@ print(json.dumps({"pg-dsn": s.pg_dsn, "api-key-pepper": s.api_key_pepper}))' >"$
   local s name app_port dapr_port
   for s in "${services[@]}"; do
     IFS=: read -r name app_port dapr_port <<<"$s"
+    if wait_for "$name" "$health_timeout" http_ok "http://127.0.0.1:$app_port/health" \
+        && [[ "$toxiproxy" == on ]] && [[ " ${proxies[*]} " == *" $name-app:"* ]]; then
+      curl -fsS -o /dev/null -X POST -d '{"enabled": true}' "http://127.0.0.1:$toxiproxy_port/proxies/$name-app" \
+        || die "toxiproxy: the $name-app proxy did not open"
+    fi
     if ! wait_for "$name" "$health_timeout" http_ok "http://127.0.0.1:$app_port/health" \
       || ! wait_for "$name sidecar" 30 http_ok "http://127.0.0.1:$dapr_port/v1.0/healthz"; then
       say "$name did not become healthy; last log lines:"
@@ -318,6 +375,7 @@ up() {
   esac
   start_redis
   start_postgres
+  [[ "$toxiproxy" != on ]] || start_toxiproxy
   start_zipkin
   start_prometheus
   start_dapr_control_plane
@@ -386,6 +444,7 @@ down() {
   stop_pid zipkin
   stop_pid prometheus
   stop_pid pubsub-emulator
+  stop_pid toxiproxy
   local bin; bin="$(pg_bin)"
   if [[ -n "$bin" && -s "$data/postgres/PG_VERSION" ]] && as_pg "$bin/pg_ctl" -D "$data/postgres" status >/dev/null 2>&1; then
     as_pg "$bin/pg_ctl" -D "$data/postgres" -m fast -w stop >/dev/null && say "postgres stopped"
@@ -400,7 +459,7 @@ down() {
 status() {
   local s name app_port dapr_port
   redis-cli -p "$redis_port" ping >/dev/null 2>&1 && say "redis: up" || say "redis: down"
-  for s in zipkin prometheus pubsub-emulator sentry placement scheduler apps supervisor; do alive "$s" && say "$s: up" || say "$s: down"; done
+  for s in zipkin prometheus pubsub-emulator toxiproxy sentry placement scheduler apps supervisor; do alive "$s" && say "$s: up" || say "$s: down"; done
   for s in "${services[@]}"; do
     IFS=: read -r name app_port dapr_port <<<"$s"
     http_ok "http://127.0.0.1:$app_port/health" && say "$name: healthy" || say "$name: not answering"

@@ -41,10 +41,11 @@ def _busy(port: int) -> bool:
 # tests/gcp with Google Cloud's emulators (INTRADAY_COMPONENTS=gcp-emulated),
 # tests/own_fleet without the demo fleet (INTRADAY_DEMO_FLEET=off), the
 # user's fleet imported into it; tests/certs with workload certificates that
-# live a minute (INTRADAY_WORKLOAD_CERT_TTL=60s). Such a session runs nothing
-# else, the others not them.
+# live a minute (INTRADAY_WORKLOAD_CERT_TTL=60s); tests/network with
+# Toxiproxy on the stack's links (INTRADAY_TOXIPROXY=on). Such a session
+# runs nothing else, the others not them.
 SESSIONS = {"gcp": ("INTRADAY_COMPONENTS", "gcp-emulated"), "own_fleet": ("INTRADAY_DEMO_FLEET", "off"),
-            "certs": ("INTRADAY_WORKLOAD_CERT_TTL", "60s")}
+            "certs": ("INTRADAY_WORKLOAD_CERT_TTL", "60s"), "network": ("INTRADAY_TOXIPROXY", "on")}
 
 
 def _session_of(item) -> str | None:

@@ -17,6 +17,7 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from psycopg.types.json import Jsonb
 
+from intraday import failpoints
 from intraday.config import REPO_ROOT
 from intraday.forecasting.types import Forecast
 from intraday.timeutil import isoformat_z
@@ -110,6 +111,7 @@ def record_forecasts(conn: psycopg.Connection, records: list[ForecastRecord]) ->
         series = ", ".join(_SERIES_COLUMNS)
         cur.execute(f"INSERT INTO forecast_series ({series}) SELECT {series} FROM audit_stage"
                     " WHERE request_id = ANY(%s)", (new,))
+        failpoints.reach(failpoints.AUDIT_BEFORE_COMMIT)
     return new
 
 

@@ -33,6 +33,15 @@ TELEMETRY = "http://127.0.0.1:3500/v1.0/invoke/telemetry/method"
 DEVICE = "hp-0005"  # the device the numbered telemetry batches are readings of
 
 
+def forecast_ok(client: httpx.Client, device: str = "hp-0001") -> bool:
+    """A one-hour forecast served (wait=true) now."""
+    try:
+        return client.post("/forecast/intraday", params={"wait": "true"},
+                           json={"device_id": device, "horizon_hours": 1}, timeout=30).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 class Traffic:
     """Forecast requests (wait=false: accepted, then followed to the end) at
     about `rate` a second from a background thread, each a forecast id of

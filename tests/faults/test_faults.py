@@ -23,6 +23,7 @@ from tests.faults.books import (
     Traffic,
     check_forecast_books,
     check_trading_books,
+    forecast_ok,
     record_figures,
     settle_trading,
 )
@@ -40,14 +41,6 @@ from tests.stack import (
 )
 
 pytestmark = pytest.mark.timeout(420)
-
-
-def _forecast_ok(gateway: httpx.Client) -> bool:
-    try:
-        return gateway.post("/forecast/intraday", params={"wait": "true"},
-                            json={"device_id": "hp-0001", "horizon_hours": 1}, timeout=30).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _answers(url: str) -> bool:
@@ -74,7 +67,7 @@ def _run_fault(stack, gateway, rds, devices, name: str, offset_hours: int, injec
         accepted_before = len(traffic.accepted)
         injected, injected_at = time.monotonic(), datetime.now(UTC)
         inject()
-        recovered = eventually(lambda: _forecast_ok(gateway), timeout=120)
+        recovered = eventually(lambda: forecast_ok(gateway), timeout=120)
         recover_s = time.monotonic() - injected
         assert recovered, f"{name}: no forecast within 120 s of the fault"
         time.sleep(4)
@@ -251,7 +244,7 @@ def test_redis_killed_and_restarted_from_its_append_only_file(stack, gateway, rd
     """kill -9 of Redis (the actors' and workflows' state store; locally
     also the pub/sub broker), started again 5 s later from its append-only
     file: actors and workflows carry on where they were."""
-    assert _forecast_ok(gateway)  # at least one actor holds its state
+    assert forecast_ok(gateway)  # at least one actor holds its state
     before = _actor_keys(rds)
     assert before > 0, sorted(rds.scan_iter(count=1000))[:20]
 
@@ -315,7 +308,7 @@ def test_telemetry_down_warm_actors_serve_and_a_first_use_fails_clearly(stack, g
     audited; once telemetry is back it is forecast as usual."""
     cold, warm = "hp-0024", ["hp-0001", "hp-0002", "hp-0003"]
     _forget_actor(stack, rds, cold)
-    assert _forecast_ok(gateway)  # the restarted forecaster knows the fleet again
+    assert forecast_ok(gateway)  # the restarted forecaster knows the fleet again
     for device in warm:  # their actors active, holding a window
         assert _ask(gateway, device, 3)[0] == 200
     hold = stack["data_dir"] / "run" / "hold" / "telemetry"
