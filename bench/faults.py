@@ -1,7 +1,8 @@
 """The fault suite's figures (`make bench-faults`): runs tests/faults on a
 fresh local stack (pytest starts and stops it), tests/certs on one whose
-workload certificates live a minute and tests/network on one with Toxiproxy
-on its links, then writes what each fault
+workload certificates live a minute, tests/network on one with Toxiproxy
+on its links and tests/replicas on one with two forecasters and gateways,
+then writes what each fault
 did to the books to bench/results/faults.json and prints a table.
 
     python bench/faults.py [pytest args...]
@@ -38,7 +39,8 @@ def main(args: list[str]) -> int:
     # Sentry down past the workload certificates' TTL, and the network
     # faults: each a stack of its own (tests/certs, tests/network).
     for suite, variable, value in (("tests/certs", "INTRADAY_WORKLOAD_CERT_TTL", "60s"),
-                                   ("tests/network", "INTRADAY_TOXIPROXY", "on")):
+                                   ("tests/network", "INTRADAY_TOXIPROXY", "on"),
+                                   ("tests/replicas", "INTRADAY_REPLICAS", "2")):
         FIGURES.unlink(missing_ok=True)
         session = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", suite],
                                  cwd=ROOT, env={**os.environ, variable: value})

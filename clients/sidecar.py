@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import json as _json
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -87,6 +88,7 @@ class Reply:
 
     status_code: int
     content: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def is_success(self) -> bool:
@@ -129,7 +131,7 @@ async def _request(method: str, url: str, *, params: dict | None = None, json: A
     if timeout is not None:
         kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout, sock_connect=TIMEOUT.connect)
     async with _session.request(method, url, headers=headers, **kwargs) as r:
-        return Reply(r.status, await r.read())
+        return Reply(r.status, await r.read(), r.headers)
 
 
 # -- service invocation --------------------------------------------------
@@ -182,6 +184,28 @@ async def get_state_bytes(key: str) -> bytes | None:
         return None
     body = _raise_for(r).json()
     return base64.b64decode(body["b64"])
+
+
+async def get_state_versioned(key: str) -> tuple[Any, str | None]:
+    """A JSON value and its ETag (None, None: no such key)."""
+    r = await _request("GET", f"/v1.0/state/{STATESTORE}/{key}")
+    if r.status_code == 204:
+        return None, None
+    return _raise_for(r).json(), r.headers.get("ETag")
+
+
+async def save_state_if(key: str, value: Any, etag: str | None, ttl_seconds: int) -> bool:
+    """Save `value` only if the key is still at `etag` (None: only if it
+    does not exist, which Redis's state store spells ETag "0" for a key
+    written first-write); False if another writer got there first."""
+    item: dict[str, Any] = {"key": key, "value": value, "etag": etag or "0",
+                            "options": {"concurrency": "first-write"},
+                            "metadata": {"ttlInSeconds": str(ttl_seconds)}}
+    r = await _request("POST", f"/v1.0/state/{STATESTORE}", json=[item])
+    if r.status_code == 409:
+        return False
+    _raise_for(r)
+    return True
 
 
 async def save_state_bytes(key: str, data: bytes) -> None:

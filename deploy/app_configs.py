@@ -29,7 +29,7 @@ SECRET_STORE = "secretstore"
 # call none of Dapr's runtime API over it; one read-only entry makes the list
 # apply to gRPC too (an empty one would leave gRPC open).
 HTTP_APIS = {
-    "gateway": ("invoke", "publish", "secrets", "metadata"),
+    "gateway": ("invoke", "publish", "state", "secrets", "metadata"),
     "forecaster": ("invoke", "publish", "publish@v1.0-alpha1", "actors", "state", "jobs@v1.0-alpha1",
                    "secrets", "metadata"),
     "telemetry": ("actors", "jobs@v1.0-alpha1", "metadata"),

@@ -50,23 +50,32 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
+def take_token(bucket: tuple[float, float] | None, key_id: str, rate_per_minute: float,
+               now: float) -> tuple[tuple[float, float], RateLimited | None]:
+    """A token bucket: `rate` requests a minute, bursts of up to a minute's
+    worth. From the bucket (tokens, at) as last left (None: full), one
+    request at `now`: the bucket to leave, and the refusal if it had no token."""
+    capacity, per_second = rate_per_minute, rate_per_minute / 60.0
+    tokens, at = bucket if bucket is not None else (capacity, now)
+    tokens = min(capacity, tokens + max(0.0, now - at) * per_second)
+    if tokens < 1.0:
+        message = f"key {key_id} is over its rate of {rate_per_minute:g} requests a minute"
+        return (tokens, now), RateLimited(message, (1.0 - tokens) / per_second)
+    return (tokens - 1.0, now), None
+
+
 class RateLimiter:
-    """A token bucket per key: `rate` requests a minute, bursts of up to a
-    minute's worth. In memory, per gateway replica (n replicas admit up to
-    n times the rate)."""
+    """A token bucket per key (take_token), in this process's memory: the
+    gateway's fallback while the shared one (services/gateway/ratelimit.py)
+    cannot be reached."""
 
     def __init__(self) -> None:
         self._buckets: dict[str, tuple[float, float]] = {}  # key id -> (tokens, at)
 
     def take(self, key_id: str, rate_per_minute: float, now: float) -> None:
-        capacity, per_second = rate_per_minute, rate_per_minute / 60.0
-        tokens, at = self._buckets.get(key_id, (capacity, now))
-        tokens = min(capacity, tokens + (now - at) * per_second)
-        if tokens < 1.0:
-            self._buckets[key_id] = (tokens, now)
-            raise RateLimited(f"key {key_id} is over its rate of {rate_per_minute:g} requests a minute",
-                              (1.0 - tokens) / per_second)
-        self._buckets[key_id] = (tokens - 1.0, now)
+        self._buckets[key_id], refused = take_token(self._buckets.get(key_id), key_id, rate_per_minute, now)
+        if refused is not None:
+            raise refused
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,10 @@
 # daprd to Redis (:16379), every app to PostgreSQL (:15432), and the
 # forecaster's daprd to its app (:18001); the processes are pointed at the
 # proxies by a derived run file and components (run_file).
+# INTRADAY_REPLICAS=N (2 to 4; tests/replicas) runs N forecaster and N
+# gateway instances, as a deployment of N pods: replica k (from 2) on the
+# ports of replica 1 plus 100(k-1) (forecaster app :8101, its sidecar
+# :3601; gateway :8100, :3600), logging to the run's own log (apps.log).
 # Everything lives under INTRADAY_DATA_DIR (default ./.data): redis/,
 # postgres/, scheduler/, certs/ (Sentry's root and issuer), telemetry/ (chDB),
 # logs/, run/ (pid files).
@@ -41,12 +45,19 @@ zipkin_port=9411
 prometheus_port=9090
 pubsub_emulator_port="${INTRADAY_PUBSUB_EMULATOR_PORT:-8085}"
 toxiproxy="${INTRADAY_TOXIPROXY:-off}"
+replicas="${INTRADAY_REPLICAS:-1}"
+[[ "$replicas" =~ ^[1-4]$ ]] || { echo "[stack] error: INTRADAY_REPLICAS=$replicas: 1 to 4" >&2; exit 2; }
+replicated=(forecaster gateway)  # the apps INTRADAY_REPLICAS multiplies
 toxiproxy_port=8474
 # name:listen port:upstream port (tests/network/toxics.py has the same)
 proxies=(placement:51005:50005 scheduler:51006:50006 redis:16379:6379 postgres:15432:5432 forecaster-app:18001:8001)
 components="${INTRADAY_COMPONENTS:-local}"
 # name:app-port:sidecar-http-port, as in dapr.yaml
 services=(telemetry:8002:3502 forecaster:8001:3501 trading:8003:3503 gateway:8000:3500)
+for ((k = 2; k <= ${INTRADAY_REPLICAS:-1}; k++)); do  # INTRADAY_REPLICAS (below): replica k of each
+  services+=("forecaster:$((8001 + 100 * (k - 1))):$((3501 + 100 * (k - 1)))"
+             "gateway:$((8000 + 100 * (k - 1))):$((3500 + 100 * (k - 1)))")
+done
 health_timeout="${INTRADAY_UP_TIMEOUT:-120}"
 
 say() { printf '[stack] %s\n' "$*"; }
@@ -298,12 +309,37 @@ PY
              -e "s|appPort: 8001\$|appPort: 18001|")
     derived=1
   fi
+  ((replicas > 1)) && derived=1
   ((derived)) || { echo dapr.yaml; return; }
   local configs=(-e "s|configFilePath: ./components/config/|configFilePath: $root/components/config/|")
   ((${#changes[@]})) && configs=(-e "s|configFilePath: ./components/config/local-\([a-z]*\)\.yaml|configFilePath: $run/config-\1.yaml|")
   sed "${configs[@]}" "${proxied[@]}" \
       -e "s|resourcesPath: ./components/local|resourcesPath: $resources|" \
       -e "s|appDirPath: \.$|appDirPath: $root|" dapr.yaml >"$run/dapr-run.yaml"
+  if ((replicas > 1)); then
+    .venv/bin/python - "$run/dapr-run.yaml" "$replicas" "${replicated[@]}" <<'PY'
+import copy
+import sys
+import yaml
+path, replicas, apps = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+doc = yaml.safe_load(open(path))
+extra = []
+for k in range(2, replicas + 1):
+    for app in (a for a in doc["apps"] if a["appID"] in apps):
+        twin = copy.deepcopy(app)
+        step = 100 * (k - 1)
+        for port in ("appPort", "daprHTTPPort", "daprGRPCPort", "metricsPort"):
+            twin[port] = app[port] + step
+        # The app listens on its own port (services/http.py); its logs and
+        # its sidecar's go to the run's output: the log files are named
+        # after the app id, which the replicas share.
+        twin["env"] = {**app.get("env", {}), "INTRADAY_APP_PORT": str(twin["appPort"])}
+        twin["appLogDestination"] = twin["daprdLogDestination"] = "console"
+        extra.append(twin)
+doc["apps"] += extra
+yaml.safe_dump(doc, open(path, "w"), sort_keys=False)
+PY
+  fi
   echo "$run/dapr-run.yaml"
 }
 

@@ -8,8 +8,9 @@ RUN_DIR follow the restarted process, so `stack.sh down` stops it). Every
 death and restart is logged (one JSON line each, .data/logs/supervisor.log).
 
 A file RUN_DIR/hold/NAME (NAME as logged: `telemetry`, `daprd:telemetry`,
-`placement`) holds a dead process down until it is removed, as scaling a
-deployment to zero would: the fault suite keeps a service down that way.
+`placement`; another replica's with its port, `forecaster@8101`) holds a
+dead process down until it is removed, as scaling a deployment to zero
+would: the fault suite keeps a service down that way.
 A file RUN_DIR/env/NAME (a JSON object: variable to value, null to unset)
 changes the environment NAME is started again with, as a deploy changes a
 pod's spec: the deploy test (tests/faults/test_deploy.py) restarts the
@@ -93,27 +94,33 @@ def say(event: str, **fields) -> None:
     print(json.dumps({"time": datetime.now(UTC).isoformat(), "event": event, **fields}), flush=True)
 
 
-def find(name: str, sidecar: bool) -> int | None:
-    """The pid of an app's process or of its daprd."""
+def find(name: str, sidecar: bool) -> dict[str, int]:
+    """The app's processes (or their daprd), every replica, by label:
+    `forecaster`, `daprd:forecaster`, and another replica's with its port,
+    `forecaster@8101`, `daprd:forecaster@3601` (scripts/stack.sh,
+    INTRADAY_REPLICAS)."""
+    found = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            line = " ".join(argv)
+            if sidecar and "daprd" in argv[0] and f"--app-id {name}" in line:
+                port = int(argv[argv.index("--dapr-http-port") + 1]) if "--dapr-http-port" in argv else 0
+                found[f"daprd:{name}" + (f"@{port}" if port >= 3600 else "")] = int(pid)
+            elif not sidecar and line.rstrip().endswith(f"-m services.{name}"):
+                env = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+                port = next((e.split("=", 1)[1] for e in env if e.startswith("INTRADAY_APP_PORT=")), "")
+                found[name + (f"@{port}" if port else "")] = int(pid)
+        except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError, IndexError):
             continue
-        line = " ".join(argv)
-        if sidecar and "daprd" in argv[0] and f"--app-id {name}" in line:
-            return int(pid)
-        if not sidecar and line.rstrip().endswith(f"-m services.{name}"):
-            return int(pid)
-    return None
+    return found
 
 
-def record(name: str, sidecar: bool, logs: Path) -> Process:
-    pid = find(name, sidecar)
-    if pid is None:
+def record(name: str, sidecar: bool, logs: Path) -> list[Process]:
+    found = find(name, sidecar)
+    if not found:
         raise SystemExit(f"supervisor: no {'daprd of ' if sidecar else ''}{name} running")
-    label = f"daprd:{name}" if sidecar else name
-    return _recorded(label, pid, logs)
+    return [_recorded(label, pid, logs) for label, pid in sorted(found.items())]
 
 
 def record_daemon(name: str, run_dir: Path, logs: Path) -> Process:
@@ -138,7 +145,7 @@ def _recorded(label: str, pid: int, logs: Path) -> Process:
 
 def main(run_dir: Path) -> None:
     logs = run_dir.parent / "logs"
-    procs = [record(name, sidecar, logs) for name in SERVICES for sidecar in (True, False)]
+    procs = [p for name in SERVICES for sidecar in (True, False) for p in record(name, sidecar, logs)]
     procs += [record_daemon(name, run_dir, logs) for name in CONTROL_PLANE]
     for p in procs:
         p.deploys = run_dir / "env"

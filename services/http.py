@@ -194,7 +194,8 @@ class _FromSidecarOnly:
 
 
 def serve(service: str, port: int) -> None:
-    """Run `services.<service>.app:app`: its secrets read from the secret
+    """Run `services.<service>.app:app` on `port` (INTRADAY_APP_PORT: another
+    replica's, scripts/stack.sh): its secrets read from the secret
     store first (they are settings), then tracing and logging set up
     before the app module is imported (so every client it makes is traced)."""
     import uvicorn
@@ -209,5 +210,6 @@ def serve(service: str, port: int) -> None:
         logging.getLogger(service).info("settings %s from the secret store %s", ", ".join(loaded),
                                         os.environ["INTRADAY_SECRET_STORE"])
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
+    port = int(os.environ.get("INTRADAY_APP_PORT") or port)
     uvicorn.run(f"services.{service}.app:app", host=get_settings().http_host, port=port, log_config=None,
                 access_log=False)

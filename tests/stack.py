@@ -42,10 +42,12 @@ def _busy(port: int) -> bool:
 # tests/own_fleet without the demo fleet (INTRADAY_DEMO_FLEET=off), the
 # user's fleet imported into it; tests/certs with workload certificates that
 # live a minute (INTRADAY_WORKLOAD_CERT_TTL=60s); tests/network with
-# Toxiproxy on the stack's links (INTRADAY_TOXIPROXY=on). Such a session
+# Toxiproxy on the stack's links (INTRADAY_TOXIPROXY=on); tests/replicas with
+# two forecasters and two gateways (INTRADAY_REPLICAS=2). Such a session
 # runs nothing else, the others not them.
 SESSIONS = {"gcp": ("INTRADAY_COMPONENTS", "gcp-emulated"), "own_fleet": ("INTRADAY_DEMO_FLEET", "off"),
-            "certs": ("INTRADAY_WORKLOAD_CERT_TTL", "60s"), "network": ("INTRADAY_TOXIPROXY", "on")}
+            "certs": ("INTRADAY_WORKLOAD_CERT_TTL", "60s"), "network": ("INTRADAY_TOXIPROXY", "on"),
+            "replicas": ("INTRADAY_REPLICAS", "2")}
 
 
 def _session_of(item) -> str | None:
@@ -108,8 +110,10 @@ def run_stack(extra_env: dict[str, str] | None = None) -> Iterator[dict]:
            "INTRADAY_TRAINING_ROWS": "50000",
            # The demo fleet's 24 devices in two shards, one in flight at a
            # time: every fleet forecast in the tests crosses shards and the
-           # workflow's bounded fan-out (workflows/fleet.py).
-           "INTRADAY_FLEET_SHARD_SIZE": "12", "INTRADAY_FLEET_PARALLEL_SHARDS": "1",
+           # workflow's bounded fan-out (workflows/fleet.py). With replicas,
+           # twelve shards, which placement spreads over both forecasters.
+           "INTRADAY_FLEET_SHARD_SIZE": "2" if os.environ.get("INTRADAY_REPLICAS") else "12",
+           "INTRADAY_FLEET_PARALLEL_SHARDS": "1",
            # The tests start on the seasonal fallback and train their own
            # models; the session on the GCP emulators starts as a first
            # `make up` does (Makefile).

@@ -31,7 +31,7 @@ from intraday.errors import InvalidRequest
 from intraday.telemetry.registry import new_change_id
 from intraday.tokens import TokenKeysUnavailable, TokenVerifier
 from intraday.trading.rules import check_tick_time
-from services.gateway import dashboard, dead_letters
+from services.gateway import dashboard, dead_letters, ratelimit
 from services.http import BodyLimit, install_common
 from workflows.contracts import ForecastRequest, TrainingRequest
 
@@ -76,7 +76,7 @@ install_common(app, "gateway")
 app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 _bearer = HTTPBearer(auto_error=False, description="an API key: `intraday keys create NAME --scopes ...`")
 _verified: dict[bytes, tuple[float, auth.Principal]] = {}  # sha256(key) -> (when, principal)
-_limiter = auth.RateLimiter()
+_limiter = ratelimit.SharedRateLimiter()
 
 
 def _principal(key: str) -> auth.Principal:
@@ -107,8 +107,7 @@ def scope(name: str):
                                  "Authorization: Bearer <key>")
         principal = await run_in_threadpool(_principal, credentials.credentials)
         principal.require(name)
-        _limiter.take(principal.key_id, principal.rate_per_minute or get_settings().api_rate_per_minute,
-                      time.monotonic())
+        await _limiter.take(principal.key_id, principal.rate_per_minute or get_settings().api_rate_per_minute)
         return principal
     return caller
 

@@ -1,4 +1,5 @@
-"""The network faults' session (INTRADAY_TOXIPROXY=on): one stack with
-Toxiproxy on its links, from tests/stack.py."""
+"""Network faults: the stack of tests/stack.py started with
+INTRADAY_TOXIPROXY=on (`make test` sets it for this directory's own
+session), Toxiproxy on its links (tests/network/toxics.py)."""
 
-from tests.stack import gateway, pg, pytest_collection_modifyitems, rds, stack  # noqa: F401
+from tests.stack import gateway, pg, rds, stack  # noqa: F401
