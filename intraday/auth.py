@@ -50,22 +50,27 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
-def take_token(bucket: tuple[float, float] | None, key_id: str, rate_per_minute: float,
-               now: float) -> tuple[tuple[float, float], RateLimited | None]:
+def take_tokens(bucket: tuple[float, float] | None, rate_per_minute: float, now: float,
+                wanted: int = 1) -> tuple[tuple[float, float], int, float]:
     """A token bucket: `rate` requests a minute, bursts of up to a minute's
-    worth. From the bucket (tokens, at) as last left (None: full), one
-    request at `now`: the bucket to leave, and the refusal if it had no token."""
+    worth. From the bucket (tokens, at) as last left (None: full), `wanted`
+    requests at `now`: the bucket to leave, how many of them are admitted
+    (the first ones), and in how many seconds a refused one may try again."""
     capacity, per_second = rate_per_minute, rate_per_minute / 60.0
     tokens, at = bucket if bucket is not None else (capacity, now)
     tokens = min(capacity, tokens + max(0.0, now - at) * per_second)
-    if tokens < 1.0:
-        message = f"key {key_id} is over its rate of {rate_per_minute:g} requests a minute"
-        return (tokens, now), RateLimited(message, (1.0 - tokens) / per_second)
-    return (tokens - 1.0, now), None
+    admitted = min(wanted, int(tokens))
+    tokens -= admitted
+    # Never moved back: a replica whose clock is behind the last writer's refills nothing twice.
+    return (tokens, max(at, now)), admitted, ((1.0 - tokens) / per_second if admitted < wanted else 0.0)
+
+
+def over_rate(key_id: str, rate_per_minute: float, retry_after: float) -> RateLimited:
+    return RateLimited(f"key {key_id} is over its rate of {rate_per_minute:g} requests a minute", retry_after)
 
 
 class RateLimiter:
-    """A token bucket per key (take_token), in this process's memory: the
+    """A token bucket per key (take_tokens), in this process's memory: the
     gateway's fallback while the shared one (services/gateway/ratelimit.py)
     cannot be reached."""
 
@@ -73,9 +78,10 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}  # key id -> (tokens, at)
 
     def take(self, key_id: str, rate_per_minute: float, now: float) -> None:
-        self._buckets[key_id], refused = take_token(self._buckets.get(key_id), key_id, rate_per_minute, now)
-        if refused is not None:
-            raise refused
+        self._buckets[key_id], admitted, retry_after = take_tokens(self._buckets.get(key_id), rate_per_minute,
+                                                                   now)
+        if not admitted:
+            raise over_rate(key_id, rate_per_minute, retry_after)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,19 @@ def test_the_rate_limiter_admits_a_minutes_worth_then_refills_at_the_rate():
         limiter.take("k1", 6, now=110.5)
 
 
+def test_a_burst_takes_what_the_bucket_holds_and_the_rest_waits_for_the_refill():
+    from intraday.auth import take_tokens
+
+    bucket, admitted, retry_after = take_tokens(None, 6, now=100.0, wanted=10)  # full: a minute's worth
+    assert admitted == 6 and bucket == (0.0, 100.0) and retry_after == pytest.approx(10.0)
+    bucket, admitted, retry_after = take_tokens(bucket, 6, now=125.0, wanted=3)  # 2.5 tokens back
+    assert admitted == 2 and bucket[0] == pytest.approx(0.5) and retry_after == pytest.approx(5.0)
+    bucket, admitted, retry_after = take_tokens(bucket, 6, now=1000.0, wanted=1)  # never past full
+    assert admitted == 1 and bucket[0] == pytest.approx(5.0) and retry_after == 0.0
+    # A clock a little behind the bucket's (another replica's) refills nothing, takes nothing back.
+    assert take_tokens((3.0, 200.0), 6, now=199.0, wanted=1)[:2] == ((2.0, 200.0), 1)
+
+
 def test_production_settings_refuse_local_credentials_and_plaintext():
     from intraday.config import Settings
 
