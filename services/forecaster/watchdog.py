@@ -144,8 +144,10 @@ def mend(run: dict[str, Any], now: datetime | None = None) -> str:
             workflow_runs.extend(conn, iid, owed_until)
             return "owed_audit"
     seen = state.runtime_status.name if state is not None else "gone from the state store"
-    if run.get("running_at") is None:
-        seen += ", no step of it seen running"  # the run-started patch's stamp (workflows/patches.py)
+    if workflow == BATCH_WORKFLOW_NAME:
+        pass  # no run-started step (workflows/patches.py): nothing known of its steps here
+    elif run.get("running_at") is None:
+        seen += ", no step of it seen running"  # the run-started patch's stamp
     else:
         seen += f", its first step began {(run['running_at'] - run['started_at']).total_seconds():.0f} s in"
     redrive = run["redriven"] < REDRIVES
