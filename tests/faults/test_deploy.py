@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
 from intraday import failpoints
+from intraday.timeutil import floor_quarter_hour, isoformat_z
 from tests.stack import app_pid, eventually, healthy
 
 pytestmark = pytest.mark.timeout(600)
@@ -71,8 +73,9 @@ def test_in_flight_instances_finish_across_a_deploy_that_adds_a_step(stack, gate
     try:
         # A training, held once trained and scored (its second step).
         held_training = failpoints.arm(points, failpoints.TRAINING_BEFORE_DECISION, hang=300)
+        end = floor_quarter_hour(datetime.now(UTC)) - timedelta(hours=1)
         r = gateway.post("/models/train", json={"days": 30, "holdout_days": 7, "train_rows": 10_000,
-                                                "trees": 10})
+                                                "trees": 10, "end": isoformat_z(end)})
         assert r.status_code in (200, 202), r.text
         training = r.json()["training_id"]
         assert eventually(lambda: not held_training.exists(), timeout=240), "the training never got there"
