@@ -44,7 +44,9 @@ CASES = [(link, kind) for link in toxics.LINKS for kind in toxics.FAULTS]
 @pytest.mark.parametrize(("link", "kind"), CASES, ids=[f"{link}-{kind}" for link, kind in CASES])
 def test_forecasts_and_trades_survive_a_network_fault(stack, gateway, rds, devices, link, kind):
     name = f"network: {link} {kind} {FAULT_SECONDS} s"
-    offset = 300 + 6 * CASES.index((link, kind))  # each case its own forecast ids
+    # Each case its own forecast ids: starts from `offset` hours back, ten
+    # hours apart (a case asks for about two hours of starts; a week back at most).
+    offset = 160 - 10 * CASES.index((link, kind))
     with Traffic(gateway, devices, offset) as traffic:
         time.sleep(4)
         injected = time.monotonic()
