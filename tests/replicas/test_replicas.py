@@ -45,8 +45,10 @@ def _replica_pids(app_port: int, sidecar_port: int) -> tuple[int, int]:
     app = daprd = None
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-            if argv[-2:] == ["-m", "services.forecaster"] or argv[-1:] == ["services.forecaster"]:
+            argv = [a for a in Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0") if a]
+            if not argv:
+                continue
+            if argv[-2:] == ["-m", "services.forecaster"]:
                 env = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
                 port = next((e.split("=", 1)[1] for e in env if e.startswith("INTRADAY_APP_PORT=")), "8001")
                 if int(port) == app_port:
