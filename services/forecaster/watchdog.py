@@ -164,8 +164,11 @@ def mend(run: dict[str, Any], now: datetime | None = None) -> str:
         return "unmendable"
     with audit_pool().connection() as conn:
         if redrive:
-            instances.client.schedule_new_workflow(workflow, input=run["input"], instance_id=iid)
-            workflow_runs.redriven(conn, iid, lifetime(workflow))
+            # Reset before the start, in one transaction with it: the new
+            # run's first step stamps running_at after this, not before.
+            with conn.transaction():
+                workflow_runs.redriven(conn, iid, lifetime(workflow))
+                instances.client.schedule_new_workflow(workflow, input=run["input"], instance_id=iid)
         else:
             workflow_runs.settle(conn, iid, f"failed: {reason}")
     action = "redriven" if redrive else "failed"
