@@ -101,7 +101,7 @@ def test_an_audit_commit_whose_answer_is_lost_is_recorded_once(stack, gateway, p
         time.sleep(8)
     finally:
         toxics.remove("postgres", name)
-    view = eventually(lambda: (v := gateway.get(f"/forecast/{fid}").json())["status"]
+    view = eventually(lambda: (v := gateway.get(f"/forecast/{fid}").json()).get("status")
                       in ("COMPLETED", "FAILED") and v, timeout=120)
     assert view and view["status"] == "COMPLETED", view
     assert _owed_audit_logged(fid), "the commit's answer was not lost: the case did not happen"
