@@ -11,8 +11,8 @@ numbered telemetry batch and price tick every second on the topics.
 At the end, from the books: every accepted forecast COMPLETED or FAILED
 with a reason and audited once; each decision once and the positions their
 sum; every numbered message taken or dead-lettered; no workflow instance
-open past its deadline + 30 s; Redis keys, stream lag and CPU against their
-level before; the acceptance rate during faults against the quiet rate
+open past its deadline + 30 s; scheduler jobs, Redis keys, stream backlog
+and CPU against their level before; the acceptance rate during faults against the quiet rate
 (aim: at least 80 %); the recovery time per fault (a probe forecast served
 again), p50 and p99 per target. Figures in bench/results/soak.json.
 
@@ -25,6 +25,7 @@ free (`make down`).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import random
@@ -154,7 +155,21 @@ def levels(rds: redis.Redis) -> dict:
         unread = (len(rds.xrange(stream, min=f"({g['last-delivered-id'].decode()}", count=100_000))
                   for g in groups)
         backlog[stream] = sum(int(g["pending"]) for g in groups) + sum(unread)
-    return {"redis_keys": rds.dbsize(), "stream_backlog": backlog}
+    return {"redis_keys": rds.dbsize(), "stream_backlog": backlog, "scheduler_jobs": scheduler_jobs()}
+
+
+def scheduler_jobs() -> int | None:
+    """Jobs the scheduler holds (workflow and actor reminders, the apps'
+    jobs): its embedded etcd's keys under dapr/jobs/, counted through
+    etcd's JSON gateway on the client port (loopback, stack.sh)."""
+    prefix = b"dapr/jobs/"
+    body = {"key": base64.b64encode(prefix).decode(), "count_only": True,
+            "range_end": base64.b64encode(prefix[:-1] + bytes([prefix[-1] + 1])).decode()}
+    try:
+        r = httpx.post("http://127.0.0.1:52379/v3/kv/range", json=body, timeout=10)
+        return int(r.json().get("count", 0))
+    except (httpx.HTTPError, ValueError):
+        return None
 
 
 def idle_cpu(seconds: float = 30.0) -> float:
