@@ -108,9 +108,10 @@ bench-cold:
 bench-faults:
 	$(PY) bench/faults.py
 
-# The churn soak (bench/soak.py): an hour of traffic under a fault loop; MINUTES=10 for a short one.
+# The churn soak (bench/soak.py): an hour of traffic under a fault loop; MINUTES=10 for a short one,
+# REPLICAS=2 for two forecasters and gateways behind the soak's balancer.
 soak:
-	$(PY) bench/soak.py --minutes $(or $(MINUTES),60)
+	$(PY) bench/soak.py --minutes $(or $(MINUTES),60) --replicas $(or $(REPLICAS),1)
 
 bench-fuzz:
 	$(PY) bench/fuzz.py

@@ -16,10 +16,18 @@ and CPU against their level before; the acceptance rate during faults against th
 (aim: at least 80 %); the recovery time per fault (a probe forecast served
 again), p50 and p99 per target. Figures in bench/results/soak.json.
 
+With --replicas 2, the stack runs two forecasters and two gateways
+(INTRADAY_REPLICAS) and the traffic goes through a balancer of the
+soak's own, as a Kubernetes Service with readiness probes would spread it:
+round robin over the gateways that answered their /health within the last
+probe (every second, 1 s timeout), the other one tried on a refused or
+dropped connection; the faults strike either replica. Figures then in
+bench/results/soak-2-replicas.json.
+
 Runs its own stack in .data/soak (stopped at the end); the ports must be
 free (`make down`).
 
-    .venv/bin/python bench/soak.py [--minutes 60] [--seed 1] [--keep]
+    .venv/bin/python bench/soak.py [--minutes 60] [--seed 1] [--replicas 1] [--keep]
 """
 
 from __future__ import annotations
@@ -103,6 +111,50 @@ class Timed(Traffic):
             self.accepted_at.append(time.monotonic())
 
 
+class Balanced(httpx.Client):
+    """Requests spread over the gateways that pass their health probe."""
+
+    def __init__(self, bases: list[str], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.bases, self._ready = bases, set(bases)
+        self._turn = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        threading.Thread(target=self._probe, daemon=True).start()
+
+    def _probe(self) -> None:
+        with httpx.Client(timeout=1.0) as probe:
+            while not self._stop.wait(1.0):
+                for base in self.bases:
+                    try:
+                        ok = probe.get(f"{base}/health").status_code == 200
+                    except httpx.HTTPError:
+                        ok = False
+                    with self._lock:
+                        (self._ready.add if ok else self._ready.discard)(base)
+
+    def _order(self) -> list[str]:
+        with self._lock:
+            self._turn += 1
+            ready = [b for b in self.bases if b in self._ready] or list(self.bases)
+        k = self._turn % len(ready)
+        return ready[k:] + ready[:k] + [b for b in self.bases if b not in ready]
+
+    def request(self, method, url, **kwargs):  # type: ignore[override]
+        order = self._order()
+        for n, base in enumerate(order):
+            try:
+                return super().request(method, f"{base}{url}", **kwargs)
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+                if n == len(order) - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._stop.set()
+        super().close()
+
+
 def fleet_forecasts(client: httpx.Client, stop: threading.Event, made: list[str]) -> None:
     """A fleet forecast of the whole fleet every minute (wait=false)."""
     while not stop.wait(60):
@@ -183,16 +235,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--replicas", type=int, choices=(1, 2), default=1,
+                        help="forecasters and gateways (2: behind the soak's balancer)")
     parser.add_argument("--keep", action="store_true", help="leave the stack running")
     args = parser.parse_args()
     rng = random.Random(args.seed)
+    out = OUT if args.replicas == 1 else OUT.with_name(f"soak-{args.replicas}-replicas.json")
     env = {**os.environ, "INTRADAY_DATA_DIR": str(DATA), "INTRADAY_PRICE_DEBOUNCE_SECONDS": "1",
+           "INTRADAY_REPLICAS": str(args.replicas),
            "INTRADAY_WATCHDOG_SCHEDULE": "@every 10s"}
     log(f"starting the stack in {DATA}")
     subprocess.run(["bash", "scripts/stack.sh", "down"], cwd=ROOT, env=env, capture_output=True)
     stack_sh("up", env=env)
     key = (DATA / "api-key").read_text().strip()
-    client = httpx.Client(base_url=GATEWAY, headers={"authorization": f"Bearer {key}"}, timeout=30)
+    headers = {"authorization": f"Bearer {key}"}
+    client = (httpx.Client(base_url=GATEWAY, headers=headers, timeout=30) if args.replicas == 1 else
+              Balanced([GATEWAY, "http://127.0.0.1:8100"], headers=headers, timeout=30))
     rds = redis.Redis(port=6379, decode_responses=False)
     assert eventually(lambda: forecast_ok(client), timeout=300), "no forecast from the fresh stack"
     devices = [d["device_id"] for d in client.get("/devices").json()]
@@ -273,21 +331,21 @@ def main() -> int:
     quiet, faulted = rate(False), rate(True)
     figures = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-        "minutes": args.minutes, "seed": args.seed, "faults": len(faults),
+        "minutes": args.minutes, "seed": args.seed, "replicas": args.replicas, "faults": len(faults),
         "fault_list": [{k: v for k, v in f.items() if k != "window"} for f in faults],
         "recovery_by_target": recovery,
         "acceptance_per_s": {"quiet": round(quiet, 2), "during_faults": round(faulted, 2),
                              "ratio": round(faulted / quiet, 3) if quiet else None, "aim_ratio": 0.8},
         "refused_requests": len(traffic.refused), "books": books, "before": before, "after": after,
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(figures, indent=2, default=str) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2, default=str) + "\n")
     f = books["forecasts"]
     log(f"{len(faults)} faults in {args.minutes:g} min; forecasts accepted {f.get('accepted')}, lost "
         f"{f.get('lost')}, doubled {f.get('duplicated_audit_rows')}; messages lost "
         f"{books['messages']['ticks_lost']} ticks, {books['messages']['batches_lost']} batches; workflows "
         f"open past deadline {books['workflows_open_past_deadline_plus_30_s']}; acceptance during faults "
-        f"{figures['acceptance_per_s']['ratio']} of quiet; written {OUT.relative_to(ROOT)}")
+        f"{figures['acceptance_per_s']['ratio']} of quiet; written {out.relative_to(ROOT)}")
     for target, r in sorted(recovery.items()):
         log(f"  {target:<18} {r['faults']:>3} faults  recovery p50 {r['p50_s']:>5} s  p99 {r['p99_s']:>5} s")
     if not args.keep:
