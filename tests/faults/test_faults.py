@@ -388,7 +388,11 @@ def test_redis_state_lost(stack, gateway, rds, devices):
 
     figures = _run_fault(stack, gateway, rds, devices, "redis state lost (streams kept)", 36, inject,
                          lost=True)
-    assert figures["asked_again_after_state_lost"] >= 1, figures  # the held one, at least
+    # The held one comes back NOT_FOUND and is asked again, or (seen since
+    # the run-started step runs beside the fetch) its workflow finishes
+    # despite the wiped keys; either way made once (the books above).
+    again, all_made = figures["asked_again_after_state_lost"], figures["completed"] == figures["accepted"]
+    assert again >= 1 or all_made, figures
     assert figures["completed"] > 0 and _actor_keys(rds) > 0, figures
 
 

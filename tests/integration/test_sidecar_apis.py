@@ -2,7 +2,8 @@
 each app's configuration, deploy/app_configs.py): any other is not served
 (HTTP 404, as a route that does not exist; gRPC UNIMPLEMENTED), so a
 process that got hold of the Dapr API token still cannot, say, read the
-actors' state through the gateway's sidecar."""
+actors' state through the gateway's sidecar: its actor API is not served,
+and its state API (the API keys' rate limits) reaches only its own keys."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ GRPC = {"gateway": 50011, "forecaster": 50012, "telemetry": 50013, "trading": 50
 
 
 @pytest.mark.parametrize(("app", "path"), [
-    ("gateway", "/v1.0/state/statestore/forecaster||DeviceActor||hp-0001||device"),
+    ("trading", "/v1.0/state/statestore/forecaster||DeviceActor||hp-0001||device"),
     ("gateway", "/v1.0/actors/DeviceActor/hp-0001/state/device"),
     ("telemetry", "/v1.0/state/statestore/any"),
     ("telemetry", "/v1.0/invoke/forecaster/method/models"),
@@ -28,6 +29,17 @@ GRPC = {"gateway": 50011, "forecaster": 50012, "telemetry": 50013, "trading": 50
 def test_an_api_the_app_does_not_call_is_not_served(stack, app, path):
     r = httpx.get(f"http://127.0.0.1:{HTTP[app]}{path}", headers=dapr_headers(stack), timeout=10)
     assert r.status_code == 404, (app, path, r.status_code, r.text[:200])
+
+
+def test_the_gateway_s_state_api_reaches_only_its_own_keys(stack):
+    """Keys are prefixed with the app id; another app's key (actor state:
+    `forecaster||DeviceActor||...`) cannot be named through it."""
+    r = httpx.get("http://127.0.0.1:3500/v1.0/state/statestore/forecaster||DeviceActor||hp-0001||device",
+                  headers=dapr_headers(stack), timeout=10)
+    assert r.status_code == 400 and "can't contain '||'" in r.text, r.text[:300]
+    r = httpx.get("http://127.0.0.1:3500/v1.0/state/statestore/no-such-key", headers=dapr_headers(stack),
+                  timeout=10)
+    assert r.status_code == 204  # served: its own keys, none under that name
 
 
 def test_the_apis_an_app_calls_are_served(stack):
