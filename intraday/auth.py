@@ -77,9 +77,14 @@ class RateLimiter:
     def __init__(self) -> None:
         self._buckets: dict[str, tuple[float, float]] = {}  # key id -> (tokens, at)
 
-    def take(self, key_id: str, rate_per_minute: float, now: float) -> None:
+    def take_up_to(self, key_id: str, rate_per_minute: float, now: float, wanted: int) -> tuple[int, float]:
+        """`wanted` requests: how many are admitted, and the retry-after of the rest."""
         self._buckets[key_id], admitted, retry_after = take_tokens(self._buckets.get(key_id), rate_per_minute,
-                                                                   now)
+                                                                   now, wanted)
+        return admitted, retry_after
+
+    def take(self, key_id: str, rate_per_minute: float, now: float) -> None:
+        admitted, retry_after = self.take_up_to(key_id, rate_per_minute, now, 1)
         if not admitted:
             raise over_rate(key_id, rate_per_minute, retry_after)
 

@@ -64,7 +64,8 @@ class SharedRateLimiter:
                         log.warning("rate limits per replica: the shared ones cannot be reached (%s)",
                                     str(e)[:200])
                         self._degraded = True
-                    admitted, retry_after = self._take_local(key_id, rate_per_minute, len(batch))
+                    admitted, retry_after = self._fallback.take_up_to(key_id, rate_per_minute, time.time(),
+                                                                      len(batch))
                 for n, request in enumerate(batch):
                     if request.done():
                         continue
@@ -88,13 +89,3 @@ class SharedRateLimiter:
             if await sidecar.save_state_if(key, {"tokens": tokens, "at": at}, etag, BUCKET_TTL_SECONDS):
                 return admitted, retry_after
         raise ValueError(f"the bucket of key {key_id} kept changing under {ATTEMPTS} attempts")
-
-    def _take_local(self, key_id: str, rate_per_minute: float, wanted: int) -> tuple[int, float]:
-        admitted, retry_after = 0, 0.0
-        for _ in range(wanted):
-            try:
-                self._fallback.take(key_id, rate_per_minute, time.time())
-                admitted += 1
-            except auth.RateLimited as e:
-                retry_after = e.retry_after
-        return admitted, retry_after
