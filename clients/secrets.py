@@ -6,6 +6,8 @@ the pod's environment. Locally the store is the file `make up` writes.
 INTRADAY_SECRET_STORE names the store component (empty: the settings come
 from the environment, as for the CLI). Production refuses to start without
 one, and refuses those settings given as plain environment variables.
+(One-shot commands without a sidecar read the store's file instead:
+intraday.config.load_secrets_file.)
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ import time
 import httpx
 
 from clients.sidecar import sidecar_url, token_headers
+from intraday.config import SECRET_SETTINGS as SETTINGS  # secret name in the store -> the setting it fills
 
-# secret name in the store -> the setting it fills
-SETTINGS = {"pg-dsn": "INTRADAY_PG_DSN", "api-key-pepper": "INTRADAY_API_KEY_PEPPER"}
 NEEDED = {"gateway": ("pg-dsn", "api-key-pepper"), "forecaster": ("pg-dsn",), "trading": ("pg-dsn",)}
 SIDECAR_WAIT_SECONDS = 60.0
 

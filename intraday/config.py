@@ -7,6 +7,7 @@ for credentials-bearing settings when INTRADAY_ENVIRONMENT=production.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from functools import lru_cache
@@ -19,6 +20,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_PG_DSN = "postgresql://intraday@127.0.0.1:5432/intraday"
 LOCAL_API_KEY_PEPPER = "intraday-local-pepper"  # refused in production
+# The settings that are secrets: their name in a secret store -> the setting (clients/secrets.py).
+SECRET_SETTINGS = {"pg-dsn": "INTRADAY_PG_DSN", "api-key-pepper": "INTRADAY_API_KEY_PEPPER"}
 
 
 class Settings(BaseSettings):
@@ -242,3 +245,30 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def load_secrets_file() -> list[str]:
+    """For one-shot commands run without a sidecar (`intraday db migrate`,
+    `intraday keys create` in Compose's `migrate` container): the secrets
+    from the secret store's own file, INTRADAY_SECRETS_FILE (a JSON object
+    of secret name to value; Compose mounts its secret `intraday` there),
+    into the environment the settings read, so that a key made there is
+    hashed with the pepper the gateway reads. Nothing when unset; a setting
+    given in the environment wins. The settings loaded; ValueError with the
+    reason for a file that is missing or not a JSON object of strings."""
+    path = os.environ.get("INTRADAY_SECRETS_FILE", "")
+    if not path:
+        return []
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"INTRADAY_SECRETS_FILE={path}: {e}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ValueError(f"INTRADAY_SECRETS_FILE={path}: not a JSON object of secret name to string")
+    loaded = []
+    for name, setting in SECRET_SETTINGS.items():
+        if name in data and setting not in os.environ:
+            os.environ[setting] = data[name]
+            loaded.append(setting)
+    get_settings.cache_clear()
+    return loaded

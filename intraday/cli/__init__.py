@@ -294,6 +294,13 @@ def main(argv: list[str] | None = None) -> None:
     shows the traceback of an unexpected error."""
     import os
 
+    from intraday.config import load_secrets_file
+
+    try:
+        load_secrets_file()
+    except ValueError as e:
+        print(f"intraday: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     try:
         code = app(args=argv, prog_name="intraday", standalone_mode=False)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
