@@ -9,6 +9,10 @@
 #               an entry that reads Sentry's trust anchors from a file (daprd
 #               takes them from its environment only)
 # Non-root (uid 10001); data under /data.
+#
+# Builds where pip needs a CA of the host's (a TLS-inspecting proxy) take it
+# as a build secret, never a layer: `--secret id=ca-bundle,src=<bundle>`
+# (scripts/images.sh passes the host's).
 ARG PYTHON_VERSION=3.11
 ARG DAPR_VERSION=1.18.2
 
@@ -19,7 +23,9 @@ WORKDIR /app
 # Dependencies first (cached while only the code changes): exactly the
 # locked set, hashes checked (requirements.lock, scripts/lock.sh); then the code.
 COPY requirements.lock ./
-RUN /venv/bin/pip install --require-hashes --no-deps -r requirements.lock
+RUN --mount=type=secret,id=ca-bundle \
+    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi; \
+    /venv/bin/pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY intraday intraday
 COPY clients clients
@@ -28,10 +34,15 @@ COPY actors actors
 COPY workflows workflows
 COPY sql sql
 # Editable: the code runs from /app, where it finds sql/ beside it.
-RUN /venv/bin/pip install --no-deps -e .
+RUN --mount=type=secret,id=ca-bundle \
+    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi; \
+    /venv/bin/pip install --no-deps -e .
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS app
-RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin intraday \
+# libgomp1: LightGBM's OpenMP runtime (the wheel links it, the slim image lacks it).
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin intraday \
     && mkdir -p /data && chown 10001 /data
 COPY --from=build /venv /venv
 COPY --from=build /app /app

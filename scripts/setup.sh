@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make setup`: from a fresh machine to everything the project needs —
-# Redis, PostgreSQL, Prometheus and Chromium (Debian packages), the Python environment in .venv/
-# with the `intraday` console script, the Dapr runtime and CLI, the
-# Zipkin server, helm, and Toxiproxy.
+# Redis, PostgreSQL, Prometheus, Chromium, podman and etcd (Debian packages), the Python
+# environment in .venv/ with the `intraday` console script, the Dapr runtime and CLI, the
+# Zipkin server, helm, Toxiproxy, and a Kubernetes API server with kubectl.
 # Idempotent: each step checks what is there and a second run takes seconds.
 set -euo pipefail
 
@@ -11,14 +11,19 @@ cd "$root"
 say() { printf '[setup] %s\n' "$*"; }
 started=$(date +%s)
 
-# 1. Servers from Debian's packages (Prometheus with promtool), and Chromium
-#    with its WebDriver for the dashboard's browser tests.
+# 1. Servers from Debian's packages (Prometheus with promtool), Chromium
+#    with its WebDriver for the dashboard's browser tests, and podman (with
+#    runc, netavark and mmdebstrap: make images, tests/compose), and etcd
+#    for the Kubernetes API server of tests/kubernetes.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+for pkg in podman runc mmdebstrap netavark aardvark-dns iptables etcd-server; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+done
 if ((${#missing[@]})); then
   say "installing ${missing[*]} (apt)"
   sudo_cmd=(); [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
@@ -28,8 +33,9 @@ if ((${#missing[@]})); then
   "${sudo_cmd[@]}" service redis-server stop >/dev/null 2>&1 || true
   "${sudo_cmd[@]}" service postgresql stop >/dev/null 2>&1 || true
   "${sudo_cmd[@]}" service prometheus stop >/dev/null 2>&1 || true
+  "${sudo_cmd[@]}" service etcd stop >/dev/null 2>&1 || true
 else
-  say "redis-server, postgresql, prometheus and chromium already installed"
+  say "redis-server, postgresql, prometheus, chromium and podman already installed"
 fi
 
 # 2. Python environment: exactly the locked set (requirements-dev.lock, every
@@ -118,5 +124,23 @@ else
   say "toxiproxy $toxiproxy_version present"
 fi
 ln -sf "$gcs_bin/toxiproxy-server" .venv/bin/toxiproxy-server
+
+# 8. A real Kubernetes API server and kubectl (tests/kubernetes: the chart
+#    applied to it), built from the k8s.io/kubernetes Go module through the
+#    wrapper module scripts/kubernetes (about 5 minutes the first time).
+k8s_version="$(sed -n 's/^require k8s.io\/kubernetes v//p' scripts/kubernetes/go.mod)"
+if ! [[ -x "$gcs_bin/kube-apiserver" && -x "$gcs_bin/kubectl" && -f "$gcs_bin/.kubernetes-$k8s_version" ]]; then
+  say "building kube-apiserver and kubectl v$k8s_version (Go modules, about 5 minutes)"
+  pkg=k8s.io/component-base/version
+  ldflags="-s -w -X $pkg.gitVersion=v$k8s_version -X $pkg.gitMajor=${k8s_version%%.*}"
+  ldflags+=" -X $pkg.gitMinor=$(cut -d. -f2 <<<"$k8s_version") -X $pkg.gitTreeState=clean"
+  (cd scripts/kubernetes && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath -ldflags "$ldflags" \
+    -o "$gcs_bin/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
+  touch "$gcs_bin/.kubernetes-$k8s_version"
+else
+  say "kube-apiserver and kubectl v$k8s_version present"
+fi
+ln -sf "$gcs_bin/kube-apiserver" .venv/bin/kube-apiserver
+ln -sf "$gcs_bin/kubectl" .venv/bin/kubectl
 
 say "done in $(($(date +%s) - started)) s"
