@@ -61,7 +61,10 @@ def test_every_app_has_its_sidecar_with_the_ports_of_the_local_run_file(model):
     services = model["services"]
     for app in APPS:
         sidecar = services[f"{app}-dapr"]
-        assert sidecar["network_mode"] == f"service:{app}"
+        # App and sidecar in one network namespace, held by a container of
+        # its own (either can restart and find the other), named as the app.
+        assert sidecar["network_mode"] == services[app]["network_mode"] == f"service:{app}-net"
+        assert services[f"{app}-net"]["networks"]["default"]["aliases"] == [app]
         command, local = sidecar["command"], run_file[app]
         assert _flag(command, "--app-id") == app
         assert int(_flag(command, "--app-port")) == local["appPort"]
