@@ -70,10 +70,15 @@ def _open_store(required: Literal[True] = ...) -> TelemetryStore: ...
 @overload
 def _open_store(required: bool) -> TelemetryStore | None: ...
 def _open_store(required: bool = True) -> TelemetryStore | None:
-    """The telemetry store, or None when the telemetry service holds it."""
+    """The telemetry store, or None (not required) when the commands go
+    through the gateway instead: a gateway answers at INTRADAY_GATEWAY_URL
+    (the system runs, here or elsewhere: Compose, a cluster), or the
+    telemetry service holds the store."""
     from intraday.errors import StoreInUse
     from intraday.telemetry.store import TelemetryStore
 
+    if not required and _answers(get_settings().gateway_url):
+        return None
     try:
         store = TelemetryStore.from_settings(get_settings())
     except StoreInUse as e:
@@ -82,6 +87,14 @@ def _open_store(required: bool = True) -> TelemetryStore | None:
         return None
     store.migrate()
     return store
+
+
+def _answers(url: str) -> bool:
+    """A service of the system answers its /health at `url`."""
+    try:
+        return httpx.get(f"{url}/health", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 _live: tuple[Any, Any] | None = None  # (Progress, task id) while a long command runs on a terminal

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from intraday.cli.common import _fail, _http_error, _open_store, _stderr, _working
+from intraday.cli.common import _answers, _fail, _gateway, _http_error, _open_store, _stderr, _working
 from intraday.config import get_settings
 
 if TYPE_CHECKING:
@@ -119,10 +119,17 @@ def _ingest_via_service(path: Path, args: argparse.Namespace,
     return send_chunks(chunks, batch_id, "file", progress, args.url)
 
 
+GATEWAY_CHUNK_ROWS = 200_000  # readings per request through the gateway (about 2 MB of Parquet)
+
+
 def send_chunks(chunks: Iterable[tuple[str, pd.DataFrame]], batch_id: str, source: str,
                 progress: Callable[[Any], None], url: str | None = None) -> dict[str, Any]:
-    """(batch id, frame) chunks of readings to the telemetry service's
-    `POST /ingest` as Parquet, in order; one report for them all."""
+    """(batch id, frame) chunks of readings as Parquet, in order; one report
+    for them all. To the telemetry service's `POST /ingest` when it answers
+    here (`url`, else INTRADAY_TELEMETRY_URL: the operator's own stack, with
+    its app token), else through the gateway's `POST /readings` with the
+    API key (a system elsewhere: Compose, a cluster), in parts of
+    GATEWAY_CHUNK_ROWS that fit its sidecar's body limit."""
     import io
 
     import pyarrow as pa
@@ -130,23 +137,33 @@ def send_chunks(chunks: Iterable[tuple[str, pd.DataFrame]], batch_id: str, sourc
 
     from intraday.telemetry.ingest import IngestReport
 
-    url = url or get_settings().telemetry_url
+    settings = get_settings()
+    url = url or settings.telemetry_url
+    direct = url != settings.telemetry_url or _answers(url)
     total = IngestReport(batch_id=batch_id, source=source, status="duplicate_batch")
     offset = 0
-    # The telemetry app answers only its sidecar's token (make up keeps it
-    # in the data directory, readable by the operator of this machine).
-    token = get_settings().app_api_token
-    headers = {"dapr-api-token": token} if token else {}
-    with httpx.Client(base_url=url, timeout=300, headers=headers) as client:
+    if direct:
+        # The telemetry app answers only its sidecar's token (make up keeps it
+        # in the data directory, readable by the operator of this machine).
+        token = settings.app_api_token
+        client, path = httpx.Client(base_url=url, timeout=300,
+                                    headers={"dapr-api-token": token} if token else {}), "/ingest"
+    else:
+        client, path = _gateway(), "/readings"
+        client.timeout = httpx.Timeout(300)
+        step = GATEWAY_CHUNK_ROWS
+        chunks = ((f"{cid}:{k}" if len(frame) > step else cid, frame.iloc[i:i + step])
+                  for cid, frame in chunks for k, i in enumerate(range(0, max(len(frame), 1), step)))
+    with client:
         for chunk_id, chunk in chunks:
             buf = io.BytesIO()
             pq.write_table(pa.Table.from_pandas(chunk, preserve_index=False), buf)
             try:
-                r = client.post("/ingest", content=buf.getvalue(),
+                r = client.post(path, content=buf.getvalue(),
                                 params={"batch_id": chunk_id, "row_offset": offset},
                                 headers={"content-type": "application/vnd.apache.parquet"})
             except httpx.ConnectError:
-                _fail(f"telemetry service not reachable at {url}")
+                _fail(f"{'telemetry service' if direct else 'gateway'} not reachable at {client.base_url}")
             # 422 with a report: the chunk was rejected as a batch; other errors stop.
             rejected = r.json().get("detail") if r.status_code == 422 else None
             if r.status_code >= 400 and not isinstance(rejected, dict):

@@ -375,11 +375,16 @@ async def device_changes(_: ForecastReader,
 
 @app.post("/readings")
 async def send_readings(request: Request, _: Annotated[auth.Principal, Depends(scope("readings:write"))],
-                        batch_id: str | None = Query(None, max_length=200)) -> Response:
+                        batch_id: str | None = Query(None, max_length=200),
+                        row_offset: int = Query(0, ge=0, description="the batch's first row in its "
+                                                "file (a chunk of one), for the rows the report names"),
+                        ) -> Response:
     """Meter readings into the telemetry store: `{"batch_id"?, "readings":
     [{device_id, timestamp, power, ...}]}`, or CSV or Parquet; the batch
     report (rows quarantined with their reasons), 422 when it is refused."""
-    params = {"batch_id": batch_id} if batch_id else {}
+    params: dict[str, str | int] = {"batch_id": batch_id} if batch_id else {}
+    if row_offset:
+        params["row_offset"] = row_offset
     return _relay(await sidecar.invoke("telemetry", "POST", "ingest", content=await request.body(),
                                        params=params, headers={"content-type": _content_type(request)},
                                        timeout=120))
