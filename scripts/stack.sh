@@ -132,14 +132,19 @@ zipkin_jar() { ls "${XDG_CACHE_HOME:-$HOME/.cache}"/intraday/zipkin/zipkin-serve
 # In memory, the newest MEM_MAX_SPANS spans: Zipkin's default (500,000)
 # does not fit its 384 MB heap, and once a load run had sent about 700,000
 # its JVM spent a whole core collecting garbage, idle stack or not (the
-# CPU bench/load.py counts per process); 150,000 spans (about 6,000
-# forecasts' traces) do.
+# CPU bench/load.py counts per process). 150,000 spans fitted until the
+# requests carried more spans each (the gateway's shared rate limit, the
+# run-started step): on 2026-12-07 a load run filled the heap again
+# (OutOfMemoryError, 171 CPU seconds of Zipkin in 5 minutes, every latency
+# tripled). Now 80,000 spans in 512 MB, and a JVM out of heap exits
+# rather than thrash.
 start_zipkin() {  # traces from every sidecar (components/config/local*.yaml), in memory
   # At a lower priority (nice 10): the collector (a managed service off these
   # cores in production) takes what serving leaves, not a share of it.
   if http_ok "http://127.0.0.1:$zipkin_port/health"; then say "zipkin already up on :$zipkin_port"; return; fi
   local jar; jar="$(zipkin_jar)"; [[ -n "$jar" ]] || die "the Zipkin server is not installed: run make setup"
-  STORAGE_TYPE=mem MEM_MAX_SPANS="${INTRADAY_ZIPKIN_MAX_SPANS:-150000}" start_daemon zipkin nice -n 10 java -Xms64m -Xmx384m -XX:+UseSerialGC -jar "$jar" \
+  STORAGE_TYPE=mem MEM_MAX_SPANS="${INTRADAY_ZIPKIN_MAX_SPANS:-80000}" start_daemon zipkin nice -n 10 java -Xms64m -Xmx512m \
+    -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -jar "$jar" \
     "--armeria.ports[0].port=$zipkin_port" --armeria.ports[0].ip=127.0.0.1 --armeria.ports[0].protocols[0]=http
   wait_for zipkin 90 http_ok "http://127.0.0.1:$zipkin_port/health" || die "zipkin did not start (see $logs/zipkin.log)"
   say "zipkin up on http://127.0.0.1:$zipkin_port"
