@@ -1,6 +1,6 @@
 # The two commands that matter: `make setup` (fresh machine -> everything
 # installed) and `make test` (the whole suite). See README.md and docs/.
-.PHONY: setup test checks lock upgrade typecheck docs unit integration up down up-swiss down-swiss status bench bench-load bench-dashboard bench-training bench-telemetry bench-onboarding bench-forecasting bench-real bench-cold bench-fuzz bench-faults soak lint
+.PHONY: setup test checks lock upgrade typecheck docs unit integration up down up-swiss down-swiss status bench bench-load bench-dashboard bench-training bench-telemetry bench-onboarding bench-forecasting bench-real bench-cold bench-fuzz bench-faults soak lint images bench-compose test-compose
 
 PY := .venv/bin/python
 # MkDocs 1.x, quiet about its successors' notices.
@@ -14,13 +14,29 @@ setup:
 # first `make up` is: it trains and serves a model first; then a user's own
 # fleet (tests/own_fleet: the registry, weather, the Swiss heat pumps live)
 # on a stack without the demo fleet; workload certificates that live a
-# minute (tests/certs); network faults through Toxiproxy (tests/network).
+# minute (tests/certs); network faults through Toxiproxy (tests/network);
+# two forecasters and gateways (tests/replicas). The chart applied to a
+# real Kubernetes API server (tests/kubernetes) is in the first session.
 test: checks
 	$(PY) -m pytest -q
 	INTRADAY_COMPONENTS=gcp-emulated INTRADAY_FIRST_MODEL=on $(PY) -m pytest -q tests/gcp
 	INTRADAY_DEMO_FLEET=off $(PY) -m pytest -q tests/own_fleet
 	INTRADAY_WORKLOAD_CERT_TTL=60s $(PY) -m pytest -q tests/certs
 	INTRADAY_TOXIPROXY=on $(PY) -m pytest -q tests/network
+	INTRADAY_REPLICAS=2 $(PY) -m pytest -q tests/replicas
+
+# The images built, then docker-compose.yml run with them by podman
+# (tests/compose; not in `make test` yet: its crash-and-restart case
+# failed once in three runs and is being looked into).
+test-compose:
+	bash scripts/images.sh
+	INTRADAY_COMPOSE=on $(PY) -m pytest -q tests/compose
+
+# Every target of the Dockerfile built with podman, and the images the
+# compose override runs where nothing can be pulled (scripts/images.sh;
+# base images made here once, then cached). IMAGES="app dapr" for some.
+images:
+	bash scripts/images.sh $(IMAGES)
 
 # What holds the build together, before the suite: the locks match
 # pyproject.toml; the type checker is clean (intraday/ strict, the rest in
@@ -112,6 +128,11 @@ bench-faults:
 # REPLICAS=2 for two forecasters and gateways behind the soak's balancer.
 soak:
 	$(PY) bench/soak.py --minutes $(or $(MINUTES),60) --replicas $(or $(REPLICAS),1)
+
+# The images built, docker-compose.yml up with podman, time to healthy and
+# the first forecasts through it (bench/compose.py; COLD=1 rebuilds every layer).
+bench-compose:
+	$(PY) bench/compose.py $(if $(COLD),--cold)
 
 bench-fuzz:
 	$(PY) bench/fuzz.py

@@ -47,7 +47,7 @@ def _busy(port: int) -> bool:
 # runs nothing else, the others not them.
 SESSIONS = {"gcp": ("INTRADAY_COMPONENTS", "gcp-emulated"), "own_fleet": ("INTRADAY_DEMO_FLEET", "off"),
             "certs": ("INTRADAY_WORKLOAD_CERT_TTL", "60s"), "network": ("INTRADAY_TOXIPROXY", "on"),
-            "replicas": ("INTRADAY_REPLICAS", "2")}
+            "replicas": ("INTRADAY_REPLICAS", "2"), "compose": ("INTRADAY_COMPOSE", "on")}
 
 
 def _session_of(item) -> str | None:
