@@ -27,7 +27,7 @@ test: checks
 
 # The images built, then docker-compose.yml run with them by podman
 # (tests/compose; not in `make test` yet: its crash-and-restart case
-# failed in one of its two full runs and is being looked into).
+# failed in one of its three full runs and is being looked into).
 test-compose:
 	bash scripts/images.sh
 	INTRADAY_COMPOSE=on $(PY) -m pytest -q tests/compose

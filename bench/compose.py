@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,8 +68,7 @@ def main() -> None:
     all_healthy_s = time.monotonic() - t0
     log(f"all healthy after {all_healthy_s:.0f} s")
     try:
-        key = harness.compose("run", "--rm", "migrate", "intraday", "keys", "create", "bench-compose",
-                              "--scopes", "all", "--if-missing").stdout.strip().splitlines()[-1]
+        key = harness.make_key("bench-compose")
         env = {**harness.ENV, "INTRADAY_GATEWAY_URL": harness.GATEWAY, "INTRADAY_API_KEY": key}
         with tempfile.TemporaryDirectory() as tmp:
             cli = str(ROOT / ".venv" / "bin" / "intraday")
@@ -93,7 +93,7 @@ def main() -> None:
                 assert r.status_code == 200 and r.json().get("created") is not False, r.text
                 latencies.append(time.monotonic() - t0)
         log(f"first forecast {latencies[0] * 1000:.0f} ms; then p50 "
-            f"{sorted(latencies[1:])[len(latencies) // 2 - 1] * 1000:.0f} ms")
+            f"{statistics.median(latencies[1:]) * 1000:.0f} ms")
     finally:
         t0 = time.monotonic()
         harness.down()

@@ -1,6 +1,6 @@
 """The whole system from docker-compose.yml, run with podman (harness.py):
-a session of its own (`make test` runs it after `make images`, with
-INTRADAY_COMPOSE=on; tests/stack.py's SESSIONS), up from a clean state
+a session of its own (`make test-compose` runs it after `make images`,
+with INTRADAY_COMPOSE=on; tests/stack.py's SESSIONS), up from a clean state
 (volumes removed) and down at the end."""
 
 from __future__ import annotations
@@ -43,10 +43,7 @@ def composed() -> Iterator[dict]:
 
 @pytest.fixture(scope="session")
 def key(composed) -> str:
-    """An all-scopes key, made as docs/deployment.md says."""
-    r = harness.compose("run", "-T", "--rm", "migrate", "intraday", "keys", "create", "compose-tests",
-                        "--scopes", "all", timeout=300)
-    return r.stdout.strip().splitlines()[-1]
+    return harness.make_key("compose-tests")
 
 
 @pytest.fixture(scope="session")

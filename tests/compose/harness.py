@@ -45,6 +45,14 @@ def compose(*args: str, **kw) -> subprocess.CompletedProcess:
     return run(str(ROOT / ".venv" / "bin" / "podman-compose"), *FILES, *args, **kw)
 
 
+def make_key(name: str) -> str:
+    """An all-scopes API key, made as docs/deployment.md says (the one-shot
+    `migrate` container, which reads the Compose secret's file)."""
+    r = compose("run", "-T", "--rm", "migrate", "intraday", "keys", "create", name, "--scopes", "all",
+                timeout=300)
+    return r.stdout.strip().splitlines()[-1]
+
+
 def missing_images() -> list[str]:
     return [i for i in IMAGES if podman("image", "exists", i, check=False).returncode != 0]
 
