@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Dapr runtime (daprd, placement, scheduler, sentry) and the dapr CLI
+# Installs the Dapr runtime (daprd, placement, scheduler, sentry; the sidecar
+# injector for tests/kubernetes) and the dapr CLI
 # where the CLI expects them: $DAPR_HOME/bin (default ~/.dapr/bin) and
 # $DAPR_HOME/config.yaml. Idempotent: a second run checks versions and exits.
 #
@@ -43,7 +44,7 @@ EOF
 
 runtime_ok() {
   local b
-  for b in daprd placement scheduler sentry; do [[ -x "$bin/$b" ]] || return 1; done
+  for b in daprd placement scheduler sentry injector; do [[ -x "$bin/$b" ]] || return 1; done
   [[ "$(installed_version "$bin/daprd")" == "$runtime_version" ]]
 }
 
@@ -52,7 +53,7 @@ cli_ok() {
 }
 
 build_runtime() {
-  say "building daprd, placement, scheduler, sentry $runtime_version from Go modules (first time: ~5-10 min)"
+  say "building daprd, placement, scheduler, sentry, injector $runtime_version from Go modules (first: ~5-10 min)"
   local ldflags="-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$runtime_version"
   ldflags+=" -X github.com/dapr/kit/logger.DaprVersion=$runtime_version"
   # Without the version ldflags daprd reports "edge", and `dapr run` then
@@ -60,7 +61,7 @@ build_runtime() {
   (cd "$here/dapr/runtime" && GOFLAGS=-mod=readonly go build -tags stablecomponents -trimpath \
     -ldflags "$ldflags" -o "$bin/" \
     github.com/dapr/dapr/cmd/daprd github.com/dapr/dapr/cmd/placement github.com/dapr/dapr/cmd/scheduler \
-    github.com/dapr/dapr/cmd/sentry)
+    github.com/dapr/dapr/cmd/sentry github.com/dapr/dapr/cmd/injector)
 }
 
 build_cli() {

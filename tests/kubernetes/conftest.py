@@ -22,8 +22,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.kubernetes.chart import dump
+from tests.unit.test_chart import DAPR_MODULE, KEDA_MODULE, _module_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "intraday-tests-kubernetes-admin"
@@ -136,3 +140,29 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
         if api is not None:
             _stop(api)
         _stop(etcd)
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> set[str]:
+    """Dapr's and KEDA's CRDs, from their Go modules' sources; their kinds."""
+    files = sorted((_module_dir(DAPR_MODULE) / "charts" / "dapr" / "crds").glob("*.yaml"))
+    files += sorted((_module_dir(KEDA_MODULE) / "config" / "crd" / "bases").glob("keda.sh_*.yaml"))
+    docs = [d for f in files for d in yaml.safe_load_all(f.read_text())
+            if d and d.get("kind") == "CustomResourceDefinition"]
+    cluster.kubectl("apply", "--server-side", "-f", "-", stdin=dump(docs))
+    cluster.kubectl("wait", "--for", "condition=Established", "--timeout", "60s",
+                    *(f"crd/{d['metadata']['name']}" for d in docs))
+    return {d["spec"]["names"]["kind"] for d in docs}
+
+
+_made = iter(range(1, 1000))
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A namespace of the test's own (with no controller manager, a deleted
+    namespace stays Terminating: never reused)."""
+    name = f"intraday-{next(_made)}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -16,51 +16,8 @@ import copy
 import pytest
 import yaml
 
-from tests.unit.test_chart import DAPR_MODULE, KEDA_MODULE, VALUES, _helm, _module_dir
-
-CHART_NAME = "intraday"
-
-
-def _manifest(values: str, namespace: str) -> list[dict]:
-    from tests.unit.test_chart import CHART
-
-    r = _helm("template", CHART_NAME, str(CHART), "--namespace", namespace, *VALUES[values])
-    assert r.returncode == 0, r.stderr
-    return [d for d in yaml.safe_load_all(r.stdout) if d]
-
-
-def _dump(docs: list[dict]) -> str:
-    return yaml.safe_dump_all(docs, sort_keys=False)
-
-
-def _apply(cluster, namespace: str, docs: list[dict], check: bool = True):
-    return cluster.kubectl("apply", "--server-side", "--validate=strict", "--field-manager=intraday-tests",
-                           "-n", namespace, "-f", "-", stdin=_dump(docs), check=check)
-
-
-@pytest.fixture(scope="module")
-def crds(cluster):
-    files = sorted((_module_dir(DAPR_MODULE) / "charts" / "dapr" / "crds").glob("*.yaml"))
-    files += sorted((_module_dir(KEDA_MODULE) / "config" / "crd" / "bases").glob("keda.sh_*.yaml"))
-    docs = [d for f in files for d in yaml.safe_load_all(f.read_text())
-            if d and d.get("kind") == "CustomResourceDefinition"]
-    cluster.kubectl("apply", "--server-side", "-f", "-", stdin=_dump(docs))
-    cluster.kubectl("wait", "--for", "condition=Established", "--timeout", "60s",
-                    *(f"crd/{d['metadata']['name']}" for d in docs))
-    return {d["spec"]["names"]["kind"] for d in docs}
-
-
-_made = iter(range(1, 1000))
-
-
-@pytest.fixture
-def namespace(cluster):
-    """A namespace of the test's own (with no controller manager, a deleted
-    namespace stays Terminating: never reused)."""
-    name = f"intraday-{next(_made)}"
-    cluster.kubectl("create", "namespace", name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+from tests.kubernetes.chart import apply, dump, manifest
+from tests.unit.test_chart import VALUES
 
 
 def test_the_server_is_a_real_kubernetes_api_server(cluster):
@@ -73,14 +30,14 @@ def test_the_server_is_a_real_kubernetes_api_server(cluster):
 
 @pytest.mark.parametrize("values", sorted(VALUES))
 def test_the_chart_is_applied_strictly_read_back_and_deleted(cluster, crds, namespace, values):
-    docs = _manifest(values, namespace)
+    docs = manifest(values, namespace)
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "Service", "Component", "Configuration", "Resiliency"} <= kinds
     assert kinds & crds, "no object of the Dapr or KEDA kinds rendered"
-    r = _apply(cluster, namespace, docs)
+    r = apply(cluster, namespace, docs)
     assert r.stdout.count("serverside-applied") == len(docs), r.stdout
     # Read back from the server: every object, as stored (defaults applied).
-    stored = cluster.kubectl("get", "-n", namespace, "-f", "-", "-o", "yaml", stdin=_dump(docs)).stdout
+    stored = cluster.kubectl("get", "-n", namespace, "-f", "-", "-o", "yaml", stdin=dump(docs)).stdout
     items = yaml.safe_load(stored)
     items = items["items"] if items.get("kind") == "List" else [items]
     assert sorted((i["kind"], i["metadata"]["name"]) for i in items) == \
@@ -92,9 +49,9 @@ def test_the_chart_is_applied_strictly_read_back_and_deleted(cluster, crds, name
             assert annotations["dapr.io/app-id"] == item["metadata"]["name"]
             assert item["spec"]["template"]["spec"]["containers"][0]["terminationMessagePolicy"]  # defaulted
     # Deleted: nothing of the release is left.
-    cluster.kubectl("delete", "-n", namespace, "-f", "-", "--wait=true", stdin=_dump(docs))
+    cluster.kubectl("delete", "-n", namespace, "-f", "-", "--wait=true", stdin=dump(docs))
     left = cluster.kubectl("get", "-n", namespace, "-f", "-", "--ignore-not-found", "-o", "name",
-                           stdin=_dump(docs)).stdout.split()
+                           stdin=dump(docs)).stdout.split()
     assert left == []
 
 
@@ -111,17 +68,17 @@ def _one(docs: list[dict], kind: str, name: str | None = None) -> dict:
 ], ids=["negative-replicas", "unknown-field", "bad-quantity"])
 def test_a_broken_deployment_is_refused_with_the_reason_and_nothing_is_made(cluster, namespace, break_it,
                                                                             reason):
-    deployment = _one(_manifest("kind", namespace), "Deployment", "gateway")
+    deployment = _one(manifest("kind", namespace), "Deployment", "gateway")
     deployment["spec"]["replicas"] = 1
     break_it(deployment)
-    r = _apply(cluster, namespace, [deployment], check=False)
+    r = apply(cluster, namespace, [deployment], check=False)
     assert r.returncode != 0 and reason in r.stderr, r.stderr
     assert cluster.kubectl("get", "deployments", "-n", namespace, "-o", "name").stdout.strip() == ""
 
 
 def test_a_dapr_component_with_an_unknown_field_is_refused_by_its_crd(cluster, crds, namespace):
-    component = _one(_manifest("kind", namespace), "Component")
+    component = _one(manifest("kind", namespace), "Component")
     component["spec"]["versionn"] = "v1"
-    r = _apply(cluster, namespace, [component], check=False)
+    r = apply(cluster, namespace, [component], check=False)
     assert r.returncode != 0 and ".spec.versionn: field not declared in schema" in r.stderr, r.stderr
     assert cluster.kubectl("get", "components.dapr.io", "-n", namespace, "-o", "name").stdout.strip() == ""
