@@ -15,6 +15,8 @@ import subprocess
 import time
 from datetime import UTC, datetime
 
+import pytest
+
 from intraday.timeutil import QUARTER_HOUR, floor_quarter_hour, isoformat_z
 from tests.compose import harness
 from tests.faults.books import check_forecast_books
@@ -145,11 +147,20 @@ def test_a_killed_container_comes_back_by_its_restart_policy_and_nothing_is_lost
         return all(v.get("status") in ("COMPLETED", "FAILED") for v in views.values()) and \
             len(views) == len(accepted)
 
-    assert eventually(finished, timeout=300), {fid: last[fid] for fid in accepted if fid not in views
-                                               or views[fid].get("status") not in ("COMPLETED", "FAILED")}
+    if not eventually(finished, timeout=300):
+        unfinished = {fid: last[fid] for fid in accepted
+                      if fid not in views or views[fid].get("status") not in ("COMPLETED", "FAILED")}
+        logs = {s: _tail(harness.podman("logs", "--tail", "40", harness.name_of(s), check=False))
+                for s in ("forecaster", "forecaster-dapr")}
+        pytest.fail(f"unfinished after 300 s: {unfinished}\n"
+                    + "\n".join(f"--- {s}\n{t}" for s, t in logs.items()))
     books = check_forecast_books(views, accepted, pg, rds)
     assert books["lost"] == 0 and books["duplicated_audit_rows"] == 0, books
     assert books["completed"] == len(accepted), books
+
+
+def _tail(r) -> str:
+    return (r.stdout + r.stderr)[-4000:]
 
 
 def test_down_leaves_no_container_pod_or_network(composed):
