@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make images`: every target of the Dockerfile built with podman, as a real
 # user builds it with Docker (`docker build --target app .`), plus the images
-# the compose override (deploy/podman/compose.override.yml) runs in place of
+# the compose override (deploy/podman/compose.local.yml) runs in place of
 # those that cannot be pulled on a machine without an image registry.
 #
 #   1. Base images made here, once (cached in podman's storage; a version
@@ -12,7 +12,7 @@
 #      `make setup` built (FROM scratch + the binary, as Dapr's own are).
 #      `--pull=never` makes the Dockerfile resolve to them.
 #   2. The Dockerfile's targets: intraday (app), intraday-forecaster,
-#      intraday-dapr.
+#      intraday-telemetry-chdb, intraday-dapr.
 #   3. The infrastructure of the compose override: Redis, PostgreSQL,
 #      Prometheus from Debian's packages, Zipkin from its jar.
 #
@@ -36,7 +36,7 @@ for arg in "$@"; do
     *) targets+=("$arg") ;;
   esac
 done
-all=(app forecaster dapr redis postgres prometheus zipkin)
+all=(app forecaster telemetry-chdb dapr redis postgres prometheus zipkin)
 ((${#targets[@]})) || targets=("${all[@]}")
 for t in "${targets[@]}"; do
   [[ " ${all[*]} " == *" $t "* ]] || { echo "unknown image $t (one of: ${all[*]})" >&2; exit 2; }
@@ -56,12 +56,22 @@ declare -A seconds=()
 # ---- 1. base images ---------------------------------------------------------
 # Debian's slim images leave out manuals, docs and translations; so do these
 # (and merge /usr by the hook rather than the usrmerge package, which pulls
-# in the whole of Perl).
+# in the whole of Perl). Like Debian's images, apt keeps no package cache in
+# them: without that, every `apt-get install` layer carried 77 MB of it.
+mkdir -p "$work/apt.conf.d"
+cat >"$work/apt.conf.d/docker-clean" <<'EOF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+EOF
 slim=(--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr
+      --customize-hook="copy-in $work/apt.conf.d/docker-clean /etc/apt/apt.conf.d"
+      --customize-hook='rm -f "$1"/var/cache/apt/*.bin'
       --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*'
       --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*'
       --dpkgopt='path-exclude=/usr/share/info/*')
-base_stamp="bookworm-minbase-2"
+base_stamp="bookworm-minbase-4"
 
 base_image() {  # name, packages (comma separated, may be empty), command
   local name="$1" include="$2" cmd="$3"
@@ -106,13 +116,17 @@ ca_bundle="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}"
 secret=()
 [[ -s "$ca_bundle" ]] && secret=(--secret "id=ca-bundle,src=$ca_bundle")
 
+replaced=()
 build() {  # target, tag, containerfile, context
-  local target="$1" tag="$2" file="$3" context="$4" t0=$SECONDS
+  local target="$1" tag="$2" file="$3" context="$4" t0=$SECONDS before
+  before="$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)"
   say "$tag: building (target $target)"
   podman build --pull=never "${no_cache[@]}" "${secret[@]}" --target "$target" -t "$tag" \
     -f "$file" --layers "$context" >"$work/$target.log" 2>&1 || {
       tail -n 40 "$work/$target.log" >&2; echo "[images] $tag: build failed" >&2; exit 1; }
   seconds[$tag]=$((SECONDS - t0))
+  [[ -n "$before" && "$before" != "$(podman image inspect --format '{{.Id}}' "$tag")" ]] && replaced+=("$before")
+  return 0
 }
 
 # One context for the infrastructure: deploy/podman and the Zipkin jar.
@@ -127,6 +141,7 @@ for t in "${targets[@]}"; do
   case "$t" in
     app) build app intraday:latest Dockerfile . ;;
     forecaster) build forecaster intraday-forecaster:latest Dockerfile . ;;
+    telemetry-chdb) build telemetry-chdb intraday-telemetry-chdb:latest Dockerfile . ;;
     dapr) build dapr "intraday-dapr:$dapr_version" Dockerfile . ;;
     *) infra_context; build "$t" "intraday-local/$t:latest" "$work/infra/Containerfile" "$work/infra" ;;
   esac
@@ -139,6 +154,7 @@ done
   for t in "${targets[@]}"; do
     case "$t" in
       app) tag=intraday:latest ;; forecaster) tag=intraday-forecaster:latest ;;
+      telemetry-chdb) tag=intraday-telemetry-chdb:latest ;;
       dapr) tag="intraday-dapr:$dapr_version" ;; *) tag="intraday-local/$t:latest" ;;
     esac
     size=$(podman image inspect --format '{{.Size}}' "$tag")
@@ -147,5 +163,8 @@ done
   done
   printf '}}\n'
 } >"$report"
+# The images these builds replaced go (not the build cache), children first;
+# one a container still runs stays.
+for ((i = ${#replaced[@]} - 1; i >= 0; i--)); do podman rmi "${replaced[i]}" >/dev/null 2>&1 || true; done
 podman image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep -E 'intraday' | sort | sed 's/^/[images]   /'
 say "figures in $report"

@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "intraday"  # docker-compose.yml's `name`
 FILES = ("-f", str(ROOT / "docker-compose.yml"), "-f", str(ROOT / "deploy" / "podman" / "compose.local.yml"))
-IMAGES = ("intraday:latest", "intraday-forecaster:latest", "intraday-dapr:1.18.2",
-          "intraday-local/redis:latest", "intraday-local/postgres:latest",
+IMAGES = ("intraday:latest", "intraday-forecaster:latest", "intraday-telemetry-chdb:latest",
+          "intraday-dapr:1.18.2", "intraday-local/redis:latest", "intraday-local/postgres:latest",
           "intraday-local/prometheus:latest", "intraday-local/zipkin:latest")
 GATEWAY = "http://127.0.0.1:8000"
 PUBLISHED = {"gateway": 8000, "zipkin": 9411, "prometheus": 9090}
