@@ -80,6 +80,8 @@ REGISTRY_CHANGES = Counter("intraday_registry_devices_written",
 WORKFLOWS_MENDED = Counter("intraday_workflows_mended", "Workflow instances the watchdog found stuck past "
                            "their deadline or lost, by what it did (redriven, failed)",
                            ["workflow", "action"])
+SIDECAR_RESTARTS = Counter("intraday_sidecar_restarts", "Restarts of its sidecar the app asked for, by "
+                           "reason (workflow-engine-wedged: services/forecaster/engine_guard.py)", ["reason"])
 WORKFLOW_QUEUE_SECONDS = Histogram(
     "intraday_workflow_queue_seconds", "From a workflow instance's start to its first step running (the "
     "scheduler's backlog), by workflow", ["workflow"], buckets=LATENCY_BUCKETS)
@@ -181,6 +183,7 @@ def _initialise() -> None:
             WORKFLOWS_MENDED.labels(workflow, action)
     for workflow in ("forecast_workflow_v3", "fleet_forecast_workflow", "training_workflow"):
         WORKFLOW_QUEUE_SECONDS.labels(workflow)
+    SIDECAR_RESTARTS.labels("workflow-engine-wedged")
 
 
 _initialise()

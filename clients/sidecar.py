@@ -302,6 +302,12 @@ async def call_actor_async(actor_type: str, actor_id: str, method: str, body: di
     return _raise_for(r).json()
 
 
+def shutdown() -> None:
+    """Ask this app's sidecar to shut down: its restart policy (Compose's,
+    the pod's) brings it back (services/forecaster/engine_guard.py)."""
+    _raise_for(sync_client().post("/v1.0/shutdown"))
+
+
 async def schedule_job(name: str, schedule: str, data: dict) -> None:
     """Register (or, with no schedule, remove) a Dapr job with this app's
     sidecar, retrying until the sidecar and its scheduler answer. Dapr's

@@ -24,14 +24,15 @@ SECRET_STORE = "secretstore"
 # The Dapr APIs each app calls (clients/sidecar.py, clients/secrets.py, the
 # actor SDK's state; workflows speak durabletask's own gRPC service, which the
 # allowlist does not cover), and `metadata` for the operators' and the tests'
-# look at a sidecar. Any other API of its sidecar is not served (HTTP 404, gRPC
-# UNIMPLEMENTED). gRPC: the apps
-# call none of Dapr's runtime API over it; one read-only entry makes the list
+# look at a sidecar; the forecaster's `shutdown`, to restart a sidecar whose
+# workflow engine is wedged (services/forecaster/engine_guard.py). Any other
+# API of its sidecar is not served (HTTP 404, gRPC UNIMPLEMENTED). gRPC: the
+# apps call none of Dapr's runtime API over it; one read-only entry makes the list
 # apply to gRPC too (an empty one would leave gRPC open).
 HTTP_APIS = {
     "gateway": ("invoke", "publish", "state", "secrets", "metadata"),
     "forecaster": ("invoke", "publish", "publish@v1.0-alpha1", "actors", "state", "jobs@v1.0-alpha1",
-                   "secrets", "metadata"),
+                   "secrets", "metadata", "shutdown"),
     "telemetry": ("actors", "jobs@v1.0-alpha1", "metadata"),
     "trading": ("invoke", "publish", "actors", "secrets", "metadata"),
 }

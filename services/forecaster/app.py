@@ -22,7 +22,7 @@ from actors.device_actor import DeviceActor
 from actors.state import StateSerializer
 from clients import fleet_list, metrics, sidecar, tracing, weather
 from intraday.config import get_settings
-from services.forecaster import instances, scoring, watchdog
+from services.forecaster import engine_guard, instances, scoring, watchdog
 from services.forecaster.batching import Batcher
 from services.forecaster.routes import fleet as fleet_routes
 from services.forecaster.routes import forecasts, scores, trainings
@@ -69,11 +69,13 @@ async def lifespan(app: FastAPI):
                              {"workflow": TRAINING_WORKFLOW_NAME}),
         sidecar.schedule_job(scoring.SCORING_JOB, settings.scoring_schedule, {"score": "published"}),
         sidecar.schedule_job(watchdog.WATCHDOG_JOB, settings.watchdog_schedule, {"sweep": "workflows"}))
+    engine_watch = asyncio.create_task(engine_guard.watch(instances.client))
     live_gauges = asyncio.create_task(scores.live_gauges_loop())
     warm_weather = asyncio.create_task(weather.keep_warm(_fleet_locations))
     yield
     warm_weather.cancel()
     live_gauges.cancel()
+    engine_watch.cancel()
     scheduling.cancel()
     runtime.shutdown()
 

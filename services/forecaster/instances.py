@@ -16,6 +16,7 @@ from clients.audit_pool import audit_pool
 from intraday.audit import db as audit_db
 from intraday.config import get_settings
 from intraday.errors import UnknownDevice
+from services.forecaster import engine_guard
 from workflows.contracts import ForecastJob
 from workflows.forecast import WORKFLOW_NAME
 
@@ -138,9 +139,11 @@ def start_once(fid: str, job: ForecastJob | dict, workflow: str = WORKFLOW_NAME)
     try:
         client.schedule_new_workflow(workflow, input=payload, instance_id=fid)
     except RpcError as e:
+        engine_guard.guard.seen(e)
         if "already exists" in (e.details() or ""):
             return False
         raise
+    engine_guard.guard.answered()
     from services.forecaster import watchdog  # it reads this module's client
 
     watchdog.register(fid, workflow, payload)

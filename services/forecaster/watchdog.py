@@ -41,7 +41,7 @@ from clients.audit_pool import audit_pool
 from intraday.audit import workflow_runs
 from intraday.config import get_settings
 from intraday.forecasting.request import forecast_id
-from services.forecaster import instances
+from services.forecaster import engine_guard, instances
 from workflows.fleet import BATCH_WORKFLOW_NAME, FLEET_WORKFLOW_NAME
 from workflows.forecast import OWED_AUDIT
 from workflows.training import TRAINING_WORKFLOW_NAME
@@ -186,6 +186,7 @@ def sweep() -> dict[str, int]:
         try:
             done[mend(run)] += 1
         except Exception as e:  # noqa: BLE001 - one instance's trouble does not stop the others
+            engine_guard.guard.seen(e)
             log.warning("watchdog: %s not mended this time: %s", run["instance_id"], e)
             done["error"] += 1
     if due:
