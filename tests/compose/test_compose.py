@@ -141,8 +141,10 @@ def test_a_killed_container_comes_back_by_its_restart_policy_and_nothing_is_lost
             time.sleep(0.01)
         os.kill(pid, signal.SIGKILL)
         answers = [f.result() for f in asked]
-    accepted = {json.loads(text)["forecast_id"]: body for code, text, body in answers if code == 202}
-    refused = [(code, text[:200]) for code, text, _ in answers if code != 202]
+    # 202, or 200 where the gateway's retry of a call the dying forecaster had
+    # taken found the forecast already made (a request is idempotent by its id).
+    accepted = {json.loads(text)["forecast_id"]: body for code, text, body in answers if code in (200, 202)}
+    refused = [(code, text[:200]) for code, text, _ in answers if code not in (200, 202)]
     assert len(accepted) >= 8 and all(code >= 500 and text for code, text in refused), refused
     back = eventually(lambda: harness.inspect("forecaster")["RestartCount"] > restarts and harness.podman(
         "healthcheck", "run", harness.name_of("forecaster"), check=False).returncode == 0, timeout=180)
