@@ -137,13 +137,16 @@ infra_context() {
   [[ -n "$jar" ]] || { echo "no Zipkin jar in $cache/zipkin: run make setup" >&2; exit 1; }
   mkdir -p "$work/infra" && cp deploy/podman/* "$work/infra/" && cp "$jar" "$work/infra/zipkin.jar"
 }
+tag_of() {  # target -> the image's name
+  case "$1" in
+    app) echo intraday:latest ;; dapr) echo "intraday-dapr:$dapr_version" ;;
+    forecaster | telemetry-chdb) echo "intraday-$1:latest" ;; *) echo "intraday-local/$1:latest" ;;
+  esac
+}
 for t in "${targets[@]}"; do
   case "$t" in
-    app) build app intraday:latest Dockerfile . ;;
-    forecaster) build forecaster intraday-forecaster:latest Dockerfile . ;;
-    telemetry-chdb) build telemetry-chdb intraday-telemetry-chdb:latest Dockerfile . ;;
-    dapr) build dapr "intraday-dapr:$dapr_version" Dockerfile . ;;
-    *) infra_context; build "$t" "intraday-local/$t:latest" "$work/infra/Containerfile" "$work/infra" ;;
+    app | forecaster | telemetry-chdb | dapr) build "$t" "$(tag_of "$t")" Dockerfile . ;;
+    *) infra_context; build "$t" "$(tag_of "$t")" "$work/infra/Containerfile" "$work/infra" ;;
   esac
 done
 
@@ -152,11 +155,7 @@ done
   printf '{"built_at": "%s", "engine": "%s", "images": {' "$(date -u +%FT%TZ)" "$(podman --version)"
   sep=""
   for t in "${targets[@]}"; do
-    case "$t" in
-      app) tag=intraday:latest ;; forecaster) tag=intraday-forecaster:latest ;;
-      telemetry-chdb) tag=intraday-telemetry-chdb:latest ;;
-      dapr) tag="intraday-dapr:$dapr_version" ;; *) tag="intraday-local/$t:latest" ;;
-    esac
+    tag="$(tag_of "$t")"
     size=$(podman image inspect --format '{{.Size}}' "$tag")
     printf '%s"%s": {"bytes": %s, "build_seconds": %s}' "$sep" "$tag" "$size" "${seconds[$tag]:-null}"
     sep=", "

@@ -14,8 +14,8 @@ Only a restart of the sidecar ends it (a restart of the app does not).
 
 So after each start the app probes the engine (`probe`: an event raised to
 instances that do not exist, which only the engine's own actors can answer,
-each with "not found") until it answers; if it keeps answering "not registered" for
-`WEDGED_AFTER` seconds (a worker connects in well under a second), the app
+"no such instance exists") until it answers; if it keeps answering "not
+registered" for `WEDGED_AFTER` seconds (a worker connects in well under a second), the app
 asks its sidecar to shut down (`POST /v1.0/shutdown`), logged at ERROR and
 counted (`intraday_sidecar_restarts_total{reason}`), and the sidecar's
 restart policy (Compose's, the pod's) brings it back with the engine whole:
@@ -37,7 +37,7 @@ from clients import metrics, sidecar
 
 log = logging.getLogger("forecaster.engine")
 UNREGISTERED = re.compile(r"actor type \S+\.(workflow|activity|retentioner) not registered")
-PROBE_INSTANCE = "intraday-engine-probe"  # never started: the engine answers "not found"
+PROBE_INSTANCE = "intraday-engine-probe"  # never started: the engine answers NOT_FOUND
 PROBES = 4
 NOT_FOUND = "no such instance exists"  # the engine's answer (durabletask's ErrInstanceNotFound)
 PROBE_EVERY = 5.0

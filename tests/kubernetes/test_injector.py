@@ -23,15 +23,13 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.kubernetes.chart import apply, dump, manifest
-from tests.kubernetes.conftest import Cluster, _free_port, _stop
+from tests.kubernetes.conftest import Cluster, _free_port, _stop, _wait
 
 SYSTEM = "dapr-system"
 DAPR_BIN = Path.home() / ".dapr" / "bin"
@@ -53,20 +51,6 @@ def _start(cluster: Cluster, name: str, args: list[str],
     proc = subprocess.Popen([_dapr_binary(name), *args], env={**os.environ, **env},
                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     return proc, log
-
-
-def _ready(proc: subprocess.Popen, log: Path, url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{log.stem} exited ({proc.returncode}): {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{log.stem} not ready in {timeout:.0f} s: {log.read_text()[-3000:]}")
 
 
 def _objects(*docs: dict) -> str:
@@ -112,7 +96,7 @@ def injector(cluster: Cluster, crds) -> Iterator[dict]:
         "--issuer-credentials", str(work / "sentry-credentials")], kube)
     injector_proc = None
     try:
-        _ready(sentry, sentry_log, f"http://127.0.0.1:{sentry_health}/healthz", 90)
+        _wait(f"http://127.0.0.1:{sentry_health}/healthz", sentry, sentry_log, 90)
         anchors = cluster.get("configmap", "dapr-trust-bundle", "-n", SYSTEM)["data"]["ca.crt"]
         (work / "trust-anchors.pem").write_text(anchors)
         token = cluster.kubectl(
@@ -153,7 +137,7 @@ def injector(cluster: Cluster, crds) -> Iterator[dict]:
              "DAPR_CONTROL_PLANE_TRUST_DOMAIN": "cluster.local",
              "DAPR_SENTRY_TOKEN_FILE": str(work / "injector-token")})
         # Ready once it has its certificate and has patched the webhook's CA bundle.
-        _ready(injector_proc, injector_log, f"http://127.0.0.1:{injector_health}/healthz", 90)
+        _wait(f"http://127.0.0.1:{injector_health}/healthz", injector_proc, injector_log, 90)
         yield {"port": webhook_port, "anchors": anchors, "process": injector_proc}
     finally:
         cluster.kubectl("delete", "mutatingwebhookconfiguration", "dapr-sidecar-injector",
