@@ -390,18 +390,32 @@ print(json.dumps({"pg-dsn": s.pg_dsn, "api-key-pepper": s.api_key_pepper}))' >"$
   local s name app_port dapr_port
   for s in "${services[@]}"; do
     IFS=: read -r name app_port dapr_port <<<"$s"
-    if wait_for "$name" "$health_timeout" http_ok "http://127.0.0.1:$app_port/health" \
-        && [[ "$toxiproxy" == on ]] && [[ " ${proxies[*]} " == *" $name-app:"* ]]; then
+    wait_for "$name" "$health_timeout" http_ok "http://127.0.0.1:$app_port/health" \
+      || { unhealthy "$name"; die "$name unhealthy (no answer on :$app_port/health in ${health_timeout} s)"; }
+    # daprd waits for its app's port to listen: a proxied app's opens now.
+    if [[ "$toxiproxy" == on ]] && [[ " ${proxies[*]} " == *" $name-app:"* ]]; then
       curl -fsS -o /dev/null -X POST -d '{"enabled": true}' "http://127.0.0.1:$toxiproxy_port/proxies/$name-app" \
         || die "toxiproxy: the $name-app proxy did not open"
     fi
-    if ! wait_for "$name" "$health_timeout" http_ok "http://127.0.0.1:$app_port/health" \
-      || ! wait_for "$name sidecar" 30 http_ok "http://127.0.0.1:$dapr_port/v1.0/healthz"; then
-      say "$name did not become healthy; last log lines:"
-      tail -n 30 "$logs/apps.log" .dapr/logs/"${name}"_*.log 2>/dev/null | tail -n 60 >&2 || true
-      die "$name unhealthy"
-    fi
+    wait_for "$name sidecar" 30 http_ok "http://127.0.0.1:$dapr_port/v1.0/healthz" \
+      || { unhealthy "$name"; die "$name's sidecar unhealthy (no answer on :$dapr_port/v1.0/healthz in 30 s)"; }
     say "$name healthy (app :$app_port, sidecar :$dapr_port)"
+  done
+}
+
+unhealthy() {  # unhealthy NAME: what a service that did not come up was doing, on stderr
+  say "$1 did not become healthy; its run's last log lines (.dapr/logs: this run's app and sidecar):" >&2
+  tail -n 20 "$logs/apps.log" >&2 2>/dev/null || true
+  local f
+  for f in $(ls -t .dapr/logs/"$1"_app_*.log 2>/dev/null | head -n 1) \
+           $(ls -t .dapr/logs/"$1"_daprd_*.log 2>/dev/null | head -n 1); do
+    printf '==> %s <==\n' "$f" >&2; tail -n 40 "$f" >&2
+  done
+  # An app that runs but does not answer: where its threads are (py-spy).
+  local pid
+  for pid in $(pgrep -f "python -m services\.$1\$" || true); do
+    say "$1 (pid $pid) is running; its threads:" >&2
+    timeout 20 .venv/bin/py-spy dump --pid "$pid" >&2 2>&1 || true
   done
 }
 
