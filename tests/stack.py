@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -125,16 +126,32 @@ def run_stack(extra_env: dict[str, str] | None = None) -> Iterator[dict]:
     provider = IdentityProvider()
     env.update(INTRADAY_JWT_JWKS_URL=provider.jwks_url, INTRADAY_JWT_ISSUER=provider.issuer,
                INTRADAY_JWT_AUDIENCE=provider.audience)
-    up = subprocess.run(["bash", "scripts/stack.sh", "up"], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
+    up = _stack_sh("up", env)
+    if up.returncode != 0:
+        # Once in CI a service's app ran but never answered its health check
+        # (telemetry, 240 s, not seen here in many runs): what stack.sh
+        # found goes to the run's output (not captured: a failed start is
+        # worth reading even when the second one works), then the stack is
+        # stopped and started again from nothing, once.
+        sys.__stderr__.write(f"\n[tests/stack.py] the stack did not come up; starting it again once. "
+                             f"stack.sh said:\n{up.stdout[-2000:]}\n{up.stderr[-8000:]}\n")
+        _stack_sh("down", env)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        data_dir.mkdir(parents=True)
+        up = _stack_sh("up", env)
     try:
         assert up.returncode == 0, f"stack did not come up:\n{up.stdout}\n{up.stderr}"
         yield {"data_dir": data_dir, "env": env, "failpoints": data_dir / "failpoints", "idp": provider,
                "up_output": up.stdout}
     finally:
         provider.close()
-        subprocess.run(["bash", "scripts/stack.sh", "down"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=120)
+        _stack_sh("down", env)
+
+
+def _stack_sh(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`scripts/stack.sh up` or `down` with the test settings; its output."""
+    return subprocess.run(["bash", "scripts/stack.sh", command], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600 if command == "up" else 120)
 
 
 class IdentityProvider:

@@ -136,9 +136,13 @@ def dead_letters_replay(
 
 
 @db_app.command()
-def migrate() -> None:
+def migrate(
+    wait: Annotated[float, typer.Option(
+        min=0.0, help="seconds to wait for the database to take connections (a container or Job started "
+             "beside it); 0: fail at once")] = 0.0,
+) -> None:
     """Create or update the audit schema."""
-    _run(cmd_db_migrate)
+    _run(cmd_db_migrate, wait=wait)
 
 
 @keys_app.command("create")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from intraday.cli.common import _fail, _table
 from intraday.config import get_settings
@@ -70,9 +71,27 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
           f"{get_settings().api_key_cache_seconds:.0f} s)")
 
 
-def cmd_db_migrate(_: argparse.Namespace) -> None:
+def cmd_db_migrate(args: argparse.Namespace) -> None:
+    import psycopg
+
     from intraday.audit import db
 
-    with db.connect(get_settings().pg_dsn) as conn:
+    # --wait: a one-shot container or Job started beside the database (or
+    # its proxy) waits for it to take connections instead of failing first.
+    deadline = time.monotonic() + max(getattr(args, "wait", 0.0), 0.0)
+    said = False
+    while True:
+        try:
+            conn = db.connect(get_settings().pg_dsn)
+            break
+        except psycopg.OperationalError as e:
+            if time.monotonic() >= deadline:
+                raise
+            if not said:
+                reason = str(e).strip().splitlines()[0][:200]
+                print(f"waiting up to {args.wait:.0f} s for the audit database: {reason}", file=sys.stderr)
+                said = True
+            time.sleep(1.0)
+    with conn:
         db.migrate(conn)
     print("audit schema up to date")

@@ -6,7 +6,8 @@ podman 4.3 runs no health check on its own (that needs systemd) and
 ignores `depends_on: condition: service_healthy` (podman >= 4.6), so
 `wait_healthy` runs each container's health check itself until all pass,
 as the engine would; containers that start before what they need exit and
-come back by their restart policy, as they would on any engine."""
+come back by their restart policy, as they would on any engine; the
+one-shot `migrate` waits for PostgreSQL itself (`intraday db migrate --wait`)."""
 
 from __future__ import annotations
 
@@ -95,7 +96,10 @@ def wait_healthy(timeout: float = 600, progress: Callable[[str], None] | None = 
             if service in healthy:
                 continue
             if service == "migrate":
-                if c["State"] == "exited" and c.get("ExitCode", 1) == 0:
+                if c["State"] == "exited" and c.get("ExitCode", 1) != 0:  # a one-shot: it will not come back
+                    raise RuntimeError(f"migrate exited {c.get('ExitCode')}:\n"
+                                       f"{podman('logs', name, check=False).stderr[-2000:]}")
+                if c["State"] == "exited":
                     healthy[service] = time.monotonic() - t0
                 else:
                     pending.append(service)

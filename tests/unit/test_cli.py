@@ -23,7 +23,7 @@ COMMANDS = {
     "prices": ["--count", "--interval", "--price", "--step", "--seed"],
     "devices": [],
     "status": ["--json"],
-    "db migrate": [],
+    "db migrate": ["--wait"],
     "keys create": ["--scopes", "--out", "--rate", "--if-missing"],
     "keys list": ["--json"],
     "keys revoke": [],
