@@ -1,7 +1,9 @@
 """`intraday db migrate --wait`: the one-shot that creates the audit schema
 (Compose's `migrate` container, the chart's Job) starts beside PostgreSQL
 and may run before it takes connections. Here the stack's PostgreSQL is
-reached through a loopback listener that opens only after a while."""
+reached through a loopback listener that opens only once the command has
+said it is waiting (not after a fixed time: a busy machine may start the
+command later than that)."""
 
 from __future__ import annotations
 
@@ -38,15 +40,16 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
 
 
 @contextmanager
-def late_listener(port: int, after: float) -> Iterator[None]:
-    """127.0.0.1:`port` forwards to PostgreSQL once `after` seconds have
-    passed (refused before); closed on leaving."""
+def listener(port: int, opened: threading.Event) -> Iterator[None]:
+    """127.0.0.1:`port` forwards to PostgreSQL once `opened` is set (refused
+    before); closed on leaving."""
     stop = threading.Event()
     server = socket.socket()
 
     def serve() -> None:
-        if stop.wait(after):
-            return
+        while not opened.wait(0.1):
+            if stop.is_set():
+                return
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", port))
         server.listen()
@@ -66,25 +69,40 @@ def late_listener(port: int, after: float) -> Iterator[None]:
         yield
     finally:
         stop.set()
+        opened.set()
         thread.join(timeout=5)
         server.close()
 
 
+def command(stack: dict, port: int, *args: str) -> dict:
+    """`intraday db migrate ARGS` against the database at 127.0.0.1:`port`."""
+    return {"args": [str(ROOT / ".venv/bin/intraday"), "db", "migrate", *args], "text": True,
+            "env": {**stack["env"], "INTRADAY_PG_DSN": f"postgresql://intraday@127.0.0.1:{port}/intraday"}}
+
+
 def migrate(stack: dict, port: int, *args: str) -> subprocess.CompletedProcess:
-    env = {**stack["env"], "INTRADAY_PG_DSN": f"postgresql://intraday@127.0.0.1:{port}/intraday"}
-    return subprocess.run([str(ROOT / ".venv/bin/intraday"), "db", "migrate", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(**command(stack, port, *args), capture_output=True, timeout=120)
 
 
 def test_migrate_waits_for_a_database_that_opens_late(stack, pg):
     port = _free_port()
-    with late_listener(port, after=3.0):
-        t0 = time.monotonic()
-        r = migrate(stack, port, "--wait", "60")
-    assert r.returncode == 0, r.stderr
-    assert "audit schema up to date" in r.stdout
-    assert "waiting up to 60 s for the audit database" in r.stderr
-    assert time.monotonic() - t0 >= 3.0  # it did not get through before the listener opened
+    opened = threading.Event()
+    with listener(port, opened):
+        proc = subprocess.Popen(**command(stack, port, "--wait", "60"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        try:
+            assert proc.stderr is not None
+            first = proc.stderr.readline()  # refused: it says it waits, and does
+            assert first.startswith("waiting up to 60 s for the audit database: "), first
+            assert "Connection refused" in first and proc.poll() is None
+            time.sleep(2.0)
+            assert proc.poll() is None  # still waiting, not given up
+            opened.set()
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "audit schema up to date" in out
     assert pg.execute("SELECT to_regclass('forecast_requests') IS NOT NULL").fetchone()[0]
 
 
