@@ -78,7 +78,7 @@ def cmd_db_migrate(args: argparse.Namespace) -> None:
 
     # --wait: a one-shot container or Job started beside the database (or
     # its proxy) waits for it to take connections instead of failing first.
-    deadline = time.monotonic() + max(getattr(args, "wait", 0.0), 0.0)
+    deadline = time.monotonic() + args.wait  # the CLI refuses a negative one
     said = False
     while True:
         try:
